@@ -1,0 +1,3 @@
+from cezsar.cli import main
+
+main()

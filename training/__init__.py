@@ -1,0 +1,1 @@
+"""Training side of cezsar: the contrastive model, its data, training and zero-shot evaluation."""

@@ -1,0 +1,164 @@
+"""Image backbones by name, in the spirit of timm's ``create_model``: one name in, a ready module out.
+
+Names:
+- ``tiny``: a small CNN that trains from scratch on the CPU (tests, the synthetic world, the demo).
+- ``torchvision:NAME`` (e.g. ``torchvision:resnet18``): any torchvision classification model.
+- ``timm:NAME`` (e.g. ``timm:convnext_tiny``): any timm model.
+- a bare name (e.g. ``resnet18``) tries torchvision first, then timm.
+
+Pretrained weights come only through the library's own mechanism (its cache or download, when
+the user asks with ``pretrained=True``) or from a local checkpoint file (``.safetensors``, or a
+``.pt``/``.pth`` state dict read with ``weights_only=True``). Nothing here assumes network access.
+Every backbone returns a pooled feature vector (N, feature_dim) for an (N, 3, H, W) batch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cezsar.errors import CezsarError
+
+_REGISTRY: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., tuple[nn.Module, int]]], Callable[..., tuple[nn.Module, int]]]:
+    def deco(fn: Callable[..., tuple[nn.Module, int]]) -> Callable[..., tuple[nn.Module, int]]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class TinyCNN(nn.Module):
+    """Five stride-2 conv blocks and global average pooling; about 0.1 M parameters at width 32."""
+
+    def __init__(self, width: int = 32, feature_dim: int = 128) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _conv_bn(3, w // 2, 2),
+            _conv_bn(w // 2, w, 2),
+            _conv_bn(w, w, 1),
+            _conv_bn(w, 2 * w, 2),
+            _conv_bn(2 * w, 2 * w, 1),
+            _conv_bn(2 * w, feature_dim, 2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
+@register("tiny")
+def _tiny(pretrained: bool = False, **kwargs: int) -> tuple[nn.Module, int]:
+    if pretrained:
+        raise CezsarError("backbone 'tiny' has no pretrained weights; train it, or pass --backbone-checkpoint")
+    m = TinyCNN(**kwargs)
+    return m, m.feature_dim
+
+
+def _strip_classifier(model: nn.Module) -> tuple[nn.Module, int]:
+    """Replace the classification layer of a torchvision model with identity; return (model, dim)."""
+    for attr in ("fc", "classifier", "head", "heads"):
+        layer = getattr(model, attr, None)
+        if layer is None:
+            continue
+        linears = [m for m in (layer.modules() if isinstance(layer, nn.Module) else []) if isinstance(m, nn.Linear)]
+        if linears:
+            dim = linears[0].in_features
+            setattr(model, attr, nn.Identity())
+            return model, dim
+    raise CezsarError(f"cannot find the classifier of {type(model).__name__} to remove")
+
+
+def _torchvision(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    if importlib.util.find_spec("torchvision") is None:
+        raise CezsarError(f"backbone 'torchvision:{name}': torchvision is not installed (pip install torchvision)")
+    import torchvision.models as tvm
+
+    if name not in tvm.list_models():
+        raise CezsarError(f"backbone 'torchvision:{name}': no such torchvision model")
+    weights = "DEFAULT" if pretrained else None
+    return _strip_classifier(tvm.get_model(name, weights=weights))
+
+
+def _timm(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    if importlib.util.find_spec("timm") is None:
+        raise CezsarError(f"backbone 'timm:{name}': timm is not installed (pip install timm)")
+    import timm
+
+    if not timm.list_models(name, pretrained=False) and not timm.is_model(name):
+        raise CezsarError(f"backbone 'timm:{name}': no such timm model")
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+    return model, int(model.num_features)
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a local weights file without unpickling arbitrary objects."""
+    p = Path(path)
+    if not p.is_file():
+        raise CezsarError(f"{p}: backbone checkpoint not found")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure is the file's fault
+        raise CezsarError(f"{p}: not a readable weights file ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CezsarError(f"{p}: expected a state dict of tensors")
+    return obj
+
+
+def available() -> list[str]:
+    names = sorted(_REGISTRY)
+    if importlib.util.find_spec("torchvision") is not None:
+        names.append("torchvision:<name>")
+    if importlib.util.find_spec("timm") is not None:
+        names.append("timm:<name>")
+    return names
+
+
+def create_backbone(
+    name: str, pretrained: bool = False, checkpoint: str | Path | None = None
+) -> tuple[nn.Module, int]:
+    """Build a backbone by name; returns (module, feature_dim)."""
+    if name in _REGISTRY:
+        model, dim = _REGISTRY[name](pretrained=pretrained)
+    elif name.startswith("torchvision:"):
+        model, dim = _torchvision(name.split(":", 1)[1], pretrained)
+    elif name.startswith("timm:"):
+        model, dim = _timm(name.split(":", 1)[1], pretrained)
+    else:
+        errors = []
+        for lib, fn in (("torchvision", _torchvision), ("timm", _timm)):
+            try:
+                model, dim = fn(name, pretrained)
+                break
+            except CezsarError as e:
+                errors.append(f"{lib}: {e}")
+        else:
+            raise CezsarError(f"backbone '{name}': unknown ({'; '.join(errors)}); known: {', '.join(available())}")
+    if checkpoint is not None:
+        state = load_state_file(checkpoint)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        head_only = all(k.split(".")[0] in ("fc", "classifier", "head", "heads") for k in unexpected)
+        if missing or not head_only:
+            raise CezsarError(
+                f"{checkpoint}: does not match backbone '{name}' "
+                f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[:3]})"
+            )
+    return model, dim
