@@ -1,0 +1,83 @@
+"""DEPLOY_DIR/manifest.json: the contract between the converter (writer) and the edge runtime (reader).
+
+Pure JSON, no torch. Layout of a deploy folder:
+
+    manifest.json
+    frame_encoder.onnx        input "frames"   [N, 3, S, S] float32 -> output "features"  [N, D]
+    temporal_head.onnx        input "features" [B, T, D]    float32 -> output "embedding" [B, J]
+    text_encoder.onnx         inputs "input_ids", "attention_mask" [B, L] int64 -> "embedding" [B, J]
+    tokenizer.json            for the ``tokenizers`` library
+    model/                    copy of the trained model folder (config.json + model.safetensors), for the torch backend
+    frame_encoder.int8.onnx   after ``cezsar quantize`` (Q/DQ, TensorRT rules)
+    temporal_head.int8.onnx   after ``cezsar quantize``
+    *.engine + *.engine.json  after ``cezsar build-engine``
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cezsar.errors import CezsarError
+from cezsar.preprocess import Preprocess
+
+FORMAT = "cezsar-deploy"
+VERSION = 1
+PARTS = ("frame_encoder", "temporal_head", "text_encoder")
+
+
+@dataclass
+class Manifest:
+    model_hash: str  # sha256 of the source model.safetensors
+    opset: int
+    preprocess: dict[str, Any]  # Preprocess.to_dict()
+    fps: float  # sampling rate the model was trained with
+    window: int  # T, frames per window
+    feature_dim: int  # D
+    joint_dim: int  # J
+    text_max_length: int = 128
+    files: dict[str, str] = field(default_factory=dict)  # part or "tokenizer"/"model_dir" -> relative path
+    sha256: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. parity report, quantization report
+
+    @property
+    def pre(self) -> Preprocess:
+        return Preprocess.from_dict(self.preprocess)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    def path(self, deploy_dir: str | Path, key: str) -> Path:
+        if key not in self.files:
+            raise CezsarError(f"{deploy_dir}: manifest.json names no file for '{key}'")
+        p = Path(deploy_dir) / self.files[key]
+        if not p.exists():
+            raise CezsarError(f"{p}: missing from the deploy folder (manifest.json names it)")
+        return p
+
+
+def load_manifest(deploy_dir: str | Path) -> Manifest:
+    d = Path(deploy_dir)
+    mpath = d / "manifest.json"
+    if not d.is_dir():
+        raise CezsarError(f"{d}: deploy folder not found")
+    if not mpath.is_file():
+        raise CezsarError(f"{d}: not a deploy folder (no manifest.json; create one with `cezsar export`)")
+    try:
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CezsarError(f"{mpath}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CezsarError(f"{mpath}: not a cezsar deploy manifest")
+    if int(raw.get("version", -1)) > VERSION:
+        raise CezsarError(f"{mpath}: manifest version {raw.get('version')} is newer than this cezsar")
+    raw.pop("format")
+    raw.pop("version")
+    try:
+        m = Manifest(**raw)
+        m.pre
+    except (TypeError, KeyError, ValueError) as e:
+        raise CezsarError(f"{mpath}: invalid manifest ({e})") from None
+    return m

@@ -1,0 +1,1 @@
+"""Edge runtime: camera streams in sliding windows, zero-shot matching, ZeroMQ publishing."""
