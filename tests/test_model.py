@@ -1,0 +1,110 @@
+"""The split video tower, the checkpoint folder and the backbone registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cezsar.errors import CezsarError
+from cezsar.preprocess import Preprocess
+from training.backbones import create_backbone
+from training.model import CezsarModel, ModelConfig, TemporalHead, read_config
+
+
+def small_config(**kw) -> ModelConfig:
+    return ModelConfig(frames=4, fps=4.0, d_model=32, preprocess=Preprocess(size=32, resize=36).to_dict(), **kw)
+
+
+def test_split_tower_equals_fused_forward():
+    torch.manual_seed(0)
+    m = CezsarModel(small_config()).eval()
+    clips = torch.randn(3, 4, 3, 32, 32)
+    fused = m.encode_video(clips)
+    feats = m.frame_encoder(clips.flatten(0, 1)).view(3, 4, -1)
+    split = m.temporal_head(feats)
+    assert torch.allclose(fused, split, atol=1e-6)
+    assert torch.allclose(fused.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_attention_runs_across_time_not_batch():
+    """The reference code's defect: without batch_first, videos of a batch attend to each other."""
+    torch.manual_seed(0)
+    head = TemporalHead(16, 32, 8, heads=2, layers=1, dropout=0.0).eval()
+    x = torch.randn(4, 6, 16)
+    alone = head(x[:1])
+    together = head(x)[:1]
+    assert torch.allclose(alone, together, atol=1e-5), "a video's embedding must not depend on its batch mates"
+    shuffled = head(x[:1, torch.randperm(6)])
+    # attention across time (no positional encoding, mean pool) is permutation invariant but not constant:
+    assert not torch.allclose(head(x[1:2]), alone, atol=1e-3)
+    assert torch.allclose(shuffled, alone, atol=1e-5)
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    m = CezsarModel(small_config()).eval()
+    m.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    m2 = CezsarModel.load(tmp_path / "m")
+    x = torch.randn(2, 4, 3, 32, 32)
+    assert torch.equal(m.encode_video(x), m2.encode_video(x))
+
+
+def test_checkpoint_refuses_other_architecture(tmp_path):
+    CezsarModel(small_config()).save(tmp_path / "a")
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    cfg["d_model"] = 64
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CezsarError, match="another architecture"):
+        CezsarModel.load(tmp_path / "a")
+
+
+def test_checkpoint_refuses_corrupt_weights(tmp_path):
+    CezsarModel(small_config()).save(tmp_path / "a")
+    w = tmp_path / "a" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(CezsarError, match="model.safetensors"):
+        CezsarModel.load(tmp_path / "a")
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "model folder not found"),
+        (lambda d: d.mkdir(), "no config.json"),
+        (lambda d: (d.mkdir(), (d / "config.json").write_text("{"), (d / "model.safetensors").write_text("")), "not valid JSON"),
+        (
+            lambda d: (d.mkdir(), (d / "config.json").write_text('{"format": "other"}'), (d / "model.safetensors").write_text("")),
+            "not a cezsar model config",
+        ),
+    ],
+)
+def test_read_config_errors_name_the_folder(tmp_path, setup, message):
+    d = tmp_path / "m"
+    setup(d)
+    with pytest.raises(CezsarError, match=message) as e:
+        read_config(d)
+    assert str(d) in str(e.value)
+
+
+def test_backbone_registry():
+    m, dim = create_backbone("tiny")
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, dim)
+    with pytest.raises(CezsarError, match="unknown"):
+        create_backbone("no-such-backbone-xyz")
+    with pytest.raises(CezsarError, match="no pretrained weights"):
+        create_backbone("tiny", pretrained=True)
+
+
+def test_backbone_local_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    m, _ = create_backbone("tiny")
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    m2, _ = create_backbone("tiny", checkpoint=tmp_path / "w.safetensors")
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    save_file({"x": torch.zeros(3)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CezsarError, match="does not match"):
+        create_backbone("tiny", checkpoint=tmp_path / "bad.safetensors")
