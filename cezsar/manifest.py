@@ -77,7 +77,7 @@ def load_manifest(deploy_dir: str | Path) -> Manifest:
     raw.pop("version")
     try:
         m = Manifest(**raw)
-        m.pre
+        _ = m.pre  # validates the preprocessing block
     except (TypeError, KeyError, ValueError) as e:
         raise CezsarError(f"{mpath}: invalid manifest ({e})") from None
     return m

@@ -73,9 +73,16 @@ def test_checkpoint_refuses_corrupt_weights(tmp_path):
     [
         (lambda d: None, "model folder not found"),
         (lambda d: d.mkdir(), "no config.json"),
-        (lambda d: (d.mkdir(), (d / "config.json").write_text("{"), (d / "model.safetensors").write_text("")), "not valid JSON"),
         (
-            lambda d: (d.mkdir(), (d / "config.json").write_text('{"format": "other"}'), (d / "model.safetensors").write_text("")),
+            lambda d: (d.mkdir(), (d / "config.json").write_text("{"), (d / "model.safetensors").write_text("")),
+            "not valid JSON",
+        ),
+        (
+            lambda d: (
+                d.mkdir(),
+                (d / "config.json").write_text('{"format": "other"}'),
+                (d / "model.safetensors").write_text(""),
+            ),
             "not a cezsar model config",
         ),
     ],

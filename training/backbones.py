@@ -132,9 +132,7 @@ def available() -> list[str]:
     return names
 
 
-def create_backbone(
-    name: str, pretrained: bool = False, checkpoint: str | Path | None = None
-) -> tuple[nn.Module, int]:
+def create_backbone(name: str, pretrained: bool = False, checkpoint: str | Path | None = None) -> tuple[nn.Module, int]:
     """Build a backbone by name; returns (module, feature_dim)."""
     if name in _REGISTRY:
         model, dim = _REGISTRY[name](pretrained=pretrained)

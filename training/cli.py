@@ -32,12 +32,16 @@ def train_cmd(
     frames: int | None = typer.Option(None, help="Frames per clip T (default: dataset.json, else 16)."),
     fps: float | None = typer.Option(None, help="Sampling rate (default: dataset.json, else 1.0)."),
     image_size: int | None = typer.Option(None, help="Crop size (default: dataset.json, else 224)."),
-    resize: int | None = typer.Option(None, help="Shorter-side resize before the crop (default: dataset.json, else 256)."),
+    resize: int | None = typer.Option(
+        None, help="Shorter-side resize before the crop (default: dataset.json, else 256)."
+    ),
     batch_size: int = typer.Option(32),
     lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
     patience: int = typer.Option(6, help="Early-stopping patience in epochs."),
     seed: int = typer.Option(0),
-    text_model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."),
+    text_model: str = typer.Option(
+        "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
+    ),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -95,8 +99,10 @@ def train_cmd(
         "epochs_run": res.epochs_run,
         "seconds": round(time.time() - t0, 1),
     }
-    console.print(f"wrote {out}/config.json, model.safetensors, log.jsonl — best epoch {res.best_epoch}, "
-                  f"val loss {res.best_val_loss:.4f}, {summary['seconds']} s")
+    console.print(
+        f"wrote {out}/config.json, model.safetensors, log.jsonl — best epoch {res.best_epoch}, "
+        f"val loss {res.best_val_loss:.4f}, {summary['seconds']} s"
+    )
     if json_out:
         print(json.dumps(summary))
 

@@ -44,7 +44,9 @@ class EvalReport:
 
 
 @torch.no_grad()
-def class_prototypes(model: CezsarModel, text: SentenceEncoder, classes: dict[str, list[str]], names: list[str]) -> torch.Tensor:
+def class_prototypes(
+    model: CezsarModel, text: SentenceEncoder, classes: dict[str, list[str]], names: list[str]
+) -> torch.Tensor:
     protos = []
     for name in names:
         emb = model.encode_text(text.encode(classes[name]))
@@ -53,7 +55,9 @@ def class_prototypes(model: CezsarModel, text: SentenceEncoder, classes: dict[st
 
 
 @torch.no_grad()
-def video_embeddings(model: CezsarModel, segments: list[Segment], batch: int = 16, progress: bool = True) -> torch.Tensor:
+def video_embeddings(
+    model: CezsarModel, segments: list[Segment], batch: int = 16, progress: bool = True
+) -> torch.Tensor:
     cfg = model.config
     pre = cfg.pre
     bank = build_bank(segments, cfg.fps, cfg.frames, pre, progress=progress)

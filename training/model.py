@@ -67,7 +67,7 @@ class ModelConfig:
             raise CezsarError(f"{source}: unknown keys {sorted(unknown)}")
         try:
             cfg = cls(**{k: v for k, v in d.items() if k in names})
-            cfg.pre  # validates the preprocessing block
+            _ = cfg.pre  # validates the preprocessing block
         except (TypeError, KeyError, ValueError) as e:
             raise CezsarError(f"{source}: invalid model config ({e})") from None
         return cfg
@@ -192,7 +192,9 @@ class CezsarModel(nn.Module):
         backbone, dim = create_backbone(config.backbone, pretrained=backbone_pretrained, checkpoint=backbone_checkpoint)
         config.feature_dim = dim
         self.frame_encoder = FrameEncoder(backbone, dim)
-        self.temporal_head = TemporalHead(dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout)
+        self.temporal_head = TemporalHead(
+            dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
+        )
         self.text_head = TextHead(config.text_dim, config.joint_dim, config.dropout)
 
     def encode_video(self, clips: torch.Tensor) -> torch.Tensor:

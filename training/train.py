@@ -127,7 +127,9 @@ class _State:
         return info
 
 
-def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True
+) -> TrainResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from training.data import read_captions
@@ -146,8 +148,15 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: b
     pre = Preprocess(size=cfg.image_size, resize=cfg.resize)
     text = SentenceEncoder(cfg.text_model)
     mcfg = ModelConfig(
-        backbone=cfg.backbone, frames=cfg.frames, fps=cfg.fps, d_model=cfg.d_model, dropout=cfg.dropout,
-        joint_dim=cfg.joint_dim, text_model=cfg.text_model, text_dim=text.dim, preprocess=pre.to_dict(),
+        backbone=cfg.backbone,
+        frames=cfg.frames,
+        fps=cfg.fps,
+        d_model=cfg.d_model,
+        dropout=cfg.dropout,
+        joint_dim=cfg.joint_dim,
+        text_model=cfg.text_model,
+        text_dim=text.dim,
+        preprocess=pre.to_dict(),
     )
     model = CezsarModel(mcfg, backbone_pretrained=cfg.pretrained, backbone_checkpoint=cfg.backbone_checkpoint)
 
@@ -223,10 +232,19 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: b
                 losses.append(loss.item())
             model.eval()
             with torch.no_grad():
-                vl = [run_batch(val_idx[i : i + bs], False).item() for i in range(0, len(val_idx), bs)] if len(val_idx) else []
+                vl = (
+                    [run_batch(val_idx[i : i + bs], False).item() for i in range(0, len(val_idx), bs)]
+                    if len(val_idx)
+                    else []
+                )
             train_loss = float(np.mean(losses)) if losses else math.nan
             val_loss = float(np.mean(vl)) if vl else train_loss
-            rec = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": round(time.time() - t0, 2)}
+            rec = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "seconds": round(time.time() - t0, 2),
+            }
             history.append(rec)
             improved = val_loss < best["val_loss"] - 1e-4
             if improved:
