@@ -11,6 +11,13 @@ Pure JSON, no torch. Layout of a deploy folder:
     frame_encoder.int8.onnx   after ``cezsar quantize`` (Q/DQ, TensorRT rules)
     temporal_head.int8.onnx   after ``cezsar quantize``
     *.engine + *.engine.json  after ``cezsar build-engine``
+
+``files`` keys: the three parts, "tokenizer", "model_dir", and after ``cezsar quantize``
+"frame_encoder.int8" / "temporal_head.int8". Engines are named ``<part>.<precision>.engine``
+(precision fp16 or int8) with a ``<part>.<precision>.engine.json`` sidecar; they are tied to one
+GPU and TensorRT version, so the manifest does not list them (``edge/backends/tensorrt.py`` finds
+them by name and checks the sidecar). ``extra`` holds "parity" (export), "text" (tokenizer
+settings: max_length, padding, pad_id), "quantization" (the INT8 accuracy report) and more.
 """
 
 from __future__ import annotations
@@ -56,6 +63,15 @@ class Manifest:
         if not p.exists():
             raise CezsarError(f"{p}: missing from the deploy folder (manifest.json names it)")
         return p
+
+
+def save_manifest(deploy_dir: str | Path, manifest: Manifest) -> Path:
+    """Write ``deploy_dir/manifest.json`` atomically; returns its path."""
+    from cezsar.atomic import write_json
+
+    path = Path(deploy_dir) / "manifest.json"
+    write_json(path, manifest.to_dict())
+    return path
 
 
 def load_manifest(deploy_dir: str | Path) -> Manifest:

@@ -1,0 +1,145 @@
+"""``cezsar export``, ``cezsar quantize``, ``cezsar build-engine`` and ``cezsar check-engine``.
+
+Heavy imports (torch, onnx, modelopt, tensorrt) happen inside the verbs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from cezsar.errors import CezsarError
+
+
+def _fail(message: str, code: int = 1) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def export_cmd(
+    model_dir: Path = typer.Argument(..., help="Trained model folder (config.json + model.safetensors)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Deploy folder to create or replace."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset: 17 for TensorRT >= 8.6 (default), 16 for TensorRT 8.5."),
+    tol: float = typer.Option(1e-4, "--tol", help="Worst cosine distance to PyTorch allowed per network."),
+) -> None:
+    """Export the frame encoder, temporal head and text tower to ONNX, checked against PyTorch."""
+    from converter.export import export_model
+
+    try:
+        m = export_model(model_dir, out, opset=opset, parity_tol=tol)
+    except CezsarError as e:
+        _fail(str(e), 2)
+    for part in ("frame_encoder", "temporal_head", "text_encoder"):
+        r = m.extra["parity"][part]
+        print(
+            f"{part:14s} worst cosine distance {r['worst_cosine_distance']:.2e}  max abs diff {r['max_abs_diff']:.2e}"
+        )
+    print(f"wrote {out} (opset {m.opset}, window {m.window}, {m.feature_dim}-d features, {m.joint_dim}-d joint space)")
+
+
+def quantize_cmd(
+    deploy_dir: Path = typer.Argument(..., help="Deploy folder written by `cezsar export`."),
+    calib: Path = typer.Option(..., "--calib", help="Calibration set from `cezsar calibrate` (.npz)."),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Eval folder (videos.jsonl + classes/) for top-1."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    force: bool = typer.Option(False, "--force", help="Write the INT8 models even if the accuracy gate fails."),
+    method: str = typer.Option("auto", "--method", help="auto (ModelOpt, else onnxruntime), modelopt or ort."),
+    holdout: float = typer.Option(0.2, "--holdout", help="Share of calibration frames kept for the accuracy check."),
+) -> None:
+    """INT8 Q/DQ quantization (TensorRT rules) of the frame encoder and temporal head, with an accuracy gate."""
+    from converter.quantize import quantize_deploy
+
+    try:
+        report = quantize_deploy(deploy_dir, calib, eval_data=eval_data, force=force, method=method, holdout=holdout)
+    except CezsarError as e:
+        _fail(str(e), 2)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        t1 = ""
+        if report.get("top1_fp32") is not None:
+            t1 = f", top-1 fp32 {report['top1_fp32']:.3f} int8 {report['top1_int8']:.3f}"
+        print(
+            f"{report['method']}: cosine fp32 vs int8 mean {report['mean_cosine']:.5f} min {report['min_cosine']:.5f}"
+            f"{t1}; gate {'passed' if report['passed'] else 'FAILED'}"
+        )
+    if not report["passed"]:
+        if not force:
+            if not as_json:
+                print(f"error: {report['reason']}; INT8 models not written (use --force to keep them)", file=sys.stderr)
+            raise typer.Exit(1)
+        print(f"warning: {report['reason']}; INT8 models written anyway (--force)", file=sys.stderr)
+
+
+def build_engine_cmd(
+    deploy_dir: Path = typer.Argument(..., help="Deploy folder written by `cezsar export` (and `cezsar quantize`)."),
+    precision: str = typer.Option("fp16", "--precision", help="fp16 (from the FP32 ONNX) or int8 (from Q/DQ ONNX)."),
+    workspace_mb: int = typer.Option(1024, "--workspace-mb", help="Builder workspace limit in MiB."),
+    max_batch: int = typer.Option(
+        64, "--max-batch", help="Largest batch (frames for the encoder, windows for the head)."
+    ),
+    opt_batch: int | None = typer.Option(
+        None, "--opt-batch", help="Batch the kernels are tuned for (default: window)."
+    ),
+    timing_cache: Path | None = typer.Option(None, "--timing-cache", help="Timing cache file to load and update."),
+    parts: str = typer.Option("frame_encoder,temporal_head", "--parts", help="Comma-separated parts to build."),
+) -> None:
+    """Build TensorRT engines (one per part) with a JSON sidecar that detects stale engines."""
+    from converter.tensorrt_build import build_engines, require_tensorrt
+
+    try:
+        require_tensorrt()
+        results = build_engines(
+            deploy_dir,
+            precision=precision,
+            workspace_mb=workspace_mb,
+            max_batch=max_batch,
+            opt_batch=opt_batch,
+            timing_cache=timing_cache,
+            parts=[p.strip() for p in parts.split(",") if p.strip()],
+        )
+    except CezsarError as e:
+        _fail(str(e), 2)
+    for r in results:
+        print(
+            f"{r['engine']}: TensorRT {r['tensorrt_version']} on {r['gpu']} (sm {r['compute_capability']}), "
+            f"batch {r['profile']['min']}..{r['profile']['max']}, {r['build_seconds']:.1f} s"
+        )
+
+
+def check_engine_cmd(
+    deploy_dir: Path = typer.Argument(..., help="Deploy folder with built engines."),
+    precision: str = typer.Option("fp16", "--precision", help="Which engines to compare: fp16 or int8."),
+    batch: int = typer.Option(8, "--batch", help="Batch size of the comparison."),
+    tol: float | None = typer.Option(None, "--tol", help="Worst cosine distance allowed (default by precision)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Run each engine and onnxruntime on the same inputs and compare (cosine distance)."""
+    from converter.check_engine import check_engines
+    from converter.tensorrt_build import require_tensorrt
+
+    try:
+        require_tensorrt()
+        report = check_engines(deploy_dir, precision=precision, batch=batch, tol=tol)
+    except CezsarError as e:
+        _fail(str(e), 2)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for part, r in report["parts"].items():
+            print(
+                f"{part:14s} worst cosine distance {r['worst_cosine_distance']:.2e} "
+                f"(tol {r['tolerance']:.0e}) {'ok' if r['passed'] else 'MISMATCH'}"
+            )
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
+    app.command("quantize")(quantize_cmd)
+    app.command("build-engine")(build_engine_cmd)
+    app.command("check-engine")(check_engine_cmd)

@@ -1,0 +1,494 @@
+"""Export a trained CEZSAR model folder to a deploy folder of ONNX networks (``cezsar export``).
+
+Three networks, each checked against PyTorch with onnxruntime before anything is written:
+
+- ``frame_encoder.onnx``: "frames" [N, 3, S, S] float32 (N dynamic) -> "features" [N, D]
+- ``temporal_head.onnx``: "features" [B, T, D] float32 (B dynamic, T = the model's window) -> "embedding" [B, J]
+- ``text_encoder.onnx``: "input_ids", "attention_mask" int64 [B, L] (B, L dynamic) -> "embedding" [B, J];
+  the sentence-transformers transformer, its pooling, its Normalize (if any) and the trained TextHead.
+
+``tokenizer.json`` (for the ``tokenizers`` library) is configured with the sentence model's truncation
+length and pad-to-longest padding, so the edge runtime embeds new descriptions without torch.
+
+Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. It emits opset 16/17 graphs of
+plain ONNX ops (LayerNormalization as one op at opset 17, attention as MatMul/Softmax), which the
+TensorRT ONNX parsers of 8.5 to 10.x read; the dynamo exporter targets opset 18 and newer.
+The text model is exported with the "eager" attention implementation (no SDPA masking subgraph).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cezsar.errors import CezsarError
+from cezsar.manifest import Manifest, save_manifest
+from converter.common import cosine_distance, ort_session, sha256_file, synthetic_frames
+
+log = logging.getLogger("cezsar.export")
+
+DEFAULT_OPSET = 17  # LayerNormalization as one op: TensorRT 8.6, 10.x, 11.x. JetPack 5 (TensorRT 8.5): 16.
+MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
+MAX_OPSET = 20
+PARITY_TOL = 1e-4  # worst cosine distance allowed between onnxruntime and PyTorch
+
+FILES = {
+    "frame_encoder": "frame_encoder.onnx",
+    "temporal_head": "temporal_head.onnx",
+    "text_encoder": "text_encoder.onnx",
+    "tokenizer": "tokenizer.json",
+    "model_dir": "model",
+}
+
+PARITY_SENTENCES = [
+    "a person waves both hands above the head",
+    "someone is riding a bicycle down a steep hill",
+    "A dog jumps to catch a frisbee in the park.",
+    "two people shake hands",
+    "the chef chops vegetables on a wooden board while talking to the camera",
+    "Jumping jacks!",
+    "a small red ball rolls slowly from left to right across the floor",
+    "x",
+]
+
+
+@dataclass
+class PartParity:
+    """Worst cosine distance / max abs difference between onnxruntime and PyTorch for one network."""
+
+    cases: dict[str, float] = field(default_factory=dict)  # case name -> worst cosine distance
+    max_abs_diff: float = 0.0
+
+    @property
+    def worst(self) -> float:
+        return max(self.cases.values()) if self.cases else 0.0
+
+    def add(self, case: str, ref: np.ndarray, got: np.ndarray) -> None:
+        if ref.shape != got.shape:
+            raise CezsarError(f"parity case '{case}': onnxruntime output shape {got.shape} != PyTorch {ref.shape}")
+        d = float(np.max(cosine_distance(ref, got)))
+        if not np.all(np.isfinite(got)):
+            d = float("inf")
+        self.cases[case] = max(self.cases.get(case, 0.0), d)
+        self.max_abs_diff = max(self.max_abs_diff, float(np.max(np.abs(ref.astype(np.float64) - got))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worst_cosine_distance": self.worst,
+            "max_abs_diff": self.max_abs_diff,
+            "cases": dict(self.cases),
+        }
+
+
+# -- the text tower as one torch module ---------------------------------------------------------
+
+
+def _pooling_modes(module: Any) -> list[str]:
+    """Pooling modes of a sentence-transformers Pooling module (v2-v6 config styles)."""
+    cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+    mode = cfg.get("pooling_mode", getattr(module, "pooling_mode", None))
+    if isinstance(mode, str):
+        return [mode]
+    if isinstance(mode, (list, tuple)):
+        return [str(m) for m in mode]
+    order = ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
+    keys = {
+        "cls": "pooling_mode_cls_token",
+        "max": "pooling_mode_max_tokens",
+        "mean": "pooling_mode_mean_tokens",
+        "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+        "weightedmean": "pooling_mode_weightedmean_tokens",
+        "lasttoken": "pooling_mode_lasttoken",
+    }
+    return [m for m in order if cfg.get(keys[m], getattr(module, keys[m], False))]
+
+
+def build_text_tower(st: Any, text_head: Any) -> tuple[Any, dict[str, Any]]:
+    """sentence-transformers model + TextHead -> (torch module (input_ids, attention_mask) -> embedding, info).
+
+    Reads the modules of the sentence model (modules.json order): Transformer, Pooling, optional
+    Dense and Normalize. Anything else cannot be exported faithfully and is refused.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    transformer: Any = None
+    pooling: list[str] = []
+    dense: list[nn.Module] = []
+    normalize = False
+    names = []
+    for module in st:
+        kind = type(module).__name__
+        names.append(kind)
+        if kind == "Transformer":
+            transformer = module.auto_model
+        elif kind == "Pooling":
+            pooling = _pooling_modes(module)
+        elif kind == "Dense":
+            dense.append(module)
+        elif kind == "Normalize":
+            normalize = True
+        else:
+            raise CezsarError(
+                f"text model: module {kind} cannot be exported (supported: Transformer, Pooling, Dense, Normalize)"
+            )
+    if transformer is None or not pooling:
+        raise CezsarError(f"text model: expected a Transformer and a Pooling module, found {names}")
+    unsupported = [m for m in pooling if m not in ("cls", "max", "mean", "mean_sqrt_len_tokens")]
+    if unsupported:
+        raise CezsarError(f"text model: pooling mode {unsupported[0]!r} is not supported by the exporter")
+    if hasattr(transformer, "set_attn_implementation"):
+        try:
+            transformer.set_attn_implementation("eager")
+        except Exception:  # noqa: BLE001 - keep the model's own attention if it cannot switch
+            log.debug("text model: cannot switch to eager attention")
+    import inspect
+
+    takes_token_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
+
+    class TextTower(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+            self.dense = nn.ModuleList(dense)
+            self.head = text_head
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if takes_token_types:
+                kwargs["token_type_ids"] = torch.zeros_like(input_ids)
+            out = self.transformer(**kwargs)
+            h = out[0] if isinstance(out, (tuple, list)) else out.last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            parts = []
+            for mode in pooling:
+                if mode == "cls":
+                    parts.append(h[:, 0])
+                elif mode == "max":
+                    parts.append(h.masked_fill(m == 0, -1e9).max(dim=1).values)
+                else:
+                    count = m.sum(dim=1).clamp(min=1e-9)
+                    total = (h * m).sum(dim=1)
+                    parts.append(total / (count if mode == "mean" else count.sqrt()))
+            x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+            for d in self.dense:
+                x = d({"sentence_embedding": x})["sentence_embedding"]
+            if normalize:
+                x = F.normalize(x, dim=-1)
+            return self.head(x)
+
+    info = {"modules": names, "pooling": pooling, "normalize": normalize, "dense": len(dense)}
+    return TextTower().eval(), info
+
+
+def save_tokenizer(st: Any, path: Path) -> dict[str, Any]:
+    """Write the sentence model's fast tokenizer as tokenizer.json, set up as sentence-transformers uses it."""
+    from tokenizers import Tokenizer, normalizers
+
+    hf = st.tokenizer
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None:
+        raise CezsarError("text model: its tokenizer has no fast (tokenizers) version; cannot write tokenizer.json")
+    tok = Tokenizer.from_str(backend.to_str())
+    max_length = int(st.max_seq_length or hf.model_max_length)
+    lowercase = bool(getattr(st[0], "do_lower_case", False))
+    if lowercase:  # sentence-transformers lowercases before tokenizing; bake it into the tokenizer
+        norm = tok.normalizer
+        tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), norm] if norm else [normalizers.Lowercase()])
+    pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
+    pad_token = str(hf.pad_token or "[PAD]")
+    tok.enable_truncation(max_length=max_length)
+    tok.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token)  # pad to the longest in the batch
+    tok.save(str(path))
+    return {
+        "max_length": max_length,
+        "padding": "longest",
+        "padding_side": "right",
+        "pad_id": pad_id,
+        "truncation": True,
+        "lowercase_in_tokenizer": lowercase,
+        "inputs": ["input_ids", "attention_mask"],
+        "dtype": "int64",
+        "note": "tokenizer.json already truncates and pads: encode_batch(), then ids and attention_mask as int64",
+    }
+
+
+def tokenize(tokenizer_path: str | Path, sentences: list[str]) -> dict[str, np.ndarray]:
+    """Sentences -> {"input_ids", "attention_mask"} int64 arrays with the deploy folder's tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    enc = tok.encode_batch(sentences)
+    return {
+        "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
+    }
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _onnx_export(
+    module: Any,
+    args: tuple[Any, ...],
+    path: Path,
+    opset: int,
+    inputs: list[str],
+    output: str,
+    dynamic: dict[str, dict[int, str]],
+) -> None:
+    import torch
+
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if mha is not None:  # the fused inference kernel (_transformer_encoder_layer_fwd) has no ONNX form
+                mha.set_fastpath_enabled(False)
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=inputs,
+                output_names=[output],
+                dynamic_axes=dynamic,
+                do_constant_folding=True,
+            )
+        except TypeError as e:
+            raise CezsarError(
+                f"torch {torch.__version__}: the TorchScript ONNX exporter is unavailable ({e})"
+            ) from None
+        except Exception as e:  # noqa: BLE001 - any exporter failure becomes one line naming the part
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CezsarError(
+                f"{path.stem}: ONNX export failed at opset {opset} ({type(e).__name__}: {first})"
+            ) from None
+        finally:
+            if mha is not None and fastpath is not None:
+                mha.set_fastpath_enabled(fastpath)
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise CezsarError(f"{path.name}: exported graph fails the ONNX checker ({e})") from None
+
+
+def _declare_output(path: Path, name: str, dims: list[int | str]) -> None:
+    """Write the known output shape into the graph (the tracer leaves some dims unnamed after reshapes)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for v in model.graph.output:
+        if v.name != name:
+            continue
+        shape = v.type.tensor_type.shape
+        del shape.dim[:]
+        for d in dims:
+            if isinstance(d, int):
+                shape.dim.add().dim_value = d
+            else:
+                shape.dim.add().dim_param = d
+    onnx.save(model, str(path))
+
+
+def _check_io(path: Path, want: dict[str, list[int | str]]) -> None:
+    """The exported graph's input/output names and fixed dims are what the manifest promises."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    got = {}
+    for v in list(g.input) + list(g.output):
+        dims = v.type.tensor_type.shape.dim
+        got[v.name] = [d.dim_value if d.HasField("dim_value") else "?" for d in dims]
+    for name, shape in want.items():
+        if name not in got:
+            raise CezsarError(f"{path.name}: no tensor named '{name}' (has {sorted(got)})")
+        g_shape = got[name]
+        ok = len(g_shape) == len(shape) and all(
+            (w == "?" and gd == "?") or (isinstance(w, int) and gd == w) for w, gd in zip(shape, g_shape, strict=False)
+        )
+        if not ok:
+            raise CezsarError(f"{path.name}: '{name}' has shape {g_shape}, expected {shape} ('?' = dynamic)")
+
+
+def export_model(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    opset: int = DEFAULT_OPSET,
+    parity_tol: float = PARITY_TOL,
+    seed: int = 0,
+) -> Manifest:
+    """Export ``model_dir`` (config.json + model.safetensors) to the deploy folder ``out_dir``.
+
+    The folder is built beside ``out_dir`` and swapped in only when every network passes its parity
+    check (worst cosine distance to PyTorch <= ``parity_tol``); on failure nothing is written and an
+    existing ``out_dir`` stays as it was. Returns the manifest written to ``out_dir/manifest.json``.
+    """
+    import torch
+
+    from cezsar import __version__
+    from cezsar.atomic import atomic_dir
+    from training.model import WEIGHTS_FILE, CezsarModel, load_sentence_model, read_config
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise CezsarError(f"--opset {opset}: choose {MIN_OPSET}..{MAX_OPSET} (17: TensorRT >= 8.6; 16: TensorRT 8.5)")
+    model_dir = Path(model_dir)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve() or model_dir.resolve() in out_dir.resolve().parents:
+        raise CezsarError(f"{out_dir}: the deploy folder must not be the model folder or inside it")
+    cfg = read_config(model_dir)
+    model = CezsarModel.load(model_dir)
+    pre = cfg.pre
+    window, dim, joint = cfg.frames, cfg.feature_dim, cfg.joint_dim
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    st = load_sentence_model(cfg.text_model)
+    st.eval()
+    # Reference embeddings of real sentences through the training path (sentence-transformers' own
+    # tokenizer and attention), computed before the export switches attention to "eager".
+    with torch.no_grad():
+        st_emb = st.encode(PARITY_SENTENCES, convert_to_tensor=True, show_progress_bar=False).float().cpu()
+        ref_sentences = model.encode_text(st_emb).numpy()
+    tower, text_info = build_text_tower(st, model.text_head)
+    probe = tower(torch.ones((1, 2), dtype=torch.long), torch.ones((1, 2), dtype=torch.long))
+    if probe.shape[-1] != joint:
+        raise CezsarError(f"text model '{cfg.text_model}': tower gives {probe.shape[-1]} dims, model expects {joint}")
+    vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
+
+    parity = {p: PartParity() for p in ("frame_encoder", "temporal_head", "text_encoder")}
+    with atomic_dir(out_dir) as tmp:
+        fe_path, th_path, tx_path = (tmp / FILES[p] for p in ("frame_encoder", "temporal_head", "text_encoder"))
+        with torch.no_grad():
+            s = pre.size
+            _onnx_export(
+                model.frame_encoder,
+                (torch.randn(2, 3, s, s),),
+                fe_path,
+                opset,
+                ["frames"],
+                "features",
+                {"frames": {0: "N"}, "features": {0: "N"}},
+            )
+            _onnx_export(
+                model.temporal_head,
+                (torch.randn(2, window, dim),),
+                th_path,
+                opset,
+                ["features"],
+                "embedding",
+                {"features": {0: "B"}, "embedding": {0: "B"}},
+            )
+            ids = torch.randint(1000, max(1001, vocab - 1), (2, 9))
+            mask = torch.ones_like(ids)
+            mask[1, 6:] = 0
+            _onnx_export(
+                tower,
+                (ids, mask),
+                tx_path,
+                opset,
+                ["input_ids", "attention_mask"],
+                "embedding",
+                {"input_ids": {0: "B", 1: "L"}, "attention_mask": {0: "B", 1: "L"}, "embedding": {0: "B"}},
+            )
+        _declare_output(fe_path, "features", ["N", dim])
+        _declare_output(th_path, "embedding", ["B", joint])
+        _declare_output(tx_path, "embedding", ["B", joint])
+        _check_io(fe_path, {"frames": ["?", 3, pre.size, pre.size], "features": ["?", dim]})
+        _check_io(th_path, {"features": ["?", window, dim], "embedding": ["?", joint]})
+        _check_io(tx_path, {"input_ids": ["?", "?"], "attention_mask": ["?", "?"], "embedding": ["?", joint]})
+        tok_info = save_tokenizer(st, tmp / FILES["tokenizer"])
+        text_info.update(tok_info)
+        text_info["model"] = cfg.text_model
+
+        # -- parity: onnxruntime vs PyTorch on random and real-looking inputs, several batch sizes --
+        fe, th, tx = ort_session(fe_path), ort_session(th_path), ort_session(tx_path)
+        frames_real = pre(synthetic_frames(2 * window + 3, seed=seed))
+        with torch.no_grad():
+            for n in (1, 5):
+                x = rng.standard_normal((n, 3, pre.size, pre.size)).astype(np.float32)
+                ref = model.frame_encoder(torch.from_numpy(x)).numpy()
+                parity["frame_encoder"].add("random", ref, fe.run(None, {"frames": x})[0])
+            ref_feats = model.frame_encoder(torch.from_numpy(frames_real)).numpy()
+            parity["frame_encoder"].add("frames", ref_feats, fe.run(None, {"frames": frames_real})[0])
+
+            for b in (1, 3):
+                x = (
+                    rng.standard_normal((b, window, dim)) * max(1e-3, float(ref_feats.std())) + float(ref_feats.mean())
+                ).astype(np.float32)
+                ref = model.temporal_head(torch.from_numpy(x)).numpy()
+                parity["temporal_head"].add("random", ref, th.run(None, {"features": x})[0])
+            windows = np.stack([ref_feats[i : i + window] for i in (0, window)]).astype(np.float32)
+            ref = model.temporal_head(torch.from_numpy(windows)).numpy()
+            parity["temporal_head"].add("features", ref, th.run(None, {"features": windows})[0])
+
+            for b, length in ((1, 5), (3, 17)):
+                ids_np = rng.integers(1000, max(1001, vocab - 1), size=(b, length)).astype(np.int64)
+                ids_np[:, 0] = 101 if vocab > 102 else ids_np[:, 0]
+                mask_np = np.ones_like(ids_np)
+                for i in range(1, b):
+                    mask_np[i, length - 3 * i :] = 0
+                ref = tower(torch.from_numpy(ids_np), torch.from_numpy(mask_np)).numpy()
+                parity["text_encoder"].add(
+                    "random", ref, tx.run(None, {"input_ids": ids_np, "attention_mask": mask_np})[0]
+                )
+            toks = tokenize(tmp / FILES["tokenizer"], PARITY_SENTENCES)
+            parity["text_encoder"].add("sentences", ref_sentences, tx.run(None, toks)[0])
+        del fe, th, tx
+
+        report = {p: r.to_dict() for p, r in parity.items()}
+        for p, r in parity.items():
+            log.info("parity %s: worst cosine distance %.3g (max abs diff %.3g)", p, r.worst, r.max_abs_diff)
+        bad = [(p, r.worst) for p, r in parity.items() if not r.worst <= parity_tol]
+        if bad:
+            p, w = bad[0]
+            cases = ", ".join(f"{k}={v:.3g}" for k, v in parity[p].cases.items())
+            raise CezsarError(
+                f"{model_dir}: ONNX parity lost for {p} (worst cosine distance {w:.3g} > {parity_tol:g}; {cases}); "
+                "nothing written"
+            )
+
+        # -- model copy, manifest ------------------------------------------------------------------
+        shutil.copytree(model_dir, tmp / FILES["model_dir"], ignore=shutil.ignore_patterns(".*"))
+        sums = {
+            str(p.relative_to(tmp)): sha256_file(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"
+        }
+        manifest = Manifest(
+            model_hash=sha256_file(model_dir / WEIGHTS_FILE),
+            opset=opset,
+            preprocess=pre.to_dict(),
+            fps=float(cfg.fps),
+            window=int(window),
+            feature_dim=int(dim),
+            joint_dim=int(joint),
+            text_max_length=int(tok_info["max_length"]),
+            files=dict(FILES),
+            sha256=sums,
+            extra={
+                "parity": {"tolerance": parity_tol, **report},
+                "text": text_info,
+                "backbone": cfg.backbone,
+                "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
+                "cezsar_version": __version__,
+                "shapes": {
+                    "frame_encoder": {"frames": ["N", 3, pre.size, pre.size], "features": ["N", dim]},
+                    "temporal_head": {"features": ["B", window, dim], "embedding": ["B", joint]},
+                    "text_encoder": {"input_ids": ["B", "L"], "attention_mask": ["B", "L"], "embedding": ["B", joint]},
+                },
+            },
+        )
+        save_manifest(tmp, manifest)
+    return manifest

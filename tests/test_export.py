@@ -1,0 +1,137 @@
+"""cezsar export: ONNX parity with PyTorch, the manifest, the tokenizer, atomic failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from cezsar.errors import CezsarError  # noqa: E402
+from cezsar.manifest import load_manifest  # noqa: E402
+from cezsar.preprocess import Preprocess  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def make_model_dir(path: Path, frames: int = 4, seed: int = 0) -> Path:
+    from training.model import CezsarModel, ModelConfig
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(frames=frames, fps=4.0, d_model=64, preprocess=Preprocess(size=32, resize=36).to_dict())
+    CezsarModel(cfg).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from converter.export import export_model
+
+    root = tmp_path_factory.mktemp("export")
+    model_dir = make_model_dir(root / "model")
+    export_model(model_dir, root / "deploy")
+    return model_dir, root / "deploy"
+
+
+def test_manifest_written_and_loadable(exported: tuple[Path, Path]) -> None:
+    from converter.common import sha256_file
+
+    model_dir, deploy = exported
+    m = load_manifest(deploy)
+    assert m.opset == 17 and m.window == 4 and m.fps == 4.0
+    assert m.pre == Preprocess(size=32, resize=36)
+    assert m.model_hash == sha256_file(model_dir / "model.safetensors")
+    for key in ("frame_encoder", "temporal_head", "text_encoder", "tokenizer", "model_dir"):
+        assert m.path(deploy, key).exists()
+    for rel, digest in m.sha256.items():
+        assert sha256_file(deploy / rel) == digest
+    assert (deploy / "model" / "config.json").is_file()
+    for part in ("frame_encoder", "temporal_head", "text_encoder"):
+        assert m.extra["parity"][part]["worst_cosine_distance"] < 1e-4
+    assert m.extra["text"]["padding"] == "longest" and m.text_max_length == 256
+
+
+def test_onnx_matches_torch(exported: tuple[Path, Path]) -> None:
+    from converter.common import cosine_distance, ort_session
+    from training.model import CezsarModel
+
+    model_dir, deploy = exported
+    model = CezsarModel.load(model_dir)
+    rng = np.random.default_rng(5)
+    frames = rng.standard_normal((7, 3, 32, 32)).astype(np.float32)  # a batch size not seen at export
+    feats = ort_session(deploy / "frame_encoder.onnx", threads=1).run(None, {"frames": frames})[0]
+    with torch.no_grad():
+        ref = model.frame_encoder(torch.from_numpy(frames)).numpy()
+    assert feats.shape == (7, model.config.feature_dim)
+    assert cosine_distance(ref, feats).max() < 1e-5
+    win = np.stack([feats[:4], feats[3:7]])
+    emb = ort_session(deploy / "temporal_head.onnx", threads=1).run(None, {"features": win})[0]
+    with torch.no_grad():
+        ref_emb = model.temporal_head(torch.from_numpy(win)).numpy()
+    assert emb.shape == (2, model.config.joint_dim)
+    assert cosine_distance(ref_emb, emb).max() < 1e-5
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_text_encoder_with_tokenizer_json_matches_training_path(exported: tuple[Path, Path]) -> None:
+    """tokenizer.json + text_encoder.onnx (no torch at the edge) == SentenceEncoder + TextHead."""
+    from converter.common import cosine_distance, ort_session
+    from converter.export import tokenize
+    from training.model import CezsarModel, SentenceEncoder
+
+    model_dir, deploy = exported
+    model = CezsarModel.load(model_dir)
+    sentences = ["a man is juggling three balls", "Waving.", "people clap their hands in a crowded stadium"]
+    with torch.no_grad():
+        ref = model.encode_text(SentenceEncoder(model.config.text_model).encode(sentences)).numpy()
+    got = ort_session(deploy / "text_encoder.onnx", threads=1).run(
+        None, tokenize(deploy / "tokenizer.json", sentences)
+    )[0]
+    assert cosine_distance(ref, got).max() < 1e-5
+
+
+def test_failed_export_leaves_existing_deploy_dir_intact(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from converter.export import export_model
+
+    model_dir, deploy = exported
+    target = tmp_path / "deploy"
+    shutil.copytree(deploy, target)
+    before = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
+    manifest_before = (target / "manifest.json").read_text()
+    with pytest.raises(CezsarError, match="parity lost"):
+        export_model(model_dir, target, parity_tol=-1.0)  # impossible tolerance: the check fails
+    assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == before
+    assert (target / "manifest.json").read_text() == manifest_before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".deploy")]  # no temp folder left
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    from converter.export import export_model
+
+    with pytest.raises(CezsarError, match="model folder not found"):
+        export_model(tmp_path / "nope", tmp_path / "out")
+    model_dir = make_model_dir(tmp_path / "m")
+    with pytest.raises(CezsarError, match="--opset 9"):
+        export_model(model_dir, tmp_path / "out", opset=9)
+    with pytest.raises(CezsarError, match="must not be the model folder"):
+        export_model(model_dir, model_dir / "deploy")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_prints_parity(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cezsar.cli import app
+
+    model_dir, _ = exported
+    res = CliRunner().invoke(app, ["export", str(model_dir), "--out", str(tmp_path / "d"), "--opset", "16"])
+    assert res.exit_code == 0, res.output
+    assert "frame_encoder" in res.output and "worst cosine distance" in res.output
+    raw = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert raw["opset"] == 16 and raw["format"] == "cezsar-deploy"
