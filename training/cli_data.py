@@ -63,8 +63,11 @@ def import_activitynet_cmd(
     console = Console()
     console.print(
         f"wrote {s['out']}: {s['captions']} captions from {s['videos']} videos"
-        + (f"; {s['missing_videos']} videos not found (skipped)" if s["missing_videos"] else "")
-        + (f"; {s['skipped_segments']} empty segments skipped" if s["skipped_segments"] else "")
+        + (f"; {s['missing_videos']} videos not found under {videos} (skipped)" if s["missing_videos"] else "")
+        + (f"; {s['skipped_segments']} unusable segments skipped (start >= end or no text)"
+           if s["skipped_segments"] else ""),
+        soft_wrap=True,
+        highlight=False,
     )
 
 

@@ -85,7 +85,7 @@ _MOTION_PHRASES: dict[str, tuple[str, ...]] = {
                   "glides from bottom to top"),
     "moving down": ("moves down", "sinks", "falls downward", "drifts toward the bottom", "slides downward",
                     "glides from top to bottom"),
-    "spinning": ("spins", "keeps spinning", "rotates in place", "turns round and round", "twirls",
+    "spinning": ("spins", "keeps spinning", "rotates in place", "turns around and around", "twirls",
                  "spins around its center"),
     "growing": ("grows", "gets bigger", "expands", "keeps growing larger", "swells up", "increases in size"),
     "shaking": ("shakes", "jitters from side to side", "trembles", "vibrates", "wobbles quickly",
@@ -216,6 +216,7 @@ class _Object:
     colour: tuple[int, int, int]
     radius: float
     speed: float  # px/s
+    speed_max: float  # px/s, top of the speed range
     spin: float  # rad/s, signed
     grow_period: float  # s
     grow_range: tuple[float, float]
@@ -239,7 +240,8 @@ def _random_object(rng: np.random.Generator, shape: str, colour: str, size: int)
         shape=shape,
         colour=COLOURS[colour],
         radius=float(rng.uniform(12.0, 19.0)) * k,
-        speed=float(rng.uniform(38.0, 54.0)) * k,
+        speed=float(rng.uniform(40.0, 54.0)) * k,
+        speed_max=54.0 * k,
         spin=float(rng.uniform(2.0, 2.8)) * float(rng.choice([-1.0, 1.0])),
         grow_period=float(rng.uniform(1.4, 2.0)),
         grow_range=(0.55, 1.5),
@@ -248,13 +250,17 @@ def _random_object(rng: np.random.Generator, shape: str, colour: str, size: int)
 
 
 def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
-    grey = float(rng.uniform(45.0, 115.0))
-    tint = rng.uniform(-10.0, 10.0, size=3)
-    coarse = rng.uniform(-1.0, 1.0, size=(5, 5, 3)).astype(np.float32)
-    texture = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC) * 16.0
+    """A dull, low-saturation backdrop: a grey level with a slight tint, soft luminance blobs, a little
+    colour mottling and fine static grain. Varies per clip."""
+    grey = float(rng.uniform(55.0, 120.0))
+    tint = rng.uniform(-7.0, 7.0, size=3)
+    luma = rng.uniform(-1.0, 1.0, size=(5, 5)).astype(np.float32)
+    chroma = rng.uniform(-1.0, 1.0, size=(4, 4, 3)).astype(np.float32)
+    texture = cv2.resize(luma, (size, size), interpolation=cv2.INTER_CUBIC)[:, :, None] * 18.0
+    texture = texture + cv2.resize(chroma, (size, size), interpolation=cv2.INTER_CUBIC) * 5.0
     fine = rng.normal(0.0, 3.0, size=(size, size, 1)).astype(np.float32)
     bg = np.clip(grey + tint[None, None, :] + texture + fine, 0, 255).astype(np.float32)
-    word = "dark" if grey < 70 else "grey" if grey < 95 else "light grey"
+    word = "dark" if grey < 75 else "grey" if grey < 100 else "light grey"
     return bg, word
 
 
@@ -315,6 +321,31 @@ def _composite(canvas: np.ndarray, mask: np.ndarray, colour: np.ndarray, opacity
     region += (colour - region) * a
 
 
+_MOVES: dict[str, tuple[int, float]] = {  # motion -> (axis, direction)
+    "moving left": (0, -1.0),
+    "moving right": (0, 1.0),
+    "moving up": (1, -1.0),
+    "moving down": (1, 1.0),
+}
+
+
+def _margin(obj: _Object) -> float:
+    """Distance from the edges that keeps a non-travelling object whole (growing and shaking included)."""
+    return 1.8 * obj.radius + 2.0
+
+
+def _settle_speed(obj: _Object, state: _State, motion: str, frames: int, dt: float, size: int,
+                  rng: np.random.Generator) -> float:
+    """A travelling speed in the usual range whose segment ends with the object clear of the edges."""
+    axis, sign = _MOVES[motion]
+    pos = state.x if axis == 0 else state.y
+    m = _margin(obj)
+    speeds = np.linspace(0.75, 1.0, 41) * obj.speed_max
+    end = (pos + sign * speeds * dt * frames) % size
+    ok = speeds[(end >= m) & (end <= size - m)]
+    return float(rng.choice(ok)) if ok.size else obj.speed
+
+
 def _render(
     obj: _Object,
     plan: Sequence[tuple[str, float]],
@@ -322,21 +353,32 @@ def _render(
     fps: float,
     size: int,
     background: np.ndarray,
+    settle: bool = False,
 ) -> tuple[list[np.ndarray], list[str]]:
-    """Frames (BGR uint8) for a motion plan, and the motion shown at each frame."""
+    """Frames (BGR uint8) for a motion plan, and the motion shown at each frame.
+
+    Frame ``i`` shows the plan entry active at time ``i / fps``. The object starts clear of the
+    edges unless it is travelling; with ``settle``, each travelling entry picks its speed so that the
+    object ends clear of the edges (streams: the next action is not cut in two by the frame border).
+    """
     bounds = np.cumsum([float(sec) for _, sec in plan])
     n = int(round(bounds[-1] * fps))
-    motions = [plan[min(int(np.searchsorted(bounds, i / fps, side="right")), len(plan) - 1)][0] for i in range(n)]
+    entry = [min(int(np.searchsorted(bounds, i / fps, side="right")), len(plan) - 1) for i in range(n)]
+    motions = [plan[e][0] for e in entry]
     dt = 1.0 / fps
-    state = _State(float(rng.uniform(0, size)), float(rng.uniform(0, size)), float(rng.uniform(0, 2 * np.pi)))
+    m = _margin(obj)
+    lo, hi = (0.0, float(size)) if motions[0] in _MOVES else (m, size - m)
+    state = _State(float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), float(rng.uniform(0, 2 * np.pi)))
     back = max(k for k, _ in _TRAIL)
     states: list[_State] = []
     # Warm-up frames so the first frame already has its afterimage.
     for _ in range(back):
         state = _step(state, motions[0], obj, dt, size, rng)
         states.append(state)
-    for m in motions:
-        state = _step(state, m, obj, dt, size, rng)
+    for i, mo in enumerate(motions):
+        if settle and mo in _MOVES and (i == 0 or entry[i] != entry[i - 1]):
+            obj.speed = _settle_speed(obj, state, mo, entry.count(entry[i]), dt, size, rng)
+        state = _step(state, mo, obj, dt, size, rng)
         states.append(state)
     base = np.asarray(obj.colour, dtype=np.float32)
     parts = [(p, base * f) for p, f in _PARTS[obj.shape]]
@@ -421,7 +463,7 @@ def render_stream(
     colour = colour or sorted(COLOURS)[int(rng.integers(len(COLOURS)))]
     bg, _ = _background(rng, size)
     obj = _random_object(rng, shape, colour, size)
-    frames, _ = _render(obj, plan, rng, fps, size, bg)
+    frames, _ = _render(obj, plan, rng, fps, size, bg, settle=True)
     write_video(path, frames, fps)
     segments: list[dict[str, Any]] = []
     t = 0.0
