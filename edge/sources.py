@@ -1,0 +1,382 @@
+"""Video sources read through OpenCV, one reader thread each.
+
+A source spec on the command line is one of (optionally prefixed ``NAME=`` to name the stream):
+
+- a camera index: ``0``, ``1`` ...
+- a URL: ``rtsp://...``, ``rtsp(s)/http(s)/udp/tcp://...``
+- a GStreamer pipeline (contains ``!``; needs an OpenCV built with GStreamer)
+- a video file path
+
+The reader thread decodes continuously, samples frames by capture time (``edge.sampler``),
+preprocesses the kept ones and hands them to a :class:`FrameQueue`. In real-time mode the queue
+holds one frame and a new frame replaces an unconsumed one (counted as dropped): a slow consumer
+never builds a backlog. In ``--no-realtime`` mode (files only) the reader waits for the consumer,
+so every sampled frame is processed.
+
+Capture times: media time (frame index / fps) for files, Unix wall-clock for live sources. Every
+frame also records the wall-clock time it was decoded, the reference for capture->publish latency.
+
+Failures: a live source that cannot be opened or stops delivering is reopened with exponential
+backoff (0.5 s doubling to 10 s), forever, with its state in the status; a file that cannot be opened
+fails; a file that ends finishes. Other streams are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from cezsar.errors import CezsarError
+from cezsar.preprocess import Preprocess
+from edge.sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+OPEN_TIMEOUT_MS = 5000
+READ_TIMEOUT_MS = 5000
+BACKOFF_START = 0.5
+BACKOFF_MAX = 10.0
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    kind: str  # "camera" | "url" | "gstreamer" | "file"
+    target: str
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file"
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.kind} {self.target}"
+
+
+def parse_source(text: str, default_name: str) -> SourceSpec:
+    """``[NAME=]SPEC`` -> SourceSpec (see the module docstring)."""
+    raw = text.strip()
+    if not raw:
+        raise CezsarError("--source: empty source")
+    name = default_name
+    head, sep, rest = raw.partition("=")
+    if sep and STREAM_NAME.match(head) and rest and not Path(raw).exists():
+        name, raw = head, rest.strip()
+    if not STREAM_NAME.match(name):
+        raise CezsarError(f"--source {text!r}: stream name {name!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    if raw.isdigit():
+        return SourceSpec(name, "camera", raw)
+    if _URL.match(raw):
+        return SourceSpec(name, "url", raw)
+    if "!" in raw:
+        return SourceSpec(name, "gstreamer", raw)
+    return SourceSpec(name, "file", raw)
+
+
+def default_stream_name(spec_text: str, index: int, taken: set[str]) -> str:
+    """A readable default name: the file stem, ``cam<N>``, or ``s<index>``; made unique."""
+    raw = spec_text.strip()
+    if raw.isdigit():
+        base = f"cam{raw}"
+    elif not _URL.match(raw) and "!" not in raw:
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", Path(raw).stem)[:48] or f"s{index}"
+    else:
+        base = f"s{index}"
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+class Capture(Protocol):
+    """The part of cv2.VideoCapture a source uses (the boundary a test fake replaces)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+    def grab(self) -> bool: ...
+    def retrieve(self) -> tuple[bool, np.ndarray | None]: ...
+    def get(self, prop: int) -> float: ...
+    def release(self) -> None: ...
+
+
+def open_capture(spec: SourceSpec) -> Capture:
+    """Open a spec with OpenCV. Raises CezsarError for what retrying cannot fix."""
+    if spec.kind == "camera":
+        cap = cv2.VideoCapture(int(spec.target))
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+    if spec.kind == "url":
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+        return cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, params)
+    if spec.kind == "gstreamer":
+        if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+            raise CezsarError(
+                f"source {spec.name}: this OpenCV build has no GStreamer support "
+                "(install an OpenCV built with GStreamer to use pipelines)"
+            )
+        return cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
+    p = Path(spec.target)
+    if not p.is_file():
+        raise CezsarError(f"source {spec.name}: {p}: video file not found")
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        cap.release()
+        raise CezsarError(f"source {spec.name}: {p}: cannot be decoded as a video")
+    return cap
+
+
+@dataclass
+class Frame:
+    stream: str
+    index: int  # sampled-frame sequence number in this stream
+    t: float  # capture time, seconds (media time for files, Unix time for live sources)
+    wall: float  # time.time() when decoded: the reference for latency
+    image: np.ndarray  # BGR uint8, as decoded
+    tensor: np.ndarray  # (3, S, S) float32, preprocessed
+
+
+class FrameQueue:
+    """Hand-off between one reader thread and the consumer.
+
+    ``drop=True``: at most ``capacity`` frames, a new one evicts the oldest (counted in ``dropped``).
+    ``drop=False``: ``put`` waits while full (back-pressure; nothing is lost).
+    ``notify`` is set on every put so one consumer can wait on many queues.
+    """
+
+    def __init__(self, capacity: int = 1, drop: bool = True, notify: threading.Event | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.drop = drop
+        self.notify = notify or threading.Event()
+        self._items: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, frame: Frame, stop: threading.Event | None = None) -> bool:
+        """False when the queue was closed (or ``stop`` set) while waiting."""
+        with self._cond:
+            if self.drop:
+                while len(self._items) >= self.capacity:
+                    self._items.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._items) >= self.capacity and not self._closed:
+                    if stop is not None and stop.is_set():
+                        return False
+                    self._cond.wait(0.1)
+            if self._closed:
+                return False
+            self._items.append(frame)
+        self.notify.set()
+        return True
+
+    def drain(self) -> list[Frame]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+        return items
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.notify.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+@dataclass
+class SourceStats:
+    state: str = "starting"  # starting | connecting | running | reconnecting | finished | failed | stopped
+    error: str | None = None
+    frames: int = 0  # decoded (grabbed) frames
+    sampled: int = 0  # frames kept by the sampler and handed to the queue
+    reconnects: int = 0
+    last_frame_wall: float | None = None
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+
+    def input_fps(self) -> float:
+        r = self._recent
+        if len(r) < 2 or r[-1] <= r[0]:
+            return 0.0
+        return (len(r) - 1) / (r[-1] - r[0])
+
+
+class Source:
+    """One stream: a reader thread that opens, decodes, samples, preprocesses and queues frames."""
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        pre: Preprocess,
+        fps: float,
+        realtime: bool = True,
+        queue_capacity: int = 2,
+        notify: threading.Event | None = None,
+        opener: Callable[[SourceSpec], Capture] = open_capture,
+        backoff_start: float = BACKOFF_START,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.pre = pre
+        self.sampler = Sampler(fps)
+        # live sources are always real time: their frames come when they come
+        self.realtime = realtime or spec.live
+        self.queue = FrameQueue(1 if self.realtime else max(1, queue_capacity), drop=self.realtime, notify=notify)
+        self.opener = opener
+        self.backoff_start = backoff_start
+        self.backoff_max = backoff_max
+        self.stats = SourceStats()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._index = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def finished(self) -> bool:
+        """No more frames will come (file ended, failed or stopped) and the queue is empty."""
+        return self.stats.state in ("finished", "failed", "stopped") and len(self.queue) == 0
+
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped
+
+    def _set(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            self.stats.state = state
+            if error is not None or state == "running":
+                self.stats.error = error
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            s = self.stats
+            return {
+                "kind": self.spec.kind,
+                "state": s.state,
+                "error": s.error,
+                "frames": s.frames,
+                "sampled": s.sampled,
+                "dropped": self.queue.dropped,
+                "reconnects": s.reconnects,
+                "input_fps": round(s.input_fps(), 2),
+            }
+
+    # -- reader thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        delay = self.backoff_start
+        try:
+            while not self._stop.is_set():
+                self._set("connecting")
+                err: str | None
+                try:
+                    cap: Capture | None = self.opener(self.spec)
+                except CezsarError as e:
+                    log.error("%s", e)
+                    self._set("failed", str(e))
+                    return
+                except Exception as e:  # noqa: BLE001 - a backend failure is reported, not fatal
+                    cap, err = None, f"{type(e).__name__}: {e}"
+                else:
+                    err = f"cannot open {self.spec.kind} {self.spec.target}"
+                if cap is not None and cap.isOpened():
+                    delay = self.backoff_start
+                    self._set("running")
+                    self.sampler.reset()
+                    try:
+                        err = self._read(cap)
+                    finally:
+                        cap.release()
+                elif cap is not None:
+                    cap.release()
+                if self._stop.is_set():
+                    break
+                if not self.spec.live:
+                    if err is None:
+                        self._set("finished")
+                    else:
+                        self._set("failed", err)
+                    return
+                with self._lock:
+                    self.stats.reconnects += 1
+                self._set("reconnecting", err or "stream ended")
+                log.warning("source %s: %s; reconnecting in %.1f s", self.name, err or "stream ended", delay)
+                if self._stop.wait(delay):
+                    break
+                delay = min(self.backoff_max, delay * 2)
+            self._set("stopped")
+        finally:
+            if self.stats.state not in ("finished", "failed", "stopped"):
+                self._set("stopped")
+            self.queue.close()  # no more frames; those already queued stay readable
+
+    def _read(self, cap: Capture) -> str | None:
+        """Decode until the stream ends or stops; returns an error string for live sources, None at EOF."""
+        native_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if not self.spec.live else 0.0
+        t0_wall = time.time()
+        i = 0
+        while not self._stop.is_set():
+            if not self.spec.live and self.realtime:
+                t_media = i / native_fps if native_fps > 0 else 0.0
+                wait = t0_wall + t_media - time.time()
+                if wait > 0 and self._stop.wait(wait):
+                    return None
+            if not cap.grab():
+                return "stream stopped delivering frames" if self.spec.live else None
+            wall = time.time()
+            if self.spec.live:
+                t = wall
+            elif native_fps > 0:
+                t = i / native_fps
+            else:
+                t = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
+            i += 1
+            with self._lock:
+                self.stats.frames += 1
+                self.stats.last_frame_wall = wall
+                self.stats._recent.append(wall)
+            if not self.sampler.want(t):
+                continue
+            ok, image = cap.retrieve()
+            if not ok or image is None:
+                continue
+            tensor = self.pre.normalize(self.pre.crop_uint8(image)[None])[0]
+            frame = Frame(self.name, self._index, t, wall, image, tensor)
+            self._index += 1
+            if not self.queue.put(frame, self._stop):
+                return None
+            with self._lock:
+                self.stats.sampled += 1
+        return None
