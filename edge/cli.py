@@ -1,0 +1,272 @@
+"""Edge verbs: ``cezsar run``, ``cezsar listen``, ``cezsar actions ...``, ``cezsar demo``.
+
+Imports stay inside the verbs, so ``cezsar --help`` is quick and nothing here needs torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cezsar.errors import CezsarError
+
+log = logging.getLogger("cezsar.edge")
+
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
+DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+
+
+def _install_signals(stop: Any) -> None:
+    """First Ctrl-C/SIGTERM: clean stop (open events ended, final status). Second: hard interrupt."""
+
+    def handler(signum: int, frame: Any) -> None:
+        stop(signal.Signals(signum).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_cmd(
+    deploy: Path = typer.Option(..., "--deploy", help="Deploy folder (from `cezsar export`)."),
+    source: list[str] = typer.Option(
+        ...,
+        "--source",
+        "-s",
+        help="[NAME=]SRC: camera index, rtsp/http URL, video file or GStreamer pipeline. Repeat for several.",
+    ),
+    actions: Path = typer.Option(..., "--actions", "-a", help="Actions YAML file (watched; edits apply live)."),
+    pub: str = typer.Option(DEFAULT_PUB, "--pub", help="ZeroMQ PUB endpoint for events, scores and status."),
+    control: str = typer.Option(DEFAULT_CONTROL, "--control", help="ZeroMQ REP endpoint for actions; 'none' = off."),
+    backend: str = typer.Option("auto", "--backend", help="auto|tensorrt|onnxruntime|torch (see docs/edge.md)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32|fp16|int8."),
+    realtime: bool = typer.Option(
+        True,
+        "--realtime/--no-realtime",
+        help="Files: play at their own pace, dropping like a camera (default), or process every sampled frame.",
+    ),
+    hop: int = typer.Option(2, "--hop", help="Sampled frames between two windows."),
+    fps: float = typer.Option(0.0, "--fps", help="Sampling rate (default: the model's, from the manifest)."),
+    events_log: Path = typer.Option(None, "--events-log", help="Append every event as one JSON line."),
+    output: Path = typer.Option(None, "--output", help="Annotated video (out.mp4; several streams: out.<stream>.mp4)."),
+    duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0: run until done)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Per-frame feature cache (off: re-encode windows)."),
+    scores: bool = typer.Option(True, "--scores/--no-scores", help="Publish per-window scores."),
+    status_interval: float = typer.Option(2.0, "--status-interval", help="Seconds between status messages."),
+    stats_interval: float = typer.Option(5.0, "--stats-interval", help="Seconds between stats log lines."),
+    threads: int = typer.Option(0, "--threads", help="Inference threads for onnxruntime (0: its default)."),
+) -> None:
+    """Recognise actions described in words on live video streams; publish events over ZeroMQ."""
+    from edge.runtime import Runtime, RuntimeConfig
+
+    cfg = RuntimeConfig(
+        deploy=deploy,
+        sources=list(source),
+        actions=actions,
+        pub=pub,
+        control=None if control.lower() in ("", "none", "off") else control,
+        backend=backend,
+        precision=precision,
+        realtime=realtime,
+        hop=hop,
+        fps=fps or None,
+        events_log=events_log,
+        output=output,
+        duration=duration or None,
+        cache=cache,
+        scores=scores,
+        status_interval=status_interval,
+        stats_interval=stats_interval,
+        threads=threads or None,
+    )
+    rt = Runtime(cfg)
+    for line in rt.summary():
+        log.info("%s", line)
+    _install_signals(rt.stop)
+    code = rt.run()
+    raise typer.Exit(code)
+
+
+def listen_cmd(
+    endpoint: str = typer.Argument(DEFAULT_PUB, help="The runtime's PUB endpoint."),
+    topic: list[str] = typer.Option(
+        [], "--topic", "-t", help="Topic prefix: event. / scores. / status / 'event.cam1 ' (repeat; default all)."
+    ),
+    count: int = typer.Option(0, "--count", "-n", help="Exit after this many messages (0: never)."),
+    timeout: float = typer.Option(0.0, "--timeout", help="Exit 1 if no message arrives for this long (0: wait)."),
+    conflate: bool = typer.Option(False, "--conflate", help="Keep only the newest message (slow consumers)."),
+) -> None:
+    """Print every message of a running runtime as one JSON object per line ({"topic", ...})."""
+    from edge.client import Subscriber
+
+    n = 0
+    with Subscriber(endpoint, topic, conflate=conflate) as sub:
+        try:
+            while count <= 0 or n < count:
+                msg = sub.recv(timeout if timeout > 0 else None)
+                if msg is None:
+                    print(f"no message for {timeout:g} s", file=sys.stderr)
+                    raise typer.Exit(1)
+                sys.stdout.write(json.dumps({"topic": msg.topic, **msg.data}, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+                n += 1
+        except KeyboardInterrupt:
+            pass
+
+
+actions_app = typer.Typer(
+    help="List and change the actions of a running runtime (control socket).", no_args_is_help=True
+)
+
+CONTROL_OPT = typer.Option(DEFAULT_CONTROL, "--control", "-c", help="The runtime's control endpoint.")
+TIMEOUT_OPT = typer.Option(5.0, "--timeout", help="Seconds to wait for the reply.")
+
+
+def _fields(
+    description: list[str],
+    threshold: float | None,
+    hysteresis: float | None,
+    min_duration: float | None,
+    cooldown: float | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if description:
+        out["descriptions"] = list(description)
+    for k, v in (
+        ("threshold", threshold),
+        ("hysteresis", hysteresis),
+        ("min_duration", min_duration),
+        ("cooldown", cooldown),
+    ):
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _print_set(reply: dict[str, Any]) -> None:
+    acts = reply.get("actions", [])
+    print(f"{len(acts)} action(s), version {reply.get('version')}, file {reply.get('file')}")
+    for a in acts:
+        print(
+            f"  {a['name']}: threshold {a['threshold']:g}, hysteresis {a['hysteresis']:g}, "
+            f"min_duration {a['min_duration']:g} s, cooldown {a['cooldown']:g} s"
+        )
+        for d in a["descriptions"]:
+            print(f"      - {d}")
+    if reply.get("background"):
+        print("  background: " + " | ".join(reply["background"]))
+    if reply.get("file_error"):
+        print(f"  actions file problem: {reply['file_error']}")
+
+
+@actions_app.command("list")
+def actions_list(
+    control: str = CONTROL_OPT,
+    timeout: float = TIMEOUT_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the raw reply."),
+) -> None:
+    """List the active actions."""
+    from edge.client import ControlClient
+
+    with ControlClient(control, timeout) as c:
+        reply = c.list()
+    print(json.dumps(reply, ensure_ascii=False)) if as_json else _print_set(reply)
+
+
+@actions_app.command("add")
+def actions_add(
+    name: str = typer.Argument(..., help="Action name."),
+    description: list[str] = typer.Option(..., "--description", "-d", help="A description (repeat for several)."),
+    threshold: float = typer.Option(None, "--threshold"),
+    hysteresis: float = typer.Option(None, "--hysteresis"),
+    min_duration: float = typer.Option(None, "--min-duration"),
+    cooldown: float = typer.Option(None, "--cooldown"),
+    control: str = CONTROL_OPT,
+    timeout: float = TIMEOUT_OPT,
+) -> None:
+    """Add an action (written back to the actions file)."""
+    from edge.client import ControlClient
+
+    with ControlClient(control, timeout) as c:
+        reply = c.add({"name": name, **_fields(description, threshold, hysteresis, min_duration, cooldown)})
+    print(f"added '{name}' ({len(reply.get('actions', []))} actions)")
+
+
+@actions_app.command("update")
+def actions_update(
+    name: str = typer.Argument(..., help="Action name."),
+    description: list[str] = typer.Option([], "--description", "-d", help="Replace the descriptions (repeat)."),
+    threshold: float = typer.Option(None, "--threshold"),
+    hysteresis: float = typer.Option(None, "--hysteresis"),
+    min_duration: float = typer.Option(None, "--min-duration"),
+    cooldown: float = typer.Option(None, "--cooldown"),
+    rename: str = typer.Option(None, "--rename", help="New name."),
+    control: str = CONTROL_OPT,
+    timeout: float = TIMEOUT_OPT,
+) -> None:
+    """Change fields of an action."""
+    from edge.client import ControlClient
+
+    fields = _fields(description, threshold, hysteresis, min_duration, cooldown)
+    if rename:
+        fields["name"] = rename
+    if not fields:
+        raise CezsarError("actions update: nothing to change (give --description, --threshold, ...)")
+    with ControlClient(control, timeout) as c:
+        c.request({"op": "update", "name": name, "fields": fields})
+    print(f"updated '{name}'")
+
+
+@actions_app.command("remove")
+def actions_remove(
+    name: str = typer.Argument(..., help="Action name."), control: str = CONTROL_OPT, timeout: float = TIMEOUT_OPT
+) -> None:
+    """Remove an action."""
+    from edge.client import ControlClient
+
+    with ControlClient(control, timeout) as c:
+        reply = c.remove(name)
+    print(f"removed '{name}' ({len(reply.get('actions', []))} actions left)")
+
+
+@actions_app.command("check")
+def actions_check(path: Path = typer.Argument(..., help="Actions YAML file.")) -> None:
+    """Validate an actions file offline (exit 2 with the line of the first problem)."""
+    from edge.actions import load_actions
+
+    aset = load_actions(path)
+    print(
+        f"{path}: ok, {len(aset.actions)} action(s): {', '.join(aset.names()) or 'none'}; "
+        f"{len(aset.background)} background description(s)"
+    )
+
+
+def demo_cmd(
+    model: Path = typer.Option(None, "--model", help="Trained model folder (default: the bundled demo model)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the rendered stream."),
+    backend: str = typer.Option("auto", "--backend"),
+    precision: str = typer.Option("fp32", "--precision"),
+    realtime: bool = typer.Option(False, "--realtime/--no-realtime", help="Play the stream in real time (~90 s)."),
+    keep: Path = typer.Option(None, "--keep", help="Keep the rendered video, actions file and events log here."),
+    output: Path = typer.Option(None, "--output", help="Also write the annotated video."),
+) -> None:
+    """Run the whole edge pipeline on a rendered synthetic stream and score its events (F1)."""
+    from edge.demo import run_demo
+
+    result = run_demo(
+        model=model, seed=seed, backend=backend, precision=precision, realtime=realtime, keep=keep, output=output
+    )
+    print(json.dumps(result["summary"], ensure_ascii=False))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("listen")(listen_cmd)
+    app.add_typer(actions_app, name="actions")
+    app.command("demo")(demo_cmd)

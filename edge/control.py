@@ -1,0 +1,172 @@
+"""The control socket: list, add, update and remove actions while the runtime runs.
+
+A REP socket (default tcp://127.0.0.1:5557) served by its own thread. Requests are JSON objects:
+
+    {"op": "list"}
+    {"op": "add", "action": {"name": "wave", "descriptions": ["a hand waving"], "threshold": 0.1}}
+    {"op": "update", "name": "wave", "fields": {"threshold": 0.2}}      # null resets a field
+    {"op": "remove", "name": "wave"}
+    {"op": "status"}
+    {"op": "ping"}
+
+An optional "id" is echoed. Replies: {"schema", "ok": true, "op", ...} or {"schema", "ok": false,
+"error": "one line"}. Requests over 64 KiB get an error reply; over 1 MiB the connection is dropped
+by ZeroMQ (MAXMSGSIZE). Changes go through ActionStore.modify: validated like the file, activated
+(text embeddings computed) before the reply, then written back to the actions file atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from cezsar.errors import CezsarError
+from edge import messages
+from edge.actions import ActionSet, ActionStore, parse_action_obj
+from edge.publisher import bind
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+HARD_MAX_BYTES = 1024 * 1024
+OPS = ("list", "add", "update", "remove", "status", "ping")
+
+
+def describe_set(store: ActionStore) -> dict[str, Any]:
+    aset: ActionSet = store.current
+    return {
+        "actions": [aset.effective(a) for a in aset.actions],
+        "background": list(aset.background),
+        "defaults": {
+            k: getattr(aset.defaults, k) for k in ("threshold", "hysteresis", "min_duration", "cooldown", "smoothing")
+        },
+        "version": store.version,
+        "file": str(store.path),
+        "file_error": store.error,
+    }
+
+
+class ControlHandler:
+    """Request dict -> reply dict. No sockets here (the server below owns them)."""
+
+    def __init__(self, store: ActionStore, status: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.store = store
+        self.status = status
+
+    def handle_bytes(self, raw: bytes) -> dict[str, Any]:
+        if len(raw) > MAX_REQUEST_BYTES:
+            return self.error(f"request is {len(raw)} bytes (at most {MAX_REQUEST_BYTES})")
+        try:
+            req = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return self.error(f"request is not UTF-8 JSON ({e})")
+        if not isinstance(req, dict):
+            return self.error("request must be a JSON object with an 'op'")
+        return self.handle(req)
+
+    @staticmethod
+    def error(message: str, op: Any = None, rid: Any = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": False, "error": message}
+        if op is not None:
+            out["op"] = op
+        if rid is not None:
+            out["id"] = rid
+        return out
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op, rid = req.get("op"), req.get("id")
+        if rid is not None and not isinstance(rid, str | int):
+            return self.error("'id' must be a string or an integer", op)
+        if op not in OPS:
+            return self.error(f"unknown op {op!r} (one of: {', '.join(OPS)})", op if isinstance(op, str) else None, rid)
+        allowed = {"op", "id"} | {"add": {"action"}, "update": {"name", "fields"}, "remove": {"name"}}.get(op, set())
+        extra = sorted(set(req) - allowed)
+        if extra:
+            return self.error(f"{op}: unknown field(s) {', '.join(extra)}", op, rid)
+        try:
+            reply = self._do(op, req)
+        except CezsarError as e:
+            return self.error(e.message, op, rid)
+        except Exception as e:  # noqa: BLE001 - a bad request must never kill the control thread
+            log.exception("control request %s", op)
+            return self.error(f"{op}: internal error ({type(e).__name__}: {e})", op, rid)
+        out = {"ok": True, "op": op, **reply}
+        if rid is not None:
+            out["id"] = rid
+        return out
+
+    def _name(self, req: dict[str, Any]) -> str:
+        name = req.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise CezsarError(f"{req.get('op')}: 'name' must be a non-empty string")
+        return name.strip()
+
+    def _do(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        if op == "ping":
+            return {}
+        if op == "status":
+            return {"status": self.status() if self.status else None}
+        if op == "list":
+            return describe_set(self.store)
+        if op == "add":
+            if "action" not in req:
+                raise CezsarError("add: missing 'action' (an object with name and descriptions)")
+            action = parse_action_obj(req["action"], "add", "action")
+            self.store.add(action)
+            return {"name": action.name, **describe_set(self.store)}
+        if op == "update":
+            name = self._name(req)
+            fields = req.get("fields")
+            if not isinstance(fields, dict) or not fields:
+                raise CezsarError("update: 'fields' must be a non-empty object")
+            self.store.update(name, fields, source="update")
+            return {"name": fields.get("name", name), **describe_set(self.store)}
+        name = self._name(req)  # remove
+        self.store.remove(name)
+        return {"name": name, **describe_set(self.store)}
+
+
+class ControlServer:
+    def __init__(self, endpoint: str, handler: ControlHandler, context: zmq.Context | None = None) -> None:
+        self.context = context or zmq.Context.instance()
+        sock = self.context.socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_BYTES)
+        self.endpoint = bind(sock, endpoint, "--control")
+        self.socket = sock
+        self.handler = handler
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not dict(poller.poll(100)):
+                    continue
+                raw = self.socket.recv()
+                reply = self.handler.handle_bytes(raw)
+                self.requests += 1
+                if not reply.get("ok"):
+                    log.warning("control: %s", reply.get("error"))
+                self.socket.send(messages.to_json({"schema": messages.SCHEMA, **reply}).encode("utf-8"))
+        except zmq.ZMQError as e:
+            if not self._stop.is_set():
+                log.error("control socket failed: %s", e)
+        finally:
+            self.socket.close(0)

@@ -1,0 +1,69 @@
+"""Window embeddings -> one score per action, normalised against the background.
+
+An action's text embedding is the mean of its descriptions' embeddings, re-normalised (a prompt
+ensemble: paraphrases average out each other's wording). With background descriptions,
+
+    score(window, action) = cos(window, action) - max_b cos(window, background_b)
+
+a margin: > 0 means the window looks more like the action than like anything in the background.
+It does not depend on which other actions are configured (a softmax over actions would: adding an
+action would lower every other score), so one fixed threshold keeps its meaning as the set is
+edited, and it cancels the per-video offset of raw cosines (lighting, camera, domain) that a
+threshold on the raw cosine would have to absorb. Without background the score is the raw cosine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.actions import ActionSet
+from edge.decisions import Params
+from edge.text import TextEncoder
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Scores:
+    scores: np.ndarray  # (N, A) normalised scores
+    cosine: np.ndarray  # (N, A) raw cosine to each action
+    background: np.ndarray | None  # (N,) best cosine to a background description, or None
+
+
+class Scorer:
+    def __init__(self, aset: ActionSet, action_emb: np.ndarray, background_emb: np.ndarray) -> None:
+        self.aset = aset
+        self.names = aset.names()
+        self.action_emb = np.asarray(action_emb, dtype=np.float32).reshape(len(self.names), -1)
+        self.background_emb = np.asarray(background_emb, dtype=np.float32)
+        self.params = {
+            a.name: Params(
+                threshold=aset.value(a, "threshold"),
+                hysteresis=aset.value(a, "hysteresis"),
+                min_duration=aset.value(a, "min_duration"),
+                cooldown=aset.value(a, "cooldown"),
+                smoothing=aset.defaults.smoothing,
+            )
+            for a in aset.actions
+        }
+
+    @classmethod
+    def build(cls, aset: ActionSet, text: TextEncoder) -> Scorer:
+        """Embed the set's descriptions (cached per string) and build a scorer."""
+        rows = [_unit(text.encode(list(a.descriptions)).mean(axis=0)) for a in aset.actions]
+        action_emb = np.stack(rows) if rows else np.zeros((0, text.dim), dtype=np.float32)
+        bg = text.encode(list(aset.background)) if aset.background else np.zeros((0, text.dim), dtype=np.float32)
+        return cls(aset, action_emb, bg)
+
+    def score(self, emb: np.ndarray) -> Scores:
+        """(N, J) window embeddings -> Scores."""
+        emb = _unit(np.asarray(emb, dtype=np.float32).reshape(len(emb), -1))
+        cos = emb @ self.action_emb.T if len(self.names) else np.zeros((len(emb), 0), dtype=np.float32)
+        if len(self.background_emb):
+            bg = (emb @ self.background_emb.T).max(axis=1)
+            return Scores(cos - bg[:, None], cos, bg)
+        return Scores(cos, cos, None)
