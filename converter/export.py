@@ -284,11 +284,36 @@ def _onnx_export(
         raise CezsarError(f"{path.name}: exported graph fails the ONNX checker ({e})") from None
 
 
+def _inline_identity_constants(model: Any) -> int:
+    """Replace ``Identity(initializer)`` nodes with a copy of the initializer; returns how many.
+
+    The TorchScript exporter deduplicates equal weights (e.g. equal folded BatchNorm biases) behind
+    Identity nodes; quantizers and onnxruntime's Q/DQ fusions want weights and biases as initializers.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    keep, n = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            copy = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]), node.output[0])
+            model.graph.initializer.append(copy)
+            n += 1
+        else:
+            keep.append(node)
+    if n:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return n
+
+
 def _declare_output(path: Path, name: str, dims: list[int | str]) -> None:
     """Write the known output shape into the graph (the tracer leaves some dims unnamed after reshapes)."""
     import onnx
 
     model = onnx.load(str(path))
+    _inline_identity_constants(model)
     for v in model.graph.output:
         if v.name != name:
             continue

@@ -1,0 +1,502 @@
+"""INT8 explicit quantization (Q/DQ) of the frame encoder and temporal head (``cezsar quantize``).
+
+- NVIDIA ModelOpt (``modelopt.onnx.quantization.quantize``, CPU calibration through onnxruntime) inserts
+  Q/DQ before Conv/MatMul/Gemm only; LayerNormalization, Softmax and the rest stay FP32
+  (``high_precision_dtype="fp32"``) and the attention batched MatMuls are left unquantized
+  (``disable_mha_qdq``). ModelOpt writes opset 19; the result is converted back to the deploy
+  folder's opset when onnx's version converter can do it without changing the outputs (TensorRT
+  8.5/8.6 parse opsets up to 17).
+- Fallback, only if ModelOpt is missing or fails: onnxruntime ``quantize_static`` in QDQ format,
+  INT8 symmetric activations and weights, per-channel weights.
+
+Either result must pass :func:`converter.qdq_check.check_trt_qdq`. The frame encoder is calibrated
+on the calibration frames, the head on FP32 frame-encoder features of those frames cut into windows
+[B, T, D]. A share of the frames (``holdout``) is never calibrated on and measures the accuracy:
+cosine between FP32 and INT8 video embeddings (frame encoder + head) and, with an eval folder,
+zero-shot top-1 of both. The gate (mean cosine >= 0.99, top-1 drop <= 2 points) decides whether
+the INT8 models are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cezsar.errors import CezsarError
+from cezsar.manifest import Manifest, load_manifest, save_manifest
+from converter.common import cosine_rows, ort_session, run_batched, sha256_file
+from converter.qdq_check import check_trt_qdq
+
+log = logging.getLogger("cezsar.quantize")
+
+MIN_COSINE = 0.99
+MAX_TOP1_DROP = 0.02
+QUANT_OPS = ["Conv", "MatMul", "Gemm"]
+KEEP_HIGH_PRECISION = ["LayerNormalization", "Softmax"]
+METHODS = ("auto", "modelopt", "ort")
+
+
+# -- windows of frame features ------------------------------------------------------------------
+
+
+def group_order(source_index: np.ndarray, times: np.ndarray) -> list[np.ndarray]:
+    """Indices of the frames of each source, in time order."""
+    groups = []
+    for s in np.unique(source_index):
+        idx = np.flatnonzero(source_index == s)
+        groups.append(idx[np.argsort(times[idx], kind="stable")])
+    return groups
+
+
+def make_windows(feats: np.ndarray, groups: list[np.ndarray], window: int, stride: int) -> np.ndarray:
+    """Cut [N, D] features into [B, window, D] windows within each source (short sources repeat frames)."""
+    out = []
+    for idx in groups:
+        if len(idx) == 0:
+            continue
+        if len(idx) < window:
+            out.append(feats[np.resize(idx, window)])
+            continue
+        for start in range(0, len(idx) - window + 1, max(1, stride)):
+            out.append(feats[idx[start : start + window]])
+    if not out:
+        raise CezsarError("no frames to build feature windows from")
+    return np.stack(out).astype(np.float32)
+
+
+# -- quantizers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Any:
+    """ModelOpt prints progress to stdout; keep stdout clean for --json."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _modelopt(src: Path, dst: Path, name: str, data: np.ndarray, batch: int, calibration_method: str) -> None:
+    from modelopt.onnx.quantization import quantize as mo_quantize
+
+    shape = "x".join(str(d) for d in (min(batch, len(data)), *data.shape[1:]))
+    with _quiet_stdout():
+        mo_quantize(
+            str(src),
+            quantize_mode="int8",
+            calibration_data={name: data},
+            calibration_method=calibration_method,
+            calibration_shapes=f"{name}:{shape}",
+            calibration_eps=["cpu"],
+            op_types_to_quantize=list(QUANT_OPS),
+            op_types_to_exclude=list(KEEP_HIGH_PRECISION),
+            high_precision_dtype="fp32",
+            disable_mha_qdq=True,
+            use_zero_point=False,
+            output_path=str(dst),
+            log_level="ERROR",
+        )
+
+
+def _ort_static(src: Path, dst: Path, name: str, data: np.ndarray, batch: int, calibration_method: str) -> None:
+    """onnxruntime quantize_static in a fresh interpreter: ModelOpt monkeypatches onnxruntime's
+    calibrators process-wide once it has run, which breaks a later in-process quantize_static."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="cezsar-ortq-") as td:
+        npy = Path(td) / "data.npy"
+        np.save(npy, data)
+        args = json.dumps([str(src), str(dst), name, str(npy), batch, calibration_method])
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        code = "import sys, json; from converter.quantize import _ort_static_inproc as f; f(*json.loads(sys.argv[1]))"
+        res = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+            raise RuntimeError(lines[-1] if lines else f"exit status {res.returncode}")
+
+
+def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, calibration_method: str) -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    data = np.load(npy)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.chunks = [data[i : i + batch] for i in range(0, len(data), batch)]
+            self.i = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.i >= len(self.chunks):
+                return None
+            self.i += 1
+            return {name: self.chunks[self.i - 1]}
+
+        def rewind(self) -> None:
+            self.i = 0
+
+    g = onnx.load(src).graph
+    weights = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    # attention's batched MatMuls (activation x activation) stay in high precision, as with ModelOpt
+    mha = [n.name for n in g.node if n.op_type == "MatMul" and n.name and not any(i in weights for i in n.input)]
+    method = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}.get(
+        calibration_method, CalibrationMethod.MinMax
+    )
+    with _quiet_stdout():
+        quantize_static(
+            src,
+            dst,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANT_OPS),
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            nodes_to_exclude=mha,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        )
+
+
+def fold_weight_quantizers(path: Path) -> int:
+    """Replace ``QuantizeLinear(float weight initializer)`` by a precomputed INT8 initializer, in place.
+
+    ModelOpt leaves weights as FP32 initializers behind a QuantizeLinear; TensorRT folds that itself,
+    but onnxruntime only fuses DequantizeLinear(int8 initializer) -> Conv/MatMul into its integer
+    kernels. Rounding follows the ONNX spec (to nearest even, saturate to [-128, 127]). Returns the
+    number of weights folded.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, int] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    keep, folded, drop = [], 0, set()
+    for node in g.node:
+        x = node.input[0] if node.input else ""
+        if (
+            node.op_type == "QuantizeLinear"
+            and x in inits
+            and len(node.input) == 3
+            and node.input[1] in inits
+            and node.input[2] in inits
+        ):
+            w = numpy_helper.to_array(inits[x]).astype(np.float32)
+            scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            zp = numpy_helper.to_array(inits[node.input[2]])
+            if zp.dtype == np.int8 and w.dtype.kind == "f":
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                if scale.size > 1:
+                    shape = [1] * w.ndim
+                    shape[axis % w.ndim] = scale.size
+                    scale, zp = scale.reshape(shape), zp.reshape(shape)
+                q = np.clip(np.rint(w / scale) + zp.astype(np.int32), -128, 127).astype(np.int8)
+                g.initializer.append(numpy_helper.from_array(q, node.output[0]))
+                folded += 1
+                if consumers.get(x, 0) == 1:
+                    drop.add(x)
+                continue
+        keep.append(node)
+    if folded:
+        del g.node[:]
+        g.node.extend(keep)
+        kept = [t for t in g.initializer if t.name not in drop]
+        del g.initializer[:]
+        g.initializer.extend(kept)
+        onnx.save(model, str(path))
+    return folded
+
+
+def _match_opset(path: Path, opset: int, probe: np.ndarray, name: str) -> int:
+    """Convert ``path`` in place to ``opset`` when the outputs stay identical; returns the opset it has."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    have = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if have <= opset:
+        return int(have)
+    try:
+        down = version_converter.convert_version(model, opset)
+        onnx.checker.check_model(down)
+    except Exception as e:  # noqa: BLE001 - keep the newer opset, say so
+        log.warning("%s: cannot convert opset %d to %d (%s); keeping %d", path.name, have, opset, e, have)
+        return int(have)
+    tmp = path.with_name(path.stem + ".down.onnx")
+    onnx.save(down, str(tmp))
+    try:
+        a = ort_session(path).run(None, {name: probe})[0]
+        b = ort_session(tmp).run(None, {name: probe})[0]
+        same = a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-6)
+    except CezsarError:
+        same = False
+    if not same:
+        tmp.unlink()
+        log.warning("%s: opset %d conversion changes the outputs; keeping opset %d", path.name, opset, have)
+        return int(have)
+    os.replace(tmp, path)
+    return opset
+
+
+def quantize_onnx(
+    src: str | Path,
+    dst: str | Path,
+    input_name: str,
+    data: np.ndarray,
+    method: str = "auto",
+    opset: int | None = None,
+    batch: int = 32,
+    calibration_method: str = "max",
+) -> dict[str, Any]:
+    """Quantize one single-input ONNX model to INT8 Q/DQ; returns {"method", "opset", "qdq", "fallback_reason"}.
+
+    ``method``: "modelopt", "ort", or "auto" (ModelOpt, falling back to onnxruntime if it fails).
+    The result passes the TensorRT Q/DQ rules or CezsarError is raised.
+    """
+    if method not in METHODS:
+        raise CezsarError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    src, dst = Path(src), Path(dst)
+    order = ["modelopt", "ort"] if method == "auto" else [method]
+    errors: list[str] = []
+    for m in order:
+        with tempfile.TemporaryDirectory(prefix="cezsar-quant-") as td:
+            work = Path(td) / src.name
+            shutil.copyfile(src, work)
+            out = Path(td) / (src.stem + ".int8.onnx")
+            try:
+                (_modelopt if m == "modelopt" else _ort_static)(work, out, input_name, data, batch, calibration_method)
+                if not out.is_file():
+                    raise RuntimeError("no output model written")
+                summary = check_trt_qdq(out, source=f"{src.name} ({m})")
+            except ImportError as e:
+                errors.append(f"{m}: not installed ({e.name})")
+                continue
+            except CezsarError as e:
+                errors.append(f"{m}: {e}")
+                continue
+            except Exception as e:  # noqa: BLE001 - a quantizer failure falls through to the next one
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                errors.append(f"{m}: {type(e).__name__}: {first}")
+                log.debug("quantizer %s failed", m, exc_info=True)
+                continue
+            probe = data[: min(4, len(data))]
+            ref = ort_session(out).run(None, {input_name: probe})[0]
+            folded = fold_weight_quantizers(out)
+            if folded:
+                got = ort_session(out).run(None, {input_name: probe})[0]
+                if float(cosine_rows(ref, got).min()) < 1 - 1e-5:
+                    raise CezsarError(f"{src.name}: folding INT8 weights changed the outputs (internal error)")
+                summary = check_trt_qdq(out, source=f"{src.name} ({m})")
+            have = _match_opset(out, opset, probe, input_name) if opset else summary["opset"]
+            summary["opset"] = have
+            summary["weights_folded"] = folded
+            shutil.copyfile(out, dst)
+        return {
+            "method": m,
+            "opset": have,
+            "qdq": summary,
+            "fallback_reason": "; ".join(errors) if errors else None,
+        }
+    raise CezsarError(f"{src}: INT8 quantization failed ({'; '.join(errors)})")
+
+
+# -- accuracy -----------------------------------------------------------------------------------
+
+
+def _video_embeddings(fe: Any, th: Any, frames: np.ndarray, groups: list[np.ndarray], window: int) -> np.ndarray:
+    feats = run_batched(fe, "frames", frames, 32)
+    windows = make_windows(feats, groups, window, window)
+    return run_batched(th, "features", windows, 32)
+
+
+def _top1(
+    deploy: Path, m: Manifest, eval_data: Path, sessions: dict[str, tuple[Any, Any]], threads: int | None
+) -> dict[str, Any]:
+    """Zero-shot top-1 of each (frame encoder, head) pair on an eval folder (testing classes of split.json)."""
+    from cezsar.video import sample_clip
+    from converter.export import tokenize
+    from training.data import read_eval_set, read_split
+
+    evalset = read_eval_set(eval_data)
+    names = list(evalset.classes)
+    split_path = Path(eval_data) / "split.json"
+    if split_path.is_file():
+        names = list(read_split(split_path, names).testing)
+    videos = [v for v in evalset.videos if v.label in set(names)]
+    if len(names) < 2 or not videos:
+        raise CezsarError(f"{eval_data}: need >= 2 classes with videos to measure top-1")
+    tx = ort_session(m.path(deploy, "text_encoder"), threads)
+    protos = []
+    for name in names:
+        emb = tx.run(None, tokenize(m.path(deploy, "tokenizer"), list(evalset.classes[name])))[0]
+        c = emb.mean(axis=0)
+        protos.append(c / max(float(np.linalg.norm(c)), 1e-12))
+    proto = np.stack(protos)
+    pre = m.pre
+    clips = []
+    for v in videos:
+        clips.append(pre(sample_clip(v.path, m.fps, m.window, v.start, v.end)))
+    frames = np.concatenate(clips)
+    labels = np.asarray([names.index(v.label) for v in videos])
+    out: dict[str, Any] = {"eval_videos": len(videos), "eval_classes": len(names), "split": split_path.is_file()}
+    for key, (fe, th) in sessions.items():
+        feats = run_batched(fe, "frames", frames, 32).reshape(len(videos), m.window, -1)
+        emb = run_batched(th, "features", feats, 32)
+        pred = np.argmax(emb @ proto.T, axis=1)
+        out[f"top1_{key}"] = float(np.mean(pred == labels))
+    return out
+
+
+def _speed(path_fp32: Path, path_int8: Path, size: int, batch: int = 8, runs: int = 10) -> dict[str, Any]:
+    """Median onnxruntime CPU latency of both frame encoders at one batch size."""
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    res: dict[str, Any] = {"batch": batch, "threads": os.cpu_count()}
+    for key, p in (("fp32", path_fp32), ("int8", path_int8)):
+        s = ort_session(p)
+        s.run(None, {"frames": x})
+        ts = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            s.run(None, {"frames": x})
+            ts.append(time.perf_counter() - t)
+        res[f"{key}_ms"] = round(1000 * float(np.median(ts)), 3)
+    res["speedup"] = round(res["fp32_ms"] / max(res["int8_ms"], 1e-9), 3)
+    return res
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def quantize_deploy(
+    deploy_dir: str | Path,
+    calib: str | Path,
+    eval_data: str | Path | None = None,
+    force: bool = False,
+    method: str = "auto",
+    holdout: float = 0.2,
+    seed: int = 0,
+    calibration_method: str = "max",
+    min_cosine: float = MIN_COSINE,
+    max_top1_drop: float = MAX_TOP1_DROP,
+    threads: int | None = None,
+    measure_speed: bool = True,
+) -> dict[str, Any]:
+    """Quantize the deploy folder's frame encoder and head; returns the report (see module doc).
+
+    INT8 files and the manifest are written only when the gate passes, or with ``force``.
+    """
+    from calibration.calibrate import load_calibration
+
+    deploy = Path(deploy_dir)
+    m = load_manifest(deploy)
+    fe_path, th_path = m.path(deploy, "frame_encoder"), m.path(deploy, "temporal_head")
+    cal = load_calibration(calib, m.pre, m.model_hash)
+    if not 0.0 < holdout < 0.9:
+        raise CezsarError(f"--holdout {holdout}: must be between 0 and 0.9")
+    n = len(cal)
+    n_hold = max(1, int(round(n * holdout)))
+    if n - n_hold < 16:
+        raise CezsarError(f"{calib}: {n} frames leave {n - n_hold} to calibrate on after the hold-out; need >= 16")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    hold, train = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+    t0 = time.perf_counter()
+
+    fe32 = ort_session(fe_path, threads)
+    train_frames = cal.frames[train]
+    train_feats = run_batched(fe32, "frames", train_frames, 32)
+    groups_train = group_order(cal.source_index[train], cal.times[train])
+    head_data = make_windows(train_feats, groups_train, m.window, max(1, m.window // 4))
+
+    with tempfile.TemporaryDirectory(prefix="cezsar-int8-") as td:
+        fe8_path, th8_path = Path(td) / "frame_encoder.int8.onnx", Path(td) / "temporal_head.int8.onnx"
+        fe_res = quantize_onnx(fe_path, fe8_path, "frames", train_frames, method, m.opset, 32, calibration_method)
+        th_res = quantize_onnx(th_path, th8_path, "features", head_data, method, m.opset, 32, calibration_method)
+
+        # -- accuracy on the held-out frames ----------------------------------------------------
+        th32 = ort_session(th_path, threads)
+        fe8, th8 = ort_session(fe8_path, threads), ort_session(th8_path, threads)
+        hold_frames = cal.frames[hold]
+        groups_hold = group_order(cal.source_index[hold], cal.times[hold])
+        emb32 = _video_embeddings(fe32, th32, hold_frames, groups_hold, m.window)
+        emb8 = _video_embeddings(fe8, th8, hold_frames, groups_hold, m.window)
+        cos = cosine_rows(emb32, emb8)
+        f32 = run_batched(fe32, "frames", hold_frames, 32)
+        f8 = run_batched(fe8, "frames", hold_frames, 32)
+        feat_cos = cosine_rows(f32, f8)
+        hold_windows = make_windows(f32, groups_hold, m.window, m.window)
+        head_cos = cosine_rows(run_batched(th32, "features", hold_windows), run_batched(th8, "features", hold_windows))
+        methods = {fe_res["method"], th_res["method"]}
+        report: dict[str, Any] = {
+            "mean_cosine": float(cos.mean()),
+            "min_cosine": float(cos.min()),
+            "top1_fp32": None,
+            "top1_int8": None,
+            "method": "+".join(sorted(methods)) if len(methods) > 1 else fe_res["method"],
+            "passed": False,
+            "reason": "",
+            "windows": int(len(cos)),
+            "holdout_frames": int(n_hold),
+            "calibration_frames": int(len(train)),
+            "calibration_method": calibration_method,
+            "frame_features": {"mean_cosine": float(feat_cos.mean()), "min_cosine": float(feat_cos.min())},
+            "head_only": {"mean_cosine": float(head_cos.mean()), "min_cosine": float(head_cos.min())},
+            "parts": {"frame_encoder": fe_res, "temporal_head": th_res},
+            "calib_file": str(calib),
+            "calib_sources": len(cal.sources),
+            "gate": {"min_mean_cosine": min_cosine, "max_top1_drop": max_top1_drop},
+        }
+        if eval_data is not None:
+            report.update(_top1(deploy, m, Path(eval_data), {"fp32": (fe32, th32), "int8": (fe8, th8)}, threads))
+        if measure_speed:
+            report["cpu_speed_frame_encoder"] = _speed(fe_path, fe8_path, m.pre.size)
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+
+        reasons = []
+        if not report["mean_cosine"] >= min_cosine:
+            reasons.append(f"mean cosine FP32 vs INT8 {report['mean_cosine']:.4f} < {min_cosine}")
+        if report["top1_fp32"] is not None and report["top1_fp32"] - report["top1_int8"] > max_top1_drop + 1e-9:
+            reasons.append(
+                f"top-1 drops {100 * (report['top1_fp32'] - report['top1_int8']):.1f} points "
+                f"({report['top1_fp32']:.3f} -> {report['top1_int8']:.3f}) > {100 * max_top1_drop:.0f}"
+            )
+        report["passed"] = not reasons
+        report["reason"] = "; ".join(reasons) or "within the gate"
+        report["forced"] = bool(reasons) and force
+        if reasons and not force:
+            return report
+
+        # -- write: INT8 models first, the manifest last ------------------------------------------
+        from cezsar.atomic import atomic_path
+
+        files = {"frame_encoder.int8": fe8_path, "temporal_head.int8": th8_path}
+        for key, p in files.items():
+            rel = f"{key}.onnx"
+            with atomic_path(deploy / rel) as tmp:
+                shutil.copyfile(p, tmp)
+            m.files[key] = rel
+            m.sha256[rel] = sha256_file(deploy / rel)
+        m.extra["quantization"] = report
+        save_manifest(deploy, m)
+    return report

@@ -1,0 +1,223 @@
+"""cezsar quantize: Q/DQ models that follow TensorRT's rules, the checker, the accuracy gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from cezsar.errors import CezsarError  # noqa: E402
+from cezsar.manifest import load_manifest  # noqa: E402
+from cezsar.preprocess import Preprocess  # noqa: E402
+from converter.qdq_check import check_trt_qdq  # noqa: E402
+
+torch.set_num_threads(1)
+PRE = Preprocess(size=32, resize=36)
+
+
+@pytest.fixture(scope="module")
+def deploy_and_calib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from calibration.calibrate import CalibrationSet
+    from converter.common import synthetic_frames
+    from converter.export import export_model
+    from training.model import CezsarModel, ModelConfig
+
+    root = tmp_path_factory.mktemp("quant")
+    torch.manual_seed(0)
+    cfg = ModelConfig(frames=4, fps=4.0, d_model=64, preprocess=PRE.to_dict())
+    CezsarModel(cfg).save(root / "model")
+    export_model(root / "model", root / "deploy")
+    frames = np.concatenate([synthetic_frames(40, 48, 64, seed=s) for s in range(3)])
+    cal = CalibrationSet(
+        frames=PRE(frames),
+        sources=["a", "b", "c"],
+        source_index=np.repeat(np.arange(3), 40).astype(np.int32),
+        times=np.tile(np.arange(40) / 10.0, 3).astype(np.float32),
+        preprocess=PRE.to_dict(),
+    )
+    cal.save(root / "calib.npz")
+    return root / "deploy", root / "calib.npz"
+
+
+@pytest.fixture()
+def deploy(deploy_and_calib: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A fresh copy per test: quantization writes into the deploy folder."""
+    d = tmp_path / "deploy"
+    shutil.copytree(deploy_and_calib[0], d)
+    return d
+
+
+def test_quantize_writes_trt_friendly_qdq_models(deploy: Path, deploy_and_calib: tuple[Path, Path]) -> None:
+    from converter.common import cosine_rows, ort_session, synthetic_frames
+    from converter.quantize import quantize_deploy
+
+    report = quantize_deploy(deploy, deploy_and_calib[1], measure_speed=False, threads=1)
+    assert report["passed"] and report["method"] in ("modelopt", "ort")
+    assert 0.99 <= report["mean_cosine"] <= 1.0 and report["min_cosine"] <= report["mean_cosine"]
+    assert report["holdout_frames"] == 24 and report["calibration_frames"] == 96
+    m = load_manifest(deploy)
+    assert m.extra["quantization"]["mean_cosine"] == report["mean_cosine"]
+    for part in ("frame_encoder", "temporal_head"):
+        path = m.path(deploy, f"{part}.int8")
+        summary = check_trt_qdq(path)
+        assert summary["per_channel"] > 0 and summary["opset"] == m.opset
+        assert report["parts"][part]["qdq"]["quantize_linear"] == summary["quantize_linear"]
+        g = onnx.load(str(path)).graph
+        ops = {n.op_type for n in g.node}
+        assert "LayerNormalization" not in ops or part == "temporal_head"
+        for n in g.node:  # LayerNorm and Softmax consume no dequantized tensors directly
+            if n.op_type in ("LayerNormalization", "Softmax"):
+                producers = {o: p.op_type for p in g.node for o in p.output}
+                assert all(producers.get(i) != "DequantizeLinear" for i in n.input)
+    # INT8 onnxruntime output is close to FP32 on inputs never calibrated on
+    x = PRE(synthetic_frames(8, 48, 64, seed=42))
+    f32 = ort_session(m.path(deploy, "frame_encoder"), 1).run(None, {"frames": x})[0]
+    f8 = ort_session(m.path(deploy, "frame_encoder.int8"), 1).run(None, {"frames": x})[0]
+    assert cosine_rows(f32, f8).mean() > 0.99
+    w = np.stack([f32[:4], f32[4:]])
+    e32 = ort_session(m.path(deploy, "temporal_head"), 1).run(None, {"features": w})[0]
+    e8 = ort_session(m.path(deploy, "temporal_head.int8"), 1).run(None, {"features": w})[0]
+    assert cosine_rows(e32, e8).min() > 0.98
+
+
+def test_gate_refuses_and_force_writes(deploy: Path, deploy_and_calib: tuple[Path, Path]) -> None:
+    from converter.quantize import quantize_deploy
+
+    before = (deploy / "manifest.json").read_text()
+    report = quantize_deploy(deploy, deploy_and_calib[1], min_cosine=1.01, measure_speed=False, threads=1)
+    assert not report["passed"] and "mean cosine" in report["reason"]
+    assert (deploy / "manifest.json").read_text() == before
+    assert not (deploy / "frame_encoder.int8.onnx").exists()
+    report = quantize_deploy(deploy, deploy_and_calib[1], min_cosine=1.01, force=True, measure_speed=False, threads=1)
+    assert report["forced"] and (deploy / "frame_encoder.int8.onnx").exists()
+    assert load_manifest(deploy).extra["quantization"]["passed"] is False
+
+
+def test_onnxruntime_fallback_when_modelopt_fails(
+    deploy: Path, deploy_and_calib: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import converter.quantize as q
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("simulated ModelOpt failure")
+
+    monkeypatch.setattr(q, "_modelopt", broken)
+    report = q.quantize_deploy(deploy, deploy_and_calib[1], measure_speed=True, threads=1)
+    assert report["method"] == "ort" and report["passed"]
+    assert "simulated ModelOpt failure" in report["parts"]["frame_encoder"]["fallback_reason"]
+    assert report["cpu_speed_frame_encoder"]["batch"] == 8
+    for part in ("frame_encoder", "temporal_head"):
+        check_trt_qdq(deploy / f"{part}.int8.onnx")
+
+
+def test_top1_on_eval_folder(deploy: Path, deploy_and_calib: tuple[Path, Path], tmp_path: Path) -> None:
+    from converter.quantize import quantize_deploy
+    from training import synthetic
+
+    world = tmp_path / "world"
+    synthetic.synthesize(world, train_clips_per_class=1, eval_clips_per_class=1)
+    report = quantize_deploy(deploy, deploy_and_calib[1], eval_data=world, measure_speed=False, threads=1)
+    assert report["eval_classes"] == len(json.loads((world / "split.json").read_text())["testing"])
+    assert 0.0 <= report["top1_fp32"] <= 1.0 and 0.0 <= report["top1_int8"] <= 1.0
+    assert report["passed"] == (report["top1_fp32"] - report["top1_int8"] <= 0.02 + 1e-9)
+
+
+def test_cli_json_and_refusal(deploy: Path, deploy_and_calib: tuple[Path, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from cezsar.cli import app
+
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy_and_calib[1]), "--json"])
+    assert res.exit_code == 0, res.output
+    start = res.stdout.index("{")
+    report = json.loads(res.stdout[start:])
+    for key in ("mean_cosine", "min_cosine", "top1_fp32", "top1_int8", "method", "passed"):
+        assert key in report
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy / "missing.npz")])
+    assert res.exit_code == 2 and "calibration file not found" in res.output
+
+
+def test_wrong_size_calibration_refused(deploy: Path, tmp_path: Path) -> None:
+    from converter.quantize import quantize_deploy
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, frames=np.zeros((64, 3, 40, 40), np.float32))
+    with pytest.raises(CezsarError, match="40x40, the model takes 32x32"):
+        quantize_deploy(deploy, bad)
+
+
+# -- the TensorRT rules checker on hand-made graphs ----------------------------------------------
+
+
+def _qdq_model(
+    zp_dtype: int = TensorProto.INT8,
+    zp_value: int = 0,
+    act_scale: list[float] | None = None,
+    dynamic: bool = False,
+    dangling_q: bool = False,
+    no_zp: bool = False,
+) -> Any:
+    """x -> Q -> DQ -> Conv(W) ; W per-channel through Q/DQ. Knobs break one rule each."""
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(np.full(4, 0.02, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(4, np.int8), "w_zp"),
+        numpy_helper.from_array(np.asarray(act_scale or 0.05, np.float32), "x_scale"),
+        helper.make_tensor("x_zp", zp_dtype, [], [zp_value]),
+    ]
+    nodes = []
+    if dynamic:
+        nodes.append(helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dyn_quant"))
+        nodes.append(helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="x_dq"))
+    else:
+        q_in = ["x", "x_scale"] if no_zp else ["x", "x_scale", "x_zp"]
+        nodes.append(helper.make_node("QuantizeLinear", q_in, ["xq"], name="x_q", axis=1))
+        nodes.append(helper.make_node("DequantizeLinear", ["xq", *q_in[1:]], ["xd"], name="x_dq", axis=1))
+    nodes.append(helper.make_node("QuantizeLinear", ["W", "w_scale", "w_zp"], ["Wq"], name="w_q", axis=0))
+    nodes.append(helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zp"], ["Wd"], name="w_dq", axis=0))
+    nodes.append(helper.make_node("Conv", ["xd", "Wd"], ["y"], name="conv", pads=[1, 1, 1, 1]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])]
+    if dangling_q:
+        nodes.append(helper.make_node("QuantizeLinear", ["y", "x_scale", "x_zp"], ["yq"], name="dangling_q"))
+        outputs.append(helper.make_tensor_value_info("yq", zp_dtype, [1, 4, 8, 8]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])], outputs, inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_checker_accepts_a_good_graph() -> None:
+    s = check_trt_qdq(_qdq_model())
+    assert s["quantize_linear"] == 2 and s["per_channel"] == 2 and s["quantized_inputs_of"] == {"Conv": 2}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"zp_dtype": TensorProto.UINT8}, r"node x_q: UINT8 quantization"),
+        ({"zp_value": 3}, r"node x_q: nonzero zero point \[3\]"),
+        ({"dynamic": True}, r"node dyn_quant: DynamicQuantizeLinear"),
+        ({"act_scale": [0.1, 0.2, 0.3]}, r"node x_q: per-channel scales on activation 'x'"),
+        ({"dangling_q": True}, r"node dangling_q: QuantizeLinear must feed DequantizeLinear only"),
+        ({"no_zp": True}, r"node x_q: no zero point, which makes it UINT8"),
+    ],
+)
+def test_checker_rejects_bad_graphs(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(CezsarError, match=message):
+        check_trt_qdq(_qdq_model(**kwargs))
+
+
+def test_checker_rejects_float_model(deploy_and_calib: tuple[Path, Path]) -> None:
+    with pytest.raises(CezsarError, match="not a Q/DQ model"):
+        check_trt_qdq(deploy_and_calib[0] / "frame_encoder.onnx")
