@@ -45,7 +45,9 @@ def run_cmd(
     pub: str = typer.Option(DEFAULT_PUB, "--pub", help="ZeroMQ PUB endpoint for events, scores and status."),
     control: str = typer.Option(DEFAULT_CONTROL, "--control", help="ZeroMQ REP endpoint for actions; 'none' = off."),
     backend: str = typer.Option("auto", "--backend", help="auto|tensorrt|onnxruntime|torch (see docs/edge.md)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32|fp16|int8."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto|fp32|fp16|int8 (auto: the best the chosen backend runs)."
+    ),
     realtime: bool = typer.Option(
         True,
         "--realtime/--no-realtime",
@@ -64,7 +66,10 @@ def run_cmd(
 ) -> None:
     """Recognise actions described in words on live video streams; publish events over ZeroMQ."""
     from edge.runtime import Runtime, RuntimeConfig
+    from edge.sources import quiet_opencv
 
+    if not log.isEnabledFor(logging.DEBUG):
+        quiet_opencv()
     cfg = RuntimeConfig(
         deploy=deploy,
         sources=list(source),
@@ -251,7 +256,7 @@ def demo_cmd(
     model: Path = typer.Option(None, "--model", help="Trained model folder (default: the bundled demo model)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the rendered stream."),
     backend: str = typer.Option("auto", "--backend"),
-    precision: str = typer.Option("fp32", "--precision"),
+    precision: str = typer.Option("auto", "--precision", help="auto|fp32|fp16|int8."),
     realtime: bool = typer.Option(False, "--realtime/--no-realtime", help="Play the stream in real time (~90 s)."),
     keep: Path = typer.Option(None, "--keep", help="Keep the rendered video, actions file and events log here."),
     output: Path = typer.Option(None, "--output", help="Also write the annotated video."),

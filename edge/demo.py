@@ -139,7 +139,7 @@ def run_demo(
     model: Path | None = None,
     seed: int = 0,
     backend: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     realtime: bool = False,
     keep: Path | None = None,
     output: Path | None = None,

@@ -27,7 +27,7 @@ from edge import messages
 from edge.actions import ActionSet, ActionStore, ActionsWatcher
 from edge.annotate import AnnotatedWriter, draw, output_path
 from edge.backends.select import load_backend
-from edge.control import ControlHandler, ControlServer, describe_set
+from edge.control import ControlHandler, ControlServer
 from edge.decisions import Decisions, Event
 from edge.embedder import Window, WindowEmbedder
 from edge.publisher import Publisher
@@ -49,7 +49,7 @@ class RuntimeConfig:
     pub: str = DEFAULT_PUB
     control: str | None = DEFAULT_CONTROL
     backend: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: the best the chosen backend runs
     realtime: bool = True
     hop: int = 2
     fps: float | None = None  # None: manifest.fps
@@ -220,7 +220,7 @@ class Runtime:
             "state": self.stop_reason,
             "backend": self.loaded.backend.describe(),
             "backend_reason": self.loaded.reason,
-            "precision": self.cfg.precision,
+            "precision": self.loaded.backend.precision,
             "fps": self.fps,
             "window": self.window,
             "hop": self.cfg.hop,
@@ -435,17 +435,15 @@ class Runtime:
             w.close()
         final = self.publish_status(final=True)
         log.info("%s", self.stats_line())
+        p50 = final["latency_ms"]["p50"]
         log.info(
-            "stopped (%s): %d windows, %d events, latency p50 %s ms",
+            "stopped (%s): %d windows, %d events, latency p50 %s",
             self.stop_reason,
             final["inference"]["windows"],
             self.events_total,
-            final["latency_ms"]["p50"],
+            "-" if p50 is None else f"{p50} ms",
         )
         if self.events_log is not None:
             self.events_log.close()
         self.publisher.close()
         self.loaded.close()
-
-    def actions_info(self) -> dict[str, Any]:
-        return describe_set(self.store)

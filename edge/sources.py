@@ -110,6 +110,18 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
+def quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings (every failed reconnect) out of the log; the source
+    status reports failures once, in words. Call before the first capture is opened."""
+    import os
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # very old OpenCV builds
+        pass
+
+
 def open_capture(spec: SourceSpec) -> Capture:
     """Open a spec with OpenCV. Raises CezsarError for what retrying cannot fix."""
     if spec.kind == "camera":

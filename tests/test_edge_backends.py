@@ -24,6 +24,8 @@ def test_auto_picks_the_best_available_and_says_why() -> None:
     order = ["tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu"]
     chosen = loaded.reason.split()[1]
     assert names == order[: order.index(chosen)]
+    auto = load_backend("auto", "auto", d, load_manifest(d))
+    assert "(auto)" in auto.reason and auto.backend.precision in ("fp32", "fp16", "int8")
 
 
 def test_onnxruntime_and_torch_agree() -> None:

@@ -2,7 +2,9 @@
 ``onnxruntime-cuda``, ``torch-cpu``, ``torch-cuda``).
 
 auto tries, in order, and takes the first that loads both networks at the asked precision:
-tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu. Every skipped candidate is recorded
+tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu. ``--precision auto`` (the default)
+lets each candidate run its best precision (PREFERRED): TensorRT its fp16, int8 or fp32 engine,
+torch on CUDA fp16, onnxruntime fp32. Every skipped candidate is recorded
 with its reason, so the startup summary says which backend runs and why. torch is only imported
 when a torch candidate is tried, and torch-cuda only when an NVIDIA driver is present.
 """
@@ -23,7 +25,15 @@ log = logging.getLogger(__name__)
 
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu")
 NAMES = ("auto", "tensorrt", "onnxruntime", "torch", "onnxruntime-cpu", "onnxruntime-cuda", "torch-cpu", "torch-cuda")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+# --precision auto: what each candidate runs best, tried in order (TensorRT: whichever engine was built)
+PREFERRED = {
+    "tensorrt": ("fp16", "int8", "fp32"),
+    "onnxruntime-cuda": ("fp32",),
+    "onnxruntime-cpu": ("fp32",),
+    "torch-cuda": ("fp16",),
+    "torch-cpu": ("fp32",),
+}
 
 
 @dataclass
@@ -121,21 +131,33 @@ def load_backend(
     candidates = list(AUTO_ORDER) if name == "auto" else _explicit_candidates(name, precision)
     skipped: list[str] = []
     for i, cand in enumerate(candidates):
-        try:
-            backend = make_backend(cand, precision, threads)
-            fe = backend.load(deploy_dir, manifest, "frame_encoder")
-            th = backend.load(deploy_dir, manifest, "temporal_head")
-        except CezsarError as e:
-            if name != "auto" and i == len(candidates) - 1:
-                prior = f" (also tried: {'; '.join(skipped)})" if skipped else ""
-                raise CezsarError(f"--backend {name}: {e}{prior}") from None
-            skipped.append(f"{cand}: {e}")
-            continue
-        if name == "auto":
-            reason = f"auto: {cand} is the first usable of {' > '.join(AUTO_ORDER)}"
-        else:
-            reason = f"asked for {name}" + (f" ({cand})" if cand != name else "")
-        for s in skipped:
-            log.debug("backend skipped: %s", s)
-        return Loaded(backend, fe, th, reason, skipped)
+        precisions = PREFERRED[cand] if precision == "auto" else (precision,)
+        problems = []
+        for prec in precisions:
+            try:
+                backend = make_backend(cand, prec, threads)
+                fe = backend.load(deploy_dir, manifest, "frame_encoder")
+                th = backend.load(deploy_dir, manifest, "temporal_head")
+            except CezsarError as e:
+                problems.append(str(e))
+                continue
+            except Exception as e:  # noqa: BLE001 - a broken backend install must not stop auto selection
+                if name != "auto":
+                    raise
+                problems.append(f"{type(e).__name__}: {e}")
+                continue
+            if name == "auto":
+                reason = f"auto: {cand} is the first usable of {' > '.join(AUTO_ORDER)}"
+            else:
+                reason = f"asked for {name}" + (f" ({cand})" if cand != name else "")
+            if precision == "auto":
+                reason += f"; precision {prec} (auto)"
+            for s in skipped:
+                log.debug("backend skipped: %s", s)
+            return Loaded(backend, fe, th, reason, skipped)
+        problem = "; ".join(dict.fromkeys(problems))
+        if name != "auto" and i == len(candidates) - 1:
+            prior = f" (also tried: {'; '.join(skipped)})" if skipped else ""
+            raise CezsarError(f"--backend {name}: {problem}{prior}")
+        skipped.append(f"{cand}: {problem}")
     raise CezsarError(f"--backend auto: no backend can run --precision {precision} here: " + "; ".join(skipped))
