@@ -48,12 +48,21 @@ def quantize_cmd(
     force: bool = typer.Option(False, "--force", help="Write the INT8 models even if the accuracy gate fails."),
     method: str = typer.Option("auto", "--method", help="auto (ModelOpt, else onnxruntime), modelopt or ort."),
     holdout: float = typer.Option(0.2, "--holdout", help="Share of calibration frames kept for the accuracy check."),
+    calibration_method: str = typer.Option("entropy", "--calibration-method", help="ModelOpt: entropy or max."),
 ) -> None:
     """INT8 Q/DQ quantization (TensorRT rules) of the frame encoder and temporal head, with an accuracy gate."""
     from converter.quantize import quantize_deploy
 
     try:
-        report = quantize_deploy(deploy_dir, calib, eval_data=eval_data, force=force, method=method, holdout=holdout)
+        report = quantize_deploy(
+            deploy_dir,
+            calib,
+            eval_data=eval_data,
+            force=force,
+            method=method,
+            holdout=holdout,
+            calibration_method=calibration_method,
+        )
     except CezsarError as e:
         _fail(str(e), 2)
     if as_json:
@@ -66,6 +75,17 @@ def quantize_cmd(
             f"{report['method']}: cosine fp32 vs int8 mean {report['mean_cosine']:.5f} min {report['min_cosine']:.5f}"
             f"{t1}; gate {'passed' if report['passed'] else 'FAILED'}"
         )
+        speed = report.get("cpu_speed_frame_encoder")
+        if speed:
+            print(
+                f"onnxruntime CPU frame encoder, batch {speed['batch']}: fp32 {speed['fp32_ms']:.1f} ms, "
+                f"int8 {speed['int8_ms']:.1f} ms ({speed['speedup']:.2f}x)"
+            )
+            if speed["speedup"] < 1 and "modelopt" in report["method"]:
+                print(
+                    "note: ModelOpt's TensorRT-style Q/DQ placement runs slower than FP32 on onnxruntime's CPU "
+                    "provider; for CPU INT8 quantize with --method ort"
+                )
     if not report["passed"]:
         if not force:
             if not as_json:
@@ -76,7 +96,7 @@ def quantize_cmd(
 
 def build_engine_cmd(
     deploy_dir: Path = typer.Argument(..., help="Deploy folder written by `cezsar export` (and `cezsar quantize`)."),
-    precision: str = typer.Option("fp16", "--precision", help="fp16 (from the FP32 ONNX) or int8 (from Q/DQ ONNX)."),
+    precision: str = typer.Option("fp16", "--precision", help="fp16 (from the FP32 ONNX), int8 (Q/DQ ONNX) or fp32."),
     workspace_mb: int = typer.Option(1024, "--workspace-mb", help="Builder workspace limit in MiB."),
     max_batch: int = typer.Option(
         64, "--max-batch", help="Largest batch (frames for the encoder, windows for the head)."
