@@ -88,8 +88,7 @@ def quantize_cmd(
                 )
     if not report["passed"]:
         if not force:
-            if not as_json:
-                print(f"error: {report['reason']}; INT8 models not written (use --force to keep them)", file=sys.stderr)
+            print(f"error: {report['reason']}; INT8 models not written (use --force to keep them)", file=sys.stderr)
             raise typer.Exit(1)
         print(f"warning: {report['reason']}; INT8 models written anyway (--force)", file=sys.stderr)
 

@@ -147,6 +147,29 @@ def test_cli_json_and_refusal(deploy: Path, deploy_and_calib: tuple[Path, Path])
     assert res.exit_code == 2 and "calibration file not found" in res.output
 
 
+def test_cli_gate_refusal_is_one_line(
+    deploy: Path, deploy_and_calib: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import converter.quantize as q
+    from cezsar.cli import app
+
+    real = q.quantize_deploy
+
+    def strict(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return real(*args, min_cosine=1.01, measure_speed=False, threads=1, **kwargs)
+
+    monkeypatch.setattr(q, "quantize_deploy", strict)
+    before = (deploy / "manifest.json").read_text()
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy_and_calib[1]), "--json"])
+    assert res.exit_code == 1
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "INT8 models not written" in errors[0]
+    assert json.loads(res.stdout[res.stdout.index("{") :])["passed"] is False
+    assert (deploy / "manifest.json").read_text() == before and not (deploy / "temporal_head.int8.onnx").exists()
+
+
 def test_wrong_size_calibration_refused(deploy: Path, tmp_path: Path) -> None:
     from converter.quantize import quantize_deploy
 
