@@ -158,7 +158,8 @@ def test_cli_gate_refusal_is_one_line(
     real = q.quantize_deploy
 
     def strict(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        return real(*args, min_cosine=1.01, measure_speed=False, threads=1, **kwargs)
+        kwargs.update(min_cosine=1.01, measure_speed=False, threads=1)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(q, "quantize_deploy", strict)
     before = (deploy / "manifest.json").read_text()
