@@ -301,7 +301,7 @@ class Runtime:
         sc = scorer.score(np.stack([w.embedding for w in windows]))
         for i, w in enumerate(windows):
             self.windows_by_stream[w.stream] = self.windows_by_stream.get(w.stream, 0) + 1
-            scores = {n: float(sc.scores[i, j]) for j, n in enumerate(scorer.names)}
+            scores = {n: round(float(sc.scores[i, j]), 4) for j, n in enumerate(scorer.names)}
             events = self.decisions.step(w.stream, w.center, w.wall, scores, scorer.params)
             now = time.time()
             self.latency.add(1000 * (now - w.wall))
@@ -310,17 +310,17 @@ class Runtime:
                     "type": "scores",
                     "stream": w.stream,
                     "window": {
-                        "start": w.start,
-                        "end": w.end,
-                        "center": w.center,
+                        "start": round(w.start, 3),
+                        "end": round(w.end, 3),
+                        "center": round(w.center, 3),
                         "frames": w.frames,
                         "first_index": w.first_index,
                         "last_index": w.last_index,
                     },
                     "scores": scores,
-                    "smoothed": self.decisions.smoothed(w.stream),
-                    "cosine": {n: float(sc.cosine[i, j]) for j, n in enumerate(scorer.names)},
-                    "background": None if sc.background is None else float(sc.background[i]),
+                    "smoothed": {a: round(v, 4) for a, v in self.decisions.smoothed(w.stream).items()},
+                    "cosine": {n: round(float(sc.cosine[i, j]), 4) for j, n in enumerate(scorer.names)},
+                    "background": None if sc.background is None else round(float(sc.background[i]), 4),
                     "time": now,
                     "latency_ms": round(1000 * (now - w.wall), 1),
                 }
