@@ -73,7 +73,7 @@ def test_world_formats_round_trip(worlds: tuple[Path, Path, dict]) -> None:
     assert sorted(split.training + split.testing) == ev.class_names
     assert {v.label for v in ev.videos} == set(ev.class_names)
     assert defaults["fps"] == 4.0 and defaults["frames"] == 8 and defaults["image_size"] == 64
-    assert defaults["resize"] == 72 and defaults["seed"] == 0
+    assert defaults["resize"] == 64 and defaults["seed"] == 0
     # training captions are for training classes only
     train_slugs = {c.replace(" ", "_") for c in split.training}
     assert all(r.video.name.rsplit("_", 1)[0] in train_slugs for r in caps)
