@@ -63,6 +63,9 @@ def run_cmd(
     status_interval: float = typer.Option(2.0, "--status-interval", help="Seconds between status messages."),
     stats_interval: float = typer.Option(5.0, "--stats-interval", help="Seconds between stats log lines."),
     threads: int = typer.Option(0, "--threads", help="Inference threads for onnxruntime (0: its default)."),
+    batch_wait: float = typer.Option(
+        0.0, "--batch-wait", help="Milliseconds to wait for other streams' frames to batch them (adds latency)."
+    ),
 ) -> None:
     """Recognise actions described in words on live video streams; publish events over ZeroMQ."""
     from edge.runtime import Runtime, RuntimeConfig
@@ -89,6 +92,7 @@ def run_cmd(
         status_interval=status_interval,
         stats_interval=stats_interval,
         threads=threads or None,
+        batch_wait=max(0.0, batch_wait) / 1000.0,
     )
     rt = Runtime(cfg)
     for line in rt.summary():

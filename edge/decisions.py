@@ -92,7 +92,8 @@ class Decisions:
         return {a: t.ema for (s, a), t in self._tracks.items() if s == stream and t.ema is not None}
 
     def active(self) -> list[Event]:
-        return [t.event for t in self._tracks.values() if t.state == "active" and t.event is not None]
+        tracks = list(self._tracks.values())  # atomic copy: the control thread reads this too
+        return [t.event for t in tracks if t.state == "active" and t.event is not None]
 
     def step(
         self, stream: str, t: float, wall: float, scores: dict[str, float], params: dict[str, Params]

@@ -24,7 +24,7 @@ import numpy as np
 from cezsar.errors import CezsarError
 from cezsar.manifest import load_manifest
 from edge import messages
-from edge.actions import ActionSet, ActionStore, ActionsWatcher
+from edge.actions import ActionSet, ActionStore, ActionsWatcher, load_actions
 from edge.annotate import AnnotatedWriter, draw, output_path
 from edge.backends.select import load_backend
 from edge.control import ControlHandler, ControlServer
@@ -63,6 +63,7 @@ class RuntimeConfig:
     threads: int | None = None
     update_interval: float = 1.0
     max_gap: float = 10.0
+    batch_wait: float = 0.0  # seconds to wait for the other streams' frames before encoding
     extra_status: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,7 +77,7 @@ class _Latency:
     def summary(self) -> dict[str, float | int | None]:
         if not self.recent:
             return {"p50": None, "p95": None, "max": None, "n": 0}
-        a = np.asarray(self.recent)
+        a = np.asarray(list(self.recent))  # list() copies atomically; read from the control thread too
         return {
             "p50": round(float(np.percentile(a, 50)), 1),
             "p95": round(float(np.percentile(a, 95)), 1),
@@ -108,6 +109,7 @@ class Runtime:
                 raise CezsarError(f"--source {text!r}: {spec.target}: video file not found")
             taken.add(spec.name)
             specs.append(spec)
+        load_actions(cfg.actions)  # a bad actions file fails before any model is loaded
         self.loaded = load_backend(cfg.backend, cfg.precision, cfg.deploy, self.manifest, cfg.threads)
         self.text = TextEncoder(cfg.deploy, self.manifest, cfg.threads)
         self.scorer: Scorer | None = None
@@ -378,6 +380,16 @@ class Runtime:
                     self.errors.append(f"{s.name}: {s.stats.error}")
                 log.info("source %s %s%s", s.name, s.stats.state, f": {s.stats.error}" if s.stats.error else "")
 
+    def _gather(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for every running stream to have a frame queued (bigger batches
+        across unsynchronised streams, at the cost of up to that much latency)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            waiting = [s for s in self.sources if s.stats.state == "running" and len(s.queue) == 0]
+            if not waiting:
+                return
+            time.sleep(min(0.002, max(0.0, deadline - time.monotonic())))
+
     def run(self) -> int:
         """Run until every source is finished, ``duration`` passed or stop(); returns the exit code."""
         self.start()
@@ -391,6 +403,8 @@ class Runtime:
                     self.stop_reason = "duration"
                     break
                 self.notify.wait(0.1)
+                if cfg.batch_wait > 0:
+                    self._gather(cfg.batch_wait)
                 self.notify.clear()
                 frames: list[Frame] = []
                 for s in self.sources:

@@ -268,7 +268,9 @@ class Source:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        """Start the reader thread (again: no effect)."""
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
