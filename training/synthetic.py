@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -519,7 +519,7 @@ def _slug(name: str) -> str:
 
 def _size_word(radius: float, size: int) -> str:
     r = radius * 128.0 / size
-    return "small" if r < 14.0 else "large" if r > 17.0 else ""
+    return "small" if r < 17.0 else "large" if r > 20.0 else ""
 
 
 def synthesize(
@@ -527,7 +527,7 @@ def synthesize(
     seed: int = 0,
     train_clips_per_class: int = TRAIN_CLIPS_PER_CLASS,
     eval_clips_per_class: int = EVAL_CLIPS_PER_CLASS,
-    progress: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Render the world into ``out_dir`` (built in a temporary folder and swapped in).
 
