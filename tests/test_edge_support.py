@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import tempfile
@@ -19,7 +20,27 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-CACHE = Path(os.environ.get("CEZSAR_TEST_CACHE", Path(tempfile.gettempdir()) / "cezsar-edge-tests"))
+ROOT = Path(__file__).resolve().parents[1]
+# the model code, the exporter and the deploy contract: a change to any of them means a fresh export
+CODE = (
+    "training/model.py",
+    "training/backbones.py",
+    "converter/export.py",
+    "converter/common.py",
+    "cezsar/manifest.py",
+    "cezsar/preprocess.py",
+)
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for rel in CODE:
+        p = ROOT / rel
+        h.update(p.read_bytes() if p.is_file() else b"-")
+    return h.hexdigest()[:12]
+
+
+CACHE = Path(os.environ.get("CEZSAR_TEST_CACHE", Path(tempfile.gettempdir()) / "cezsar-edge-tests")) / _code_hash()
 _lock = threading.Lock()
 _deploy: Path | None = None
 
