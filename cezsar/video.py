@@ -136,7 +136,7 @@ def write_video(path: str | Path, frames: np.ndarray | list[np.ndarray], fps: fl
         raise ValueError("no frames to write")
     h, w = frames[0].shape[:2]
     with atomic_path(path, suffix=".mp4") as tmp:
-        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (w, h))
         if not vw.isOpened():
             raise CezsarError(f"{path}: OpenCV cannot write MP4 video here")
         try:
