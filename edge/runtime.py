@@ -102,7 +102,7 @@ class Runtime:
         taken: set[str] = set()
         specs = []
         for i, text in enumerate(cfg.sources):
-            spec = parse_source(text, default_stream_name(text.partition("=")[2] if "=" in text else text, i, taken))
+            spec = parse_source(text, default_stream_name(text, i, taken))
             if spec.name in taken:
                 raise CezsarError(f"--source {text!r}: stream name {spec.name!r} is used twice")
             if spec.kind == "file" and not Path(spec.target).is_file():
@@ -129,6 +129,10 @@ class Runtime:
             max_gap=cfg.max_gap,
         )
         self.decisions = Decisions(cfg.update_interval)
+        self.events_log: IO[str] | None = None
+        if cfg.events_log:
+            Path(cfg.events_log).parent.mkdir(parents=True, exist_ok=True)
+            self.events_log = open(cfg.events_log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self.publisher = Publisher(cfg.pub)
         self.control: ControlServer | None = None
         if cfg.control:
@@ -138,10 +142,6 @@ class Runtime:
                 self.publisher.close()
                 raise
         self.watcher = ActionsWatcher(self.store)
-        self.events_log: IO[str] | None = None
-        if cfg.events_log:
-            Path(cfg.events_log).parent.mkdir(parents=True, exist_ok=True)
-            self.events_log = open(cfg.events_log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self.writers: dict[str, AnnotatedWriter] = {}
         self.stop_event = threading.Event()
         self.started_at = time.time()
