@@ -86,7 +86,9 @@ def test_world_formats_round_trip(worlds: tuple[Path, Path, dict]) -> None:
         assert 3 <= len(descs) <= 5
         assert not texts & set(descs)
         assert not any(c in d.split() for d in descs for c in S.COLOURS), name
-    assert all(any(c in t.split() for c in S.COLOURS) for t in texts)
+    # captions lead with the action; colour is incidental detail, named in a minority of them
+    with_colour = sum(any(c in r.caption.split() for c in S.COLOURS) for r in caps) / len(caps)
+    assert 0.1 < with_colour < 0.6
 
 
 def test_world_is_deterministic(worlds: tuple[Path, Path, dict]) -> None:

@@ -39,9 +39,13 @@ def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class TinyCNN(nn.Module):
-    """Five stride-2 conv blocks and global average pooling; about 0.1 M parameters at width 32."""
+    """Six small conv blocks, then a coarse 4x4 spatial map flattened into the feature.
 
-    def __init__(self, width: int = 32, feature_dim: int = 128) -> None:
+    Unlike global average pooling, the flattened grid keeps *where* things are in the frame, so a
+    temporal head over per-frame features can tell the direction of a motion.
+    """
+
+    def __init__(self, width: int = 32, feature_dim: int = 128, grid: int = 4) -> None:
         super().__init__()
         w = width
         self.features = nn.Sequential(
@@ -50,13 +54,14 @@ class TinyCNN(nn.Module):
             _conv_bn(w, w, 1),
             _conv_bn(w, 2 * w, 2),
             _conv_bn(2 * w, 2 * w, 1),
-            _conv_bn(2 * w, feature_dim, 2),
+            _conv_bn(2 * w, 2 * w, 2),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.proj = nn.Sequential(nn.Flatten(1), nn.Linear(2 * w * grid * grid, feature_dim), nn.ReLU(inplace=True))
         self.feature_dim = feature_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.features(x)), 1)
+        return self.proj(self.pool(self.features(x)))
 
 
 @register("tiny")

@@ -88,13 +88,27 @@ class FrameEncoder(nn.Module):
 class TemporalHead(nn.Module):
     """(B, T, feature_dim) -> (B, joint_dim), L2-normalised.
 
-    ReLU -> Linear -> dropout -> TransformerEncoder (across time) -> dropout -> ReLU -> Linear
-    -> mean over time -> LayerNorm -> L2 normalisation.
+    ReLU -> Linear -> + learned position embedding -> dropout -> TransformerEncoder (across time)
+    -> dropout -> ReLU -> Linear -> mean over time -> LayerNorm -> L2 normalisation.
+
+    The position embedding is our addition to the reference design: without it, attention plus a
+    mean over time is invariant to frame order, so "moving left" and "moving right" (the same set of
+    frames in reverse order) could not be told apart.
     """
 
-    def __init__(self, feature_dim: int, d_model: int, joint_dim: int, heads: int, layers: int, dropout: float):
+    def __init__(
+        self,
+        feature_dim: int,
+        d_model: int,
+        joint_dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        max_frames: int = 64,
+    ):
         super().__init__()
         self.inp = nn.Linear(feature_dim, d_model)
+        self.pos = nn.Parameter(torch.randn(1, max_frames, d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(
             d_model, heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
         )
@@ -107,7 +121,7 @@ class TemporalHead(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.inp(F.relu(features)))
+        x = self.drop(self.inp(F.relu(features)) + self.pos[:, : features.shape[1]])
         x = self.encoder(x)
         x = self.out(F.relu(self.drop(x)))
         x = self.norm(x.mean(dim=1))

@@ -203,12 +203,14 @@ def train(
         else:
             video = model.encode_video(to_tensor(window, pre))
         pos = model.encode_text(sent[idx])
-        col = rng.integers(0, neg.shape[1], size=len(idx)) if train_mode else np.zeros(len(idx), dtype=int)
-        negative = model.encode_text(sent[neg[idx, col]])
         if isinstance(loss_fn, InfoNCELoss):
+            col = rng.integers(0, neg.shape[1], size=len(idx)) if train_mode else np.zeros(len(idx), dtype=int)
             s = same[np.ix_(idx, idx)] if same is not None else None
-            return loss_fn(video, pos, negative, same=s)
-        return loss_fn(video, pos, negative)
+            return loss_fn(video, pos, model.encode_text(sent[neg[idx, col]]), same=s)
+        # the paper's N negatives per positive: one triplet each
+        k = neg.shape[1]
+        negative = model.encode_text(sent[neg[idx].reshape(-1)])
+        return loss_fn(video.repeat_interleave(k, 0), pos.repeat_interleave(k, 0), negative)
 
     bs = cfg.batch_size
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
