@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 def test_demo_prints_events_and_one_json_summary_line() -> None:
     deploy_dir()  # export once into the shared cache, which the demo then finds by weights hash
-    args = [] if trained_model_dir() else ["--model", str(model_dir())]
+    bundled = trained_model_dir() is not None and "CEZSAR_TEST_MODEL" not in os.environ
+    args = [] if bundled else ["--model", str(model_dir())]  # the bundled model is the default
     env = {**os.environ, "CEZSAR_CACHE": str(CACHE), "CEZSAR_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "cezsar", "demo", *args],

@@ -1,8 +1,9 @@
 """Shared helpers for the edge tests (no tests here).
 
 - ``deploy_dir()``: a real deploy folder made by converter.export.export_model, cached on disk by
-  model weights hash (the demo's cache layout). The model is the bundled trained demo model when
-  cezsar/assets/demo_model exists, else a small random-init model (64 px, T=8 at 4 fps).
+  model weights hash (the demo's cache layout). The model is the trained demo model when there is
+  one ($CEZSAR_TEST_MODEL, else cezsar/assets/demo_model), else a small random-init model (64 px,
+  T=8 at 4 fps); tests that check detection quality run only with a trained model.
 - ``FakeCamera``: a stand-in for cv2.VideoCapture at the true boundary (no camera on CI).
 - ``write_index_video``: a small video whose frame i encodes i in its pixels.
 """
@@ -46,9 +47,10 @@ _deploy: Path | None = None
 
 
 def trained_model_dir() -> Path | None:
+    """The trained demo model: $CEZSAR_TEST_MODEL (to try a candidate), else the bundled one."""
     from edge.demo import bundled_model_dir
 
-    d = bundled_model_dir()
+    d = Path(os.environ["CEZSAR_TEST_MODEL"]) if os.environ.get("CEZSAR_TEST_MODEL") else bundled_model_dir()
     return d if (d / "config.json").is_file() and (d / "model.safetensors").is_file() else None
 
 
