@@ -185,7 +185,8 @@ class SentenceEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
 
     @torch.no_grad()
     def encode(self, sentences: list[str], batch_size: int = 256) -> torch.Tensor:

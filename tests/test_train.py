@@ -1,0 +1,184 @@
+"""Training and zero-shot evaluation end to end on a small synthetic world (real decoding, real text model)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cezsar.errors import CezsarError
+from training.negatives import NegativeConfig
+from training.synthetic import synthesize
+from training.train import TrainConfig, train
+
+CLI = [sys.executable, "-m", "cezsar"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "w"
+    synthesize(out, seed=3, train_clips_per_class=3, eval_clips_per_class=2)
+    return out
+
+
+def small_cfg(**kw) -> TrainConfig:
+    base = dict(frames=8, fps=4.0, image_size=64, resize=64, epochs=2, lr=1e-3, d_model=64, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_model_folder_and_log(world, tmp_path):
+    res = train(world, tmp_path / "m", small_cfg(), progress=False)
+    names = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert names == ["config.json", "log.jsonl", "model.safetensors"], names
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["format"] == "cezsar-model" and cfg["frames"] == 8 and cfg["training"]["mode"] == "end2end"
+    log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1] == [h["epoch"] for h in res.history]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in log)
+
+
+def test_training_reduces_the_loss(world, tmp_path):
+    res = train(world, tmp_path / "m", small_cfg(epochs=6, patience=10), progress=False)
+    losses = [h["train_loss"] for h in res.history]
+    assert min(losses[-2:]) < losses[0], losses
+
+
+def test_resume_continues_an_interrupted_run(world, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "m"
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "train",
+            "--data",
+            str(world),
+            "--out",
+            str(out),
+            "--epochs",
+            "200",
+            "--patience",
+            "200",
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / ".resume" / "log.jsonl").is_file():
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = json.loads((out / ".resume" / "state.json").read_text())
+    done = state["epoch"] + 1
+    assert not (out / "config.json").exists(), "an interrupted run leaves no half-written model"
+    res = train(world, out, small_cfg(epochs=done + 1, d_model=256), resume=True, progress=False)
+    assert [h["epoch"] for h in res.history] == list(range(done + 1))
+    assert (out / "config.json").is_file() and not (out / ".resume").exists()
+    with pytest.raises(CezsarError, match="nothing to resume"):
+        train(world, tmp_path / "fresh", small_cfg(), resume=True, progress=False)
+
+
+def test_frozen_mode_trains_heads_only(world, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from training.backbones import create_backbone
+    from training.model import CezsarModel
+
+    backbone, _ = create_backbone("tiny")
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp_path / "bb.safetensors"))
+    train(
+        world,
+        tmp_path / "m",
+        small_cfg(mode="frozen", backbone_checkpoint=str(tmp_path / "bb.safetensors")),
+        progress=False,
+    )
+    trained = CezsarModel.load(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["mode"] == "frozen"
+    for k, v in load_file(str(tmp_path / "bb.safetensors")).items():
+        assert (trained.frame_encoder.backbone.state_dict()[k] == v).all(), k
+
+
+@pytest.mark.parametrize("loss,negatives", [("triplet", "random"), ("infonce", "auto")])
+def test_losses_and_negative_modes_train(world, tmp_path, loss, negatives):
+    res = train(
+        world, tmp_path / "m", small_cfg(epochs=1, loss=loss, negatives=NegativeConfig(mode=negatives)), progress=False
+    )
+    assert res.epochs_run == 1 and np.isfinite(res.history[0]["train_loss"])
+
+
+def test_eval_cli_reports_json_and_png(world, tmp_path):
+    train(world, tmp_path / "m", small_cfg(epochs=1), progress=False)
+    out = subprocess.run(
+        [
+            *CLI,
+            "eval",
+            "--model",
+            str(tmp_path / "m"),
+            "--data",
+            str(world),
+            "--split",
+            str(world / "split.json"),
+            "--runs",
+            "3",
+            "--classes-per-run",
+            "4",
+            "--json",
+            "--confusion",
+            str(tmp_path / "c.png"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rep = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("top1", "top1_std", "chance", "n_classes", "n_videos"):
+        assert key in rep
+    assert rep["n_classes"] == 4 and rep["chance"] == 0.25 and rep["runs"] == 3
+    assert 0.0 <= rep["top1"] <= 1.0
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_eval_refuses_unknown_split_class(world, tmp_path):
+    train(world, tmp_path / "m", small_cfg(epochs=1), progress=False)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"training": [], "testing": ["juggling chainsaws"]}))
+    out = subprocess.run(
+        [*CLI, "eval", "--model", str(tmp_path / "m"), "--data", str(world), "--split", str(split)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()
+    assert err[-1].startswith("error:") and "juggling chainsaws" in err[-1] and str(split) in err[-1]
+
+
+def test_train_cli_refuses_missing_data(tmp_path):
+    out = subprocess.run(
+        [*CLI, "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m")], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "nope" in out.stderr and "error:" in out.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_failed_training_keeps_existing_model(world, tmp_path):
+    out = tmp_path / "m"
+    train(world, out, small_cfg(epochs=1), progress=False)
+    before = (out / "model.safetensors").read_bytes()
+    (world / "captions.jsonl").rename(world / "captions.bak")
+    try:
+        with pytest.raises(CezsarError):
+            train(world, out, small_cfg(epochs=1), progress=False)
+    finally:
+        (world / "captions.bak").rename(world / "captions.jsonl")
+    assert (out / "model.safetensors").read_bytes() == before
