@@ -22,6 +22,7 @@ settings: max_length, padding, pad_id), "quantization" (the INT8 accuracy report
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +64,28 @@ class Manifest:
         if not p.exists():
             raise CezsarError(f"{p}: missing from the deploy folder (manifest.json names it)")
         return p
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified_path(manifest: Manifest, deploy_dir: str | Path, key: str) -> Path:
+    """``manifest.path`` plus an integrity check: a file the manifest lists a sha256 for must match it,
+    so a file from another model (or a corrupt copy) is refused at start with a clear message."""
+    p = manifest.path(deploy_dir, key)
+    rel = manifest.files[key]
+    want = manifest.sha256.get(rel)
+    if want and p.is_file() and file_sha256(p) != want:
+        raise CezsarError(
+            f"{p}: does not match manifest.json (sha256 differs): a file from another model or export, "
+            f"or corrupt; re-run `cezsar export` for model {manifest.model_hash[:12]}"
+        )
+    return p
 
 
 def save_manifest(deploy_dir: str | Path, manifest: Manifest) -> Path:

@@ -66,6 +66,20 @@ def run_cmd(
     batch_wait: float = typer.Option(
         0.0, "--batch-wait", help="Milliseconds to wait for other streams' frames to batch them (adds latency)."
     ),
+    hwm: int = typer.Option(
+        1000, "--hwm", help="Messages queued per subscriber before it misses some (bounded memory)."
+    ),
+    fallback_backend: str = typer.Option(
+        None, "--fallback-backend", help="Backend to use when --backend cannot load (e.g. onnxruntime-cpu)."
+    ),
+    curve_secret: Path = typer.Option(
+        None,
+        "--curve-secret",
+        help="This runtime's CURVE secret key file (from `cezsar keys`): encrypt + authenticate.",
+    ),
+    curve_clients: Path = typer.Option(
+        None, "--curve-clients", help="Folder of the allowed clients' public key files (*.key)."
+    ),
 ) -> None:
     """Recognise actions described in words on live video streams; publish events over ZeroMQ."""
     from edge.runtime import Runtime, RuntimeConfig
@@ -93,6 +107,10 @@ def run_cmd(
         stats_interval=stats_interval,
         threads=threads or None,
         batch_wait=max(0.0, batch_wait) / 1000.0,
+        hwm=max(1, hwm),
+        fallback_backend=fallback_backend or None,
+        curve_secret=curve_secret,
+        curve_clients=curve_clients,
     )
     rt = Runtime(cfg)
     for line in rt.summary():
@@ -110,12 +128,16 @@ def listen_cmd(
     count: int = typer.Option(0, "--count", "-n", help="Exit after this many messages (0: never)."),
     timeout: float = typer.Option(0.0, "--timeout", help="Exit 1 if no message arrives for this long (0: wait)."),
     conflate: bool = typer.Option(False, "--conflate", help="Keep only the newest message (slow consumers)."),
+    curve_secret: Path = typer.Option(None, "--curve-secret", help="Your CURVE secret key file (.key_secret)."),
+    curve_server: Path = typer.Option(None, "--curve-server", help="The runtime's CURVE public key file (.key)."),
 ) -> None:
     """Print every message of a running runtime as one JSON object per line ({"topic", ...})."""
     from edge.client import Subscriber
+    from edge.security import CurveClient
 
     n = 0
-    with Subscriber(endpoint, topic, conflate=conflate) as sub:
+    curve = CurveClient.from_options(curve_secret, curve_server)
+    with Subscriber(endpoint, topic, conflate=conflate, curve=curve) as sub:
         try:
             while count <= 0 or n < count:
                 msg = sub.recv(timeout if timeout > 0 else None)
@@ -135,6 +157,15 @@ actions_app = typer.Typer(
 
 CONTROL_OPT = typer.Option(DEFAULT_CONTROL, "--control", "-c", help="The runtime's control endpoint.")
 TIMEOUT_OPT = typer.Option(5.0, "--timeout", help="Seconds to wait for the reply.")
+CURVE_SECRET_OPT = typer.Option(None, "--curve-secret", help="Your CURVE secret key file (.key_secret).")
+CURVE_SERVER_OPT = typer.Option(None, "--curve-server", help="The runtime's CURVE public key file (.key).")
+
+
+def _control_client(control: str, timeout: float, curve_secret: Path | None, curve_server: Path | None) -> Any:
+    from edge.client import ControlClient
+    from edge.security import CurveClient
+
+    return ControlClient(control, timeout, curve=CurveClient.from_options(curve_secret, curve_server))
 
 
 def _fields(
@@ -179,11 +210,11 @@ def actions_list(
     control: str = CONTROL_OPT,
     timeout: float = TIMEOUT_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print the raw reply."),
+    curve_secret: Path = CURVE_SECRET_OPT,
+    curve_server: Path = CURVE_SERVER_OPT,
 ) -> None:
     """List the active actions."""
-    from edge.client import ControlClient
-
-    with ControlClient(control, timeout) as c:
+    with _control_client(control, timeout, curve_secret, curve_server) as c:
         reply = c.list()
     print(json.dumps(reply, ensure_ascii=False)) if as_json else _print_set(reply)
 
@@ -198,11 +229,11 @@ def actions_add(
     cooldown: float = typer.Option(None, "--cooldown"),
     control: str = CONTROL_OPT,
     timeout: float = TIMEOUT_OPT,
+    curve_secret: Path = CURVE_SECRET_OPT,
+    curve_server: Path = CURVE_SERVER_OPT,
 ) -> None:
     """Add an action (written back to the actions file)."""
-    from edge.client import ControlClient
-
-    with ControlClient(control, timeout) as c:
+    with _control_client(control, timeout, curve_secret, curve_server) as c:
         reply = c.add({"name": name, **_fields(description, threshold, hysteresis, min_duration, cooldown)})
     print(f"added '{name}' ({len(reply.get('actions', []))} actions)")
 
@@ -218,28 +249,30 @@ def actions_update(
     rename: str = typer.Option(None, "--rename", help="New name."),
     control: str = CONTROL_OPT,
     timeout: float = TIMEOUT_OPT,
+    curve_secret: Path = CURVE_SECRET_OPT,
+    curve_server: Path = CURVE_SERVER_OPT,
 ) -> None:
     """Change fields of an action."""
-    from edge.client import ControlClient
-
     fields = _fields(description, threshold, hysteresis, min_duration, cooldown)
     if rename:
         fields["name"] = rename
     if not fields:
         raise CezsarError("actions update: nothing to change (give --description, --threshold, ...)")
-    with ControlClient(control, timeout) as c:
+    with _control_client(control, timeout, curve_secret, curve_server) as c:
         c.request({"op": "update", "name": name, "fields": fields})
     print(f"updated '{name}'")
 
 
 @actions_app.command("remove")
 def actions_remove(
-    name: str = typer.Argument(..., help="Action name."), control: str = CONTROL_OPT, timeout: float = TIMEOUT_OPT
+    name: str = typer.Argument(..., help="Action name."),
+    control: str = CONTROL_OPT,
+    timeout: float = TIMEOUT_OPT,
+    curve_secret: Path = CURVE_SECRET_OPT,
+    curve_server: Path = CURVE_SERVER_OPT,
 ) -> None:
     """Remove an action."""
-    from edge.client import ControlClient
-
-    with ControlClient(control, timeout) as c:
+    with _control_client(control, timeout, curve_secret, curve_server) as c:
         reply = c.remove(name)
     print(f"removed '{name}' ({len(reply.get('actions', []))} actions left)")
 
@@ -274,8 +307,22 @@ def demo_cmd(
     print(json.dumps(result["summary"], ensure_ascii=False))
 
 
+def keys_cmd(
+    out_dir: Path = typer.Argument(..., help="Folder for the key files."),
+    name: str = typer.Option("server", "--name", help="Base name: NAME.key (public) and NAME.key_secret (secret)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing key files."),
+) -> None:
+    """Generate a ZeroMQ CURVE key pair (public NAME.key, secret NAME.key_secret written 0600)."""
+    from edge.security import generate_keys
+
+    public, secret = generate_keys(out_dir, name, force)
+    print(f"public key: {public}")
+    print(f"secret key: {secret} (mode 600; keep it private)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run_cmd)
+    app.command("keys")(keys_cmd)
     app.command("listen")(listen_cmd)
     app.add_typer(actions_app, name="actions")
     app.command("demo")(demo_cmd)

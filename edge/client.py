@@ -11,6 +11,9 @@
     ctl.update("wave", threshold=0.2)
     ctl.remove("wave")
 
+With CURVE (``cezsar run --curve-secret ... --curve-clients ...``) pass
+``curve=CurveClient.load("client.key_secret", "server.key")`` (edge.security) to both.
+
 Topics are prefixes (ZeroMQ SUB semantics): ``event.`` = every event, ``event.cam1 `` (trailing space)
 = only stream cam1, ``scores.``, ``status``; no topics = everything.
 """
@@ -27,6 +30,7 @@ import zmq
 
 from cezsar.errors import CezsarError
 from edge import messages
+from edge.security import CurveClient
 
 
 @dataclass
@@ -48,10 +52,13 @@ class Subscriber:
         conflate: bool = False,
         context: zmq.Context | None = None,
         rcvhwm: int = 100000,
+        curve: CurveClient | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
         sock = self.context.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(sock)
         if conflate:
             sock.setsockopt(zmq.CONFLATE, 1)  # keep only the newest message (works: messages are one frame)
         else:
@@ -102,9 +109,16 @@ class ControlError(CezsarError):
 
 
 class ControlClient:
-    def __init__(self, endpoint: str, timeout: float = 5.0, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = 5.0,
+        context: zmq.Context | None = None,
+        curve: CurveClient | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.curve = curve
         self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket | None = None
 
@@ -112,7 +126,13 @@ class ControlClient:
         if self.socket is None:
             s = self.context.socket(zmq.REQ)
             s.setsockopt(zmq.LINGER, 0)
-            s.connect(self.endpoint)
+            if self.curve is not None:
+                self.curve.apply(s)
+            try:
+                s.connect(self.endpoint)
+            except zmq.ZMQError as e:
+                s.close(0)
+                raise CezsarError(f"{self.endpoint}: cannot connect ({e})") from None
             self.socket = s
         return self.socket
 

@@ -29,12 +29,40 @@ from cezsar.errors import CezsarError
 from edge import messages
 from edge.actions import ActionSet, ActionStore, parse_action_obj
 from edge.publisher import bind
+from edge.security import CurveServer
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
 HARD_MAX_BYTES = 1024 * 1024
 OPS = ("list", "add", "update", "remove", "status", "ping")
+MAX_DEPTH = 8  # nesting of JSON objects/arrays in a request (the deepest valid one has 4)
+# the control socket never reads or writes a file the client names: only the runtime's own actions file
+PATH_KEYS = ("path", "file", "filename", "actions_file", "dir", "directory", "deploy", "output", "events_log")
+
+
+def _depth(obj: Any, limit: int, level: int = 0) -> int:
+    """Nesting depth of a parsed JSON value (stops counting past ``limit``)."""
+    if not isinstance(obj, dict | list):
+        return level
+    if level >= limit:
+        return level + 1
+    items = obj.values() if isinstance(obj, dict) else obj
+    return max([level + 1, *(_depth(v, limit, level + 1) for v in items)])
+
+
+def _named_paths(obj: Any) -> list[str]:
+    """Keys anywhere in the request that name a file or folder."""
+    found: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and k.lower() in PATH_KEYS:
+                found.append(k)
+            found += _named_paths(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found += _named_paths(v)
+    return found
 
 
 def describe_set(store: ActionStore) -> dict[str, Any]:
@@ -65,8 +93,20 @@ class ControlHandler:
             req = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return self.error(f"request is not UTF-8 JSON ({e})")
+        except RecursionError:
+            return self.error(f"request is nested too deeply (at most {MAX_DEPTH} levels)")
         if not isinstance(req, dict):
             return self.error("request must be a JSON object with an 'op'")
+        if _depth(req, MAX_DEPTH) > MAX_DEPTH:
+            return self.error(f"request is nested too deeply (at most {MAX_DEPTH} levels)", None, None)
+        paths = _named_paths(req)
+        if paths:
+            op = req.get("op")
+            return self.error(
+                f"control requests cannot name files or folders (field(s) {', '.join(sorted(set(paths)))}); "
+                "the runtime only uses its own --actions file",
+                op if isinstance(op, str) else None,
+            )
         return self.handle(req)
 
     @staticmethod
@@ -132,12 +172,18 @@ class ControlHandler:
 
 
 class ControlServer:
-    def __init__(self, endpoint: str, handler: ControlHandler, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        handler: ControlHandler,
+        context: zmq.Context | None = None,
+        curve: CurveServer | None = None,
+    ) -> None:
         self.context = context or zmq.Context.instance()
         sock = self.context.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_BYTES)
-        self.endpoint = bind(sock, endpoint, "--control")
+        self.endpoint = bind(sock, endpoint, "--control", curve)
         self.socket = sock
         self.handler = handler
         self.requests = 0
@@ -159,11 +205,19 @@ class ControlServer:
             while not self._stop.is_set():
                 if not dict(poller.poll(100)):
                     continue
-                raw = self.socket.recv()
-                reply = self.handler.handle_bytes(raw)
+                parts = self.socket.recv_multipart()  # all parts: REP must read the whole message
+                try:
+                    if len(parts) != 1:
+                        reply = ControlHandler.error(f"request must be one frame, got {len(parts)}")
+                    else:
+                        reply = self.handler.handle_bytes(parts[0])
+                except Exception as e:  # noqa: BLE001 - no request may kill the control thread
+                    log.exception("control request")
+                    reply = ControlHandler.error(f"internal error ({type(e).__name__})")
                 self.requests += 1
                 if not reply.get("ok"):
-                    log.warning("control: %s", reply.get("error"))
+                    log.warning("control: %s", str(reply.get("error"))[:300])
+                # REP never blocks on send: a reply to a client that went away is dropped by ZeroMQ
                 self.socket.send(messages.to_json({"schema": messages.SCHEMA, **reply}).encode("utf-8"))
         except zmq.ZMQError as e:
             if not self._stop.is_set():

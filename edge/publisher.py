@@ -3,6 +3,10 @@
 The socket never blocks the runtime: PUB drops messages for a subscriber whose queue is full
 (SNDHWM), sends are non-blocking, and LINGER bounds how long closing waits for queued messages.
 Binding to port ``*`` (``tcp://127.0.0.1:*``) picks a free port; ``endpoint`` then holds the real one.
+
+Memory is bounded: each subscriber's queue holds at most SNDHWM messages (then PUB drops, per
+subscriber, silently: ZeroMQ does not report those drops to the sender; ``dropped`` counts only
+sends refused locally). With ``curve`` the socket is a CURVE server (edge/security.py).
 """
 
 from __future__ import annotations
@@ -15,14 +19,26 @@ import zmq
 
 from cezsar.errors import CezsarError
 from edge import messages
+from edge.security import CurveServer, is_loopback
 
 log = logging.getLogger(__name__)
 
-SNDHWM = 10000
+SNDHWM = 1000  # messages queued per subscriber (4 streams at 8 msg/s: 2 minutes)
 LINGER_MS = 1000
 
 
-def bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
+def bind(sock: zmq.Socket, endpoint: str, what: str, curve: CurveServer | None = None) -> str:
+    """Bind (as a CURVE server when ``curve``); warn when a non-loopback address has no authentication."""
+    if curve is not None:
+        curve.apply(sock)
+    elif not is_loopback(endpoint):
+        log.warning(
+            "%s %s: listening beyond this machine WITHOUT authentication or encryption; anyone who can reach it "
+            "can %s (use --curve-secret/--curve-clients, see docs/reliability.md)",
+            what,
+            endpoint,
+            "read every message" if what == "--pub" else "change the actions",
+        )
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:
@@ -34,13 +50,18 @@ def bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
 
 class Publisher:
     def __init__(
-        self, endpoint: str, context: zmq.Context | None = None, hwm: int = SNDHWM, linger_ms: int = LINGER_MS
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        hwm: int = SNDHWM,
+        linger_ms: int = LINGER_MS,
+        curve: CurveServer | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
         sock = self.context.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.LINGER, linger_ms)
-        self.endpoint = bind(sock, endpoint, "--pub")
+        self.endpoint = bind(sock, endpoint, "--pub", curve)
         self.socket = sock
         self._lock = threading.Lock()  # zmq sockets are not thread-safe
         self.sent = 0
@@ -60,8 +81,8 @@ class Publisher:
             self.sent += 1
             return True
 
-    def close(self) -> None:
+    def close(self, linger_ms: int | None = None) -> None:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                self.socket.close()
+                self.socket.close(linger_ms)

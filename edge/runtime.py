@@ -30,8 +30,9 @@ from edge.backends.select import load_backend
 from edge.control import ControlHandler, ControlServer
 from edge.decisions import Decisions, Event
 from edge.embedder import Window, WindowEmbedder
-from edge.publisher import Publisher
+from edge.publisher import SNDHWM, Publisher
 from edge.scorer import Scorer
+from edge.security import CurveServer
 from edge.sources import Frame, Source, default_stream_name, parse_source
 from edge.text import TextEncoder
 
@@ -64,6 +65,11 @@ class RuntimeConfig:
     update_interval: float = 1.0
     max_gap: float = 10.0
     batch_wait: float = 0.0  # seconds to wait for the other streams' frames before encoding
+    hwm: int = SNDHWM  # messages queued per subscriber before PUB drops for that subscriber
+    curve_secret: Path | None = None  # the runtime's CURVE .key_secret: encrypt + authenticate both sockets
+    curve_clients: Path | None = None  # folder of allowed client public keys (*.key)
+    fallback_backend: str | None = None  # backend to use when --backend cannot load (e.g. onnxruntime-cpu)
+    shutdown_timeout: float = 1.0  # seconds close() waits for reader threads (they are daemons)
     extra_status: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,7 +116,13 @@ class Runtime:
             taken.add(spec.name)
             specs.append(spec)
         load_actions(cfg.actions)  # a bad actions file fails before any model is loaded
-        self.loaded = load_backend(cfg.backend, cfg.precision, cfg.deploy, self.manifest, cfg.threads)
+        self.curve: CurveServer | None = None
+        if cfg.curve_secret or cfg.curve_clients:
+            if not (cfg.curve_secret and cfg.curve_clients):
+                raise CezsarError("CURVE needs both --curve-secret (server .key_secret) and --curve-clients (folder)")
+            self.curve = CurveServer.load(cfg.curve_secret, cfg.curve_clients)
+        self.errors: deque[str] = deque(maxlen=10)
+        self.loaded = self._load_backend()
         self.text = TextEncoder(cfg.deploy, self.manifest, cfg.threads)
         self.scorer: Scorer | None = None
         self.store = ActionStore(cfg.actions, on_change=self._on_actions)
@@ -133,13 +145,23 @@ class Runtime:
         if cfg.events_log:
             Path(cfg.events_log).parent.mkdir(parents=True, exist_ok=True)
             self.events_log = open(cfg.events_log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self.publisher = Publisher(cfg.pub)
+        self.auth: Any = None
+        if self.curve is not None:
+            import zmq
+
+            self.auth = self.curve.start_authenticator(zmq.Context.instance())
+        try:
+            self.publisher = Publisher(cfg.pub, hwm=cfg.hwm, curve=self.curve)
+        except CezsarError:
+            self._stop_auth()
+            raise
         self.control: ControlServer | None = None
         if cfg.control:
             try:
-                self.control = ControlServer(cfg.control, ControlHandler(self.store, self.status))
+                self.control = ControlServer(cfg.control, ControlHandler(self.store, self.status), curve=self.curve)
             except CezsarError:
-                self.publisher.close()
+                self.publisher.close(0)
+                self._stop_auth()
                 raise
         self.watcher = ActionsWatcher(self.store)
         self.writers: dict[str, AnnotatedWriter] = {}
@@ -149,12 +171,35 @@ class Runtime:
         self.events_total = 0
         self.events_by_phase: dict[str, int] = {"start": 0, "update": 0, "end": 0}
         self.windows_by_stream: dict[str, int] = {}
-        self.errors: deque[str] = deque(maxlen=10)
+        self.inference_errors = 0
         self._ended_streams: set[str] = set()
         self._reconnects: dict[str, int] = {}
         self._started = False
         self._closed = False
         self.stop_reason = "running"
+
+    def _load_backend(self) -> Any:
+        cfg = self.cfg
+        try:
+            return load_backend(cfg.backend, cfg.precision, cfg.deploy, self.manifest, cfg.threads)
+        except CezsarError as e:
+            if not cfg.fallback_backend:
+                raise
+            log.warning(
+                "--backend %s cannot run (%s); using --fallback-backend %s", cfg.backend, e, cfg.fallback_backend
+            )
+            loaded = load_backend(cfg.fallback_backend, "auto", cfg.deploy, self.manifest, cfg.threads)
+            loaded.reason = f"fallback: --backend {cfg.backend} failed ({e}); {loaded.reason}"
+            self.errors.append(f"backend {cfg.backend}: {e}")
+            return loaded
+
+    def _stop_auth(self) -> None:
+        if self.auth is not None:
+            try:
+                self.auth.stop()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.debug("authenticator stop", exc_info=True)
+            self.auth = None
 
     # -- actions ---------------------------------------------------------------------------
     def _on_actions(self, aset: ActionSet) -> None:
@@ -244,7 +289,8 @@ class Runtime:
                 "error_line": self.store.error_line,
             },
             "events": {"total": self.events_total, "open": len(self.decisions.active()), **self.events_by_phase},
-            "publisher": {"sent": self.publisher.sent, "dropped": self.publisher.dropped},
+            "publisher": {"sent": self.publisher.sent, "dropped": self.publisher.dropped, "hwm": self.cfg.hwm},
+            "security": {"curve": self.curve is not None, "allowed_clients": self.curve.clients if self.curve else 0},
             "errors": list(self.errors),
             **self.cfg.extra_status,
         }
@@ -390,6 +436,24 @@ class Runtime:
                 return
             time.sleep(min(0.002, max(0.0, deadline - time.monotonic())))
 
+    def _process(self, frames: list[Frame], scorer: Scorer | None) -> None:
+        """Frames -> windows -> scores/events/video. A failure here (e.g. the inference backend) is
+        reported and these frames are skipped; the runtime goes on with the next ones."""
+        try:
+            windows = self.embedder.add(frames)
+            if windows and scorer is not None:
+                self._handle_windows(windows, scorer)
+            self._annotate(frames)
+        except Exception as e:  # noqa: BLE001 - one bad batch must not stop every stream
+            self.inference_errors += 1
+            n = self.inference_errors
+            msg = f"processing {len(frames)} frame(s) failed ({type(e).__name__}: {str(e)[:200]})"
+            if n & (n - 1) == 0:
+                log.exception("%s [%d so far]", msg, n)
+            self.errors.append(msg)
+            for name in {f.stream for f in frames}:
+                self.embedder.reset(name)
+
     def run(self) -> int:
         """Run until every source is finished, ``duration`` passed or stop(); returns the exit code."""
         self.start()
@@ -411,10 +475,7 @@ class Runtime:
                     frames.extend(s.queue.drain())
                 scorer = self._sync_scorer()
                 if frames:
-                    windows = self.embedder.add(frames)
-                    if windows and scorer is not None:
-                        self._handle_windows(windows, scorer)
-                    self._annotate(frames)
+                    self._process(frames, scorer)
                 self._check_streams()
                 now = time.monotonic()
                 if now >= next_status:
@@ -443,8 +504,9 @@ class Runtime:
         self.watcher.stop()
         if self.control:
             self.control.stop()
-        for s in self.sources:
-            s.join(2.0)
+        deadline = time.monotonic() + self.cfg.shutdown_timeout
+        for s in self.sources:  # daemon threads: one stuck in a network read does not hold the exit
+            s.join(max(0.0, deadline - time.monotonic()))
         for w in self.writers.values():
             w.close()
         final = self.publish_status(final=True)
@@ -459,5 +521,6 @@ class Runtime:
         )
         if self.events_log is not None:
             self.events_log.close()
-        self.publisher.close()
+        self.publisher.close(500)  # up to 0.5 s to hand the final messages to connected subscribers
+        self._stop_auth()
         self.loaded.close()

@@ -149,6 +149,25 @@ def open_capture(spec: SourceSpec) -> Capture:
     return cap
 
 
+def as_bgr(image: Any) -> np.ndarray:
+    """A decoded frame as HxWx3 uint8 BGR (grey and BGRA are converted); ValueError for anything else."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"frame is a {type(image).__name__}, not an image array")
+    if image.dtype != np.uint8:
+        raise ValueError(f"frame has dtype {image.dtype} (expected uint8), shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"frame has shape {image.shape} (expected HxW, HxWx3 or HxWx4)")
+    if min(image.shape[:2]) < 2 or max(image.shape[:2]) > 16384:
+        raise ValueError(f"frame has an unusable size {image.shape[1]}x{image.shape[0]}")
+    return image
+
+
 @dataclass
 class Frame:
     stream: str
@@ -224,6 +243,7 @@ class SourceStats:
     error: str | None = None
     frames: int = 0  # decoded (grabbed) frames
     sampled: int = 0  # frames kept by the sampler and handed to the queue
+    bad_frames: int = 0  # decoded frames that could not be used (wrong type or shape), skipped
     reconnects: int = 0
     last_frame_wall: float | None = None
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))
@@ -303,6 +323,7 @@ class Source:
                 "error": s.error,
                 "frames": s.frames,
                 "sampled": s.sampled,
+                "bad_frames": s.bad_frames,
                 "dropped": self.queue.dropped,
                 "reconnects": s.reconnects,
                 "input_fps": round(s.input_fps(), 2),
@@ -331,6 +352,9 @@ class Source:
                     self.sampler.reset()
                     try:
                         err = self._read(cap)
+                    except Exception as e:  # noqa: BLE001 - a decoder failure is the stream's fault, not fatal
+                        err = f"reading failed ({type(e).__name__}: {e})"
+                        log.warning("source %s: %s", self.name, err)
                     finally:
                         cap.release()
                 elif cap is not None:
@@ -356,6 +380,29 @@ class Source:
                 self._set("stopped")
             self.queue.close()  # no more frames; those already queued stay readable
 
+    def _file_end(self, cap: Capture, decoded: int) -> str | None:
+        """At the end of a file: an error when nothing could be decoded; a note when it ended early."""
+        if decoded == 0:
+            return "no video frame could be decoded (corrupt, truncated or not a video)"
+        try:
+            expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        except Exception:  # noqa: BLE001 - a property a backend cannot give is no problem
+            expected = 0
+        if expected > 0 and decoded < expected - max(2, expected // 50):
+            why = f"file ended after {decoded} of {expected} frames (truncated or corrupt)"
+            log.warning("source %s: %s", self.name, why)
+            with self._lock:
+                self.stats.error = why
+        return None
+
+    def _bad_frame(self, why: str) -> None:
+        with self._lock:
+            self.stats.bad_frames += 1
+            n = self.stats.bad_frames
+            self.stats.error = f"skipped {n} unusable frame(s): {why}"
+        if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: the log is not flooded by a source that sends only bad frames
+            log.warning("source %s: skipped an unusable frame (%d so far): %s", self.name, n, why)
+
     def _read(self, cap: Capture) -> str | None:
         """Decode until the stream ends or stops; returns an error string for live sources, None at EOF."""
         native_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if not self.spec.live else 0.0
@@ -368,7 +415,9 @@ class Source:
                 if wait > 0 and self._stop.wait(wait):
                     return None
             if not cap.grab():
-                return "stream stopped delivering frames" if self.spec.live else None
+                if self.spec.live:
+                    return "stream stopped delivering frames"
+                return self._file_end(cap, i)
             wall = time.time()
             if self.spec.live:
                 t = wall
@@ -386,7 +435,12 @@ class Source:
             ok, image = cap.retrieve()
             if not ok or image is None:
                 continue
-            tensor = self.pre.normalize(self.pre.crop_uint8(image)[None])[0]
+            try:
+                image = as_bgr(image)
+                tensor = self.pre.normalize(self.pre.crop_uint8(image)[None])[0]
+            except (ValueError, cv2.error) as e:
+                self._bad_frame(str(e))
+                continue
             frame = Frame(self.name, self._index, t, wall, image, tensor)
             self._index += 1
             if not self.queue.put(frame, self._stop):

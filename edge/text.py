@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest
+from cezsar.manifest import Manifest, verified_path
 from edge.backends.onnxruntime import session_options
 
 BATCH = 32
@@ -27,8 +27,8 @@ class TextEncoder:
         from tokenizers import Tokenizer
 
         deploy_dir = Path(deploy_dir)
-        tok_path = manifest.path(deploy_dir, "tokenizer")
-        onnx_path = manifest.path(deploy_dir, "text_encoder")
+        tok_path = verified_path(manifest, deploy_dir, "tokenizer")
+        onnx_path = verified_path(manifest, deploy_dir, "text_encoder")
         try:
             self.tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest
+from cezsar.manifest import Manifest, verified_path
 from edge.backends.base import Backend, Runner
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ def model_file(deploy_dir: Path, manifest: Manifest, part: str, precision: str) 
             raise CezsarError(
                 f"{deploy_dir}: --precision int8 needs {rel} (run `cezsar quantize` on the deploy folder first)"
             )
-        return p
-    return manifest.path(deploy_dir, part)
+        return verified_path(manifest, deploy_dir, key) if key in manifest.files else p
+    return verified_path(manifest, deploy_dir, part)
 
 
 class OrtRunner(Runner):

@@ -107,6 +107,26 @@ def make_backend(candidate: str, precision: str, threads: int | None = None) -> 
     raise CezsarError(f"--backend {candidate}: choose one of {', '.join(NAMES)}")
 
 
+def check_engine_files(deploy_dir: Path, manifest: Manifest, precision: str) -> None:
+    """Refuse stale or foreign TensorRT engines before anything is loaded: an engine present for
+    ``precision`` must have been built from this deploy folder's ONNX (sidecar sha256) for this
+    model. Pure Python (no TensorRT needed), so the message is the same on every machine."""
+    from converter.tensorrt_build import check_sidecar, engine_path, onnx_source, read_sidecar
+
+    for part in ("frame_encoder", "temporal_head"):
+        engine = engine_path(deploy_dir, part, precision)
+        if not engine.is_file():
+            continue
+        side = read_sidecar(engine)
+        if side.get("model_hash") and side["model_hash"] != manifest.model_hash:
+            raise CezsarError(
+                f"{engine}: built for another model ({str(side['model_hash'])[:12]}, this deploy folder is "
+                f"{manifest.model_hash[:12]}); rebuild with `cezsar build-engine {deploy_dir} --precision {precision}`"
+            )
+        gpu: dict[str, str] | None = None if nvidia_driver_present() else {}  # no GPU here: skip the GPU match
+        check_sidecar(engine, onnx_source(deploy_dir, manifest, part, precision), gpu=gpu)
+
+
 def _explicit_candidates(name: str, precision: str) -> list[str]:
     """A plain name picks its best device here."""
     if name == "onnxruntime":
@@ -135,6 +155,8 @@ def load_backend(
         problems = []
         for prec in precisions:
             try:
+                if cand == "tensorrt":
+                    check_engine_files(deploy_dir, manifest, prec)
                 backend = make_backend(cand, prec, threads)
                 fe = backend.load(deploy_dir, manifest, "frame_encoder")
                 th = backend.load(deploy_dir, manifest, "temporal_head")

@@ -120,6 +120,14 @@ class TorchBackend(Backend):
                 )
                 if not Path(folder).is_dir():
                     raise CezsarError(f"{deploy_dir}: no model/ folder for the torch backend (re-run `cezsar export`)")
+                from cezsar.manifest import file_sha256
+
+                weights = Path(folder) / "model.safetensors"
+                if weights.is_file() and file_sha256(weights) != manifest.model_hash:
+                    raise CezsarError(
+                        f"{weights}: not the model of this deploy folder (sha256 differs from manifest.json "
+                        f"model_hash {manifest.model_hash[:12]}); re-run `cezsar export`"
+                    )
                 model = CezsarModel.load(folder).eval()
                 if self.device == "cuda":
                     model = model.to("cuda")
