@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""The whole edge runtime on rendered streams: frames/s, capture->publish latency, drops, memory.
+
+    .venv/bin/python scripts/bench_stream.py --json > stream.json   # resnet18 224x224, T=16, hop 2
+
+In-process, with the runtime's real classes (edge.runtime.Runtime: reader threads decoding MP4
+files, sampler, preprocessing, WindowEmbedder, Scorer, Decisions, ZeroMQ Publisher) and a live
+ZeroMQ subscriber on 127.0.0.1 that timestamps every scores message on receipt. The model is
+random-init (speed does not depend on the weights), exported with converter.export.
+
+Runs (all in one process, one after another):
+- 1, 2, 4, 8 streams (``--streams``), ``--no-realtime`` (every frame of each file is processed as
+  fast as the pipeline goes: sustained throughput); frames/s per stream and in total, latency
+  capture (decode wall-clock) -> message received (median, p99), dropped frames, RSS;
+- the 1-stream run again with the feature cache off (every hop re-encodes the whole window);
+- FrameEncoder-only throughput of the same backend runner (best of batch 1, 2, 4), measured just
+  before and just after the 1-stream run (mean of the two);
+- a soak (``--soak`` seconds, real time, ``--soak-streams`` streams at the video's frame rate): RSS
+  sampled every second, start (after the first 10 %) and end.
+
+Ratios: pipeline_efficiency = 1-stream frames/s / FrameEncoder-only frames/s; cache_cost_fraction
+= steady-state seconds per published window with the cache / without it (1 stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import bench_common as bc  # noqa: E402
+
+ACTIONS = """background: ["a shape staying still"]
+actions:
+  - name: left
+    descriptions: ["something moving left"]
+  - name: up
+    descriptions: ["something moving up"]
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--window", type=int, default=16)
+    p.add_argument("--hop", type=int, default=2)
+    p.add_argument("--streams", default="1,2,4,8")
+    p.add_argument("--frames", type=int, default=64, help="frames per stream per run (after the window fills)")
+    p.add_argument("--video-size", type=int, default=320, help="rendered frame size (square), pixels")
+    p.add_argument("--backend", default="onnxruntime-cpu")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")
+    p.add_argument("--soak", type=float, default=20.0, help="seconds of the real-time memory run (0: skip)")
+    p.add_argument("--soak-streams", type=int, default=2)
+    p.add_argument("--iters", type=int, default=0, help="alias for small test runs: sets --frames if > 0")
+    p.add_argument("--no-cache-off", action="store_true", help="skip the cache-off comparison")
+    p.add_argument("--json", action="store_true")
+    return p.parse_args(argv)
+
+
+def render_videos(folder: Path, n: int, frames: int, fps: float, size: int) -> list[Path]:
+    from training.synthetic import ACTIVE_MOTIONS, IDLE, render_stream
+
+    out = []
+    seconds = frames / fps
+    for i in range(n):
+        p = folder / f"s{i}_{frames}.mp4"
+        if not p.exists():
+            plan = [(IDLE, 0.3 * seconds), (ACTIVE_MOTIONS[i % len(ACTIVE_MOTIONS)], 0.5 * seconds), (IDLE, seconds)]
+            render_stream(p, plan, seed=i, fps=fps, size=size)
+        out.append(p)
+    return out
+
+
+class Listener:
+    """A ZeroMQ subscriber thread: receipt time of every scores message."""
+
+    def __init__(self, rt: Any) -> None:
+        from edge.client import Subscriber
+
+        self.sub = Subscriber(rt.publisher.endpoint, ["scores.", "status"])
+        for _ in range(200):  # slow joiner: wait until the subscription is live
+            rt.publish_status()
+            if self.sub.recv(0.05) is not None:
+                break
+        while self.sub.recv(0.01) is not None:
+            pass
+        self.latency: list[float] = []
+        self.recv_times: dict[str, list[float]] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            m = self.sub.recv(0.05)
+            if m is None or m.type != "scores":
+                continue
+            now = time.time()
+            d = m.data
+            captured = float(d["time"]) - float(d["latency_ms"]) / 1000.0
+            self.latency.append(now - captured)
+            self.recv_times.setdefault(str(d["stream"]), []).append(now)
+
+    def stop(self) -> None:
+        time.sleep(0.2)
+        self.done.set()
+        self.thread.join(2.0)
+        self.sub.close()
+
+
+def runtime_cfg(deploy: Path, videos: list[Path], actions: Path, args: argparse.Namespace, **kw: Any) -> Any:
+    from edge.runtime import RuntimeConfig
+
+    base: dict[str, Any] = dict(
+        deploy=deploy,
+        sources=[f"s{i}={v}" for i, v in enumerate(videos)],
+        actions=actions,
+        pub="tcp://127.0.0.1:*",
+        control=None,
+        backend=args.backend,
+        precision=args.precision,
+        realtime=False,
+        hop=args.hop,
+        status_interval=5.0,
+        stats_interval=3600.0,
+        threads=args.threads or None,
+    )
+    base.update(kw)
+    return RuntimeConfig(**base)
+
+
+def warm(rt: Any, window: int, size: int, dim: int) -> None:
+    for b in (1, 2, 4):
+        rt.loaded.frame_encoder(np.zeros((b, 3, size, size), np.float32))
+        rt.loaded.temporal_head(np.zeros((b, window, dim), np.float32))
+
+
+def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    from edge.runtime import Runtime
+
+    rt = Runtime(runtime_cfg(deploy, videos, actions, args, **kw))
+    warm(rt, rt.window, rt.manifest.pre.size, rt.manifest.feature_dim)
+    listener = Listener(rt)
+    rss0 = bc.rss_mb()
+    t0 = time.time()
+    rt.run()
+    listener.stop()
+    e = rt.embedder
+    per_stream: dict[str, Any] = {}
+    for s in rt.sources:
+        ts = listener.recv_times.get(s.name, [])
+        sampled = s.stats.sampled
+        elapsed = (ts[-1] - t0) if ts else float("nan")
+        per_stream[s.name] = {
+            "frames": sampled,
+            "windows": len(ts),
+            "frames_per_s": round(sampled / elapsed, 2) if ts else 0.0,
+            "dropped": s.dropped,
+        }
+    all_ts = sorted(t for v in listener.recv_times.values() for t in v)
+    total_frames = sum(s.stats.sampled for s in rt.sources)
+    elapsed = (all_ts[-1] - t0) if all_ts else float("nan")
+    # steady state: per published window between the first and the last window (fill excluded)
+    hop_cost = (all_ts[-1] - all_ts[0]) / (len(all_ts) - 1) if len(all_ts) > 1 else float("nan")
+    lat = bc.stats_ms(listener.latency)
+    return {
+        "streams": len(videos),
+        "cache": rt.cfg.cache,
+        "backend": rt.loaded.backend.describe(),
+        "frames": total_frames,
+        "windows": len(all_ts),
+        "seconds": round(elapsed, 3),
+        "frames_per_s_total": round(total_frames / elapsed, 2) if all_ts else 0.0,
+        "frames_per_s_per_stream": round(total_frames / elapsed / len(videos), 2) if all_ts else 0.0,
+        "per_stream": per_stream,
+        "seconds_per_window": round(hop_cost, 5),
+        "latency_ms": {"median": lat["median_ms"], "p99": lat["p99_ms"], "n": lat["n"]},
+        "dropped_frames": sum(s.dropped for s in rt.sources),
+        "publisher_dropped": rt.publisher.dropped,
+        "encoder_ms_per_frame": round(1000 * e.encoder_seconds / max(1, e.frames_encoded), 3),
+        "frames_encoded": e.frames_encoded,
+        "rss_mb_start": rss0,
+        "rss_mb_end": bc.rss_mb(),
+    }
+
+
+def encoder_only(deploy: Path, args: argparse.Namespace, iters: int = 12) -> dict[str, Any]:
+    """FrameEncoder-only throughput of the same backend runner, batch 1, 2 and 4 interleaved."""
+    from cezsar.manifest import load_manifest
+    from edge.backends.select import load_backend
+
+    m = load_manifest(deploy)
+    loaded = load_backend(args.backend, args.precision, deploy, m, args.threads or None)
+    s = m.pre.size
+    xs = {b: np.random.default_rng(b).standard_normal((b, 3, s, s)).astype(np.float32) for b in (1, 2, 4)}
+    times: dict[int, list[float]] = {b: [] for b in xs}
+    for x in xs.values():
+        loaded.frame_encoder(x)
+    for _ in range(iters):
+        for b, x in xs.items():
+            t = time.perf_counter()
+            loaded.frame_encoder(x)
+            times[b].append(time.perf_counter() - t)
+    loaded.close()
+    per_batch = {str(b): round(b / float(np.median(t)), 2) for b, t in times.items()}
+    return {"frames_per_s_by_batch": per_batch, "best": max(per_batch.values())}
+
+
+def soak(deploy: Path, folder: Path, actions: Path, args: argparse.Namespace, fps: float) -> dict[str, Any]:
+    from edge.runtime import Runtime
+
+    frames = int(args.soak * fps) + 16
+    videos = render_videos(folder, args.soak_streams, frames, fps, args.video_size)
+    rt = Runtime(runtime_cfg(deploy, videos, actions, args, realtime=True, duration=args.soak))
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not stop.wait(1.0):
+            samples.append((time.monotonic() - t0, bc.rss_mb()))
+
+    th = threading.Thread(target=sample, daemon=True)
+    listener = Listener(rt)
+    th.start()
+    rt.run()
+    stop.set()
+    th.join()
+    listener.stop()
+    if len(samples) < 3:
+        return {"seconds": args.soak, "samples": len(samples)}
+    k = max(1, len(samples) // 10)
+    t = np.asarray([s[0] for s in samples[k:]])
+    r = np.asarray([s[1] for s in samples[k:]])
+    slope = float(np.polyfit(t, r, 1)[0]) * 60 if len(t) > 2 else 0.0
+    lat = bc.stats_ms(listener.latency)
+    return {
+        "seconds": args.soak,
+        "streams": args.soak_streams,
+        "realtime": True,
+        "rss_mb_start": float(r[0]),
+        "rss_mb_end": float(r[-1]),
+        "rss_mb_max": float(r.max()),
+        "rss_slope_mb_per_min": round(slope, 3),
+        "windows": len(listener.latency),
+        "latency_ms": {"median": lat["median_ms"], "p99": lat["p99_ms"]},
+        "dropped_frames": sum(s.dropped for s in rt.sources),
+    }
+
+
+def table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = result["config"]
+    t = Table(title=f"stream: {c['backbone']} {c['resolution']}px T={c['window']} hop {c['hop']}, {result['backend']}")
+    for col in ("streams", "cache", "frames/s total", "per stream", "latency med ms", "p99 ms", "dropped", "RSS MB"):
+        t.add_column(col, justify="right")
+    for r in result["runs"]:
+        t.add_row(
+            str(r["streams"]),
+            "on" if r["cache"] else "off",
+            f"{r['frames_per_s_total']:.1f}",
+            f"{r['frames_per_s_per_stream']:.1f}",
+            f"{r['latency_ms']['median']:.0f}",
+            f"{r['latency_ms']['p99']:.0f}",
+            str(r["dropped_frames"]),
+            f"{r['rss_mb_end']:.0f}",
+        )
+    con = Console(stderr=True)
+    con.print(t)
+    con.print(f"FrameEncoder only: {result['encoder_only']}")
+    con.print("ratios: " + ", ".join(f"{k}={v}" for k, v in result["ratios"].items()))
+    if result.get("soak"):
+        con.print(f"soak: {result['soak']}")
+    con.print(f"peak RSS {result['peak_rss_mb']} MB")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from converter.export import export_model
+
+    if args.iters > 0:
+        args.frames = args.iters
+    t_start = time.perf_counter()
+    logging.getLogger("cezsar").setLevel(logging.WARNING)
+    backbone, how = bc.resolve_backbone(args.backbone)
+    fps = 8.0
+    counts = [int(x) for x in args.streams.split(",") if x.strip()]
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cezsar-bench-stream-") as td:
+        root = Path(td)
+        cfg = bc.build_model_dir(root / "model", backbone, args.resolution, args.window, fps, None)
+        t0 = time.perf_counter()
+        export_model(root / "model", root / "deploy")
+        export_s = time.perf_counter() - t0
+        deploy = root / "deploy"
+        actions = root / "actions.yaml"
+        actions.write_text(ACTIONS)
+        n_frames = args.frames + args.window
+        videos = render_videos(root, max(counts), n_frames, fps, args.video_size)
+        before = encoder_only(deploy, args)
+        for n in counts:
+            runs.append(one_run(deploy, videos[:n], actions, args))
+            if n == counts[0]:
+                after = encoder_only(deploy, args)
+        if not args.no_cache_off:
+            runs.append(one_run(deploy, videos[: counts[0]], actions, args, cache=False))
+        soak_res = soak(deploy, root, actions, args, fps) if args.soak > 0 else None
+
+    fe_best = 0.5 * (before["best"] + after["best"])
+    first = runs[0]
+    ratios: dict[str, float] = {}
+    if counts[0] == 1 and fe_best > 0:
+        ratios["pipeline_efficiency"] = round(first["frames_per_s_total"] / fe_best, 3)
+    off = [r for r in runs if not r["cache"]]
+    if off and off[0]["seconds_per_window"] > 0:
+        ratios["cache_cost_fraction"] = round(first["seconds_per_window"] / off[0]["seconds_per_window"], 4)
+    targets = {
+        "pipeline_efficiency": (">= 0.85", lambda v: v >= 0.85),
+        "cache_cost_fraction": ("<= 0.2", lambda v: v <= 0.2),
+    }
+    return {
+        "benchmark": "stream",
+        "machine": bc.machine(),
+        "versions": bc.versions(),
+        "config": {
+            "backbone": args.backbone,
+            "backbone_used": backbone,
+            "backbone_note": how,
+            "resolution": args.resolution,
+            "window": args.window,
+            "hop": args.hop,
+            "fps": fps,
+            "frames_per_stream": n_frames,
+            "video_size": args.video_size,
+            "feature_dim": cfg.feature_dim,
+            "export_seconds": round(export_s, 2),
+            "realtime": False,
+        },
+        "backend": first["backend"],
+        "runs": runs,
+        "encoder_only": {"before": before, "after": after, "best_mean": round(fe_best, 2)},
+        "soak": soak_res,
+        "peak_rss_mb": bc.peak_rss_mb(),
+        "ratios": ratios,
+        "targets": {
+            k: {"target": targets[k][0], "value": v, "holds": bool(targets[k][1](v))} for k, v in ratios.items()
+        },
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    result = run(args)
+    table(result)
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

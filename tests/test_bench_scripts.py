@@ -1,0 +1,74 @@
+"""The benchmark scripts run end to end with tiny arguments and write the documented JSON keys.
+
+No timing assertions: only that every documented number is there and positive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), "--json", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    data: dict[str, Any] = json.loads(res.stdout)
+    return data
+
+
+def check_machine(d: dict[str, Any]) -> None:
+    m = d["machine"]
+    assert isinstance(m["cpu"], str) and m["cpu"]
+    assert m["cores"] >= 1
+    assert "gpu" in m
+
+
+def test_bench_tower_json() -> None:
+    d = run_script("bench_tower.py", "--backbone", "tiny", "--resolution", "32", "--window", "4", "--iters", "2",
+                   "--warmup", "1", "--calib-frames", "24")  # fmt: skip
+    check_machine(d)
+    assert d["benchmark"] == "tower"
+    for v in ("torch-cpu-fp32", "ort-cpu-fp32", "ort-cpu-int8"):
+        r = d["variants"][v]
+        for part in ("frame_encoder", "temporal_head"):
+            assert r[part]["per_s"] > 0 and r[part]["median_ms"] > 0 and r[part]["p99_ms"] > 0
+    for k in ("int8_over_fp32_cpu", "ort_over_torch_cpu"):
+        assert d["ratios"][k] > 0
+    assert "fp16_over_fp32_gpu" not in d["ratios"] or d["machine"]["gpu"]
+    assert 0 < d["int8"]["mean_cosine"] <= 1.0001
+
+
+@pytest.mark.slow
+def test_bench_stream_json() -> None:
+    d = run_script("bench_stream.py", "--backbone", "tiny", "--resolution", "32", "--window", "4", "--iters", "6",
+                   "--streams", "1,2", "--soak", "2", "--video-size", "64")  # fmt: skip
+    check_machine(d)
+    assert d["benchmark"] == "stream"
+    runs = d["runs"]
+    assert [(r["streams"], r["cache"]) for r in runs] == [(1, True), (2, True), (1, False)]
+    for r in runs:
+        assert r["frames_per_s_total"] > 0 and r["frames_per_s_per_stream"] > 0
+        assert r["latency_ms"]["median"] > 0 and r["latency_ms"]["p99"] > 0
+        assert r["dropped_frames"] >= 0 and r["rss_mb_end"] > 0
+        assert r["windows"] > 0
+    for k in ("pipeline_efficiency", "cache_cost_fraction"):
+        assert d["ratios"][k] > 0
+    assert d["encoder_only"]["best_mean"] > 0
+    assert d["peak_rss_mb"] > 0
+    assert d["soak"]["rss_mb_start"] > 0 and d["soak"]["rss_mb_end"] > 0
