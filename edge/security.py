@@ -31,6 +31,7 @@ from cezsar.errors import CezsarError
 
 log = logging.getLogger(__name__)
 
+ZAP_DOMAIN = "cezsar"
 LOOPBACK_HOSTS = ("localhost", "::1", "[::1]", "ip6-localhost")
 
 
@@ -147,7 +148,7 @@ class CurveServer:
         sock.setsockopt(zmq.CURVE_SERVER, 1)
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
-        sock.setsockopt(zmq.ZAP_DOMAIN, b"cezsar")
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
 
     def start_authenticator(self, context: zmq.Context) -> Any:
         """The ZAP handler that admits only the allowed public keys; stop() it at shutdown."""
@@ -155,7 +156,7 @@ class CurveServer:
 
         auth = ThreadAuthenticator(context, log=logging.getLogger("cezsar.edge.auth"))
         auth.start()
-        auth.configure_curve(domain="*", location=str(self.clients_dir))
+        auth.configure_curve(domain=ZAP_DOMAIN, location=str(self.clients_dir))
         return auth
 
 
