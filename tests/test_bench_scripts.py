@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,7 +38,7 @@ def check_machine(d: dict[str, Any]) -> None:
 
 
 def test_bench_tower_json() -> None:
-    d = run_script("bench_tower.py", "--backbone", "tiny", "--resolution", "32", "--window", "4", "--iters", "2",
+    d = run_script("bench_tower.py", "--backbone", "tiny", "--resolution", "64", "--window", "4", "--iters", "2",
                    "--warmup", "1", "--calib-frames", "24")  # fmt: skip
     check_machine(d)
     assert d["benchmark"] == "tower"
@@ -54,9 +52,8 @@ def test_bench_tower_json() -> None:
     assert 0 < d["int8"]["mean_cosine"] <= 1.0001
 
 
-@pytest.mark.slow
 def test_bench_stream_json() -> None:
-    d = run_script("bench_stream.py", "--backbone", "tiny", "--resolution", "32", "--window", "4", "--iters", "6",
+    d = run_script("bench_stream.py", "--backbone", "tiny", "--resolution", "64", "--window", "4", "--iters", "6",
                    "--streams", "1,2", "--soak", "2", "--video-size", "64")  # fmt: skip
     check_machine(d)
     assert d["benchmark"] == "stream"
