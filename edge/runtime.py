@@ -69,7 +69,7 @@ class RuntimeConfig:
     curve_secret: Path | None = None  # the runtime's CURVE .key_secret: encrypt + authenticate both sockets
     curve_clients: Path | None = None  # folder of allowed client public keys (*.key)
     fallback_backend: str | None = None  # backend to use when --backend cannot load (e.g. onnxruntime-cpu)
-    shutdown_timeout: float = 1.0  # seconds close() waits for reader threads (they are daemons)
+    shutdown_timeout: float = 0.5  # seconds close() waits for reader threads (they are daemons)
     extra_status: dict[str, Any] = field(default_factory=dict)
 
 

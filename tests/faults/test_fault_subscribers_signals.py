@@ -94,7 +94,7 @@ def test_late_absent_and_reconnecting_subscribers(tmp_path: Path, deploy: Path, 
                 msg = sub.recv(3.0)
                 waited = time.monotonic() - t0
             assert msg is not None and msg.type == "status"
-            assert waited <= 1.0 + 0.5, waited  # one period (+ connection setup on a busy machine)
+            assert waited <= 1.0 + 0.75, waited  # one period (+ connection setup on a busy machine)
             uptimes.append(msg.data["uptime"])
             time.sleep(0.3)
         assert uptimes[0] >= 2.5 and uptimes == sorted(uptimes)
@@ -157,6 +157,7 @@ def test_signal_closes_events_publishes_final_status_exits_0_fast(
         col.close()
         hang.close()
     assert code == 0, rt.log()[-2000:]
+    print(f"{sig.name}: exited {code} after {seconds:.2f} s")
     assert seconds < 2.0, seconds
     ends = [d for d in col.of("event") if d["id"] == start["id"] and d["phase"] == "end"]
     assert len(ends) == 1 and ends[0]["reason"] == "shutdown"
