@@ -36,9 +36,9 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, _FILE_MODE)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # after the caller wrote: some writers recreate the file
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

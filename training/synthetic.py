@@ -157,6 +157,8 @@ _CAPTION_TEMPLATES = (
 )
 _P_COLOUR = 0.3
 _P_SIZE = 0.2
+_P_GENERIC = 0.2
+_GENERIC_WORDS = ("object", "shape", "item")
 
 
 def _article(word: str) -> str:
@@ -206,6 +208,8 @@ def motion_descriptions(motion: str) -> list[str]:
 def _caption(rng: np.random.Generator, shape: str, motion: str, colour: str, size_word: str, bg: str) -> str:
     template = _CAPTION_TEMPLATES[int(rng.integers(len(_CAPTION_TEMPLATES)))]
     shape_word = _SHAPE_WORDS[shape][int(rng.integers(len(_SHAPE_WORDS[shape])))]
+    if rng.random() < _P_GENERIC:  # people often do not name the object at all
+        shape_word = _GENERIC_WORDS[int(rng.integers(len(_GENERIC_WORDS)))]
     phrase = _MOTION_PHRASES[motion][int(rng.integers(len(_MOTION_PHRASES[motion])))]
     gerund = _MOTION_GERUNDS[motion][int(rng.integers(len(_MOTION_GERUNDS[motion])))]
     words = []
