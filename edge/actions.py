@@ -8,6 +8,7 @@
       smoothing: 0.5          # EMA weight of the newest window score, (0, 1]
     background:               # optional: what "nothing happening" looks like
       - a shape staying still
+    exclusive: false          # optional: true = at most one action at a time per stream (one actor)
     actions:
       - name: wave
         descriptions: [a hand waving, someone waves]   # or one string
@@ -52,7 +53,7 @@ MAX_BACKGROUND = 32
 MAX_FILE_BYTES = 1 << 20
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
 
-TOP_KEYS = ("version", "defaults", "background", "actions")
+TOP_KEYS = ("version", "defaults", "background", "exclusive", "actions")
 DEFAULT_KEYS = ("threshold", "hysteresis", "min_duration", "cooldown", "smoothing")
 ACTION_KEYS = ("name", "descriptions", "threshold", "hysteresis", "min_duration", "cooldown")
 # (minimum, maximum) for every number; cosine margins lie in [-2, 2]
@@ -108,6 +109,7 @@ class ActionSet:
     background: tuple[str, ...] = ()
     defaults: Defaults = field(default_factory=Defaults)
     explicit_defaults: tuple[str, ...] = ()  # which defaults the file set (for writing back)
+    exclusive: bool = False  # actions compete: each is scored against the best of the others too
 
     def get(self, name: str) -> Action | None:
         return next((a for a in self.actions if a.name == name), None)
@@ -132,6 +134,8 @@ class ActionSet:
             obj["defaults"] = {k: getattr(self.defaults, k) for k in DEFAULT_KEYS if k in self.explicit_defaults}
         if self.background:
             obj["background"] = list(self.background)
+        if self.exclusive:
+            obj["exclusive"] = True
         obj["actions"] = [a.explicit() for a in self.actions]
         return obj
 
@@ -284,6 +288,12 @@ class _Checker:
             bv = top["background"][1]
             if not (bv.kind == "seq" and not bv.value):
                 background = self.texts(bv, "background", MAX_BACKGROUND)
+        exclusive = False
+        if "exclusive" in top:
+            ev = top["exclusive"][1]
+            if ev.kind != "scalar" or not isinstance(ev.value, bool):
+                raise self.fail(ev, "exclusive", f"expected true or false, got {self.what(ev)}")
+            exclusive = ev.value
         if "actions" not in top:
             raise self.fail(v, "top level", "missing 'actions' (a list; may be empty)")
         av = top["actions"][1]
@@ -304,7 +314,7 @@ class _Checker:
                 raise self.fail(item, f"actions[{i}]", f"duplicate action name '{a.name}'{first}")
             seen[a.name] = item.line
             actions.append(a)
-        return ActionSet(tuple(actions), background, defaults, explicit)
+        return ActionSet(tuple(actions), background, defaults, explicit, exclusive)
 
 
 def parse_actions(text: str, source: str = "actions") -> ActionSet:

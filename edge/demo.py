@@ -4,7 +4,8 @@
 2. deploy folder: exported once with converter.export.export_model into a cache keyed by the
    model's weights hash ($CEZSAR_CACHE or ~/.cache/cezsar, then demo/<hash>);
 3. stream: training.synthetic.render_stream(default_stream_plan(seed)) into a temporary folder;
-4. actions file: one action per motion of the plan (its motion_descriptions), background = the
+4. actions file: one action per motion of the plan (its motion_descriptions), exclusive (one object,
+   one motion at a time), background = the
    idle motion's descriptions;
 5. the runtime runs in this process (no-realtime by default) and publishes over ZeroMQ on
    127.0.0.1 (free ports); a Subscriber in a thread prints the events as they arrive;
@@ -90,6 +91,7 @@ def write_actions(path: Path, plan: list[tuple[str, float]]) -> list[str]:
     doc = {
         "defaults": dict(DEMO_DEFAULTS),
         "background": motion_descriptions(IDLE),
+        "exclusive": True,  # one object on screen: one motion at a time
         "actions": [{"name": m, "descriptions": motion_descriptions(m)} for m in motions],
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

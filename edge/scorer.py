@@ -10,6 +10,10 @@ It does not depend on which other actions are configured (a softmax over actions
 action would lower every other score), so one fixed threshold keeps its meaning as the set is
 edited, and it cancels the per-video offset of raw cosines (lighting, camera, domain) that a
 threshold on the raw cosine would have to absorb. Without background the score is the raw cosine.
+
+With ``exclusive: true`` (one actor in view, one action at a time) the actions also compete: an
+action's score is its cosine minus the best of the background *and every other action*, so at most
+one action per window has a positive score.
 """
 
 from __future__ import annotations
@@ -63,7 +67,15 @@ class Scorer:
         """(N, J) window embeddings -> Scores."""
         emb = _unit(np.asarray(emb, dtype=np.float32).reshape(len(emb), -1))
         cos = emb @ self.action_emb.T if len(self.names) else np.zeros((len(emb), 0), dtype=np.float32)
-        if len(self.background_emb):
-            bg = (emb @ self.background_emb.T).max(axis=1)
+        bg = (emb @ self.background_emb.T).max(axis=1) if len(self.background_emb) else None
+        if self.aset.exclusive and cos.shape[1] > 1:
+            # best competitor of each action: the top cosine of the others (second best for the top one)
+            order = np.sort(cos, axis=1)
+            top, second = order[:, -1:], order[:, -2:-1]
+            rival = np.where(cos >= top, second, top)
+            if bg is not None:
+                rival = np.maximum(rival, bg[:, None])
+            return Scores(cos - rival, cos, bg)
+        if bg is not None:
             return Scores(cos - bg[:, None], cos, bg)
         return Scores(cos, cos, None)

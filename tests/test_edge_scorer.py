@@ -55,3 +55,32 @@ def test_build_averages_the_descriptions_of_an_action() -> None:
     e = text.encode(["a1", "a2"]).mean(axis=0)
     assert np.allclose(s.action_emb[0], e / np.linalg.norm(e), atol=1e-6)
     assert s.background_emb.shape == (2, text.dim)
+
+
+def test_exclusive_actions_compete() -> None:
+    """exclusive: true -> each action is scored against the background and the best other action."""
+    from edge.actions import dump_actions
+
+    body = "background: [still]\nactions:\n  - {name: a, descriptions: a1}\n  - {name: b, descriptions: b1}\n"
+    ex = parse_actions("exclusive: true\n" + body)
+    assert ex.exclusive and "exclusive: true" in dump_actions(ex)
+    a, b, bg = unit([1, 0, 0]), unit([0, 1, 0]), unit([0, 0, 1])[None]
+    w = np.stack([unit([1, 0.8, 0.1]), unit([0.1, 0.1, 1])])  # like a (and somewhat b); like the background
+    cos = w @ np.stack([a, b]).T
+    out = Scorer(ex, np.stack([a, b]), bg).score(w)
+    rival_a = np.maximum(cos[:, 1], (w @ bg.T)[:, 0])
+    rival_b = np.maximum(cos[:, 0], (w @ bg.T)[:, 0])
+    assert np.allclose(out.scores[:, 0], cos[:, 0] - rival_a) and np.allclose(out.scores[:, 1], cos[:, 1] - rival_b)
+    assert out.scores[0, 0] > 0 > out.scores[0, 1], "only the best action is positive"
+    assert (out.scores[1] < 0).all(), "the background beats both"
+    plain = Scorer(parse_actions(body), np.stack([a, b]), bg).score(w)
+    assert plain.scores[0, 1] > 0, "without exclusive, b beats the background on the first window too"
+
+
+def test_exclusive_must_be_a_boolean() -> None:
+    import pytest
+
+    from edge.actions import ActionsError
+
+    with pytest.raises(ActionsError, match="exclusive"):
+        parse_actions("exclusive: 3\nactions: []\n", source="acts.yaml")
