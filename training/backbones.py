@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cezsar.errors import CezsarError
@@ -56,12 +57,18 @@ class TinyCNN(nn.Module):
             _conv_bn(2 * w, 2 * w, 1),
             _conv_bn(2 * w, 2 * w, 2),
         )
-        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.grid = grid
         self.proj = nn.Sequential(nn.Flatten(1), nn.Linear(2 * w * grid * grid, feature_dim), nn.ReLU(inplace=True))
         self.feature_dim = feature_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.pool(self.features(x)))
+        f = self.features(x)
+        h, w, g = int(f.shape[-2]), int(f.shape[-1]), self.grid
+        if h % g or w % g:
+            # resample to a multiple of the grid first: adaptive pooling with uneven bins has no ONNX form
+            f = F.interpolate(f, size=(g * -(-h // g), g * -(-w // g)), mode="bilinear", align_corners=False)
+            h, w = int(f.shape[-2]), int(f.shape[-1])
+        return self.proj(F.avg_pool2d(f, (h // g, w // g)))
 
 
 @register("tiny")

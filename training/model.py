@@ -88,8 +88,9 @@ class FrameEncoder(nn.Module):
 class TemporalHead(nn.Module):
     """(B, T, feature_dim) -> (B, joint_dim), L2-normalised.
 
-    ReLU -> [feature, change from the previous frame] -> Linear -> + learned position embedding -> dropout -> TransformerEncoder (across time)
-    -> dropout -> ReLU -> Linear -> mean over time -> LayerNorm -> L2 normalisation.
+    ReLU -> [feature, change from the previous frame] -> Linear -> + learned position embedding
+    -> dropout -> TransformerEncoder (across time) -> dropout -> ReLU -> Linear -> mean over time
+    -> LayerNorm -> L2 normalisation.
 
     The position embedding is our addition to the reference design: without it, attention plus a
     mean over time is invariant to frame order, so "moving left" and "moving right" (the same set of
