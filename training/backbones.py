@@ -65,9 +65,10 @@ class TinyCNN(nn.Module):
         f = self.features(x)
         h, w, g = int(f.shape[-2]), int(f.shape[-1]), self.grid
         if h % g or w % g:
-            # resample to a multiple of the grid first: adaptive pooling with uneven bins has no ONNX form
-            f = F.interpolate(f, size=(g * -(-h // g), g * -(-w // g)), mode="bilinear", align_corners=False)
-            h, w = int(f.shape[-2]), int(f.shape[-1])
+            # area-exact: repeat every cell g times, then the bins are even. (Adaptive pooling with
+            # uneven bins has no ONNX form, and a Resize op would pin the opset.)
+            f = f.repeat_interleave(g, dim=2).repeat_interleave(g, dim=3)
+            h, w = h * g, w * g
         return self.proj(F.avg_pool2d(f, (h // g, w // g)))
 
 
