@@ -23,12 +23,12 @@ settings: max_length, padding, pad_id), "quantization" (the INT8 accuracy report
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cezsar.errors import CezsarError
+from cezsar.jsonfile import read_json
 from cezsar.preprocess import Preprocess
 
 FORMAT = "cezsar-deploy"
@@ -104,10 +104,7 @@ def load_manifest(deploy_dir: str | Path) -> Manifest:
         raise CezsarError(f"{d}: deploy folder not found")
     if not mpath.is_file():
         raise CezsarError(f"{d}: not a deploy folder (no manifest.json; create one with `cezsar export`)")
-    try:
-        raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CezsarError(f"{mpath}: not valid JSON ({e})") from None
+    raw = read_json(mpath)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CezsarError(f"{mpath}: not a cezsar deploy manifest")
     if int(raw.get("version", -1)) > VERSION:

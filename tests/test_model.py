@@ -75,7 +75,7 @@ def test_checkpoint_refuses_corrupt_weights(tmp_path):
         (lambda d: d.mkdir(), "no config.json"),
         (
             lambda d: (d.mkdir(), (d / "config.json").write_text("{"), (d / "model.safetensors").write_text("")),
-            "not valid JSON",
+            "invalid JSON",
         ),
         (
             lambda d: (

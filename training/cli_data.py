@@ -27,16 +27,21 @@ def synth_cmd(
         raise CezsarError(f"--train-clips and --eval-clips must be >= 1 (got {train_k}, {eval_k})")
     console = Console(stderr=True)
     with Progress(
-        TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("rendering"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as prog:
         task = prog.add_task("render", total=None)
 
         def tick(done: int, total: int) -> None:
             prog.update(task, completed=done, total=total)
 
-        s = synthetic.synthesize(out_dir, seed=seed, train_clips_per_class=train_k,
-                                 eval_clips_per_class=eval_k, progress=tick)
+        s = synthetic.synthesize(
+            out_dir, seed=seed, train_clips_per_class=train_k, eval_clips_per_class=eval_k, progress=tick
+        )
     out = Console()
     table = Table(title=f"synthetic world -> {s['out_dir']}", show_header=False)
     table.add_row("seed", str(s["seed"]))
@@ -64,8 +69,11 @@ def import_activitynet_cmd(
     console.print(
         f"wrote {s['out']}: {s['captions']} captions from {s['videos']} videos"
         + (f"; {s['missing_videos']} videos not found under {videos} (skipped)" if s["missing_videos"] else "")
-        + (f"; {s['skipped_segments']} unusable segments skipped (start >= end or no text)"
-           if s["skipped_segments"] else ""),
+        + (
+            f"; {s['skipped_segments']} unusable segments skipped (start >= end or no text)"
+            if s["skipped_segments"]
+            else ""
+        ),
         soft_wrap=True,
         highlight=False,
     )

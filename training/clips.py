@@ -52,7 +52,7 @@ class ClipBank:
         start = a + (int(rng.integers(0, slack + 1)) if rng is not None and slack > 0 else max(slack, 0) // 2)
         return self.data[start : start + t]
 
-    def batch(self, idx: Sequence[int], t: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    def batch(self, idx: Sequence[int] | np.ndarray, t: int, rng: np.random.Generator | None = None) -> np.ndarray:
         return np.stack([self.window(i, t, rng) for i in idx])
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from cezsar.atomic import write_text
 from cezsar.errors import CezsarError
+from cezsar.jsonfile import read_json
 
 CAPTIONS_FILE = "captions.jsonl"
 VIDEOS_FILE = "videos.jsonl"
@@ -208,12 +209,7 @@ def read_split(path: str | Path, class_names: Iterable[str] | None = None) -> Sp
     path = Path(path)
     if not path.is_file():
         raise CezsarError(f"{path}: split file not found")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CezsarError(f"{path}: cannot be read ({e})") from None
-    except json.JSONDecodeError as e:
-        raise CezsarError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise CezsarError(f'{path}: expected an object {{"training": [...], "testing": [...]}}')
     parts: dict[str, list[str]] = {}
@@ -271,12 +267,7 @@ def read_dataset_defaults(data_dir: str | Path) -> dict[str, Any]:
     path = Path(data_dir) / DATASET_FILE
     if not path.is_file():
         return {}
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CezsarError(f"{path}: cannot be read ({e})") from None
-    except json.JSONDecodeError as e:
-        raise CezsarError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise CezsarError(f"{path}: expected a JSON object")
     out = dict(obj)
@@ -322,12 +313,7 @@ def import_activitynet(json_path: str | Path, videos_dir: str | Path, out_dir: s
         raise CezsarError(f"{json_path}: file not found")
     if not videos_dir.is_dir():
         raise CezsarError(f"{videos_dir}: videos folder not found")
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CezsarError(f"{json_path}: cannot be read ({e})") from None
-    except json.JSONDecodeError as e:
-        raise CezsarError(f"{json_path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    data = read_json(json_path)
     if not isinstance(data, dict) or not data:
         raise CezsarError(f'{json_path}: expected an ActivityNet Captions object {{"v_ID": {{...}}, ...}}')
     index = _index_videos(videos_dir)

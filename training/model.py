@@ -13,7 +13,6 @@ Unlike the reference implementation, attention runs across time (``batch_first=T
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cezsar.errors import CezsarError
+from cezsar.jsonfile import read_json
 from cezsar.preprocess import Preprocess
 from training.backbones import create_backbone
 
@@ -292,10 +292,7 @@ def read_config(folder: str | Path) -> ModelConfig:
         raise CezsarError(f"{folder}: not a cezsar model folder (no {CONFIG_FILE})")
     if not (folder / WEIGHTS_FILE).is_file():
         raise CezsarError(f"{folder}: model folder has no {WEIGHTS_FILE}")
-    try:
-        raw = json.loads(cpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CezsarError(f"{cpath}: not valid JSON ({e})") from None
+    raw = read_json(cpath)
     if not isinstance(raw, dict):
         raise CezsarError(f"{cpath}: expected a JSON object")
     raw.pop("training", None)

@@ -182,7 +182,7 @@ def train(
 
     state = _State(out_dir)
     history: list[dict[str, Any]] = []
-    best = {"val_loss": math.inf, "epoch": -1}
+    best: dict[str, Any] = {"val_loss": math.inf, "epoch": -1}
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 0
     if resume:
@@ -266,7 +266,7 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    result = TrainResult(best["epoch"], best["val_loss"], len(history), round(time.time() - t0, 1), history)
+    result = TrainResult(int(best["epoch"]), float(best["val_loss"]), len(history), round(time.time() - t0, 1), history)
     meta = {
         "data": str(data_dir),
         "mode": mode,

@@ -57,7 +57,7 @@ def test_missing_file_and_corrupt_manifest(tmp_path: Path, deploy: Path, short_v
     (d / "temporal_head.onnx").symlink_to((deploy / "temporal_head.onnx").resolve())
     assert "tokenizer.json: missing" in one_line_error(cezsar_run(d, tmp_path, short_video))
     (d / "manifest.json").write_text('{"format": "cezsar-deploy", "version": 1, "model_hash": ')
-    assert "manifest.json: not valid JSON" in one_line_error(cezsar_run(d, tmp_path, short_video))
+    assert "manifest.json: invalid JSON" in one_line_error(cezsar_run(d, tmp_path, short_video))
 
 
 def test_onnx_from_another_model_is_refused_or_falls_back(tmp_path: Path, deploy: Path, short_video: Path) -> None:
