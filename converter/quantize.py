@@ -105,24 +105,30 @@ def _modelopt(src: Path, dst: Path, name: str, data: np.ndarray, batch: int, cal
         )
 
 
-def _ort_static(src: Path, dst: Path, name: str, data: np.ndarray, batch: int, calibration_method: str) -> None:
-    """onnxruntime quantize_static in a fresh interpreter: ModelOpt monkeypatches onnxruntime's
-    calibrators process-wide once it has run, which breaks a later in-process quantize_static."""
+def _in_fresh_interpreter(func: str, src: Path, dst: Path, name: str, data: np.ndarray, *rest: Any) -> None:
+    """Run ``converter.quantize.<func>(src, dst, name, data.npy, *rest)`` in a fresh interpreter: ModelOpt
+    monkeypatches onnxruntime's calibrators process-wide once it has run, which breaks a later in-process
+    quantize_static."""
     import json
     import subprocess
 
     with tempfile.TemporaryDirectory(prefix="cezsar-ortq-") as td:
         npy = Path(td) / "data.npy"
         np.save(npy, data)
-        args = json.dumps([str(src), str(dst), name, str(npy), batch, calibration_method])
+        args = json.dumps([str(src), str(dst), name, str(npy), *rest])
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        code = "import sys, json; from converter.quantize import _ort_static_inproc as f; f(*json.loads(sys.argv[1]))"
+        code = f"import sys, json; from converter.quantize import {func} as f; f(*json.loads(sys.argv[1]))"
         res = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env)
         if res.returncode != 0:
             lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
             raise RuntimeError(lines[-1] if lines else f"exit status {res.returncode}")
+
+
+def _ort_static(src: Path, dst: Path, name: str, data: np.ndarray, batch: int, calibration_method: str) -> None:
+    """onnxruntime quantize_static (TensorRT rules) in a fresh interpreter (see :func:`_in_fresh_interpreter`)."""
+    _in_fresh_interpreter("_ort_static_inproc", src, dst, name, data, batch, calibration_method)
 
 
 def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, calibration_method: str) -> None:
@@ -171,6 +177,75 @@ def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, cali
             nodes_to_exclude=mha,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
+
+
+CPU_METHOD = "ort-cpu (QDQ, U8S8, per-channel, int32 bias)"
+
+
+def quantize_cpu(src: str | Path, dst: str | Path, name: str, data: np.ndarray, batch: int = 16) -> dict[str, Any]:
+    """INT8 for onnxruntime's CPU execution provider (``*.int8-cpu.onnx``); returns {"method", "opset"}.
+
+    onnxruntime static QDQ in the form its CPU integer kernels fuse: uint8 activations (asymmetric),
+    int8 per-channel weights, int32 biases, every op type onnxruntime quantizes, MinMax calibration on
+    ``data``. The TensorRT rules (int8 symmetric activations, float bias) do not apply and are not
+    checked: onnxruntime does not fuse a Conv with a float bias, so a TensorRT-style model runs FP32
+    kernels between Q/DQ pairs on the CPU, no faster than FP32. Runs in a fresh interpreter (ModelOpt's
+    process-wide patches of onnxruntime's calibrators, see :func:`_in_fresh_interpreter`).
+    """
+    import onnx
+
+    src, dst = Path(src), Path(dst)
+    with tempfile.TemporaryDirectory(prefix="cezsar-quant-cpu-") as td:
+        out = Path(td) / (src.stem + ".int8-cpu.onnx")
+        try:
+            _in_fresh_interpreter("_quantize_cpu_inproc", src, out, name, data, batch)
+        except RuntimeError as e:
+            raise CezsarError(f"{src.name}: CPU INT8 quantization failed ({e})") from None
+        if not out.is_file():
+            raise CezsarError(f"{src.name}: CPU INT8 quantization wrote no model")
+        model = onnx.load(str(out))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        n_q = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
+        shutil.copyfile(out, dst)
+    return {"method": CPU_METHOD, "calibration": "max", "opset": int(opset), "quantize_linear": n_q}
+
+
+def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    data = np.load(npy)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.chunks = [data[i : i + batch] for i in range(0, len(data), batch)]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return {name: self.chunks.pop(0)} if self.chunks else None
+
+    pre = Path(dst).with_name(Path(dst).stem + ".pre.onnx")
+    try:
+        quant_pre_process(src, str(pre))
+    except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs (Reshape in the head)
+        quant_pre_process(src, str(pre), skip_symbolic_shape=True)
+    with _quiet_stdout():
+        quantize_static(
+            str(pre),
+            dst,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    pre.unlink()
 
 
 def fold_weight_quantizers(path: Path) -> int:
@@ -395,6 +470,46 @@ def _speed(path_fp32: Path, path_int8: Path, size: int, batch: int = 8, runs: in
 # -- the command --------------------------------------------------------------------------------
 
 
+TARGETS = ("tensorrt", "cpu", "both")
+# manifest ``files`` keys and file names of each target's models
+TARGET_SUFFIX = {"tensorrt": "int8", "cpu": "int8-cpu"}
+
+
+def _accuracy(
+    fe32: Any, th32: Any, fe8: Any, th8: Any, hold_frames: np.ndarray, groups_hold: list[np.ndarray], window: int
+) -> dict[str, Any]:
+    """Cosine FP32 vs INT8 on held-out frames: video embeddings (frame encoder + head), frame features, head only."""
+    emb32 = _video_embeddings(fe32, th32, hold_frames, groups_hold, window)
+    emb8 = _video_embeddings(fe8, th8, hold_frames, groups_hold, window)
+    cos = cosine_rows(emb32, emb8)
+    f32 = run_batched(fe32, "frames", hold_frames, 32)
+    f8 = run_batched(fe8, "frames", hold_frames, 32)
+    feat_cos = cosine_rows(f32, f8)
+    hold_windows = make_windows(f32, groups_hold, window, max(1, window // 4))
+    head_cos = cosine_rows(run_batched(th32, "features", hold_windows), run_batched(th8, "features", hold_windows))
+    return {
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+        "windows": int(len(cos)),
+        "frame_features": {"mean_cosine": float(feat_cos.mean()), "min_cosine": float(feat_cos.min())},
+        "head_only": {"mean_cosine": float(head_cos.mean()), "min_cosine": float(head_cos.min())},
+    }
+
+
+def _gate(report: dict[str, Any], min_cosine: float, max_top1_drop: float, force: bool) -> None:
+    reasons = []
+    if not report["mean_cosine"] >= min_cosine:
+        reasons.append(f"mean cosine FP32 vs INT8 {report['mean_cosine']:.4f} < {min_cosine}")
+    if report["top1_fp32"] is not None and report["top1_fp32"] - report["top1_int8"] > max_top1_drop + 1e-9:
+        reasons.append(
+            f"top-1 drops {100 * (report['top1_fp32'] - report['top1_int8']):.1f} points "
+            f"({report['top1_fp32']:.3f} -> {report['top1_int8']:.3f}) > {100 * max_top1_drop:.0f}"
+        )
+    report["passed"] = not reasons
+    report["reason"] = "; ".join(reasons) or "within the gate"
+    report["forced"] = bool(reasons) and force
+
+
 def quantize_deploy(
     deploy_dir: str | Path,
     calib: str | Path,
@@ -408,13 +523,23 @@ def quantize_deploy(
     max_top1_drop: float = MAX_TOP1_DROP,
     threads: int | None = None,
     measure_speed: bool = True,
+    target: str = "both",
 ) -> dict[str, Any]:
     """Quantize the deploy folder's frame encoder and head; returns the report (see module doc).
 
-    INT8 files and the manifest are written only when the gate passes, or with ``force``.
+    ``target``: "tensorrt" (``*.int8.onnx``, TensorRT Q/DQ rules), "cpu" (``*.int8-cpu.onnx``, laid out
+    for onnxruntime's CPU integer kernels, see :func:`quantize_cpu`; not checked against the TensorRT
+    rules) or "both". Each target has its own gate on the same held-out frames, and its files are
+    written only when its gate passes, or with ``force``. The report's top-level numbers are the
+    TensorRT target's (the CPU target's when only it ran); ``report["cpu"]`` holds the CPU target's
+    report, ``report["targets"]`` whether each target passed and was written. The manifest keeps the
+    report under ``extra.quantization`` (a later run of one target keeps the other target's report).
     """
     from calibration.calibrate import load_calibration
 
+    if target not in TARGETS:
+        raise CezsarError(f"--target {target}: choose one of {', '.join(TARGETS)}")
+    run_targets = ["tensorrt", "cpu"] if target == "both" else [target]
     deploy = Path(deploy_dir)
     m = load_manifest(deploy)
     fe_path, th_path = m.path(deploy, "frame_encoder"), m.path(deploy, "temporal_head")
@@ -435,75 +560,102 @@ def quantize_deploy(
     train_feats = run_batched(fe32, "frames", train_frames, 32)
     groups_train = group_order(cal.source_index[train], cal.times[train])
     head_data = make_windows(train_feats, groups_train, m.window, max(1, m.window // 4))
+    common = {
+        "holdout_frames": int(n_hold),
+        "calibration_frames": int(len(train)),
+        "calib_file": str(calib),
+        "calib_sources": len(cal.sources),
+        "gate": {"min_mean_cosine": min_cosine, "max_top1_drop": max_top1_drop},
+    }
 
     with tempfile.TemporaryDirectory(prefix="cezsar-int8-") as td:
-        fe8_path, th8_path = Path(td) / "frame_encoder.int8.onnx", Path(td) / "temporal_head.int8.onnx"
-        fe_res = quantize_onnx(fe_path, fe8_path, "frames", train_frames, method, m.opset, 32, calibration_method)
-        th_res = quantize_onnx(th_path, th8_path, "features", head_data, method, m.opset, 32, calibration_method)
+        paths: dict[str, dict[str, Path]] = {}
+        reports: dict[str, dict[str, Any]] = {}
+        for t in run_targets:
+            sfx = TARGET_SUFFIX[t]
+            fe8_path, th8_path = Path(td) / f"frame_encoder.{sfx}.onnx", Path(td) / f"temporal_head.{sfx}.onnx"
+            tt = time.perf_counter()
+            if t == "tensorrt":
+                cm = calibration_method
+                fe_res = quantize_onnx(fe_path, fe8_path, "frames", train_frames, method, m.opset, 32, cm)
+                th_res = quantize_onnx(th_path, th8_path, "features", head_data, method, m.opset, 32, cm)
+                methods = {fe_res["method"], th_res["method"]}
+                meth = "+".join(sorted(methods)) if len(methods) > 1 else fe_res["method"]
+            else:
+                fe_res = quantize_cpu(fe_path, fe8_path, "frames", train_frames, 32)
+                th_res = quantize_cpu(th_path, th8_path, "features", head_data, 32)
+                meth = "ort-cpu"
+            paths[t] = {"frame_encoder": fe8_path, "temporal_head": th8_path}
+            reports[t] = {
+                "mean_cosine": 0.0,
+                "min_cosine": 0.0,
+                "top1_fp32": None,
+                "top1_int8": None,
+                "method": meth,
+                "passed": False,
+                "reason": "",
+                "target": t,
+                "trt_rules_checked": t == "tensorrt",
+                **common,
+                "calibration_method": fe_res["calibration"],
+                "parts": {"frame_encoder": fe_res, "temporal_head": th_res},
+                "quantize_seconds": round(time.perf_counter() - tt, 2),
+            }
 
         # -- accuracy on the held-out frames ----------------------------------------------------
         th32 = ort_session(th_path, threads)
-        fe8, th8 = ort_session(fe8_path, threads), ort_session(th8_path, threads)
         hold_frames = cal.frames[hold]
         groups_hold = group_order(cal.source_index[hold], cal.times[hold])
-        emb32 = _video_embeddings(fe32, th32, hold_frames, groups_hold, m.window)
-        emb8 = _video_embeddings(fe8, th8, hold_frames, groups_hold, m.window)
-        cos = cosine_rows(emb32, emb8)
-        f32 = run_batched(fe32, "frames", hold_frames, 32)
-        f8 = run_batched(fe8, "frames", hold_frames, 32)
-        feat_cos = cosine_rows(f32, f8)
-        hold_windows = make_windows(f32, groups_hold, m.window, max(1, m.window // 4))
-        head_cos = cosine_rows(run_batched(th32, "features", hold_windows), run_batched(th8, "features", hold_windows))
-        methods = {fe_res["method"], th_res["method"]}
-        report: dict[str, Any] = {
-            "mean_cosine": float(cos.mean()),
-            "min_cosine": float(cos.min()),
-            "top1_fp32": None,
-            "top1_int8": None,
-            "method": "+".join(sorted(methods)) if len(methods) > 1 else fe_res["method"],
-            "passed": False,
-            "reason": "",
-            "windows": int(len(cos)),
-            "holdout_frames": int(n_hold),
-            "calibration_frames": int(len(train)),
-            "calibration_method": fe_res["calibration"],
-            "frame_features": {"mean_cosine": float(feat_cos.mean()), "min_cosine": float(feat_cos.min())},
-            "head_only": {"mean_cosine": float(head_cos.mean()), "min_cosine": float(head_cos.min())},
-            "parts": {"frame_encoder": fe_res, "temporal_head": th_res},
-            "calib_file": str(calib),
-            "calib_sources": len(cal.sources),
-            "gate": {"min_mean_cosine": min_cosine, "max_top1_drop": max_top1_drop},
-        }
+        sessions: dict[str, tuple[Any, Any]] = {"fp32": (fe32, th32)}
+        for t in run_targets:
+            fe8 = ort_session(paths[t]["frame_encoder"], threads)
+            th8 = ort_session(paths[t]["temporal_head"], threads)
+            sessions[t] = (fe8, th8)
+            reports[t].update(_accuracy(fe32, th32, fe8, th8, hold_frames, groups_hold, m.window))
         if eval_data is not None:
-            report.update(_top1(deploy, m, Path(eval_data), {"fp32": (fe32, th32), "int8": (fe8, th8)}, threads))
-        if measure_speed:
-            report["cpu_speed_frame_encoder"] = _speed(fe_path, fe8_path, m.pre.size)
-        report["seconds"] = round(time.perf_counter() - t0, 2)
+            top1 = _top1(deploy, m, Path(eval_data), sessions, threads)
+            for t in run_targets:
+                reports[t].update({k: v for k, v in top1.items() if not k.startswith("top1_")})
+                reports[t]["top1_fp32"], reports[t]["top1_int8"] = top1["top1_fp32"], top1[f"top1_{t}"]
+        for t in run_targets:
+            if measure_speed:
+                reports[t]["cpu_speed_frame_encoder"] = _speed(fe_path, paths[t]["frame_encoder"], m.pre.size)
+            _gate(reports[t], min_cosine, max_top1_drop, force)
 
-        reasons = []
-        if not report["mean_cosine"] >= min_cosine:
-            reasons.append(f"mean cosine FP32 vs INT8 {report['mean_cosine']:.4f} < {min_cosine}")
-        if report["top1_fp32"] is not None and report["top1_fp32"] - report["top1_int8"] > max_top1_drop + 1e-9:
-            reasons.append(
-                f"top-1 drops {100 * (report['top1_fp32'] - report['top1_int8']):.1f} points "
-                f"({report['top1_fp32']:.3f} -> {report['top1_int8']:.3f}) > {100 * max_top1_drop:.0f}"
-            )
-        report["passed"] = not reasons
-        report["reason"] = "; ".join(reasons) or "within the gate"
-        report["forced"] = bool(reasons) and force
-        if reasons and not force:
+        primary = reports.get("tensorrt", reports.get("cpu", {}))
+        report: dict[str, Any] = dict(primary)
+        if "cpu" in reports:
+            report["cpu"] = reports["cpu"]
+        report["target"] = target
+        report["targets"] = {
+            t: {"passed": r["passed"], "written": r["passed"] or force, "reason": r["reason"]}
+            for t, r in reports.items()
+        }
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        write = [t for t in run_targets if reports[t]["passed"] or force]
+        if not write:
             return report
 
         # -- write: INT8 models first, the manifest last ------------------------------------------
         from cezsar.atomic import atomic_path
 
-        files = {"frame_encoder.int8": fe8_path, "temporal_head.int8": th8_path}
-        for key, p in files.items():
-            rel = f"{key}.onnx"
-            with atomic_path(deploy / rel) as tmp:
-                shutil.copyfile(p, tmp)
-            m.files[key] = rel
-            m.sha256[rel] = sha256_file(deploy / rel)
-        m.extra["quantization"] = report
+        for t in write:
+            for part, p in paths[t].items():
+                key = f"{part}.{TARGET_SUFFIX[t]}"
+                rel = f"{key}.onnx"
+                with atomic_path(deploy / rel) as tmp:
+                    shutil.copyfile(p, tmp)
+                m.files[key] = rel
+                m.sha256[rel] = sha256_file(deploy / rel)
+        old = m.extra.get("quantization")
+        stored: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
+        if "tensorrt" in write:
+            keep_cpu = stored.get("cpu")
+            stored = {k: v for k, v in report.items() if k not in ("cpu", "targets")}
+            if keep_cpu is not None:
+                stored["cpu"] = keep_cpu
+        if "cpu" in write:
+            stored["cpu"] = reports["cpu"]
+        m.extra["quantization"] = stored
         save_manifest(deploy, m)
     return report

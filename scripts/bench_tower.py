@@ -130,45 +130,10 @@ def calibration_frames(pre: Any, n: int, seed: int) -> np.ndarray:
     return pre(np.concatenate(parts)[:n])
 
 
-def quantize_cpu(src: Path, dst: Path, name: str, data: np.ndarray, batch: int = 16) -> None:
-    """onnxruntime static QDQ in the form its CPU integer kernels fuse: uint8 activations (asymmetric),
-    int8 per-channel weights, int32 biases (the TensorRT rules keep biases float, which onnxruntime
-    does not fuse: such a Conv runs in FP32 between Q/DQ pairs, no faster than the FP32 model)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.chunks = [data[i : i + batch] for i in range(0, len(data), batch)]
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return {name: self.chunks.pop(0)} if self.chunks else None
-
-    pre = dst.with_name(dst.stem + ".pre.onnx")
-    quant_pre_process(str(src), str(pre))
-    quantize_static(
-        str(pre),
-        str(dst),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    pre.unlink()
-
-
 def quantize(files: dict[str, Path], cfg: Any, method: str, n_calib: int) -> dict[str, Any]:
     """INT8 files beside the FP32 ones; returns the gate report (cosine of video embeddings)."""
     from converter.common import cosine_rows, ort_session, run_batched
-    from converter.quantize import MIN_COSINE, quantize_onnx
+    from converter.quantize import MIN_COSINE, quantize_cpu, quantize_onnx
 
     window = cfg.frames
     pre = cfg.pre
@@ -184,8 +149,9 @@ def quantize(files: dict[str, Path], cfg: Any, method: str, n_calib: int) -> dic
     for part, name, data in (("frame_encoder", "frames", train), ("temporal_head", "features", head_data)):
         dst = files[part].with_name(f"{part}.int8.onnx")
         if method == "ort-cpu" and part == "frame_encoder":
-            quantize_cpu(files[part], dst, name, data)
-            out[part] = {"method": "ort-cpu (QDQ, U8S8, per-channel, int32 bias)", "fallback_reason": None}
+            # the product's CPU INT8 (cezsar quantize --target cpu)
+            res = quantize_cpu(files[part], dst, name, data, 16)
+            out[part] = {"method": res["method"], "fallback_reason": None}
         else:
             res = quantize_onnx(files[part], dst, name, data, "ort" if method == "ort-cpu" else method, None, 16)
             out[part] = {"method": res["method"], "fallback_reason": res["fallback_reason"]}

@@ -57,14 +57,22 @@ def test_precision_errors_are_clear() -> None:
         load_backend("auto", "fp8", d, m)
 
 
-def test_int8_files_are_used_when_present(tmp_path: Path) -> None:
+def test_int8_files_are_used_when_present(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from edge.backends.onnxruntime import model_file
+
     d = tmp_path / "deploy"
     shutil.copytree(deploy_dir(), d)
     m = load_manifest(d)
     for part in ("frame_encoder", "temporal_head"):  # stand-in "quantized" files: same graphs, int8 names
         shutil.copy(d / f"{part}.onnx", d / f"{part}.int8.onnx")
-    loaded = load_backend("onnxruntime-cpu", "int8", d, m)
+    with caplog.at_level("WARNING", logger="edge.backends.onnxruntime"):
+        loaded = load_backend("onnxruntime-cpu", "int8", d, m)
     assert loaded.backend.describe() == "onnxruntime (int8, cpu)"
+    assert "slower than FP32 on the CPU" in caplog.text and "--target cpu" in caplog.text
+    shutil.copy(d / "frame_encoder.onnx", d / "frame_encoder.int8-cpu.onnx")  # the CPU layout wins on the CPU
+    assert model_file(d, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
+    assert model_file(d, m, "frame_encoder", "int8", "cuda").name == "frame_encoder.int8.onnx"
+    assert model_file(d, m, "frame_encoder", "int8", "tensorrt").name == "frame_encoder.int8.onnx"
 
 
 def test_tensorrt_backend_absent_or_unusable_is_an_error_not_a_crash() -> None:

@@ -61,12 +61,16 @@ def test_quantize_writes_trt_friendly_qdq_models(deploy: Path, deploy_and_calib:
     from converter.common import cosine_rows, ort_session, synthetic_frames
     from converter.quantize import quantize_deploy
 
-    report = quantize_deploy(deploy, deploy_and_calib[1], measure_speed=False, threads=1)
+    report = quantize_deploy(deploy, deploy_and_calib[1], measure_speed=False, threads=1)  # --target both
     assert report["passed"] and report["method"] in ("modelopt", "ort")
+    assert report["target"] == "both" and report["cpu"]["passed"] and report["cpu"]["method"] == "ort-cpu"
+    assert set(report["targets"]) == {"tensorrt", "cpu"} and all(t["written"] for t in report["targets"].values())
     assert 0.99 <= report["mean_cosine"] <= 1.0 and report["min_cosine"] <= report["mean_cosine"]
     assert report["holdout_frames"] == 24 and report["calibration_frames"] == 96
     m = load_manifest(deploy)
     assert m.extra["quantization"]["mean_cosine"] == report["mean_cosine"]
+    assert m.extra["quantization"]["cpu"]["mean_cosine"] == report["cpu"]["mean_cosine"]
+    assert {"frame_encoder.int8-cpu", "temporal_head.int8-cpu"} <= set(m.files)
     for part in ("frame_encoder", "temporal_head"):
         path = m.path(deploy, f"{part}.int8")
         summary = check_trt_qdq(path)
@@ -96,9 +100,12 @@ def test_gate_refuses_and_force_writes(deploy: Path, deploy_and_calib: tuple[Pat
     before = (deploy / "manifest.json").read_text()
     report = quantize_deploy(deploy, deploy_and_calib[1], min_cosine=1.01, measure_speed=False, threads=1)
     assert not report["passed"] and "mean cosine" in report["reason"]
+    assert not report["cpu"]["passed"] and not any(t["written"] for t in report["targets"].values())
     assert (deploy / "manifest.json").read_text() == before
     assert not (deploy / "frame_encoder.int8.onnx").exists()
-    report = quantize_deploy(deploy, deploy_and_calib[1], min_cosine=1.01, force=True, measure_speed=False, threads=1)
+    report = quantize_deploy(
+        deploy, deploy_and_calib[1], min_cosine=1.01, force=True, measure_speed=False, threads=1, target="tensorrt"
+    )
     assert report["forced"] and (deploy / "frame_encoder.int8.onnx").exists()
     assert load_manifest(deploy).extra["quantization"]["passed"] is False
 
@@ -112,7 +119,7 @@ def test_onnxruntime_fallback_when_modelopt_fails(
         raise RuntimeError("simulated ModelOpt failure")
 
     monkeypatch.setattr(q, "_modelopt", broken)
-    report = q.quantize_deploy(deploy, deploy_and_calib[1], measure_speed=True, threads=1)
+    report = q.quantize_deploy(deploy, deploy_and_calib[1], measure_speed=True, threads=1, target="tensorrt")
     assert report["method"] == "ort" and report["passed"]
     assert "simulated ModelOpt failure" in report["parts"]["frame_encoder"]["fallback_reason"]
     assert report["cpu_speed_frame_encoder"]["batch"] == 8
@@ -126,7 +133,9 @@ def test_top1_on_eval_folder(deploy: Path, deploy_and_calib: tuple[Path, Path], 
 
     world = tmp_path / "world"
     synthetic.synthesize(world, train_clips_per_class=1, eval_clips_per_class=1)
-    report = quantize_deploy(deploy, deploy_and_calib[1], eval_data=world, measure_speed=False, threads=1)
+    report = quantize_deploy(
+        deploy, deploy_and_calib[1], eval_data=world, measure_speed=False, threads=1, target="tensorrt"
+    )
     assert report["eval_classes"] == len(json.loads((world / "split.json").read_text())["testing"])
     assert 0.0 <= report["top1_fp32"] <= 1.0 and 0.0 <= report["top1_int8"] <= 1.0
     assert report["passed"] == (report["top1_fp32"] - report["top1_int8"] <= 0.02 + 1e-9)
@@ -137,7 +146,8 @@ def test_cli_json_and_refusal(deploy: Path, deploy_and_calib: tuple[Path, Path])
 
     from cezsar.cli import app
 
-    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy_and_calib[1]), "--json"])
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy_and_calib[1]), "--json",
+                                   "--target", "tensorrt"])  # fmt: skip
     assert res.exit_code == 0, res.output
     start = res.stdout.index("{")
     report = json.loads(res.stdout[start:])
@@ -158,7 +168,7 @@ def test_cli_gate_refusal_is_one_line(
     real = q.quantize_deploy
 
     def strict(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        kwargs.update(min_cosine=1.01, measure_speed=False, threads=1)
+        kwargs.update(min_cosine=1.01, measure_speed=False, threads=1, target="tensorrt")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(q, "quantize_deploy", strict)
@@ -169,6 +179,70 @@ def test_cli_gate_refusal_is_one_line(
     assert len(errors) == 1 and "INT8 models not written" in errors[0]
     assert json.loads(res.stdout[res.stdout.index("{") :])["passed"] is False
     assert (deploy / "manifest.json").read_text() == before and not (deploy / "temporal_head.int8.onnx").exists()
+
+
+def test_cpu_target_writes_cpu_models_that_the_cpu_backend_runs(
+    deploy: Path, deploy_and_calib: tuple[Path, Path]
+) -> None:
+    from typer.testing import CliRunner
+
+    from cezsar.cli import app
+    from converter.common import cosine_rows, synthetic_frames
+    from edge.backends.onnxruntime import OnnxRuntimeBackend, model_file
+
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy_and_calib[1]), "--json",
+                                   "--target", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout[res.stdout.index("{") :])
+    cpu = report["cpu"]
+    assert report["target"] == "cpu" and set(report["targets"]) == {"cpu"} and report["targets"]["cpu"]["written"]
+    assert cpu["passed"] and 0.99 <= cpu["mean_cosine"] <= 1.0 and cpu["min_cosine"] <= cpu["mean_cosine"]
+    assert cpu["top1_fp32"] is None and cpu["trt_rules_checked"] is False and cpu["holdout_frames"] == 24
+    for key in ("mean_cosine", "min_cosine", "top1_fp32", "top1_int8", "method", "passed"):  # mirrored at the top
+        assert report[key] == cpu[key]
+    assert not (deploy / "frame_encoder.int8.onnx").exists()  # the TensorRT target did not run
+    m = load_manifest(deploy)
+    assert m.files["frame_encoder.int8-cpu"] == "frame_encoder.int8-cpu.onnx"
+    assert m.files["temporal_head.int8-cpu"] == "temporal_head.int8-cpu.onnx"
+    assert m.extra["quantization"]["cpu"]["mean_cosine"] == cpu["mean_cosine"]
+    # laid out for onnxruntime's CPU kernels: uint8 activations (the TensorRT rules forbid them)
+    g = onnx.load(str(deploy / "frame_encoder.int8-cpu.onnx")).graph
+    zps = {t.name: t.data_type for t in g.initializer}
+    q_types = {zps.get(n.input[2]) for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) == 3}
+    assert TensorProto.UINT8 in q_types
+    with pytest.raises(CezsarError, match="INT8"):  # int32 bias, uint8 activations: not for TensorRT
+        check_trt_qdq(deploy / "frame_encoder.int8-cpu.onnx")
+
+    # the CPU backend runs the CPU file for int8; CUDA/TensorRT would want the TensorRT one
+    assert model_file(deploy, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
+    with pytest.raises(CezsarError, match="frame_encoder.int8.onnx"):
+        model_file(deploy, m, "frame_encoder", "int8", "cuda")
+    x = PRE(synthetic_frames(8, 48, 64, seed=42))
+    b32, b8 = OnnxRuntimeBackend("fp32", "cpu", threads=1), OnnxRuntimeBackend("int8", "cpu", threads=1)
+    f32, f8 = b32.load(deploy, m, "frame_encoder")(x), b8.load(deploy, m, "frame_encoder")(x)
+    assert cosine_rows(f32, f8).mean() > 0.98
+    w = np.stack([f32[:4], f32[4:]])
+    e32, e8 = b32.load(deploy, m, "temporal_head")(w), b8.load(deploy, m, "temporal_head")(w)
+    assert cosine_rows(e32, e8).min() > 0.98
+
+    # a later TensorRT-only run keeps the CPU report and files
+    report2 = quantize_deploy_tensorrt(deploy, deploy_and_calib[1])
+    q = load_manifest(deploy).extra["quantization"]
+    assert q["mean_cosine"] == report2["mean_cosine"] and q["cpu"]["mean_cosine"] == cpu["mean_cosine"]
+    assert "frame_encoder.int8-cpu" in load_manifest(deploy).files
+
+
+def quantize_deploy_tensorrt(deploy: Path, calib: Path) -> dict[str, Any]:
+    from converter.quantize import quantize_deploy
+
+    return quantize_deploy(deploy, calib, measure_speed=False, threads=1, target="tensorrt")
+
+
+def test_unknown_target_refused(deploy: Path, deploy_and_calib: tuple[Path, Path]) -> None:
+    from converter.quantize import quantize_deploy
+
+    with pytest.raises(CezsarError, match="--target gpu: choose one of tensorrt, cpu, both"):
+        quantize_deploy(deploy, deploy_and_calib[1], target="gpu")
 
 
 def test_wrong_size_calibration_refused(deploy: Path, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Devices: "cpu" (CPUExecutionProvider), "cuda" (CUDAExecutionProvider, CPU fallback), "tensorrt"
 (TensorrtExecutionProvider, then CUDA, then CPU). Precisions: fp32 = the exported files; int8 = the
-``*.int8.onnx`` files written by ``cezsar quantize`` (a clear error if absent); fp16 = the fp32 files
+files written by ``cezsar quantize`` (a clear error if absent): on the CPU the ``*.int8-cpu.onnx``
+files (laid out for onnxruntime's CPU integer kernels, ``--target cpu``), else ``*.int8.onnx`` with a
+log line that it runs slower there; on CUDA/TensorRT the ``*.int8.onnx`` files; fp16 = the fp32 files
 run in FP16 by the TensorRT execution provider (only there: CPU and CUDA providers run fp32 graphs
 as fp32, so fp16 is refused rather than silently ignored).
 """
@@ -56,17 +58,44 @@ def session_options(threads: int | None = None) -> Any:
     return so
 
 
-def model_file(deploy_dir: Path, manifest: Manifest, part: str, precision: str) -> Path:
-    """The ONNX file of ``part`` for ``precision`` (int8: the quantized file, which must exist)."""
+def _int8_file(deploy_dir: Path, manifest: Manifest, key: str) -> Path | None:
+    """The file of manifest key ``key`` (``<part>.int8`` or ``<part>.int8-cpu``), verified if listed; else None."""
+    rel = manifest.files.get(key, f"{key}.onnx")
+    p = Path(deploy_dir) / rel
+    if not p.is_file():
+        return None
+    return verified_path(manifest, deploy_dir, key) if key in manifest.files else p
+
+
+def model_file(deploy_dir: Path, manifest: Manifest, part: str, precision: str, device: str = "cpu") -> Path:
+    """The ONNX file of ``part`` for ``precision`` on ``device`` (int8: a quantized file, which must exist).
+
+    int8 on the CPU prefers ``<part>.int8-cpu.onnx`` (onnxruntime's CPU integer kernels) and falls back to
+    ``<part>.int8.onnx`` (TensorRT-style Q/DQ: correct, but slower than FP32 on the CPU provider); int8 on
+    CUDA/TensorRT takes ``<part>.int8.onnx`` only.
+    """
     if precision == "int8":
-        key = f"{part}.int8"
-        rel = manifest.files.get(key, f"{part}.int8.onnx")
-        p = Path(deploy_dir) / rel
-        if not p.is_file():
+        if device == "cpu":
+            p = _int8_file(deploy_dir, manifest, f"{part}.int8-cpu")
+            if p is not None:
+                return p
+        p = _int8_file(deploy_dir, manifest, f"{part}.int8")
+        if p is None:
+            target = "cpu" if device == "cpu" else "tensorrt"
+            want = f"{part}.int8.onnx" + (f" or, faster on the CPU, {part}.int8-cpu.onnx" if device == "cpu" else "")
             raise CezsarError(
-                f"{deploy_dir}: --precision int8 needs {rel} (run `cezsar quantize` on the deploy folder first)"
+                f"{deploy_dir}: --precision int8 needs {want} "
+                f"(run `cezsar quantize {deploy_dir} --calib ... --target {target}` first)"
             )
-        return verified_path(manifest, deploy_dir, key) if key in manifest.files else p
+        if device == "cpu":
+            log.warning(
+                "%s: no %s.int8-cpu.onnx; using the TensorRT-style %s, which runs slower than FP32 on the CPU "
+                "(write the CPU model with `cezsar quantize --target cpu`)",
+                deploy_dir,
+                part,
+                p.name,
+            )
+        return p
     return verified_path(manifest, deploy_dir, part)
 
 
@@ -145,7 +174,7 @@ class OnnxRuntimeBackend(Backend):
             raise CezsarError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {str(e)[:200]})") from None
 
     def load(self, deploy_dir: Path, manifest: Manifest, part: str) -> Runner:
-        path = model_file(Path(deploy_dir), manifest, part, self.precision)
+        path = model_file(Path(deploy_dir), manifest, part, self.precision, self.device)
         runner = OrtRunner(self.session(path), part)
         if self.device != "cpu" and runner.providers[0] == "CPUExecutionProvider":
             log.warning("%s: onnxruntime fell back to the CPU provider for %s", path.name, self.device)
