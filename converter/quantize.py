@@ -15,6 +15,11 @@ on the calibration frames, the head on FP32 frame-encoder features of those fram
 cosine between FP32 and INT8 video embeddings (frame encoder + head) and, with an eval folder,
 zero-shot top-1 of both. The gate (mean cosine >= 0.99, top-1 drop <= 2 points) decides whether
 the INT8 models are written.
+
+``--target cpu`` (or ``both``, the default) also writes ``*.int8-cpu.onnx``: onnxruntime static QDQ
+laid out for its CPU integer kernels (:func:`quantize_cpu`; uint8 activations, int32 bias), which the
+TensorRT rules do not apply to and which are not checked against them, on the same calibration data,
+with its own report under ``cpu`` and the same gate.
 """
 
 from __future__ import annotations
