@@ -51,9 +51,11 @@ def train_cmd(
 
     from rich.console import Console
 
+    from training.data import read_captions
     from training.negatives import NegativeConfig
     from training.train import TrainConfig, train
 
+    read_captions(data)  # bad data fails here, before anything is printed or created
     d = _defaults(data)
     if negatives not in ("auto", "random"):
         raise CezsarError(f"--negatives {negatives!r}: expected auto or random")
