@@ -136,17 +136,9 @@ def _ort_static(src: Path, dst: Path, name: str, data: np.ndarray, batch: int, c
     _in_fresh_interpreter("_ort_static_inproc", src, dst, name, data, batch, calibration_method)
 
 
-def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, calibration_method: str) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    data = np.load(npy)
+def _calibration_reader(data: np.ndarray, batch: int, name: str) -> Any:
+    """An onnxruntime CalibrationDataReader feeding ``data`` to input ``name`` in batches (rewindable)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -162,6 +154,18 @@ def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, cali
         def rewind(self) -> None:
             self.i = 0
 
+    return Reader()
+
+
+def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, calibration_method: str) -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
     g = onnx.load(src).graph
     weights = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     # attention's batched MatMuls (activation x activation) stay in high precision, as with ModelOpt
@@ -172,7 +176,7 @@ def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, cali
         quantize_static(
             src,
             dst,
-            Reader(),
+            _calibration_reader(np.load(npy), batch, name),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANT_OPS),
             per_channel=True,
@@ -217,22 +221,12 @@ def quantize_cpu(src: str | Path, dst: str | Path, name: str, data: np.ndarray, 
 
 def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int) -> None:
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    data = np.load(npy)
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.chunks = [data[i : i + batch] for i in range(0, len(data), batch)]
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return {name: self.chunks.pop(0)} if self.chunks else None
 
     pre = Path(dst).with_name(Path(dst).stem + ".pre.onnx")
     try:
@@ -243,7 +237,7 @@ def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int) ->
         quantize_static(
             str(pre),
             dst,
-            Reader(),
+            _calibration_reader(np.load(npy), batch, name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
