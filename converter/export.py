@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, save_manifest
-from converter.common import cosine_distance, ort_session, sha256_file, synthetic_frames
+from cezsar.manifest import Manifest, file_sha256, save_manifest
+from converter.common import cosine_distance, ort_session, synthetic_frames
 
 log = logging.getLogger("cezsar.export")
 
@@ -487,12 +487,12 @@ def export_model(
         # -- model copy, manifest ------------------------------------------------------------------
         shutil.copytree(model_dir, tmp / FILES["model_dir"], ignore=shutil.ignore_patterns(".*"))
         sums = {
-            str(p.relative_to(tmp)): sha256_file(p)
+            str(p.relative_to(tmp)): file_sha256(p)
             for p in sorted(tmp.rglob("*"))
             if p.is_file() and p.name != "manifest.json"
         }
         manifest = Manifest(
-            model_hash=sha256_file(model_dir / WEIGHTS_FILE),
+            model_hash=file_sha256(model_dir / WEIGHTS_FILE),
             opset=opset,
             preprocess=pre.to_dict(),
             fps=float(cfg.fps),

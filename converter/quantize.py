@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, load_manifest, save_manifest
-from converter.common import cosine_rows, ort_session, run_batched, sha256_file
+from cezsar.manifest import Manifest, file_sha256, load_manifest, save_manifest
+from converter.common import cosine_rows, ort_session, run_batched
 from converter.qdq_check import check_trt_qdq
 
 log = logging.getLogger("cezsar.quantize")
@@ -645,7 +645,7 @@ def quantize_deploy(
                 with atomic_path(deploy / rel) as tmp:
                     shutil.copyfile(p, tmp)
                 m.files[key] = rel
-                m.sha256[rel] = sha256_file(deploy / rel)
+                m.sha256[rel] = file_sha256(deploy / rel)
         old = m.extra.get("quantization")
         stored: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
         if "tensorrt" in write:

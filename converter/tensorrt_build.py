@@ -216,7 +216,7 @@ def check_sidecar(
     for another GPU or compute capability, or the engine file was replaced. ``tensorrt_version`` and
     ``gpu`` default to what is installed here.
     """
-    from converter.common import sha256_file
+    from cezsar.manifest import file_sha256
 
     engine = Path(engine)
     rebuild = f"rebuild with `cezsar build-engine {engine.parent} --precision {engine.suffixes[0].lstrip('.')}`"
@@ -226,9 +226,9 @@ def check_sidecar(
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise CezsarError(f"{engine}: its ONNX {onnx_path} is missing")
-    if side.get("onnx_sha256") != sha256_file(onnx_path):
+    if side.get("onnx_sha256") != file_sha256(onnx_path):
         raise CezsarError(f"{engine}: stale, {onnx_path.name} changed since the engine was built; {rebuild}")
-    if side.get("engine_sha256") and side["engine_sha256"] != sha256_file(engine):
+    if side.get("engine_sha256") and side["engine_sha256"] != file_sha256(engine):
         raise CezsarError(f"{engine}: the engine file does not match its sidecar (replaced or corrupt); {rebuild}")
     if tensorrt_version is None:
         trt = tensorrt_module()
@@ -345,7 +345,7 @@ def build_engine(
     """Build one engine from one ONNX file (dynamic batch dim 0) and write engine + sidecar atomically."""
     from cezsar import __version__
     from cezsar.atomic import write_bytes, write_json
-    from converter.common import sha256_file
+    from cezsar.manifest import file_sha256
 
     trt = require_tensorrt()
     onnx_path, engine_out = Path(onnx_path), Path(engine_out)
@@ -418,9 +418,9 @@ def build_engine(
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
         "engine": engine_out.name,
-        "engine_sha256": sha256_file(engine_out),
+        "engine_sha256": file_sha256(engine_out),
         "onnx": onnx_path.name,
-        "onnx_sha256": sha256_file(onnx_path),
+        "onnx_sha256": file_sha256(onnx_path),
         "onnx_opset": info["opset"],
         "precision": precision,
         "tensorrt_version": str(trt.__version__),

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -51,11 +50,9 @@ def weights_hash(model_dir: Path) -> str:
     w = model_dir / "model.safetensors"
     if not w.is_file():
         raise CezsarError(f"{model_dir}: not a model folder (no model.safetensors)")
-    h = hashlib.sha256()
-    with open(w, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from cezsar.manifest import file_sha256
+
+    return file_sha256(w)
 
 
 def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:

@@ -38,17 +38,17 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_manifest_written_and_loadable(exported: tuple[Path, Path]) -> None:
-    from converter.common import sha256_file
+    from cezsar.manifest import file_sha256
 
     model_dir, deploy = exported
     m = load_manifest(deploy)
     assert m.opset == 17 and m.window == 4 and m.fps == 4.0
     assert m.pre == Preprocess(size=32, resize=36)
-    assert m.model_hash == sha256_file(model_dir / "model.safetensors")
+    assert m.model_hash == file_sha256(model_dir / "model.safetensors")
     for key in ("frame_encoder", "temporal_head", "text_encoder", "tokenizer", "model_dir"):
         assert m.path(deploy, key).exists()
     for rel, digest in m.sha256.items():
-        assert sha256_file(deploy / rel) == digest
+        assert file_sha256(deploy / rel) == digest
     assert (deploy / "model" / "config.json").is_file()
     for part in ("frame_encoder", "temporal_head", "text_encoder"):
         assert m.extra["parity"][part]["worst_cosine_distance"] < 1e-4

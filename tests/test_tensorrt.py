@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from cezsar.errors import CezsarError
+from cezsar.manifest import file_sha256
 from converter import tensorrt_build as tb
-from converter.common import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,8 +124,8 @@ def _engine_with_sidecar(tmp_path: Path) -> tuple[Path, Path]:
     side = {
         "format": tb.SIDECAR_FORMAT,
         "version": tb.SIDECAR_VERSION,
-        "onnx_sha256": sha256_file(onnx_path),
-        "engine_sha256": sha256_file(engine),
+        "onnx_sha256": file_sha256(onnx_path),
+        "engine_sha256": file_sha256(engine),
         "tensorrt_version": "10.3.0",
         "precision": "fp16",
         "profile": {"min": 1, "opt": 8, "max": 64},

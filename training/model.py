@@ -12,7 +12,6 @@ Unlike the reference implementation, attention runs across time (``batch_first=T
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 
 from cezsar.errors import CezsarError
 from cezsar.jsonfile import read_json
+from cezsar.manifest import file_sha256
 from cezsar.preprocess import Preprocess
 from training.backbones import create_backbone
 
@@ -273,14 +273,6 @@ class CezsarModel(nn.Module):
         model.load_state_dict(state)
         model.eval()
         return model
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_config(folder: str | Path) -> ModelConfig:
