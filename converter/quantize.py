@@ -411,9 +411,9 @@ def _top1(
     deploy: Path, m: Manifest, eval_data: Path, sessions: dict[str, tuple[Any, Any]], threads: int | None
 ) -> dict[str, Any]:
     """Zero-shot top-1 of each (frame encoder, head) pair on an eval folder (testing classes of split.json)."""
+    from cezsar.data.formats import read_eval_set, read_split
     from cezsar.video import sample_clip
     from converter.export import tokenize
-    from training.data import read_eval_set, read_split
 
     evalset = read_eval_set(eval_data)
     names = list(evalset.classes)

@@ -3,7 +3,7 @@
 1. model: ``--model DIR`` or the bundled cezsar/assets/demo_model (trained on the synthetic world);
 2. deploy folder: exported once with converter.export.export_model into a cache keyed by the
    model's weights hash ($CEZSAR_CACHE or ~/.cache/cezsar, then demo/<hash>);
-3. stream: training.synthetic.render_stream(default_stream_plan(seed)) into a temporary folder;
+3. stream: cezsar.data.synthetic.render_stream(default_stream_plan(seed)) into a temporary folder;
 4. actions file: one action per motion of the plan (its motion_descriptions), exclusive (one object,
    one motion at a time), background = the
    idle motion's descriptions;
@@ -82,7 +82,7 @@ def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:
 
 
 def write_actions(path: Path, plan: list[tuple[str, float]]) -> list[str]:
-    from training.synthetic import IDLE, motion_descriptions
+    from cezsar.data.synthetic import IDLE, motion_descriptions
 
     motions = list(dict.fromkeys(m for m, _ in plan if m != IDLE))
     doc = {
@@ -145,9 +145,9 @@ def run_demo(
     cache: Path | None = None,
     echo: bool = True,
 ) -> dict[str, Any]:
+    from cezsar.data.synthetic import default_stream_plan, render_stream
     from edge.metrics import match_events
     from edge.runtime import Runtime, RuntimeConfig
-    from training.synthetic import default_stream_plan, render_stream
 
     t0 = time.time()
     model_dir = Path(model) if model is not None else bundled_model_dir()

@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def render_videos(folder: Path, n: int, frames: int, fps: float, size: int) -> list[Path]:
-    from training.synthetic import ACTIVE_MOTIONS, IDLE, render_stream
+    from cezsar.data.synthetic import ACTIVE_MOTIONS, IDLE, render_stream
 
     out = []
     seconds = frames / fps

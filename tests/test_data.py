@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from cezsar.errors import CezsarError
-from training.data import (
+from cezsar.data.activitynet import import_activitynet
+from cezsar.data.formats import (
     CaptionRecord,
-    import_activitynet,
     read_captions,
     read_dataset_defaults,
     read_eval_set,
     read_split,
 )
+from cezsar.errors import CezsarError
 
 SPLITS = Path("/work/shared/data/zsar_splits")
 

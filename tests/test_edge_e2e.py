@@ -47,7 +47,7 @@ PLANS = {
 
 
 def actions_doc(names: list[str]) -> str:
-    from training.synthetic import IDLE, motion_descriptions
+    from cezsar.data.synthetic import IDLE, motion_descriptions
 
     return yaml.safe_dump(
         {
@@ -94,7 +94,7 @@ class Collector(threading.Thread):
 
 
 def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
-    from training.synthetic import render_stream
+    from cezsar.data.synthetic import render_stream
 
     deploy = deploy_dir()
     truth: dict[str, list[dict[str, Any]]] = {}

@@ -22,8 +22,8 @@ from edge.sources import Source, SourceSpec
 def test_edge_windows_match_the_training_path(tmp_path: Path) -> None:
     import torch
 
+    from cezsar.data.synthetic import render_stream
     from training.model import CezsarModel
-    from training.synthetic import render_stream
 
     video = tmp_path / "v.mp4"
     render_stream(video, [("staying still", 2.0), ("spinning", 3.0), ("moving up", 3.0)], seed=5)

@@ -25,7 +25,7 @@ ACTIONS = {
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.synthetic import render_stream
+    from cezsar.data.synthetic import render_stream
 
     p = tmp_path_factory.mktemp("rt") / "v.mp4"
     render_stream(p, [("staying still", 2.0), ("moving left", 3.0), ("staying still", 1.0)], seed=3)

@@ -128,8 +128,8 @@ def test_onnxruntime_fallback_when_modelopt_fails(
 
 
 def test_top1_on_eval_folder(deploy: Path, deploy_and_calib: tuple[Path, Path], tmp_path: Path) -> None:
+    from cezsar.data import synthetic
     from converter.quantize import quantize_deploy
-    from training import synthetic
 
     world = tmp_path / "world"
     synthetic.synthesize(world, train_clips_per_class=1, eval_clips_per_class=1)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cezsar.data import synthetic as S
+from cezsar.data.formats import read_captions, read_dataset_defaults, read_eval_set, read_split
 from cezsar.errors import CezsarError
 from cezsar.video import probe
-from training import synthetic as S
-from training.data import read_captions, read_dataset_defaults, read_eval_set, read_split
 
 
 def _decode(path: Path) -> np.ndarray:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cezsar.data.synthetic import synthesize
 from cezsar.errors import CezsarError
 from training.negatives import NegativeConfig
-from training.synthetic import synthesize
 from training.train import TrainConfig, train
 
 CLI = [sys.executable, "-m", "cezsar"]

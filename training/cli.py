@@ -11,7 +11,7 @@ from cezsar.errors import CezsarError
 
 
 def _defaults(data: Path) -> dict:
-    from training.data import read_dataset_defaults
+    from cezsar.data.formats import read_dataset_defaults
 
     return read_dataset_defaults(data)
 
@@ -51,7 +51,7 @@ def train_cmd(
 
     from rich.console import Console
 
-    from training.data import read_captions
+    from cezsar.data.formats import read_captions
     from training.negatives import NegativeConfig
     from training.train import TrainConfig, train
 

@@ -18,8 +18,8 @@ def synth_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from cezsar.data import synthetic
     from cezsar.errors import CezsarError
-    from training import synthetic
 
     train_k = synthetic.TRAIN_CLIPS_PER_CLASS if train_clips is None else train_clips
     eval_k = synthetic.EVAL_CLIPS_PER_CLASS if eval_clips is None else eval_clips
@@ -62,7 +62,7 @@ def import_activitynet_cmd(
     """Convert ActivityNet Captions annotations into a caption-pair dataset (captions.jsonl)."""
     from rich.console import Console
 
-    from training.data import import_activitynet
+    from cezsar.data.activitynet import import_activitynet
 
     s = import_activitynet(json_path, videos, out)
     console = Console()

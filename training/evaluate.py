@@ -77,7 +77,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> EvalReport:
-    from training.data import read_eval_set, read_split
+    from cezsar.data.formats import read_eval_set, read_split
 
     model = CezsarModel.load(model_dir)
     evalset = read_eval_set(data_dir)

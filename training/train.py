@@ -132,7 +132,7 @@ def train(
 ) -> TrainResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from training.data import read_captions
+    from cezsar.data.formats import read_captions
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if cfg.threads:

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from cezsar.atomic import atomic_dir
+from cezsar.data.formats import CAPTIONS_FILE, CLASSES_DIR, DATASET_FILE, SPLIT_FILE, VIDEOS_FILE
 from cezsar.errors import CezsarError
 from cezsar.video import write_video
 
@@ -612,13 +613,13 @@ def synthesize(
                 evals.append({"video": rel, "label": cname})
             if progress is not None:
                 progress(i + 1, len(jobs))
-        (tmp / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in captions))
-        (tmp / "videos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
-        (tmp / "classes").mkdir()
+        (tmp / CAPTIONS_FILE).write_text("".join(json.dumps(r) + "\n" for r in captions))
+        (tmp / VIDEOS_FILE).write_text("".join(json.dumps(r) + "\n" for r in evals))
+        (tmp / CLASSES_DIR).mkdir()
         for cname in all_classes:
             lines = class_descriptions(*parse_class_name(cname))
-            (tmp / "classes" / f"{cname}.txt").write_text("\n".join(lines) + "\n")
-        (tmp / "split.json").write_text(json.dumps({"training": training, "testing": testing}, indent=2) + "\n")
+            (tmp / CLASSES_DIR / f"{cname}.txt").write_text("\n".join(lines) + "\n")
+        (tmp / SPLIT_FILE).write_text(json.dumps({"training": training, "testing": testing}, indent=2) + "\n")
         dataset = {
             **DEFAULTS,
             "seed": seed,
@@ -631,7 +632,7 @@ def synthesize(
             "train_clips_per_class": train_clips_per_class,
             "eval_clips_per_class": eval_clips_per_class,
         }
-        (tmp / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+        (tmp / DATASET_FILE).write_text(json.dumps(dataset, indent=2) + "\n")
     return {
         "out_dir": str(out_dir),
         "seed": seed,
