@@ -29,6 +29,7 @@ import numpy as np
 
 from cezsar.errors import CezsarError
 from cezsar.manifest import Manifest, file_sha256, save_manifest
+from cezsar.tokenize import SentenceTokenizer
 from converter.common import cosine_distance, ort_session, synthetic_frames
 
 log = logging.getLogger("cezsar.export")
@@ -217,18 +218,6 @@ def save_tokenizer(st: Any, path: Path) -> dict[str, Any]:
         "inputs": ["input_ids", "attention_mask"],
         "dtype": "int64",
         "note": "tokenizer.json already truncates and pads: encode_batch(), then ids and attention_mask as int64",
-    }
-
-
-def tokenize(tokenizer_path: str | Path, sentences: list[str]) -> dict[str, np.ndarray]:
-    """Sentences -> {"input_ids", "attention_mask"} int64 arrays with the deploy folder's tokenizer.json."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    enc = tok.encode_batch(sentences)
-    return {
-        "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
-        "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
     }
 
 
@@ -468,7 +457,7 @@ def export_model(
                 parity["text_encoder"].add(
                     "random", ref, tx.run(None, {"input_ids": ids_np, "attention_mask": mask_np})[0]
                 )
-            toks = tokenize(tmp / FILES["tokenizer"], PARITY_SENTENCES)
+            toks = SentenceTokenizer(tmp / FILES["tokenizer"])(PARITY_SENTENCES)
             parity["text_encoder"].add("sentences", ref_sentences, tx.run(None, toks)[0])
         del fe, th, tx
 

@@ -411,25 +411,22 @@ def _top1(
     deploy: Path, m: Manifest, eval_data: Path, sessions: dict[str, tuple[Any, Any]], threads: int | None
 ) -> dict[str, Any]:
     """Zero-shot top-1 of each (frame encoder, head) pair on an eval folder (testing classes of split.json)."""
-    from cezsar.data.formats import read_eval_set, read_split
+    from cezsar import zeroshot
+    from cezsar.data.formats import SPLIT_FILE, read_eval_set, read_split
+    from cezsar.tokenize import SentenceTokenizer
     from cezsar.video import sample_clip
-    from converter.export import tokenize
 
     evalset = read_eval_set(eval_data)
     names = list(evalset.classes)
-    split_path = Path(eval_data) / "split.json"
+    split_path = Path(eval_data) / SPLIT_FILE
     if split_path.is_file():
         names = list(read_split(split_path, names).testing)
     videos = [v for v in evalset.videos if v.label in set(names)]
     if len(names) < 2 or not videos:
         raise CezsarError(f"{eval_data}: need >= 2 classes with videos to measure top-1")
     tx = ort_session(m.path(deploy, "text_encoder"), threads)
-    protos = []
-    for name in names:
-        emb = tx.run(None, tokenize(m.path(deploy, "tokenizer"), list(evalset.classes[name])))[0]
-        c = emb.mean(axis=0)
-        protos.append(c / max(float(np.linalg.norm(c)), 1e-12))
-    proto = np.stack(protos)
+    tokenize = SentenceTokenizer(m.path(deploy, "tokenizer"), max_length=m.text_max_length)
+    proto = zeroshot.class_prototypes([tx.run(None, tokenize(evalset.classes[name]))[0] for name in names])
     pre = m.pre
     clips = []
     for v in videos:
@@ -440,8 +437,7 @@ def _top1(
     for key, (fe, th) in sessions.items():
         feats = run_batched(fe, "frames", frames, 32).reshape(len(videos), m.window, -1)
         emb = run_batched(th, "features", feats, 32)
-        pred = np.argmax(emb @ proto.T, axis=1)
-        out[f"top1_{key}"] = float(np.mean(pred == labels))
+        out[f"top1_{key}"] = zeroshot.top1_accuracy(zeroshot.cosine_scores(emb, proto), labels)
     return out
 
 

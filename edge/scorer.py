@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cezsar.zeroshot import class_prototypes
 from edge.actions import ActionSet
 from edge.decisions import Params
 from edge.text import TextEncoder
@@ -58,8 +59,7 @@ class Scorer:
     @classmethod
     def build(cls, aset: ActionSet, text: TextEncoder) -> Scorer:
         """Embed the set's descriptions (cached per string) and build a scorer."""
-        rows = [_unit(text.encode(list(a.descriptions)).mean(axis=0)) for a in aset.actions]
-        action_emb = np.stack(rows) if rows else np.zeros((0, text.dim), dtype=np.float32)
+        action_emb = class_prototypes([text.encode(list(a.descriptions)) for a in aset.actions], dim=text.dim)
         bg = text.encode(list(aset.background)) if aset.background else np.zeros((0, text.dim), dtype=np.float32)
         return cls(aset, action_emb, bg)
 

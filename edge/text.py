@@ -1,4 +1,4 @@
-"""The text tower at the edge: tokenizer.json (``tokenizers``) + text_encoder.onnx (onnxruntime).
+"""The text tower at the edge: tokenizer.json (:mod:`cezsar.tokenize`) + text_encoder.onnx (onnxruntime).
 
 No torch. Embeddings are cached per description string, so editing an actions file only encodes
 the descriptions that are new. The exported tokenizer already truncates (manifest.text_max_length)
@@ -16,6 +16,7 @@ import numpy as np
 
 from cezsar.errors import CezsarError
 from cezsar.manifest import Manifest, verified_path
+from cezsar.tokenize import SentenceTokenizer
 from edge.backends.onnxruntime import session_options
 
 BATCH = 32
@@ -24,19 +25,11 @@ BATCH = 32
 class TextEncoder:
     def __init__(self, deploy_dir: str | Path, manifest: Manifest, threads: int | None = None) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         deploy_dir = Path(deploy_dir)
         tok_path = verified_path(manifest, deploy_dir, "tokenizer")
         onnx_path = verified_path(manifest, deploy_dir, "text_encoder")
-        try:
-            self.tokenizer = Tokenizer.from_file(str(tok_path))
-        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
-            raise CezsarError(f"{tok_path}: not a tokenizers file ({e})") from None
-        if self.tokenizer.truncation is None:
-            self.tokenizer.enable_truncation(max_length=manifest.text_max_length)
-        if self.tokenizer.padding is None:
-            self.tokenizer.enable_padding()
+        self.tokenizer = SentenceTokenizer(tok_path, max_length=manifest.text_max_length)
         try:
             self.session: Any = ort.InferenceSession(
                 str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
@@ -50,14 +43,7 @@ class TextEncoder:
         self.encoded = 0  # strings actually run through the network (cache misses)
 
     def _run(self, sentences: list[str]) -> np.ndarray:
-        enc = self.tokenizer.encode_batch(sentences)
-        ids = np.asarray([e.ids for e in enc], dtype=np.int64)
-        feeds = {
-            "input_ids": ids,
-            "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
-            "token_type_ids": np.zeros_like(ids),
-        }
-        out = self.session.run(None, {k: feeds[k] for k in self.inputs})[0].astype(np.float32)
+        out = self.session.run(None, self.tokenizer.feeds(sentences, self.inputs))[0].astype(np.float32)
         norm = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norm, 1e-12)
 

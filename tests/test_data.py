@@ -299,3 +299,17 @@ def test_cli_import_activitynet(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "none.json" in bad.stderr
+
+
+def test_data_package_needs_no_torch(tmp_path: Path) -> None:
+    """The edge demo and the converter read and render datasets through cezsar.data: no torch there."""
+    code = (
+        "import sys\n"
+        "import cezsar.data.synthetic, cezsar.data.formats, cezsar.data.activitynet\n"
+        "import cezsar.zeroshot, cezsar.tokenize\n"
+        "from cezsar.data.synthetic import synthesize\n"
+        f"synthesize({str(tmp_path / 'w')!r}, train_clips_per_class=1, eval_clips_per_class=1)\n"
+        f"cezsar.data.formats.read_eval_set({str(tmp_path / 'w')!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -79,8 +79,8 @@ def test_onnx_matches_torch(exported: tuple[Path, Path]) -> None:
 
 def test_text_encoder_with_tokenizer_json_matches_training_path(exported: tuple[Path, Path]) -> None:
     """tokenizer.json + text_encoder.onnx (no torch at the edge) == SentenceEncoder + TextHead."""
+    from cezsar.tokenize import SentenceTokenizer
     from converter.common import cosine_distance, ort_session
-    from converter.export import tokenize
     from training.model import CezsarModel, SentenceEncoder
 
     model_dir, deploy = exported
@@ -89,7 +89,7 @@ def test_text_encoder_with_tokenizer_json_matches_training_path(exported: tuple[
     with torch.no_grad():
         ref = model.encode_text(SentenceEncoder(model.config.text_model).encode(sentences)).numpy()
     got = ort_session(deploy / "text_encoder.onnx", threads=1).run(
-        None, tokenize(deploy / "tokenizer.json", sentences)
+        None, SentenceTokenizer(deploy / "tokenizer.json")(sentences)
     )[0]
     assert cosine_distance(ref, got).max() < 1e-5
 

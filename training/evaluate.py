@@ -1,6 +1,7 @@
 """Zero-shot evaluation: nearest class description in the joint space (cosine, k=1).
 
-Each class is represented by the mean of its descriptions' text embeddings (a prototype). A fixed
+Each class is represented by the mean of its descriptions' text embeddings (a prototype, built by
+:mod:`cezsar.zeroshot` as the converter and the edge build it). A fixed
 split file evaluates on its testing classes; random splits draw N classes per run over R runs and
 report the mean and standard deviation, as in the paper's protocol.
 """
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cezsar import zeroshot
 from cezsar.errors import CezsarError
 from training.clips import Segment, build_bank, to_tensor
 from training.model import CezsarModel, SentenceEncoder
@@ -46,12 +48,10 @@ class EvalReport:
 @torch.no_grad()
 def class_prototypes(
     model: CezsarModel, text: SentenceEncoder, classes: dict[str, list[str]], names: list[str]
-) -> torch.Tensor:
-    protos = []
-    for name in names:
-        emb = model.encode_text(text.encode(classes[name]))
-        protos.append(torch.nn.functional.normalize(emb.mean(0), dim=-1))
-    return torch.stack(protos)
+) -> np.ndarray:
+    """(C, J) prototypes of the classes ``names``, from each one's descriptions in ``classes``."""
+    per_class = [model.encode_text(text.encode(classes[name])).numpy() for name in names]
+    return zeroshot.class_prototypes(per_class, dim=model.config.joint_dim)
 
 
 @torch.no_grad()
@@ -99,7 +99,7 @@ def evaluate(
     text = SentenceEncoder(model.config.text_model)
     protos = class_prototypes(model, text, evalset.classes, pool)
     emb = video_embeddings(model, [Segment(Path(v.path), v.start, v.end) for v in videos], progress=progress)
-    sims = (emb @ protos.T).numpy()  # (V, C)
+    sims = zeroshot.cosine_scores(emb.numpy(), protos)  # (V, C)
     labels = np.array([pool.index(v.label) for v in videos])
 
     rng = np.random.default_rng(seed)
@@ -110,10 +110,10 @@ def evaluate(
         mask = np.isin(labels, chosen)
         if not mask.any():
             continue
-        pred = chosen[np.argmax(sims[mask][:, chosen], axis=1)]
+        pred = zeroshot.predict(sims[mask], among=chosen)
         true = labels[mask]
         accs.append(float(np.mean(pred == true)))
-        np.add.at(confusion, (true, pred), 1)
+        confusion += zeroshot.confusion(true, pred, len(pool))
         del r
     if not accs:
         raise CezsarError("no run had any video of its classes; use more videos or fewer runs")
