@@ -530,7 +530,7 @@ def quantize_deploy(
     report, ``report["targets"]`` whether each target passed and was written. The manifest keeps the
     report under ``extra.quantization`` (a later run of one target keeps the other target's report).
     """
-    from calibration.calibrate import load_calibration
+    from cezsar.data.calibration import load_calibration
 
     if target not in TARGETS:
         raise CezsarError(f"--target {target}: choose one of {', '.join(TARGETS)}")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.calibrate import _share, build_calibration_set, load_calibration
+from calibration.calibrate import _share, build_calibration_set
+from cezsar.data.calibration import load_calibration
 from cezsar.errors import CezsarError
 from cezsar.manifest import Manifest, save_manifest
 from cezsar.preprocess import Preprocess

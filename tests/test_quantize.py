@@ -27,7 +27,7 @@ PRE = Preprocess(size=32, resize=36)
 
 @pytest.fixture(scope="module")
 def deploy_and_calib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from calibration.calibrate import CalibrationSet
+    from cezsar.data.calibration import CalibrationSet
     from converter.common import synthetic_frames
     from converter.export import export_model
     from training.model import CezsarModel, ModelConfig

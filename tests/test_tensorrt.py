@@ -335,7 +335,7 @@ class TestWithTensorRT:
             TensorRTBackend("fp16").load(d, load_manifest(d), "temporal_head")
 
     def test_int8_engines_from_qdq(self, trt_deploy: Path, tmp_path: Path) -> None:
-        from calibration.calibrate import CalibrationSet
+        from cezsar.data.calibration import CalibrationSet
         from cezsar.manifest import load_manifest
         from converter.check_engine import check_engines
         from converter.common import synthetic_frames
