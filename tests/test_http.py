@@ -144,3 +144,25 @@ def test_port_in_use_is_one_clear_error() -> None:
         port = s.getsockname()[1]
         with pytest.raises(CezsarError, match=rf"http 127\.0\.0\.1:{port}: cannot listen"):
             HttpServer(port=port).start()
+
+
+def test_grafana_dashboard_queries_exported_metrics() -> None:
+    import re
+
+    dash = json.loads((Path(__file__).resolve().parents[1] / "examples" / "grafana-dashboard.json").read_text())
+    m = Metrics()
+    m.frame_in("a")
+    m.frame_dropped("a")
+    m.frame_encoded("a")
+    m.window_latency(0.1, "a")
+    m.event("a", "x")
+    m.set_info("b", "fp32")
+    m.watch_sink("s", lambda: {"sent": 1, "connected": True})
+    exported = {s.name for fam in text_string_to_metric_families(m.render()[0].decode()) for s in fam.samples}
+    queried = {
+        name
+        for panel in dash["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:cezsar|process)_[a-z_]+)\{", target["expr"])
+    }
+    assert len(queried) >= 8 and queried <= exported, queried - exported
