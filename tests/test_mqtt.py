@@ -19,11 +19,13 @@ import pytest
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed (pip install 'cezsar[mqtt]')")
 
-from edge.sinks.mqtt import MqttSink, slug  # noqa: E402
+from cezsar.errors import CezsarError  # noqa: E402
+from edge.sinks.mqtt import MqttSink, MqttTls, slug  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 MOSQUITTO_SUB = shutil.which("mosquitto_sub")
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(
     MOSQUITTO is None, reason="mosquitto broker not installed (apt-get install mosquitto mosquitto-clients)"
 )
@@ -92,13 +94,15 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class Sub:
     """A real paho subscriber that records (topic, payload, retain)."""
 
-    def __init__(self, port: int, topics: list[str], **auth: Any) -> None:
+    def __init__(self, port: int, topics: list[str], ca: Path | None = None, **auth: Any) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{os.urandom(4).hex()}")
         if auth:
             c.username_pw_set(auth["username"], auth["password"])
+        if ca is not None:
+            c.tls_set(ca_certs=str(ca))
         c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe([(t, 1) for t in topics])
         c.on_subscribe = lambda *a: self._subscribed.set()
         c.on_message = self._on_message
@@ -326,3 +330,52 @@ def test_username_password(tmp_path: Path) -> None:
             good.close()
     finally:
         b.kill()
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    assert OPENSSL is not None
+    p = {name: folder / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "san.ext")}
+    p["san.ext"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([OPENSSL, *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(p["ca.key"]), "-out", str(p["ca.crt"]),
+        "-days", "2", "-subj", "/CN=cezsar test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(p["server.key"]), "-out", str(p["server.csr"]),
+        "-subj", "/CN=localhost")  # fmt: skip
+    run("x509", "-req", "-in", str(p["server.csr"]), "-CA", str(p["ca.crt"]), "-CAkey", str(p["ca.key"]),
+        "-CAcreateserial", "-out", str(p["server.crt"]), "-days", "2", "-extfile", str(p["san.ext"]))  # fmt: skip
+    return p
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl command not installed")
+def test_tls_verified_by_ca_refused_without_it_and_insecure_flag(tmp_path: Path) -> None:
+    c = _certificates(tmp_path)
+    tls_conf = f"cafile {c['ca.crt']}\ncertfile {c['server.crt']}\nkeyfile {c['server.key']}\nallow_anonymous true\n"
+    b = Broker(tmp_path, extra=tls_conf)
+    b.start()
+    sinks = []
+    try:
+        verified = MqttSink("127.0.0.1", b.port, tls=MqttTls(ca=c["ca.crt"]), min_backoff=0.2, max_backoff=0.5)
+        untrusted = MqttSink("127.0.0.1", b.port, tls=MqttTls(), min_backoff=0.2, max_backoff=0.5)  # system CAs
+        insecure = MqttSink("127.0.0.1", b.port, prefix="insecure", tls=MqttTls(insecure=True))
+        sinks = [verified, untrusted, insecure]
+        wait_until(lambda: verified.connected and insecure.connected, what="TLS connections")
+        sub = Sub(b.port, ["cezsar/status", "insecure/status"], ca=c["ca.crt"])
+        verified.publish("status", {"type": "status", "state": "tls"})
+        insecure.publish("status", {"type": "status", "state": "insecure"})
+        wait_until(lambda: sub.on("cezsar/status") and sub.on("insecure/status"), what="messages over TLS")
+        assert json.loads(sub.on("cezsar/status")[0])["state"] == "tls"
+        untrusted.publish("status", {"type": "status"})
+        wait_until(lambda: untrusted.unsent >= 1, what="unsent without a trusted CA")
+        assert not untrusted.connected
+        sub.close()
+    finally:
+        for s in sinks:
+            s.close()
+        b.kill()
+    with pytest.raises(CezsarError, match="mqtt TLS CA .*: no such file"):
+        MqttSink("127.0.0.1", 1883, tls=MqttTls(ca=tmp_path / "missing.crt"))
