@@ -269,6 +269,28 @@ def test_broker_killed_and_restarted_mid_stream(broker: Broker) -> None:
         sink.close()
 
 
+def test_publish_never_waits_for_a_stuck_worker_and_counts_drops(broker: Broker) -> None:
+    sink = MqttSink("127.0.0.1", broker.port, queue_size=5, discovery=False)
+    try:
+        wait_until(lambda: sink.connected and sink.sent >= 1, what="sink to connect and announce itself")
+        with sink._lock:  # the worker stops inside its first event (it takes this lock), as if stuck
+            sink.publish("event.cam1", event("start", "cam1", "wave", 1))
+            wait_until(lambda: sink.stats()["queued"] == 0, what="worker to take the first message")
+            results: list[bool] = []
+
+            def caller() -> None:
+                results.extend(sink.publish("scores.cam1", {"type": "scores"}) for _ in range(12))
+
+            t = threading.Thread(target=caller)
+            t.start()
+            t.join(10)
+            assert not t.is_alive(), "publish waited for the worker"
+            assert results == [True] * 5 + [False] * 7 and sink.dropped == 7
+        wait_until(lambda: sink.stats()["queued"] == 0, what="queue drained after the worker resumed")
+    finally:
+        sink.close()
+
+
 def test_sink_started_before_the_broker_connects_later(tmp_path: Path) -> None:
     b = Broker(tmp_path)
     sink = MqttSink("127.0.0.1", b.port, min_backoff=0.1, max_backoff=0.3)

@@ -193,7 +193,8 @@ class MqttSink:
         return bool(self._client.is_connected())
 
     def publish(self, topic: str, payload: dict[str, Any]) -> bool:
-        """Queue one runtime message; False (and ``dropped`` + 1) when closed or the queue is full."""
+        """Queue one runtime message (never waits). False when closed, or when the queue is full
+        (then ``dropped`` + 1)."""
         if self.closed:
             return False
         try:
