@@ -401,3 +401,76 @@ def test_tls_verified_by_ca_refused_without_it_and_insecure_flag(tmp_path: Path)
         b.kill()
     with pytest.raises(CezsarError, match="mqtt TLS CA .*: no such file"):
         MqttSink("127.0.0.1", 1883, tls=MqttTls(ca=tmp_path / "missing.crt"))
+
+
+def test_outputs_together_zmq_mqtt_metrics_and_media(broker: Broker, tmp_path: Path) -> None:
+    """The new outputs side by side, driven as the runtime will drive them: one event goes out over
+    ZeroMQ and MQTT with its media URLs, which the HTTP server then serves; /metrics counts it all."""
+    import urllib.request
+
+    import cv2
+    import numpy as np
+
+    zmq = pytest.importorskip("zmq")
+    pytest.importorskip("aiohttp")
+    from edge.client import Subscriber
+    from edge.http import HttpServer, Metrics
+    from edge.media import MediaRecorder
+    from edge.publisher import Publisher
+
+    metrics = Metrics(process=False)
+    with HttpServer(port=0, metrics=metrics, media_dir=tmp_path / "media") as srv:
+        media = MediaRecorder(tmp_path / "media", pre_roll=1.0, base_url=srv.url + "/media")
+        ctx = zmq.Context()
+        pub = Publisher("tcp://127.0.0.1:*", context=ctx)
+        sink = MqttSink("127.0.0.1", broker.port, node_id="box")
+        metrics.watch_sink("zmq", lambda: {"sent": pub.sent, "dropped": pub.dropped})
+        metrics.watch_sink("mqtt", sink.stats)
+        sink.set_actions(["cam1"], ["wave"])
+        mqtt_sub = Sub(broker.port, ["cezsar/events"])
+        zmq_sub = Subscriber(pub.endpoint, topics=["event."], context=ctx)
+        try:
+            wait_until(lambda: sink.connected, what="MQTT")
+            time.sleep(0.3)  # ZeroMQ's slow joiner: let the subscription reach the PUB socket
+            for i in range(41):  # 4 s of a 10 fps stream, an event from 2.0 to 3.5 s
+                t = i / 10
+                img = np.zeros((48, 64, 3), np.uint8)
+                img[:, i % 64] = 255
+                metrics.frame_in("cam1")
+                media.add_frame("cam1", t, img)
+                msg = None
+                if i == 20:
+                    media.event_start("ev1", "cam1", 2.0)
+                    msg = event("start", "cam1", "wave", 1)
+                    metrics.event("cam1", "wave")
+                elif i == 35:
+                    res = media.event_end("ev1", 3.5, peak_time=3.0)
+                    assert res is not None
+                    msg = {**event("end", "cam1", "wave", 1), **res.as_message()}
+                if msg is not None:
+                    for out in (pub, sink):
+                        out.publish("event.cam1", msg)
+            got = [zmq_sub.recv(timeout=5), zmq_sub.recv(timeout=5)]
+            assert [m.data["phase"] for m in got if m is not None] == ["start", "end"]
+            end = got[1].data if got[1] is not None else {}
+            wait_until(lambda: len(mqtt_sub.on("cezsar/events")) == 2, what="both events over MQTT")
+            assert json.loads(mqtt_sub.on("cezsar/events")[1])["snapshot"] == end["snapshot"]
+            assert media.flush(30) and media.written == 1
+            with urllib.request.urlopen(end["snapshot"], timeout=10) as r:
+                snap = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
+            assert snap is not None and int(np.argmax(snap[:, :, 1].mean(axis=0))) == 30  # frame at 3.0 s
+            with urllib.request.urlopen(end["clip"], timeout=10) as r:
+                assert r.headers["Content-Length"] and int(r.headers["Content-Length"]) > 0
+            with urllib.request.urlopen(srv.url + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            assert 'cezsar_frames_in_total{stream="cam1"} 41.0' in text
+            assert 'cezsar_events_total{action="wave",stream="cam1"} 1.0' in text
+            assert 'cezsar_sink_messages_total{outcome="sent",sink="zmq"} 2.0' in text
+            assert 'cezsar_sink_connected{sink="mqtt"} 1.0' in text
+        finally:
+            zmq_sub.close()
+            mqtt_sub.close()
+            sink.close()
+            pub.close(0)
+            media.close()
+            ctx.term()
