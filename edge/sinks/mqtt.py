@@ -255,10 +255,9 @@ class MqttSink:
     def discovery_topics(self, stream: str, action: str) -> tuple[str, str]:
         """(binary_sensor config topic, score sensor config topic)."""
         oid = f"{stream}_{self._slug(stream, action)}"
-        base = f"{self.discovery_prefix}"
         return (
-            f"{base}/binary_sensor/{self.node_id}/{oid}/config",
-            f"{base}/sensor/{self.node_id}/{oid}_score/config",
+            f"{self.discovery_prefix}/binary_sensor/{self.node_id}/{oid}/config",
+            f"{self.discovery_prefix}/sensor/{self.node_id}/{oid}_score/config",
         )
 
     def _slug(self, stream: str, action: str) -> str:
@@ -305,6 +304,16 @@ class MqttSink:
         }
         return [(b_topic, binary), (s_topic, score)]
 
+    def _retained_topics(self, stream: str, s: str) -> set[str]:
+        """Every retained topic of one stream x action slug (emptied when the pair goes away)."""
+        oid = f"{stream}_{s}"
+        return {
+            f"{self.discovery_prefix}/binary_sensor/{self.node_id}/{oid}/config",
+            f"{self.discovery_prefix}/sensor/{self.node_id}/{oid}_score/config",
+            f"{self.prefix}/{stream}/{s}",
+            f"{self.prefix}/{stream}/{s}/attributes",
+        }
+
     def _set_pairs(self, streams: Iterable[str], actions: Iterable[str] | Mapping[str, Iterable[str]]) -> None:
         streams = [str(s) for s in streams]
         if isinstance(actions, Mapping):
@@ -325,28 +334,11 @@ class MqttSink:
                 return
             for pair, s in self._pairs.items():
                 if new.get(pair) != s:
-                    stream = pair[0]
-                    oid = f"{stream}_{s}"
-                    self._to_clear.update(
-                        {
-                            f"{self.discovery_prefix}/binary_sensor/{self.node_id}/{oid}/config",
-                            f"{self.discovery_prefix}/sensor/{self.node_id}/{oid}_score/config",
-                            f"{self.prefix}/{stream}/{s}",
-                            f"{self.prefix}/{stream}/{s}/attributes",
-                        }
-                    )
+                    self._to_clear.update(self._retained_topics(pair[0], s))
                     self._announced.discard(pair)
                     self._states.pop(pair, None)
             for pair, s in new.items():
-                oid = f"{pair[0]}_{s}"
-                self._to_clear.difference_update(
-                    {
-                        f"{self.discovery_prefix}/binary_sensor/{self.node_id}/{oid}/config",
-                        f"{self.discovery_prefix}/sensor/{self.node_id}/{oid}_score/config",
-                        f"{self.prefix}/{pair[0]}/{s}",
-                        f"{self.prefix}/{pair[0]}/{s}/attributes",
-                    }
-                )
+                self._to_clear.difference_update(self._retained_topics(pair[0], s))
             self._pairs = new
         self._dirty.set()
 
@@ -481,7 +473,7 @@ class MqttSink:
         for what, p in (("CA", tls.ca), ("certificate", tls.cert), ("key", tls.key)):
             if p is not None and not Path(p).is_file():
                 raise CezsarError(f"mqtt TLS {what} {p}: no such file")
-        if (tls.cert is None) != (tls.key is None) and tls.key is not None:
+        if tls.key is not None and tls.cert is None:
             raise CezsarError("mqtt TLS: a key needs its certificate (cert)")
         try:
             client.tls_set(
