@@ -1,0 +1,476 @@
+"""MQTT sink against a real mosquitto broker, read by a real paho subscriber and by mosquitto_sub."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed (pip install 'cezsar[mqtt]')")
+
+from cezsar.errors import CezsarError  # noqa: E402
+from edge.sinks.mqtt import MqttSink, MqttTls, slug  # noqa: E402
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO_SUB = shutil.which("mosquitto_sub")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+OPENSSL = shutil.which("openssl")
+pytestmark = pytest.mark.skipif(
+    MOSQUITTO is None, reason="mosquitto broker not installed (apt-get install mosquitto mosquitto-clients)"
+)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Broker:
+    """A mosquitto process on a loopback port that can be killed and started again on the same port."""
+
+    def __init__(self, folder: Path, extra: str = "allow_anonymous true\n") -> None:
+        self.port = free_port()
+        self.conf = folder / "mosquitto.conf"
+        # as root mosquitto would drop to its own user, who cannot read files under pytest's 0700 tmp folders
+        user = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{extra}{user}persistence false\nlog_dest stderr\n")
+        self.log = folder / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert MOSQUITTO is not None
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(up, 10, "mosquitto to listen")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.kill()
+
+
+class Sub:
+    """A real paho subscriber that records (topic, payload, retain)."""
+
+    def __init__(self, port: int, topics: list[str], ca: Path | None = None, **auth: Any) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{os.urandom(4).hex()}")
+        if auth:
+            c.username_pw_set(auth["username"], auth["password"])
+        if ca is not None:
+            c.tls_set(ca_certs=str(ca))
+        c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe([(t, 1) for t in topics])
+        c.on_subscribe = lambda *a: self._subscribed.set()
+        c.on_message = self._on_message
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+        assert self._subscribed.wait(10), "subscription not acknowledged"
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def mosquitto_sub(port: int, topic: str, wait: float = 1.5, count: int | None = None) -> list[tuple[str, str]]:
+    """The retained and live messages mosquitto_sub (the C client) sees within ``wait`` seconds."""
+    if MOSQUITTO_SUB is None:
+        pytest.skip("mosquitto_sub not installed (apt-get install mosquitto-clients)")
+    cmd = [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-v", "-W", str(max(1, round(wait)))]
+    if count is not None:
+        cmd += ["-C", str(count)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=wait + 10).stdout
+    rows = []
+    for line in out.splitlines():
+        t, _, p = line.partition(" ")
+        rows.append((t, p))
+    return rows
+
+
+def event(phase: str, stream: str, action: str, n: int = 0) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "id": f"{n:032x}",
+        "phase": phase,
+        "stream": stream,
+        "action": action,
+        "start": 1.0,
+        "end": 2.0 if phase == "end" else None,
+        "score": 0.2,
+        "peak": 0.3,
+        "peak_time": 1.5,
+    }
+
+
+def test_slug() -> None:
+    assert slug("moving left") == "moving_left"
+    assert slug("Wave / Hand+#") == "wave_hand"
+    assert slug("???").startswith("a") and len(slug("???")) == 9
+
+
+def test_events_states_scores_and_status_reach_paho_and_mosquitto_sub(broker: Broker) -> None:
+    sub = Sub(broker.port, ["cezsar/#"])
+    with MqttSink("127.0.0.1", broker.port, node_id="box1") as sink:
+        wait_until(lambda: sink.connected, what="sink to connect")
+        sink.publish("event.cam1", event("start", "cam1", "moving left", 1))
+        sink.publish("scores.cam1", {"type": "scores", "stream": "cam1", "smoothed": {"moving left": 0.25}})
+        sink.publish("status", {"type": "status", "state": "running", "streams": {}, "actions": {"names": []}})
+        wait_until(lambda: sub.on("cezsar/status"), what="status")
+        ev = json.loads(sub.on("cezsar/events")[0])
+        assert ev["schema"].startswith("cezsar/") and ev["phase"] == "start" and ev["action"] == "moving left"
+        assert sub.on("cezsar/cam1/moving_left") == [b"ON"]
+        assert json.loads(sub.on("cezsar/cam1/scores")[0])["smoothed"] == {"moving left": 0.25}
+        assert sub.on("cezsar/availability")[0] == b"online"
+        # a non-Python client sees the retained state and availability
+        rows = dict(mosquitto_sub(broker.port, "cezsar/#", count=4))  # the 4 retained topics
+        assert rows["cezsar/cam1/moving_left"] == "ON"
+        assert rows["cezsar/availability"] == "online"
+        assert json.loads(rows["cezsar/status"])["state"] == "running"
+        sink.publish("event.cam1", event("end", "cam1", "moving left", 1))
+        wait_until(lambda: sub.on("cezsar/cam1/moving_left") == [b"ON", b"OFF"], what="OFF state")
+        assert sink.dropped == 0 and sink.unsent == 0 and sink.sent >= 7
+    # a clean close publishes offline (retained)
+    wait_until(lambda: sub.on("cezsar/availability")[-1:] == [b"offline"], what="offline")
+    sub.close()
+
+
+def _discovery(rows: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    return {t: json.loads(p) for t, p in rows if p}
+
+
+def test_home_assistant_discovery_appears_and_disappears_live(broker: Broker) -> None:
+    sub = Sub(broker.port, ["homeassistant/#"])
+    with MqttSink("127.0.0.1", broker.port, node_id="box1", prefix="site/a") as sink:
+        sink.set_actions(["cam1", "cam2"], ["moving left", "wave"])
+        wait_until(lambda: len(sub.messages) >= 8, what="8 discovery configs")
+        configs = _discovery(mosquitto_sub(broker.port, "homeassistant/#", count=8))
+        assert len(configs) == 8
+        b = configs["homeassistant/binary_sensor/box1/cam1_moving_left/config"]
+        assert b["state_topic"] == "site/a/cam1/moving_left"
+        assert b["payload_on"] == "ON" and b["payload_off"] == "OFF"
+        assert b["availability_topic"] == "site/a/availability"
+        assert b["device"]["identifiers"] == ["cezsar_box1"]
+        s = configs["homeassistant/sensor/box1/cam2_wave_score/config"]
+        assert s["state_topic"] == "site/a/cam2/scores" and "wave" in s["value_template"]
+        assert len({c["unique_id"] for c in configs.values()}) == 8
+
+        # remove "wave", add "clap": wave's configs are emptied (HA removes the entities), clap's appear
+        sink.set_actions(["cam1", "cam2"], ["moving left", "clap"])
+        wave = "homeassistant/binary_sensor/box1/cam1_wave/config"
+        wait_until(lambda: sub.on(wave)[-1:] == [b""], what="wave config removed")
+        configs = _discovery(mosquitto_sub(broker.port, "homeassistant/#", wait=1.5))
+        assert sorted(configs) == sorted(
+            f"homeassistant/{kind}/box1/{cam}_{a}{suffix}/config"
+            for cam in ("cam1", "cam2")
+            for a in ("moving_left", "clap")
+            for kind, suffix in (("binary_sensor", ""), ("sensor", "_score"))
+        )
+    sub.close()
+
+
+def test_discovery_taken_from_status_until_set_actions(broker: Broker) -> None:
+    sub = Sub(broker.port, ["homeassistant/#"])
+    with MqttSink("127.0.0.1", broker.port, node_id="n") as sink:
+        status = {"type": "status", "streams": {"door": {}}, "actions": {"names": ["knock"]}}
+        sink.publish("status", status)
+        topic = "homeassistant/binary_sensor/n/door_knock/config"
+        wait_until(lambda: sub.on(topic), what="discovery from status")
+        status["actions"] = {"names": []}
+        sink.publish("status", status)
+        wait_until(lambda: sub.on(topic)[-1:] == [b""], what="removal from status")
+    sub.close()
+
+
+def test_broker_killed_and_restarted_mid_stream(broker: Broker) -> None:
+    sink = MqttSink("127.0.0.1", broker.port, node_id="box1", min_backoff=0.1, max_backoff=0.5)
+    try:
+        sink.set_actions(["cam1"], ["wave"])
+        wait_until(lambda: sink.connected, what="sink to connect")
+        sub = Sub(broker.port, ["cezsar/events"])
+        assert sink.publish("event.cam1", event("start", "cam1", "wave", 1))
+        wait_until(lambda: len(sub.on("cezsar/events")) == 1, what="event before the outage")
+        sub.close()
+
+        broker.kill()
+        wait_until(lambda: not sink.connected, what="sink to notice the outage")
+        before = sink.unsent
+        for i in range(20):  # the runtime goes on publishing: accepted, never raises, never blocks
+            assert sink.publish("event.cam1", event("update", "cam1", "wave", 1)) is True
+            assert sink.publish("scores.cam1", {"type": "scores", "stream": "cam1", "smoothed": {"wave": 0.1 * i}})
+        wait_until(lambda: sink.stats()["queued"] == 0, what="queue drained")
+        assert sink.unsent - before >= 20 * 4  # events, state, attributes, scores per iteration
+        assert sink.dropped == 0
+
+        broker.start()  # same port, empty broker (no persistence)
+        wait_until(lambda: sink.connected, 15, what="sink to reconnect")
+        assert sink.connects == 2
+        sub = Sub(broker.port, ["cezsar/#", "homeassistant/#"])
+        sink.publish("event.cam1", event("end", "cam1", "wave", 1))
+        wait_until(lambda: sub.on("cezsar/events"), what="event after the restart")
+        assert json.loads(sub.on("cezsar/events")[0])["phase"] == "end"
+        # the resync after reconnecting put availability and discovery back on the empty broker
+        wait_until(lambda: sub.on("homeassistant/binary_sensor/box1/cam1_wave/config"), what="discovery again")
+        assert sub.on("cezsar/availability")[-1] == b"online"
+        wait_until(lambda: sub.on("cezsar/cam1/wave")[-1:] == [b"OFF"], what="state after the restart")
+        sub.close()
+    finally:
+        sink.close()
+
+
+def test_publish_never_waits_for_a_stuck_worker_and_counts_drops(broker: Broker) -> None:
+    sink = MqttSink("127.0.0.1", broker.port, queue_size=5, discovery=False)
+    try:
+        wait_until(lambda: sink.connected and sink.sent >= 1, what="sink to connect and announce itself")
+        with sink._lock:  # the worker stops inside its first event (it takes this lock), as if stuck
+            sink.publish("event.cam1", event("start", "cam1", "wave", 1))
+            wait_until(lambda: sink.stats()["queued"] == 0, what="worker to take the first message")
+            results: list[bool] = []
+
+            def caller() -> None:
+                results.extend(sink.publish("scores.cam1", {"type": "scores"}) for _ in range(12))
+
+            t = threading.Thread(target=caller)
+            t.start()
+            t.join(10)
+            assert not t.is_alive(), "publish waited for the worker"
+            assert results == [True] * 5 + [False] * 7 and sink.dropped == 7
+        wait_until(lambda: sink.stats()["queued"] == 0, what="queue drained after the worker resumed")
+    finally:
+        sink.close()
+
+
+def test_sink_started_before_the_broker_connects_later(tmp_path: Path) -> None:
+    b = Broker(tmp_path)
+    sink = MqttSink("127.0.0.1", b.port, min_backoff=0.1, max_backoff=0.3)
+    try:
+        assert sink.publish("status", {"type": "status"})
+        wait_until(lambda: sink.unsent >= 1, what="unsent count while no broker")
+        assert not sink.connected
+        b.start()
+        wait_until(lambda: sink.connected, 15, what="first connection")
+    finally:
+        sink.close()
+        b.kill()
+
+
+def test_last_will_marks_a_killed_runtime_offline(broker: Broker) -> None:
+    sub = Sub(broker.port, ["lw/availability"])
+    code = (
+        "import sys, time\n"
+        "from edge.sinks.mqtt import MqttSink\n"
+        f"s = MqttSink('127.0.0.1', {broker.port}, prefix='lw', discovery=False)\n"
+        "while not s.connected: time.sleep(0.02)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
+        wait_until(lambda: sub.on("lw/availability")[-1:] == [b"online"], what="online")
+        proc.send_signal(signal.SIGKILL)  # no clean disconnect: the broker sends the will
+        proc.wait(10)
+        wait_until(lambda: sub.on("lw/availability")[-1:] == [b"offline"], what="last will")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+
+
+@pytest.mark.skipif(MOSQUITTO_PASSWD is None, reason="mosquitto_passwd not installed")
+def test_username_password(tmp_path: Path) -> None:
+    pw = tmp_path / "passwd"
+    subprocess.run([str(MOSQUITTO_PASSWD), "-b", "-c", str(pw), "cam", "s3cret"], check=True, capture_output=True)
+    b = Broker(tmp_path, extra=f"allow_anonymous false\npassword_file {pw}\n")
+    b.start()
+    try:
+        bad = MqttSink("127.0.0.1", b.port, username="cam", password="wrong", min_backoff=0.2, max_backoff=0.5)
+        good = MqttSink("127.0.0.1", b.port, username="cam", password="s3cret")
+        try:
+            wait_until(lambda: good.connected, what="authenticated connection")
+            sub = Sub(b.port, ["cezsar/status"], username="cam", password="s3cret")
+            good.publish("status", {"type": "status", "state": "running"})
+            wait_until(lambda: sub.on("cezsar/status"), what="status with credentials")
+            bad.publish("status", {"type": "status", "state": "bad"})
+            wait_until(lambda: bad.unsent >= 1, what="unsent with bad credentials")
+            assert not bad.connected and bad.last_error
+            sub.close()
+        finally:
+            bad.close()
+            good.close()
+    finally:
+        b.kill()
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    assert OPENSSL is not None
+    p = {name: folder / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "san.ext")}
+    p["san.ext"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([OPENSSL, *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(p["ca.key"]), "-out", str(p["ca.crt"]),
+        "-days", "2", "-subj", "/CN=cezsar test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(p["server.key"]), "-out", str(p["server.csr"]),
+        "-subj", "/CN=localhost")  # fmt: skip
+    run("x509", "-req", "-in", str(p["server.csr"]), "-CA", str(p["ca.crt"]), "-CAkey", str(p["ca.key"]),
+        "-CAcreateserial", "-out", str(p["server.crt"]), "-days", "2", "-extfile", str(p["san.ext"]))  # fmt: skip
+    return p
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl command not installed")
+def test_tls_verified_by_ca_refused_without_it_and_insecure_flag(tmp_path: Path) -> None:
+    c = _certificates(tmp_path)
+    tls_conf = f"cafile {c['ca.crt']}\ncertfile {c['server.crt']}\nkeyfile {c['server.key']}\nallow_anonymous true\n"
+    b = Broker(tmp_path, extra=tls_conf)
+    b.start()
+    sinks = []
+    try:
+        verified = MqttSink("127.0.0.1", b.port, tls=MqttTls(ca=c["ca.crt"]), min_backoff=0.2, max_backoff=0.5)
+        untrusted = MqttSink("127.0.0.1", b.port, tls=MqttTls(), min_backoff=0.2, max_backoff=0.5)  # system CAs
+        insecure = MqttSink("127.0.0.1", b.port, prefix="insecure", tls=MqttTls(insecure=True))
+        sinks = [verified, untrusted, insecure]
+        wait_until(lambda: verified.connected and insecure.connected, what="TLS connections")
+        sub = Sub(b.port, ["cezsar/status", "insecure/status"], ca=c["ca.crt"])
+        verified.publish("status", {"type": "status", "state": "tls"})
+        insecure.publish("status", {"type": "status", "state": "insecure"})
+        wait_until(lambda: sub.on("cezsar/status") and sub.on("insecure/status"), what="messages over TLS")
+        assert json.loads(sub.on("cezsar/status")[0])["state"] == "tls"
+        untrusted.publish("status", {"type": "status"})
+        wait_until(lambda: untrusted.unsent >= 1, what="unsent without a trusted CA")
+        assert not untrusted.connected
+        sub.close()
+    finally:
+        for s in sinks:
+            s.close()
+        b.kill()
+    with pytest.raises(CezsarError, match="mqtt TLS CA .*: no such file"):
+        MqttSink("127.0.0.1", 1883, tls=MqttTls(ca=tmp_path / "missing.crt"))
+
+
+def test_outputs_together_zmq_mqtt_metrics_and_media(broker: Broker, tmp_path: Path) -> None:
+    """The new outputs side by side, driven as the runtime will drive them: one event goes out over
+    ZeroMQ and MQTT with its media URLs, which the HTTP server then serves; /metrics counts it all."""
+    import urllib.request
+
+    import cv2
+    import numpy as np
+
+    zmq = pytest.importorskip("zmq")
+    pytest.importorskip("aiohttp")
+    from edge.client import Subscriber
+    from edge.http import HttpServer, Metrics
+    from edge.media import MediaRecorder
+    from edge.publisher import Publisher
+
+    metrics = Metrics(process=False)
+    with HttpServer(port=0, metrics=metrics, media_dir=tmp_path / "media") as srv:
+        media = MediaRecorder(tmp_path / "media", pre_roll=1.0, base_url=srv.url + "/media")
+        ctx = zmq.Context()
+        pub = Publisher("tcp://127.0.0.1:*", context=ctx)
+        sink = MqttSink("127.0.0.1", broker.port, node_id="box")
+        metrics.watch_sink("zmq", lambda: {"sent": pub.sent, "dropped": pub.dropped})
+        metrics.watch_sink("mqtt", sink.stats)
+        sink.set_actions(["cam1"], ["wave"])
+        mqtt_sub = Sub(broker.port, ["cezsar/events"])
+        zmq_sub = Subscriber(pub.endpoint, topics=["event."], context=ctx)
+        try:
+            wait_until(lambda: sink.connected, what="MQTT")
+            time.sleep(0.3)  # ZeroMQ's slow joiner: let the subscription reach the PUB socket
+            for i in range(41):  # 4 s of a 10 fps stream, an event from 2.0 to 3.5 s
+                t = i / 10
+                img = np.zeros((48, 64, 3), np.uint8)
+                img[:, i % 64] = 255
+                metrics.frame_in("cam1")
+                media.add_frame("cam1", t, img)
+                msg = None
+                if i == 20:
+                    media.event_start("ev1", "cam1", 2.0)
+                    msg = event("start", "cam1", "wave", 1)
+                    metrics.event("cam1", "wave")
+                elif i == 35:
+                    res = media.event_end("ev1", 3.5, peak_time=3.0)
+                    assert res is not None
+                    msg = {**event("end", "cam1", "wave", 1), **res.as_message()}
+                if msg is not None:
+                    for out in (pub, sink):
+                        out.publish("event.cam1", msg)
+            got = [zmq_sub.recv(timeout=5), zmq_sub.recv(timeout=5)]
+            assert [m.data["phase"] for m in got if m is not None] == ["start", "end"]
+            end = got[1].data if got[1] is not None else {}
+            wait_until(lambda: len(mqtt_sub.on("cezsar/events")) == 2, what="both events over MQTT")
+            assert json.loads(mqtt_sub.on("cezsar/events")[1])["snapshot"] == end["snapshot"]
+            assert media.flush(30) and media.written == 1
+            with urllib.request.urlopen(end["snapshot"], timeout=10) as r:
+                snap = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
+            assert snap is not None and int(np.argmax(snap[:, :, 1].mean(axis=0))) == 30  # frame at 3.0 s
+            with urllib.request.urlopen(end["clip"], timeout=10) as r:
+                assert r.headers["Content-Length"] and int(r.headers["Content-Length"]) > 0
+            with urllib.request.urlopen(srv.url + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            assert 'cezsar_frames_in_total{stream="cam1"} 41.0' in text
+            assert 'cezsar_events_total{action="wave",stream="cam1"} 1.0' in text
+            assert 'cezsar_sink_messages_total{outcome="sent",sink="zmq"} 2.0' in text
+            assert 'cezsar_sink_connected{sink="mqtt"} 1.0' in text
+        finally:
+            zmq_sub.close()
+            mqtt_sub.close()
+            sink.close()
+            pub.close(0)
+            media.close()
+            ctx.term()
