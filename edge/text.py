@@ -1,4 +1,4 @@
-"""The text tower at the edge: tokenizer.json (``tokenizers``) + text_encoder.onnx (onnxruntime).
+"""The text tower at the edge: the deploy folder's tokenizer (``tokenizers``) + text encoder (onnxruntime).
 
 No torch. Embeddings are cached per description string, so editing an actions file only encodes
 the descriptions that are new. The exported tokenizer already truncates (manifest.text_max_length)
@@ -14,21 +14,21 @@ from typing import Any
 
 import numpy as np
 
+from cezsar.backends.onnxruntime import ort_session
+from cezsar.deploy.layout import TOKENIZER
+from cezsar.deploy.manifest import Manifest
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, verified_path
-from edge.backends.onnxruntime import session_options
 
 BATCH = 32
 
 
 class TextEncoder:
     def __init__(self, deploy_dir: str | Path, manifest: Manifest, threads: int | None = None) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         deploy_dir = Path(deploy_dir)
-        tok_path = verified_path(manifest, deploy_dir, "tokenizer")
-        onnx_path = verified_path(manifest, deploy_dir, "text_encoder")
+        tok_path = manifest.verified(deploy_dir, TOKENIZER)
+        onnx_path = manifest.verified(deploy_dir, "text_encoder")
         try:
             self.tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
@@ -37,12 +37,7 @@ class TextEncoder:
             self.tokenizer.enable_truncation(max_length=manifest.text_max_length)
         if self.tokenizer.padding is None:
             self.tokenizer.enable_padding()
-        try:
-            self.session: Any = ort.InferenceSession(
-                str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # noqa: BLE001
-            raise CezsarError(f"{onnx_path}: onnxruntime cannot load it ({type(e).__name__})") from None
+        self.session: Any = ort_session(onnx_path, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dim = manifest.joint_dim
         self._cache: dict[str, np.ndarray] = {}

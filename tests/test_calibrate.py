@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from calibration.calibrate import _share, build_calibration_set, load_calibration
+from cezsar.deploy.manifest import Manifest, save_manifest
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, save_manifest
 from cezsar.preprocess import Preprocess
 from cezsar.video import write_video
 from converter.common import synthetic_frames
