@@ -204,7 +204,7 @@ def build_calibration_set(
     """
     model_hash = ""
     if deploy_dir is not None:
-        from cezsar.manifest import load_manifest
+        from cezsar.deploy.manifest import load_manifest
 
         m = load_manifest(deploy_dir)
         preprocess = m.pre

@@ -1,6 +1,6 @@
-"""The deploy folder's ``tokenizer.json`` (``tokenizers`` library) as numpy feeds for the text encoder.
+"""The deploy folder's tokenizer file (``tokenizers`` library) as numpy feeds for the text encoder.
 
-No torch. The converter writes tokenizer.json already set up as the sentence model tokenizes
+No torch. The converter writes the tokenizer file already set up as the sentence model tokenizes
 (lowercasing, truncation at the manifest's ``text_max_length``, right padding to the longest sentence of
 a batch); a file without truncation or padding gets them here, so a batch always comes out rectangular.
 Both the converter (parity check, quantization top-1) and the edge text encoder tokenize through this.
@@ -22,7 +22,7 @@ TOKEN_TYPE_IDS = "token_type_ids"
 
 
 class SentenceTokenizer:
-    """``tokenizer.json`` -> ``{"input_ids", "attention_mask"}`` int64 arrays of shape (N, longest)."""
+    """A ``tokenizers`` file -> ``{"input_ids", "attention_mask"}`` int64 arrays of shape (N, longest)."""
 
     def __init__(self, path: str | Path, max_length: int | None = None) -> None:
         from tokenizers import Tokenizer

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from cezsar.backends.base import run_batched
+from cezsar.backends.onnxruntime import ort_runner, ort_session
 from cezsar.errors import CezsarError
-from converter.common import cosine_distance, ort_session, run_batched, synthetic_frames
+from converter.common import cosine_distance, synthetic_frames
 
 TOLERANCE = {"fp32": 1e-5, "fp16": 2e-3, "int8": 2e-2}  # worst cosine distance
 
@@ -30,8 +32,8 @@ def inputs_for(part: str, manifest: Any, deploy_dir: Path, batch: int, seed: int
             "random": rng.standard_normal((batch, 3, pre.size, pre.size)).astype(np.float32),
             "frames": frames[:batch],
         }
-    fe = ort_session(manifest.path(deploy_dir, "frame_encoder"))
-    feats = run_batched(fe, "frames", frames, 32)
+    fe = ort_runner(manifest.path(deploy_dir, "frame_encoder"))
+    feats = run_batched(fe, frames, 32)
     windows = feats.reshape(batch, manifest.window, -1).astype(np.float32)
     noise = rng.standard_normal(windows.shape).astype(np.float32) * float(feats.std()) + float(feats.mean())
     return {"random": noise.astype(np.float32), "features": windows}
@@ -72,9 +74,9 @@ def check_engines(
     tol: float | None = None,
     parts: list[str] | None = None,
 ) -> dict[str, Any]:
-    from cezsar.manifest import load_manifest
-    from converter.tensorrt_build import PARTS, onnx_source, read_sidecar
-    from edge.backends.tensorrt import TensorRTBackend
+    from cezsar.backends.tensorrt import TensorRTBackend
+    from cezsar.deploy import layout
+    from cezsar.deploy.manifest import load_manifest
 
     if precision not in TOLERANCE:
         raise CezsarError(f"--precision {precision}: choose fp16 or int8 (or fp32)")
@@ -88,17 +90,17 @@ def check_engines(
     backend = TensorRTBackend(precision)
     tol = TOLERANCE[precision] if tol is None else tol
     report: dict[str, Any] = {"precision": precision, "batch": batch, "parts": {}}
-    for part in parts or list(PARTS):
-        runner = backend.load(deploy, m, part)
+    for part in parts or list(layout.VIDEO_PARTS):
+        runner = backend.load(deploy, m, part)  # checks the engine's sidecar, once
         try:
-            side = read_sidecar(Path(deploy) / f"{part}.{precision}.engine")
-            b = min(batch, int(side.get("profile", {}).get("max", batch)))
+            b = min(batch, runner.max_batch or batch)
             name = "frames" if part == "frame_encoder" else "features"
             cases = inputs_for(part, m, deploy, b)
-            ref = ort_session(onnx_source(deploy, m, part, precision))
+            source = layout.engine_source(deploy, m, part, precision)
+            ref = ort_session(source)
             r = compare(runner, ref, name, cases, tol)
             r["batch"] = b
-            r["reference"] = onnx_source(deploy, m, part, precision).name
+            r["reference"] = source.name
             if precision == "int8":
                 info = compare(runner, ort_session(m.path(deploy, part)), name, cases, float("inf"))
                 r["vs_fp32_onnx"] = {k: info[k] for k in ("worst_cosine_distance", "mean_cosine_distance")}

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import typer
 
+from cezsar.deploy.layout import int8_name
 from cezsar.errors import CezsarError
+
+TRT_INT8, CPU_INT8 = int8_name("*", "tensorrt"), int8_name("*", "cpu")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -52,7 +55,7 @@ def quantize_cmd(
     target: str = typer.Option(
         "both",
         "--target",
-        help="tensorrt (*.int8.onnx, TensorRT Q/DQ rules), cpu (*.int8-cpu.onnx for onnxruntime's CPU "
+        help=f"tensorrt ({TRT_INT8}, TensorRT Q/DQ rules), cpu ({CPU_INT8} for onnxruntime's CPU "
         "integer kernels; not held to the TensorRT rules, same accuracy gate) or both.",
     ),
 ) -> None:
@@ -96,7 +99,7 @@ def quantize_cmd(
                 if name == "tensorrt" and speed["speedup"] < 1:
                     print(
                         "  note: TensorRT-style Q/DQ runs no faster than FP32 on onnxruntime's CPU provider; "
-                        "the CPU runs *.int8-cpu.onnx (--target cpu or both)"
+                        f"the CPU runs {CPU_INT8} (--target cpu or both)"
                     )
     failed = {t: v for t, v in report["targets"].items() if not v["passed"]}
     if failed:
@@ -122,7 +125,8 @@ def build_engine_cmd(
     parts: str = typer.Option("frame_encoder,temporal_head", "--parts", help="Comma-separated parts to build."),
 ) -> None:
     """Build TensorRT engines (one per part) with a JSON sidecar that detects stale engines."""
-    from converter.tensorrt_build import build_engines, require_tensorrt
+    from cezsar.deploy.tensorrt import require_tensorrt
+    from converter.tensorrt_build import build_engines
 
     try:
         require_tensorrt()
@@ -152,8 +156,8 @@ def check_engine_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Run each engine and onnxruntime on the same inputs and compare (cosine distance)."""
+    from cezsar.deploy.tensorrt import require_tensorrt
     from converter.check_engine import check_engines
-    from converter.tensorrt_build import require_tensorrt
 
     try:
         require_tensorrt()

@@ -1,13 +1,11 @@
-"""Small helpers shared by export, quantize, calibration and the engine checks (numpy + onnxruntime only)."""
+"""Small helpers shared by export, quantize, calibration and the engine checks (numpy and OpenCV only).
+
+onnxruntime sessions and batched runs come from cezsar.backends (one session factory for the project).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
-
-from cezsar.errors import CezsarError
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -26,30 +24,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise 1 - cosine similarity (0 = same direction)."""
     return 1.0 - cosine_rows(a, b)
-
-
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session; a model onnxruntime cannot load is reported as one line."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises several types; one line for the user
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CezsarError(f"{path}: onnxruntime cannot load it ({msg})") from None
-
-
-def run_batched(sess: Any, name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Run a one-input session over ``x`` in chunks along axis 0."""
-    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-    if not outs:
-        raise ValueError("empty input")
-    return np.concatenate(outs)
 
 
 def synthetic_frames(n: int, height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:

@@ -1,14 +1,17 @@
 """Export a trained CEZSAR model folder to a deploy folder of ONNX networks (``cezsar export``).
 
-Three networks, each checked against PyTorch with onnxruntime before anything is written:
+Three networks, each checked against PyTorch with onnxruntime before anything is written (file
+names: cezsar.deploy.layout):
 
-- ``frame_encoder.onnx``: "frames" [N, 3, S, S] float32 (N dynamic) -> "features" [N, D]
-- ``temporal_head.onnx``: "features" [B, T, D] float32 (B dynamic, T = the model's window) -> "embedding" [B, J]
-- ``text_encoder.onnx``: "input_ids", "attention_mask" int64 [B, L] (B, L dynamic) -> "embedding" [B, J];
+- the frame encoder: "frames" [N, 3, S, S] float32 (N dynamic) -> "features" [N, D]
+- the temporal head: "features" [B, T, D] float32 (B dynamic, T = the model's window) -> "embedding" [B, J]
+- the text encoder: "input_ids", "attention_mask" int64 [B, L] (B, L dynamic) -> "embedding" [B, J];
   the sentence-transformers transformer, its pooling, its Normalize (if any) and the trained TextHead.
 
-``tokenizer.json`` (for the ``tokenizers`` library) is configured with the sentence model's truncation
+The tokenizer file (for the ``tokenizers`` library) is configured with the sentence model's truncation
 length and pad-to-longest padding, so the edge runtime embeds new descriptions without torch.
+:func:`export_video_parts` writes a deploy folder of the two video networks only (no text model needed:
+engines, quantization and benchmarks of the video path).
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. It emits opset 16/17 graphs of
 plain ONNX ops (LayerNormalization as one op at opset 17, attention as MatMul/Softmax), which the
@@ -27,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from cezsar.backends.onnxruntime import ort_session
+from cezsar.deploy import layout
+from cezsar.deploy.manifest import Manifest, file_sha256, save_manifest
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, file_sha256, save_manifest
 from cezsar.tokenize import SentenceTokenizer
-from converter.common import cosine_distance, ort_session, synthetic_frames
+from converter.common import cosine_distance, synthetic_frames
 
 log = logging.getLogger("cezsar.export")
 
@@ -38,14 +43,6 @@ DEFAULT_OPSET = 17  # LayerNormalization as one op: TensorRT 8.6, 10.x, 11.x. Je
 MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
 MAX_OPSET = 20
 PARITY_TOL = 1e-4  # worst cosine distance allowed between onnxruntime and PyTorch
-
-FILES = {
-    "frame_encoder": "frame_encoder.onnx",
-    "temporal_head": "temporal_head.onnx",
-    "text_encoder": "text_encoder.onnx",
-    "tokenizer": "tokenizer.json",
-    "model_dir": "model",
-}
 
 PARITY_SENTENCES = [
     "a person waves both hands above the head",
@@ -190,13 +187,13 @@ def build_text_tower(st: Any, text_head: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def save_tokenizer(st: Any, path: Path) -> dict[str, Any]:
-    """Write the sentence model's fast tokenizer as tokenizer.json, set up as sentence-transformers uses it."""
+    """Write the sentence model's fast tokenizer to ``path``, set up as sentence-transformers uses it."""
     from tokenizers import Tokenizer, normalizers
 
     hf = st.tokenizer
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is None:
-        raise CezsarError("text model: its tokenizer has no fast (tokenizers) version; cannot write tokenizer.json")
+        raise CezsarError(f"text model: its tokenizer has no fast (tokenizers) version; cannot write {path.name}")
     tok = Tokenizer.from_str(backend.to_str())
     max_length = int(st.max_seq_length or hf.model_max_length)
     lowercase = bool(getattr(st[0], "do_lower_case", False))
@@ -217,24 +214,30 @@ def save_tokenizer(st: Any, path: Path) -> dict[str, Any]:
         "lowercase_in_tokenizer": lowercase,
         "inputs": ["input_ids", "attention_mask"],
         "dtype": "int64",
-        "note": "tokenizer.json already truncates and pads: encode_batch(), then ids and attention_mask as int64",
+        "note": f"{path.name} already truncates and pads: encode_batch(), then ids and attention_mask as int64",
     }
 
 
 # -- export -------------------------------------------------------------------------------------
 
 
-def _onnx_export(
+def export_onnx(
     module: Any,
     args: tuple[Any, ...],
-    path: Path,
+    path: str | Path,
     opset: int,
     inputs: list[str],
     output: str,
     dynamic: dict[str, dict[int, str]],
-) -> None:
+    output_dims: list[int | str] | None = None,
+) -> Path:
+    """Export one torch module to ONNX the way ``cezsar export`` does: the TorchScript exporter at
+    ``opset`` with named inputs/output and ``dynamic`` axes, the fused MHA fast path off, the ONNX
+    checker run; with ``output_dims``, the output's shape written into the graph (the tracer leaves
+    some dims unnamed) and weights behind Identity nodes inlined. A failure is one CezsarError line."""
     import torch
 
+    path = Path(path)
     mha = getattr(torch.backends, "mha", None)
     fastpath = mha.get_fastpath_enabled() if mha is not None else None
     with warnings.catch_warnings():
@@ -271,6 +274,9 @@ def _onnx_export(
         onnx.checker.check_model(str(path))
     except Exception as e:  # noqa: BLE001
         raise CezsarError(f"{path.name}: exported graph fails the ONNX checker ({e})") from None
+    if output_dims is not None:
+        _declare_output(path, output, output_dims)
+    return path
 
 
 def _inline_identity_constants(model: Any) -> int:
@@ -336,6 +342,171 @@ def _check_io(path: Path, want: dict[str, list[int | str]]) -> None:
             raise CezsarError(f"{path.name}: '{name}' has shape {g_shape}, expected {shape} ('?' = dynamic)")
 
 
+def _prepare(model_dir: str | Path, out_dir: str | Path, opset: int) -> tuple[Path, Path, Any, Any]:
+    """(model_dir, out_dir, config, model) after the argument checks."""
+    from training.model import CezsarModel, read_config
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise CezsarError(f"--opset {opset}: choose {MIN_OPSET}..{MAX_OPSET} (17: TensorRT >= 8.6; 16: TensorRT 8.5)")
+    model_dir = Path(model_dir)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve() or model_dir.resolve() in out_dir.resolve().parents:
+        raise CezsarError(f"{out_dir}: the deploy folder must not be the model folder or inside it")
+    cfg = read_config(model_dir)
+    return model_dir, out_dir, cfg, CezsarModel.load(model_dir)
+
+
+def _export_video(model: Any, cfg: Any, folder: Path, opset: int) -> dict[str, Path]:
+    """The frame encoder and temporal head as ONNX files in ``folder``, their I/O checked."""
+    import torch
+
+    s, window, dim, joint = cfg.pre.size, cfg.frames, cfg.feature_dim, cfg.joint_dim
+    fe_path, th_path = (folder / layout.onnx_name(p) for p in layout.VIDEO_PARTS)
+    with torch.no_grad():
+        export_onnx(
+            model.frame_encoder,
+            (torch.randn(2, 3, s, s),),
+            fe_path,
+            opset,
+            ["frames"],
+            "features",
+            {"frames": {0: "N"}, "features": {0: "N"}},
+            ["N", dim],
+        )
+        export_onnx(
+            model.temporal_head,
+            (torch.randn(2, window, dim),),
+            th_path,
+            opset,
+            ["features"],
+            "embedding",
+            {"features": {0: "B"}, "embedding": {0: "B"}},
+            ["B", joint],
+        )
+    _check_io(fe_path, {"frames": ["?", 3, s, s], "features": ["?", dim]})
+    _check_io(th_path, {"features": ["?", window, dim], "embedding": ["?", joint]})
+    return {"frame_encoder": fe_path, "temporal_head": th_path}
+
+
+def _video_parity(model: Any, cfg: Any, paths: dict[str, Path], seed: int, parity: dict[str, PartParity]) -> None:
+    """onnxruntime vs PyTorch for the two video networks, on random and real-looking inputs, several batches."""
+    import torch
+
+    pre, window, dim = cfg.pre, cfg.frames, cfg.feature_dim
+    rng = np.random.default_rng(seed)
+    fe, th = ort_session(paths["frame_encoder"]), ort_session(paths["temporal_head"])
+    frames_real = pre(synthetic_frames(2 * window + 3, seed=seed))
+    with torch.no_grad():
+        for n in (1, 5):
+            x = rng.standard_normal((n, 3, pre.size, pre.size)).astype(np.float32)
+            ref = model.frame_encoder(torch.from_numpy(x)).numpy()
+            parity["frame_encoder"].add("random", ref, fe.run(None, {"frames": x})[0])
+        ref_feats = model.frame_encoder(torch.from_numpy(frames_real)).numpy()
+        parity["frame_encoder"].add("frames", ref_feats, fe.run(None, {"frames": frames_real})[0])
+
+        for b in (1, 3):
+            x = (
+                rng.standard_normal((b, window, dim)) * max(1e-3, float(ref_feats.std())) + float(ref_feats.mean())
+            ).astype(np.float32)
+            ref = model.temporal_head(torch.from_numpy(x)).numpy()
+            parity["temporal_head"].add("random", ref, th.run(None, {"features": x})[0])
+        windows = np.stack([ref_feats[i : i + window] for i in (0, window)]).astype(np.float32)
+        ref = model.temporal_head(torch.from_numpy(windows)).numpy()
+        parity["temporal_head"].add("features", ref, th.run(None, {"features": windows})[0])
+
+
+def _finish(
+    tmp: Path,
+    model_dir: Path,
+    cfg: Any,
+    opset: int,
+    parity_tol: float,
+    parity: dict[str, PartParity],
+    extra: dict[str, Any],
+    text_max_length: int | None = None,
+) -> Manifest:
+    """Refuse lost parity; else copy the model folder and write the manifest into ``tmp``."""
+    import torch
+
+    from cezsar import __version__
+    from training.model import WEIGHTS_FILE
+
+    report = {p: r.to_dict() for p, r in parity.items()}
+    for p, r in parity.items():
+        log.info("parity %s: worst cosine distance %.3g (max abs diff %.3g)", p, r.worst, r.max_abs_diff)
+    bad = [(p, r.worst) for p, r in parity.items() if not r.worst <= parity_tol]
+    if bad:
+        p, w = bad[0]
+        cases = ", ".join(f"{k}={v:.3g}" for k, v in parity[p].cases.items())
+        raise CezsarError(
+            f"{model_dir}: ONNX parity lost for {p} (worst cosine distance {w:.3g} > {parity_tol:g}; {cases}); "
+            "nothing written"
+        )
+    parts = tuple(parity)
+    files = layout.export_files(parts)
+    shutil.copytree(model_dir, tmp / files[layout.MODEL_DIR], ignore=shutil.ignore_patterns(".*"))
+    manifest_file = layout.manifest_path(tmp)
+    sums = {
+        str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p != manifest_file
+    }
+    pre, window, dim, joint = cfg.pre, cfg.frames, cfg.feature_dim, cfg.joint_dim
+    shapes = {
+        "frame_encoder": {"frames": ["N", 3, pre.size, pre.size], "features": ["N", dim]},
+        "temporal_head": {"features": ["B", window, dim], "embedding": ["B", joint]},
+        "text_encoder": {"input_ids": ["B", "L"], "attention_mask": ["B", "L"], "embedding": ["B", joint]},
+    }
+    manifest = Manifest(
+        model_hash=file_sha256(model_dir / WEIGHTS_FILE),
+        opset=opset,
+        preprocess=pre.to_dict(),
+        fps=float(cfg.fps),
+        window=int(window),
+        feature_dim=int(dim),
+        joint_dim=int(joint),
+        files=files,
+        sha256=sums,
+        extra={
+            "parity": {"tolerance": parity_tol, **report},
+            **extra,
+            "backbone": cfg.backbone,
+            "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
+            "cezsar_version": __version__,
+            "shapes": {p: shapes[p] for p in parts},
+        },
+    )
+    if text_max_length is not None:
+        manifest.text_max_length = int(text_max_length)
+    save_manifest(tmp, manifest)
+    return manifest
+
+
+def export_video_parts(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    opset: int = DEFAULT_OPSET,
+    parity_tol: float = PARITY_TOL,
+    seed: int = 0,
+) -> Manifest:
+    """Export only the frame encoder and temporal head of ``model_dir`` to the deploy folder ``out_dir``.
+
+    The same exporter, I/O checks, parity check and atomic swap as :func:`export_model`, and a manifest
+    listing the two networks and the model folder copy; no text model is loaded. For what needs the
+    video path only: TensorRT engines, quantization, benchmarks. The edge runtime needs the full export.
+    """
+    import torch
+
+    from cezsar.atomic import atomic_dir
+
+    model_dir, out_dir, cfg, model = _prepare(model_dir, out_dir, opset)
+    torch.manual_seed(seed)
+    parity = {p: PartParity() for p in layout.VIDEO_PARTS}
+    with atomic_dir(out_dir) as tmp:
+        paths = _export_video(model, cfg, tmp, opset)
+        _video_parity(model, cfg, paths, seed, parity)
+        manifest = _finish(tmp, model_dir, cfg, opset, parity_tol, parity, {"video_only": True})
+    return manifest
+
+
 def export_model(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -347,24 +518,15 @@ def export_model(
 
     The folder is built beside ``out_dir`` and swapped in only when every network passes its parity
     check (worst cosine distance to PyTorch <= ``parity_tol``); on failure nothing is written and an
-    existing ``out_dir`` stays as it was. Returns the manifest written to ``out_dir/manifest.json``.
+    existing ``out_dir`` stays as it was. Returns the manifest written into ``out_dir``.
     """
     import torch
 
-    from cezsar import __version__
     from cezsar.atomic import atomic_dir
-    from training.model import WEIGHTS_FILE, CezsarModel, load_sentence_model, read_config
+    from training.model import load_sentence_model
 
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise CezsarError(f"--opset {opset}: choose {MIN_OPSET}..{MAX_OPSET} (17: TensorRT >= 8.6; 16: TensorRT 8.5)")
-    model_dir = Path(model_dir)
-    out_dir = Path(out_dir)
-    if out_dir.resolve() == model_dir.resolve() or model_dir.resolve() in out_dir.resolve().parents:
-        raise CezsarError(f"{out_dir}: the deploy folder must not be the model folder or inside it")
-    cfg = read_config(model_dir)
-    model = CezsarModel.load(model_dir)
-    pre = cfg.pre
-    window, dim, joint = cfg.frames, cfg.feature_dim, cfg.joint_dim
+    model_dir, out_dir, cfg, model = _prepare(model_dir, out_dir, opset)
+    joint = cfg.joint_dim
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
@@ -381,33 +543,16 @@ def export_model(
         raise CezsarError(f"text model '{cfg.text_model}': tower gives {probe.shape[-1]} dims, model expects {joint}")
     vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
 
-    parity = {p: PartParity() for p in ("frame_encoder", "temporal_head", "text_encoder")}
+    parity = {p: PartParity() for p in layout.PARTS}
+    files = layout.export_files(layout.PARTS)
     with atomic_dir(out_dir) as tmp:
-        fe_path, th_path, tx_path = (tmp / FILES[p] for p in ("frame_encoder", "temporal_head", "text_encoder"))
+        paths = _export_video(model, cfg, tmp, opset)
+        tx_path = tmp / files["text_encoder"]
         with torch.no_grad():
-            s = pre.size
-            _onnx_export(
-                model.frame_encoder,
-                (torch.randn(2, 3, s, s),),
-                fe_path,
-                opset,
-                ["frames"],
-                "features",
-                {"frames": {0: "N"}, "features": {0: "N"}},
-            )
-            _onnx_export(
-                model.temporal_head,
-                (torch.randn(2, window, dim),),
-                th_path,
-                opset,
-                ["features"],
-                "embedding",
-                {"features": {0: "B"}, "embedding": {0: "B"}},
-            )
             ids = torch.randint(1000, max(1001, vocab - 1), (2, 9))
             mask = torch.ones_like(ids)
             mask[1, 6:] = 0
-            _onnx_export(
+            export_onnx(
                 tower,
                 (ids, mask),
                 tx_path,
@@ -415,38 +560,18 @@ def export_model(
                 ["input_ids", "attention_mask"],
                 "embedding",
                 {"input_ids": {0: "B", 1: "L"}, "attention_mask": {0: "B", 1: "L"}, "embedding": {0: "B"}},
+                ["B", joint],
             )
-        _declare_output(fe_path, "features", ["N", dim])
-        _declare_output(th_path, "embedding", ["B", joint])
-        _declare_output(tx_path, "embedding", ["B", joint])
-        _check_io(fe_path, {"frames": ["?", 3, pre.size, pre.size], "features": ["?", dim]})
-        _check_io(th_path, {"features": ["?", window, dim], "embedding": ["?", joint]})
         _check_io(tx_path, {"input_ids": ["?", "?"], "attention_mask": ["?", "?"], "embedding": ["?", joint]})
-        tok_info = save_tokenizer(st, tmp / FILES["tokenizer"])
+        tok_path = tmp / files[layout.TOKENIZER]
+        tok_info = save_tokenizer(st, tok_path)
         text_info.update(tok_info)
         text_info["model"] = cfg.text_model
 
         # -- parity: onnxruntime vs PyTorch on random and real-looking inputs, several batch sizes --
-        fe, th, tx = ort_session(fe_path), ort_session(th_path), ort_session(tx_path)
-        frames_real = pre(synthetic_frames(2 * window + 3, seed=seed))
+        _video_parity(model, cfg, paths, seed, parity)
+        tx = ort_session(tx_path)
         with torch.no_grad():
-            for n in (1, 5):
-                x = rng.standard_normal((n, 3, pre.size, pre.size)).astype(np.float32)
-                ref = model.frame_encoder(torch.from_numpy(x)).numpy()
-                parity["frame_encoder"].add("random", ref, fe.run(None, {"frames": x})[0])
-            ref_feats = model.frame_encoder(torch.from_numpy(frames_real)).numpy()
-            parity["frame_encoder"].add("frames", ref_feats, fe.run(None, {"frames": frames_real})[0])
-
-            for b in (1, 3):
-                x = (
-                    rng.standard_normal((b, window, dim)) * max(1e-3, float(ref_feats.std())) + float(ref_feats.mean())
-                ).astype(np.float32)
-                ref = model.temporal_head(torch.from_numpy(x)).numpy()
-                parity["temporal_head"].add("random", ref, th.run(None, {"features": x})[0])
-            windows = np.stack([ref_feats[i : i + window] for i in (0, window)]).astype(np.float32)
-            ref = model.temporal_head(torch.from_numpy(windows)).numpy()
-            parity["temporal_head"].add("features", ref, th.run(None, {"features": windows})[0])
-
             for b, length in ((1, 5), (3, 17)):
                 ids_np = rng.integers(1000, max(1001, vocab - 1), size=(b, length)).astype(np.int64)
                 ids_np[:, 0] = 101 if vocab > 102 else ids_np[:, 0]
@@ -457,52 +582,10 @@ def export_model(
                 parity["text_encoder"].add(
                     "random", ref, tx.run(None, {"input_ids": ids_np, "attention_mask": mask_np})[0]
                 )
-            toks = SentenceTokenizer(tmp / FILES["tokenizer"])(PARITY_SENTENCES)
+            toks = SentenceTokenizer(tok_path)(PARITY_SENTENCES)
             parity["text_encoder"].add("sentences", ref_sentences, tx.run(None, toks)[0])
-        del fe, th, tx
-
-        report = {p: r.to_dict() for p, r in parity.items()}
-        for p, r in parity.items():
-            log.info("parity %s: worst cosine distance %.3g (max abs diff %.3g)", p, r.worst, r.max_abs_diff)
-        bad = [(p, r.worst) for p, r in parity.items() if not r.worst <= parity_tol]
-        if bad:
-            p, w = bad[0]
-            cases = ", ".join(f"{k}={v:.3g}" for k, v in parity[p].cases.items())
-            raise CezsarError(
-                f"{model_dir}: ONNX parity lost for {p} (worst cosine distance {w:.3g} > {parity_tol:g}; {cases}); "
-                "nothing written"
-            )
-
-        # -- model copy, manifest ------------------------------------------------------------------
-        shutil.copytree(model_dir, tmp / FILES["model_dir"], ignore=shutil.ignore_patterns(".*"))
-        sums = {
-            str(p.relative_to(tmp)): file_sha256(p)
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file() and p.name != "manifest.json"
-        }
-        manifest = Manifest(
-            model_hash=file_sha256(model_dir / WEIGHTS_FILE),
-            opset=opset,
-            preprocess=pre.to_dict(),
-            fps=float(cfg.fps),
-            window=int(window),
-            feature_dim=int(dim),
-            joint_dim=int(joint),
-            text_max_length=int(tok_info["max_length"]),
-            files=dict(FILES),
-            sha256=sums,
-            extra={
-                "parity": {"tolerance": parity_tol, **report},
-                "text": text_info,
-                "backbone": cfg.backbone,
-                "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
-                "cezsar_version": __version__,
-                "shapes": {
-                    "frame_encoder": {"frames": ["N", 3, pre.size, pre.size], "features": ["N", dim]},
-                    "temporal_head": {"features": ["B", window, dim], "embedding": ["B", joint]},
-                    "text_encoder": {"input_ids": ["B", "L"], "attention_mask": ["B", "L"], "embedding": ["B", joint]},
-                },
-            },
+        del tx
+        manifest = _finish(
+            tmp, model_dir, cfg, opset, parity_tol, parity, {"text": text_info}, text_max_length=tok_info["max_length"]
         )
-        save_manifest(tmp, manifest)
     return manifest

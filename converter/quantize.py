@@ -16,7 +16,7 @@ cosine between FP32 and INT8 video embeddings (frame encoder + head) and, with a
 zero-shot top-1 of both. The gate (mean cosine >= 0.99, top-1 drop <= 2 points) decides whether
 the INT8 models are written.
 
-``--target cpu`` (or ``both``, the default) also writes ``*.int8-cpu.onnx``: onnxruntime static QDQ
+``--target cpu`` (or ``both``, the default) also writes the CPU INT8 models: onnxruntime static QDQ
 laid out for its CPU integer kernels (:func:`quantize_cpu`; uint8 activations, int32 bias), which the
 TensorRT rules do not apply to and which are not checked against them, on the same calibration data,
 with its own report under ``cpu`` and the same gate.
@@ -36,9 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from cezsar.backends.base import run_batched
+from cezsar.backends.onnxruntime import ort_runner, ort_session
+from cezsar.deploy import layout
+from cezsar.deploy.manifest import Manifest, file_sha256, load_manifest, save_manifest
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, file_sha256, load_manifest, save_manifest
-from converter.common import cosine_rows, ort_session, run_batched
+from converter.common import cosine_rows
 from converter.qdq_check import check_trt_qdq
 
 log = logging.getLogger("cezsar.quantize")
@@ -192,7 +195,7 @@ CPU_METHOD = "ort-cpu (QDQ, U8S8, per-channel, int32 bias)"
 
 
 def quantize_cpu(src: str | Path, dst: str | Path, name: str, data: np.ndarray, batch: int = 16) -> dict[str, Any]:
-    """INT8 for onnxruntime's CPU execution provider (``*.int8-cpu.onnx``); returns {"method", "opset"}.
+    """INT8 for onnxruntime's CPU execution provider (``--target cpu``); returns {"method", "opset"}.
 
     onnxruntime static QDQ in the form its CPU integer kernels fuse: uint8 activations (asymmetric),
     int8 per-channel weights, int32 biases, every op type onnxruntime quantizes, MinMax calibration on
@@ -205,7 +208,7 @@ def quantize_cpu(src: str | Path, dst: str | Path, name: str, data: np.ndarray, 
 
     src, dst = Path(src), Path(dst)
     with tempfile.TemporaryDirectory(prefix="cezsar-quant-cpu-") as td:
-        out = Path(td) / (src.stem + ".int8-cpu.onnx")
+        out = Path(td) / dst.name
         try:
             _in_fresh_interpreter("_quantize_cpu_inproc", src, out, name, data, batch)
         except RuntimeError as e:
@@ -359,7 +362,7 @@ def quantize_onnx(
         with tempfile.TemporaryDirectory(prefix="cezsar-quant-") as td:
             work = Path(td) / src.name
             shutil.copyfile(src, work)
-            out = Path(td) / (src.stem + ".int8.onnx")
+            out = Path(td) / f"quantized-{Path(dst).name}"
             try:
                 (_modelopt if m == "modelopt" else _ort_static)(work, out, input_name, data, batch, calibration_method)
                 if not out.is_file():
@@ -402,9 +405,9 @@ def quantize_onnx(
 
 
 def _video_embeddings(fe: Any, th: Any, frames: np.ndarray, groups: list[np.ndarray], window: int) -> np.ndarray:
-    feats = run_batched(fe, "frames", frames, 32)
+    feats = run_batched(fe, frames, 32)
     windows = make_windows(feats, groups, window, max(1, window // 4))
-    return run_batched(th, "features", windows, 32)
+    return run_batched(th, windows, 32)
 
 
 def _top1(
@@ -435,8 +438,8 @@ def _top1(
     labels = np.asarray([names.index(v.label) for v in videos])
     out: dict[str, Any] = {"eval_videos": len(videos), "eval_classes": len(names), "split": split_path.is_file()}
     for key, (fe, th) in sessions.items():
-        feats = run_batched(fe, "frames", frames, 32).reshape(len(videos), m.window, -1)
-        emb = run_batched(th, "features", feats, 32)
+        feats = run_batched(fe, frames, 32).reshape(len(videos), m.window, -1)
+        emb = run_batched(th, feats, 32)
         out[f"top1_{key}"] = zeroshot.top1_accuracy(zeroshot.cosine_scores(emb, proto), labels)
     return out
 
@@ -465,9 +468,7 @@ def _speed(path_fp32: Path, path_int8: Path, size: int, batch: int = 8, runs: in
 # -- the command --------------------------------------------------------------------------------
 
 
-TARGETS = ("tensorrt", "cpu", "both")
-# manifest ``files`` keys and file names of each target's models
-TARGET_SUFFIX = {"tensorrt": "int8", "cpu": "int8-cpu"}
+TARGETS = (*layout.INT8_TARGETS, "both")
 
 
 def _accuracy(
@@ -477,11 +478,11 @@ def _accuracy(
     emb32 = _video_embeddings(fe32, th32, hold_frames, groups_hold, window)
     emb8 = _video_embeddings(fe8, th8, hold_frames, groups_hold, window)
     cos = cosine_rows(emb32, emb8)
-    f32 = run_batched(fe32, "frames", hold_frames, 32)
-    f8 = run_batched(fe8, "frames", hold_frames, 32)
+    f32 = run_batched(fe32, hold_frames, 32)
+    f8 = run_batched(fe8, hold_frames, 32)
     feat_cos = cosine_rows(f32, f8)
     hold_windows = make_windows(f32, groups_hold, window, max(1, window // 4))
-    head_cos = cosine_rows(run_batched(th32, "features", hold_windows), run_batched(th8, "features", hold_windows))
+    head_cos = cosine_rows(run_batched(th32, hold_windows, 64), run_batched(th8, hold_windows, 64))
     return {
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
@@ -522,7 +523,7 @@ def quantize_deploy(
 ) -> dict[str, Any]:
     """Quantize the deploy folder's frame encoder and head; returns the report (see module doc).
 
-    ``target``: "tensorrt" (``*.int8.onnx``, TensorRT Q/DQ rules), "cpu" (``*.int8-cpu.onnx``, laid out
+    ``target``: "tensorrt" (Q/DQ by TensorRT's rules), "cpu" (laid out
     for onnxruntime's CPU integer kernels, see :func:`quantize_cpu`; not checked against the TensorRT
     rules) or "both". Each target has its own gate on the same held-out frames, and its files are
     written only when its gate passes, or with ``force``. The report's top-level numbers are the
@@ -550,9 +551,9 @@ def quantize_deploy(
     hold, train = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
     t0 = time.perf_counter()
 
-    fe32 = ort_session(fe_path, threads)
+    fe32 = ort_runner(fe_path, threads)
     train_frames = cal.frames[train]
-    train_feats = run_batched(fe32, "frames", train_frames, 32)
+    train_feats = run_batched(fe32, train_frames, 32)
     groups_train = group_order(cal.source_index[train], cal.times[train])
     head_data = make_windows(train_feats, groups_train, m.window, max(1, m.window // 4))
     common = {
@@ -567,8 +568,7 @@ def quantize_deploy(
         paths: dict[str, dict[str, Path]] = {}
         reports: dict[str, dict[str, Any]] = {}
         for t in run_targets:
-            sfx = TARGET_SUFFIX[t]
-            fe8_path, th8_path = Path(td) / f"frame_encoder.{sfx}.onnx", Path(td) / f"temporal_head.{sfx}.onnx"
+            fe8_path, th8_path = (Path(td) / layout.int8_name(part, t) for part in layout.VIDEO_PARTS)
             tt = time.perf_counter()
             if t == "tensorrt":
                 cm = calibration_method
@@ -598,13 +598,13 @@ def quantize_deploy(
             }
 
         # -- accuracy on the held-out frames ----------------------------------------------------
-        th32 = ort_session(th_path, threads)
+        th32 = ort_runner(th_path, threads)
         hold_frames = cal.frames[hold]
         groups_hold = group_order(cal.source_index[hold], cal.times[hold])
         sessions: dict[str, tuple[Any, Any]] = {"fp32": (fe32, th32)}
         for t in run_targets:
-            fe8 = ort_session(paths[t]["frame_encoder"], threads)
-            th8 = ort_session(paths[t]["temporal_head"], threads)
+            fe8 = ort_runner(paths[t]["frame_encoder"], threads)
+            th8 = ort_runner(paths[t]["temporal_head"], threads)
             sessions[t] = (fe8, th8)
             reports[t].update(_accuracy(fe32, th32, fe8, th8, hold_frames, groups_hold, m.window))
         if eval_data is not None:
@@ -636,8 +636,7 @@ def quantize_deploy(
 
         for t in write:
             for part, p in paths[t].items():
-                key = f"{part}.{TARGET_SUFFIX[t]}"
-                rel = f"{key}.onnx"
+                key, rel = layout.int8_key(part, t), layout.int8_name(part, t)
                 with atomic_path(deploy / rel) as tmp:
                     shutil.copyfile(p, tmp)
                 m.files[key] = rel

@@ -14,16 +14,15 @@ detection rather than version numbers where the API allows it:
 - build: ``build_serialized_network`` (8.0+), else ``build_engine(...).serialize()``;
 - timing cache: loaded from ``--timing-cache`` if present, saved atomically after each build.
 
-Engine naming: ``DEPLOY_DIR/<part>.<precision>.engine`` (``frame_encoder.fp16.engine``,
-``temporal_head.int8.engine``, ...) with a JSON sidecar ``<part>.<precision>.engine.json`` that records
-what the engine was built from and for (TensorRT version, GPU and compute capability, ONNX sha256,
-profile); :func:`check_sidecar` refuses a stale engine.
+Only build code lives here. Where engines and their sidecars go is cezsar.deploy.layout's answer;
+the sidecar (what an engine was built from and for) is written with cezsar.deploy.sidecar, which
+also checks it at load; finding TensorRT and the GPU, and the one TensorRT logger, are
+cezsar.deploy.tensorrt's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -31,82 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cezsar.deploy import layout
+from cezsar.deploy.manifest import file_sha256, load_manifest
+from cezsar.deploy.sidecar import write_sidecar
+from cezsar.deploy.tensorrt import error_mark, gpu_info, last_error, require_tensorrt, trt_logger, trt_version
 from cezsar.errors import CezsarError
 
 log = logging.getLogger("cezsar.tensorrt")
 
-PARTS = ("frame_encoder", "temporal_head")
-PRECISIONS = ("fp16", "int8", "fp32")
-SIDECAR_FORMAT = "cezsar-engine"
-SIDECAR_VERSION = 1
-
-TRT_MISSING = (
-    "TensorRT is not installed: on Jetson it comes with JetPack (sudo apt install nvidia-tensorrt "
-    "python3-libnvinfer); on a desktop GPU run `pip install tensorrt` (NVIDIA's wheels, also at "
-    "https://pypi.nvidia.com) or install NVIDIA's TensorRT packages"
-)
-
-
-# -- finding TensorRT ---------------------------------------------------------------------------
-
-
-def tensorrt_module() -> Any | None:
-    """The ``tensorrt`` module if the real library is importable (the PyPI placeholder lacks Builder)."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError):
-        return None
-    return trt if hasattr(trt, "Builder") else None
-
-
-def require_tensorrt() -> Any:
-    trt = tensorrt_module()
-    if trt is None:
-        raise CezsarError(TRT_MISSING)
-    return trt
-
-
-def trt_version(trt: Any) -> tuple[int, int]:
-    parts = str(getattr(trt, "__version__", "0.0")).split(".")
-    try:
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except ValueError:
-        return 0, 0
-
-
-def gpu_info() -> dict[str, str]:
-    """{"gpu": name, "compute_capability": "8.7"} of CUDA device 0, through torch or cuda-python."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    except ImportError:
-        pass
-    cudart = cuda_runtime()
-    if cudart is not None:
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return {"gpu": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}"}
-    return {"gpu": "unknown", "compute_capability": "unknown"}
-
-
-def cuda_runtime() -> Any | None:
-    """cuda-python's runtime module: ``cuda.bindings.runtime`` (12.6+, 13) or the older ``cuda.cudart``."""
-    try:
-        from cuda.bindings import runtime
-
-        return runtime
-    except ImportError:
-        pass
-    try:
-        from cuda import cudart  # type: ignore[attr-defined]
-
-        return cudart
-    except ImportError:
-        return None
+PARTS = layout.VIDEO_PARTS
+PRECISIONS = layout.ENGINE_PRECISIONS
 
 
 # -- version-dependent choices (pure functions of the module's features; tested with stand-ins) --
@@ -167,86 +100,6 @@ def serialize_network(builder: Any, network: Any, config: Any) -> bytes | None:
     return None if engine is None else bytes(memoryview(engine.serialize()))
 
 
-# -- file naming, sidecar -----------------------------------------------------------------------
-
-
-def engine_path(deploy_dir: str | Path, part: str, precision: str) -> Path:
-    return Path(deploy_dir) / f"{part}.{precision}.engine"
-
-
-def sidecar_path(engine: str | Path) -> Path:
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
-
-
-def onnx_source(deploy_dir: str | Path, manifest: Any, part: str, precision: str) -> Path:
-    """The ONNX an engine of ``precision`` is built from: FP32 export for fp16/fp32, Q/DQ for int8."""
-    if precision == "int8":
-        key = f"{part}.int8"
-        if key not in manifest.files:
-            raise CezsarError(
-                f"{deploy_dir}: no {part}.int8.onnx; run `cezsar quantize {deploy_dir} --calib ...` first"
-            )
-        return Path(manifest.path(deploy_dir, key))
-    return Path(manifest.path(deploy_dir, part))
-
-
-def read_sidecar(engine: str | Path) -> dict[str, Any]:
-    side = sidecar_path(engine)
-    if not side.is_file():
-        raise CezsarError(f"{engine}: no sidecar {side.name}; rebuild with `cezsar build-engine`")
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CezsarError(f"{side}: unreadable ({e}); rebuild with `cezsar build-engine`") from None
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise CezsarError(f"{side}: not a cezsar engine sidecar; rebuild with `cezsar build-engine`")
-    return data
-
-
-def check_sidecar(
-    engine: str | Path,
-    onnx_path: str | Path,
-    tensorrt_version: str | None = None,
-    gpu: dict[str, str] | None = None,
-) -> None:
-    """Raise CezsarError when ``engine`` is missing or stale for ``onnx_path`` on this machine.
-
-    Stale: the ONNX changed since the build, or the engine was built with another TensorRT version,
-    for another GPU or compute capability, or the engine file was replaced. ``tensorrt_version`` and
-    ``gpu`` default to what is installed here.
-    """
-    from cezsar.manifest import file_sha256
-
-    engine = Path(engine)
-    rebuild = f"rebuild with `cezsar build-engine {engine.parent} --precision {engine.suffixes[0].lstrip('.')}`"
-    if not engine.is_file():
-        raise CezsarError(f"{engine}: engine not found; {rebuild}")
-    side = read_sidecar(engine)
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise CezsarError(f"{engine}: its ONNX {onnx_path} is missing")
-    if side.get("onnx_sha256") != file_sha256(onnx_path):
-        raise CezsarError(f"{engine}: stale, {onnx_path.name} changed since the engine was built; {rebuild}")
-    if side.get("engine_sha256") and side["engine_sha256"] != file_sha256(engine):
-        raise CezsarError(f"{engine}: the engine file does not match its sidecar (replaced or corrupt); {rebuild}")
-    if tensorrt_version is None:
-        trt = tensorrt_module()
-        tensorrt_version = str(trt.__version__) if trt is not None else None
-    if tensorrt_version is not None and side.get("tensorrt_version") != tensorrt_version:
-        built = side.get("tensorrt_version")
-        raise CezsarError(f"{engine}: built with TensorRT {built}, this machine has {tensorrt_version}; {rebuild}")
-    gpu = gpu if gpu is not None else gpu_info()
-    cc, name = gpu.get("compute_capability", "unknown"), gpu.get("gpu", "unknown")
-    if cc != "unknown" and side.get("compute_capability") != cc:
-        raise CezsarError(
-            f"{engine}: built for compute capability {side.get('compute_capability')} ({side.get('gpu')}), "
-            f"this GPU is {cc} ({name}); {rebuild}"
-        )
-    if name != "unknown" and side.get("gpu") != name:
-        raise CezsarError(f"{engine}: built on {side.get('gpu')}, this GPU is {name}; {rebuild}")
-
-
 # -- FP16 ONNX for TensorRT without the FP16 builder flag ------------------------------------------
 
 FP32_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceL2", "ReduceSum", "Pow", "Sqrt", "Erf"]
@@ -286,30 +139,6 @@ def to_fp16_onnx(src: Path, dst: Path) -> str:
 # -- building -----------------------------------------------------------------------------------
 
 
-class _Logger:
-    """Collects TensorRT's warnings/errors so that a failed build can say why in one line."""
-
-    def __init__(self, trt: Any) -> None:
-        self.messages: list[str] = []
-        base = trt.ILogger
-
-        outer = self
-
-        class L(base):  # type: ignore[misc, valid-type]
-            def __init__(self) -> None:
-                base.__init__(self)
-
-            def log(self, severity: Any, msg: str) -> None:
-                if int(severity) <= int(trt.ILogger.Severity.WARNING):
-                    outer.messages.append(str(msg))
-                    log.debug("tensorrt: %s", msg)
-
-        self.logger = L()
-
-    def last_error(self) -> str:
-        return self.messages[-1] if self.messages else "no message from TensorRT"
-
-
 def _onnx_checks(trt: Any, onnx_path: Path) -> dict[str, Any]:
     """Refuse ONNX this TensorRT's parser cannot read, with the fix."""
     import onnx
@@ -344,8 +173,7 @@ def build_engine(
 ) -> dict[str, Any]:
     """Build one engine from one ONNX file (dynamic batch dim 0) and write engine + sidecar atomically."""
     from cezsar import __version__
-    from cezsar.atomic import write_bytes, write_json
-    from cezsar.manifest import file_sha256
+    from cezsar.atomic import write_bytes
 
     trt = require_tensorrt()
     onnx_path, engine_out = Path(onnx_path), Path(engine_out)
@@ -362,10 +190,17 @@ def build_engine(
 
         check_trt_qdq(onnx_path)
     t0 = time.perf_counter()
-    tl = _Logger(trt)
-    builder = trt.Builder(tl.logger)
+    logger = trt_logger(trt)
+    mark = error_mark()
+    try:
+        builder = trt.Builder(logger)
+    except Exception as e:  # noqa: BLE001 - no GPU or driver: TensorRT cannot start
+        why = str(e).strip() or last_error(mark)
+        raise CezsarError(f"TensorRT cannot create a builder (no usable CUDA GPU or driver here?): {why}") from None
+    if builder is None:
+        raise CezsarError(f"TensorRT cannot create a builder ({last_error(mark)})")
     network = builder.create_network(network_flags(trt, plan))
-    parser = trt.OnnxParser(network, tl.logger)
+    parser = trt.OnnxParser(network, logger)
     with tempfile.TemporaryDirectory(prefix="cezsar-trt-") as td:
         parse_path = onnx_path
         if plan["fp16_onnx"]:
@@ -377,7 +212,7 @@ def build_engine(
             ok = parser.parse(parse_path.read_bytes())
         if not ok:
             errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise CezsarError(f"{onnx_path.name}: TensorRT cannot parse it ({errs[0] if errs else tl.last_error()})")
+            raise CezsarError(f"{onnx_path.name}: TensorRT cannot parse it ({errs[0] if errs else last_error(mark)})")
     config = builder.create_builder_config()
     workspace_api = set_workspace(trt, config, workspace_mb << 20)
     for flag in plan["builder_flags"]:
@@ -408,15 +243,13 @@ def build_engine(
             config.set_timing_cache(config.create_timing_cache(b""), False)
     blob = serialize_network(builder, network, config)
     if blob is None:
-        raise CezsarError(f"{onnx_path.name}: TensorRT {precision} build failed ({tl.last_error()})")
+        raise CezsarError(f"{onnx_path.name}: TensorRT {precision} build failed ({last_error(mark)})")
     if cache_path is not None and hasattr(config, "get_timing_cache"):
         tc = config.get_timing_cache()
         if tc is not None:
             write_bytes(cache_path, bytes(memoryview(tc.serialize())))
     write_bytes(engine_out, blob)
     side = {
-        "format": SIDECAR_FORMAT,
-        "version": SIDECAR_VERSION,
         "engine": engine_out.name,
         "engine_sha256": file_sha256(engine_out),
         "onnx": onnx_path.name,
@@ -441,8 +274,7 @@ def build_engine(
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
-    write_json(sidecar_path(engine_out), side)
-    return side
+    return write_sidecar(engine_out, side)
 
 
 def build_engines(
@@ -455,8 +287,6 @@ def build_engines(
     parts: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Build the engines of a deploy folder; returns their sidecars (with "engine" paths)."""
-    from cezsar.manifest import load_manifest
-
     require_tensorrt()
     deploy = Path(deploy_dir)
     m = load_manifest(deploy)
@@ -466,13 +296,13 @@ def build_engines(
         raise CezsarError(f"--parts: unknown part {bad[0]!r} (choose from {', '.join(PARTS)})")
     if max_batch < 1:
         raise CezsarError(f"--max-batch {max_batch}: must be >= 1")
-    cache = Path(timing_cache) if timing_cache else deploy / "tensorrt.timing-cache"
+    cache = Path(timing_cache) if timing_cache else layout.timing_cache_path(deploy)
     results = []
     for part in parts:
-        src = onnx_source(deploy, m, part, precision)
+        src = layout.engine_source(deploy, m, part, precision)
         default_opt = min(m.window, max_batch) if part == "frame_encoder" else 1
         opt = min(max(1, opt_batch if opt_batch else default_opt), max_batch)
-        out = engine_path(deploy, part, precision)
+        out = layout.engine_path(deploy, part, precision)
         side = build_engine(
             src,
             out,

@@ -50,14 +50,15 @@ def weights_hash(model_dir: Path) -> str:
     w = model_dir / "model.safetensors"
     if not w.is_file():
         raise CezsarError(f"{model_dir}: not a model folder (no model.safetensors)")
-    from cezsar.manifest import file_sha256
+    from cezsar.deploy.manifest import file_sha256
 
     return file_sha256(w)
 
 
 def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:
     """The cached deploy folder of ``model_dir``, exporting it first when absent or stale."""
-    from cezsar.manifest import PARTS, load_manifest
+    from cezsar.deploy.layout import PARTS, TOKENIZER
+    from cezsar.deploy.manifest import load_manifest
 
     model_dir = Path(model_dir)
     digest = weights_hash(model_dir)
@@ -65,7 +66,7 @@ def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:
     try:
         m = load_manifest(deploy)
         if m.model_hash == digest:
-            for key in (*PARTS, "tokenizer"):
+            for key in (*PARTS, TOKENIZER):
                 m.path(deploy, key)
             return deploy
     except CezsarError:

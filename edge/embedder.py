@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.backends.base import Runner
+from cezsar.backends.base import Runner, run_batched
 from edge.sources import Frame
 from edge.window import FeatureRing
 
@@ -37,15 +37,6 @@ class Window:
     @property
     def center(self) -> float:
         return 0.5 * (self.start + self.end)
-
-
-def run_batched(runner: Runner, x: np.ndarray, max_batch: int | None = None) -> np.ndarray:
-    """Run ``runner`` on ``x`` in chunks of at most ``max_batch`` (or the runner's own limit)."""
-    limit = min(b for b in (max_batch, runner.max_batch) if b) if (max_batch or runner.max_batch) else None
-    if limit is None or len(x) <= limit:
-        return np.asarray(runner(np.ascontiguousarray(x)), dtype=np.float32)
-    parts = [runner(np.ascontiguousarray(x[i : i + limit])) for i in range(0, len(x), limit)]
-    return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
 
 
 class WindowEmbedder:

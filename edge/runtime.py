@@ -21,12 +21,12 @@ from typing import IO, Any
 
 import numpy as np
 
+from cezsar.backends.registry import load_backend
+from cezsar.deploy.manifest import load_manifest
 from cezsar.errors import CezsarError
-from cezsar.manifest import load_manifest
 from edge import messages
 from edge.actions import ActionSet, ActionStore, ActionsWatcher, load_actions
 from edge.annotate import AnnotatedWriter, draw, output_path
-from edge.backends.select import load_backend
 from edge.control import ControlHandler, ControlServer
 from edge.decisions import Decisions, Event
 from edge.embedder import Window, WindowEmbedder

@@ -21,7 +21,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -39,13 +39,6 @@ from pydantic import (
 from cezsar.errors import CezsarError
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-# The same names as edge/backends/select.py NAMES and PRECISIONS (tests/test_siteconfig.py checks it).
-Backend = Literal[
-    "auto", "tensorrt", "onnxruntime", "torch", "onnxruntime-cpu", "onnxruntime-cuda", "torch-cpu", "torch-cuda"
-]
-Precision = Literal["auto", "fp32", "fp16", "int8"]
-BACKENDS = get_args(Backend)
-PRECISIONS = get_args(Precision)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -285,8 +278,8 @@ class SiteConfig(_Model):
     version: Literal[1] = 1
     deploy: Path | None = None  # the deploy folder (from `cezsar export`); else --deploy
     actions: Path
-    backend: Backend = "auto"
-    precision: Precision = "auto"
+    backend: str = "auto"
+    precision: str = "auto"
     sources: list[Source] = Field(min_length=1)
     outputs: Outputs = Field(default_factory=Outputs)
 
@@ -294,6 +287,25 @@ class SiteConfig(_Model):
     @classmethod
     def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve(v, info)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        # the names come from the backends' own declarations (cezsar.backends.registry)
+        from cezsar.backends.registry import names
+
+        if v not in names():
+            raise ValueError(f"unknown backend {v!r}; choose one of {', '.join(names())}")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        from cezsar.backends.registry import PRECISIONS
+
+        if v not in PRECISIONS:
+            raise ValueError(f"unknown precision {v!r}; choose one of {', '.join(PRECISIONS)}")
+        return v
 
     @field_validator("sources")
     @classmethod

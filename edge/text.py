@@ -1,4 +1,4 @@
-"""The text tower at the edge: tokenizer.json (:mod:`cezsar.tokenize`) + text_encoder.onnx (onnxruntime).
+"""The text tower at the edge: the deploy folder's tokenizer (:mod:`cezsar.tokenize`) + text encoder (onnxruntime).
 
 No torch. Embeddings are cached per description string, so editing an actions file only encodes
 the descriptions that are new. The exported tokenizer already truncates (manifest.text_max_length)
@@ -14,28 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, verified_path
+from cezsar.backends.onnxruntime import ort_session
+from cezsar.deploy.layout import TOKENIZER
+from cezsar.deploy.manifest import Manifest
 from cezsar.tokenize import SentenceTokenizer
-from edge.backends.onnxruntime import session_options
 
 BATCH = 32
 
 
 class TextEncoder:
     def __init__(self, deploy_dir: str | Path, manifest: Manifest, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         deploy_dir = Path(deploy_dir)
-        tok_path = verified_path(manifest, deploy_dir, "tokenizer")
-        onnx_path = verified_path(manifest, deploy_dir, "text_encoder")
+        tok_path = manifest.verified(deploy_dir, TOKENIZER)
+        onnx_path = manifest.verified(deploy_dir, "text_encoder")
         self.tokenizer = SentenceTokenizer(tok_path, max_length=manifest.text_max_length)
-        try:
-            self.session: Any = ort.InferenceSession(
-                str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # noqa: BLE001
-            raise CezsarError(f"{onnx_path}: onnxruntime cannot load it ({type(e).__name__})") from None
+        self.session: Any = ort_session(onnx_path, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dim = manifest.joint_dim
         self._cache: dict[str, np.ndarray] = {}

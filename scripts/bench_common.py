@@ -187,14 +187,13 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     if short not in _LAYOUTS:
         raise SystemExit(f"backbone {name!r} is not available here ({why})")
     local = f"bench-{short}"
-    if local not in backbones._REGISTRY:
 
-        def make(pretrained: bool = False, **_: int) -> tuple[Any, int]:
-            if pretrained:
-                raise CezsarError(f"{local} has no pretrained weights")
-            return _plain_resnet(short)
+    def make(pretrained: bool = False, **_: int) -> tuple[Any, int]:
+        if pretrained:
+            raise CezsarError(f"{local} has no pretrained weights")
+        return _plain_resnet(short)
 
-        backbones.register(local)(make)
+    backbones.register_backbone(local, make, exist_ok=True)
     return local, (
         f"{name} unavailable ({why}); using {local}: the same {short} architecture (torchvision layout), "
         "defined in scripts/bench_common.py, random init"

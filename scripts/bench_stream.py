@@ -204,8 +204,8 @@ def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Name
 
 def encoder_only(deploy: Path, args: argparse.Namespace, iters: int = 12) -> dict[str, Any]:
     """FrameEncoder-only throughput of the same backend runner, batch 1, 2 and 4 interleaved."""
-    from cezsar.manifest import load_manifest
-    from edge.backends.select import load_backend
+    from cezsar.backends.registry import load_backend
+    from cezsar.deploy.manifest import load_manifest
 
     m = load_manifest(deploy)
     loaded = load_backend(args.backend, args.precision, deploy, m, args.threads or None)

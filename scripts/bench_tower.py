@@ -4,12 +4,12 @@
     .venv/bin/python scripts/bench_tower.py --json > tower.json      # resnet18 224x224, batch 8, T=16
 
 Builds a random-init model (speed does not depend on the weights), exports it with converter.export
-(the whole deploy folder when the text model is installed, else the two video networks with the
-same exporter), quantizes both networks to INT8 Q/DQ with converter.quantize.quantize_onnx
+(export_model when the text model is installed, else export_video_parts: the two video networks with
+the same exporter), quantizes both networks to INT8 Q/DQ with converter.quantize.quantize_onnx
 (``--int8-method ort``: onnxruntime's static QDQ, the fast one on the CPU) and reports the accuracy
 gate's measure (mean cosine of FP32 vs INT8 video embeddings on held-out rendered frames, gate
 converter.quantize.MIN_COSINE). Every variant runs through the runtime's own Runner classes
-(edge.backends.*), numpy in and numpy out, transfers included.
+(cezsar.backends.*), numpy in and numpy out, transfers included.
 
 All variants run in one process; each repetition runs every variant once, in turn, so that
 background load hits all alike; warm-up calls are excluded. Ratios are of medians from this run.
@@ -71,42 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- build / export / quantize -----------------------------------------------------------------
 
 
-def export_parts(model_dir: Path, out: Path, opset: int = 17) -> dict[str, Path]:
-    """The two video networks only, with converter.export's exporter (no text model needed)."""
-    import torch
-
-    from converter.export import _declare_output, _onnx_export
-    from training.model import CezsarModel, read_config
-
-    cfg = read_config(model_dir)
-    model = CezsarModel.load(model_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fe, th = out / "frame_encoder.onnx", out / "temporal_head.onnx"
-    s = cfg.pre.size
-    with torch.no_grad():
-        _onnx_export(
-            model.frame_encoder,
-            (torch.randn(2, 3, s, s),),
-            fe,
-            opset,
-            ["frames"],
-            "features",
-            {"frames": {0: "N"}, "features": {0: "N"}},
-        )
-        _onnx_export(
-            model.temporal_head,
-            (torch.randn(2, cfg.frames, cfg.feature_dim),),
-            th,
-            opset,
-            ["features"],
-            "embedding",
-            {"features": {0: "B"}, "embedding": {0: "B"}},
-        )
-    _declare_output(fe, "features", ["N", cfg.feature_dim])
-    _declare_output(th, "embedding", ["B", cfg.joint_dim])
-    return {"frame_encoder": fe, "temporal_head": th}
-
-
 def text_model_installed() -> bool:
     from training.model import DEFAULT_TEXT_MODEL, resolve_text_model
 
@@ -114,12 +78,14 @@ def text_model_installed() -> bool:
 
 
 def export(model_dir: Path, out: Path) -> tuple[dict[str, Path], str]:
-    if text_model_installed():
-        from converter.export import export_model
+    from cezsar.deploy.layout import VIDEO_PARTS
+    from converter.export import export_model, export_video_parts
 
-        m = export_model(model_dir, out)
-        return {p: m.path(out, p) for p in ("frame_encoder", "temporal_head")}, "converter.export.export_model"
-    return export_parts(model_dir, out), "converter.export._onnx_export (video networks; no text model installed)"
+    if text_model_installed():
+        m, how = export_model(model_dir, out), "converter.export.export_model"
+    else:
+        m, how = export_video_parts(model_dir, out), "converter.export.export_video_parts (no text model installed)"
+    return {p: m.path(out, p) for p in VIDEO_PARTS}, how
 
 
 def calibration_frames(pre: Any, n: int, seed: int) -> np.ndarray:
@@ -132,23 +98,27 @@ def calibration_frames(pre: Any, n: int, seed: int) -> np.ndarray:
 
 def quantize(files: dict[str, Path], cfg: Any, method: str, n_calib: int) -> dict[str, Any]:
     """INT8 files beside the FP32 ones; returns the gate report (cosine of video embeddings)."""
-    from converter.common import cosine_rows, ort_session, run_batched
+    from cezsar.backends.base import run_batched
+    from cezsar.backends.onnxruntime import ort_runner
+    from cezsar.deploy.layout import int8_name
+    from converter.common import cosine_rows
     from converter.quantize import MIN_COSINE, quantize_cpu, quantize_onnx
 
     window = cfg.frames
     pre = cfg.pre
     train = calibration_frames(pre, n_calib, seed=0)
     hold = calibration_frames(pre, max(window + 8, n_calib // 2), seed=100)
-    fe32 = ort_session(files["frame_encoder"])
-    feats = run_batched(fe32, "frames", train, 16)
+    fe32 = ort_runner(files["frame_encoder"])
+    feats = run_batched(fe32, train, 16)
     stride = max(1, window // 4)
     starts = range(0, max(1, len(feats) - window + 1), stride)
     head_data = np.stack([feats[i : i + window] for i in starts if i + window <= len(feats)]).astype(np.float32)
     t0 = time.perf_counter()
     out: dict[str, Any] = {"method": method, "calibration_frames": int(len(train))}
     for part, name, data in (("frame_encoder", "frames", train), ("temporal_head", "features", head_data)):
-        dst = files[part].with_name(f"{part}.int8.onnx")
-        if method == "ort-cpu" and part == "frame_encoder":
+        cpu_layout = method == "ort-cpu" and part == "frame_encoder"
+        dst = files[part].with_name(int8_name(part, "cpu" if cpu_layout else "tensorrt"))
+        if cpu_layout:
             # the product's CPU INT8 (cezsar quantize --target cpu)
             res = quantize_cpu(files[part], dst, name, data, 16)
             out[part] = {"method": res["method"], "fallback_reason": None}
@@ -157,12 +127,12 @@ def quantize(files: dict[str, Path], cfg: Any, method: str, n_calib: int) -> dic
             out[part] = {"method": res["method"], "fallback_reason": res["fallback_reason"]}
         files[f"{part}.int8"] = dst
     out["seconds"] = round(time.perf_counter() - t0, 2)
-    th32 = ort_session(files["temporal_head"])
-    fe8, th8 = ort_session(files["frame_encoder.int8"]), ort_session(files["temporal_head.int8"])
-    f32, f8 = run_batched(fe32, "frames", hold, 16), run_batched(fe8, "frames", hold, 16)
+    th32 = ort_runner(files["temporal_head"])
+    fe8, th8 = ort_runner(files["frame_encoder.int8"]), ort_runner(files["temporal_head.int8"])
+    f32, f8 = run_batched(fe32, hold, 16), run_batched(fe8, hold, 16)
     wins = [np.arange(i, i + window) for i in range(0, len(hold) - window + 1, max(1, window // 4))]
-    e32 = run_batched(th32, "features", np.stack([f32[w] for w in wins]))
-    e8 = run_batched(th8, "features", np.stack([f8[w] for w in wins]))
+    e32 = run_batched(th32, np.stack([f32[w] for w in wins]), 64)
+    e8 = run_batched(th8, np.stack([f8[w] for w in wins]), 64)
     cos = cosine_rows(e32, e8)
     out.update(
         {
@@ -185,9 +155,9 @@ THREADS: int | None = None
 
 
 def ort_runner(path: Path, part: str) -> Any:
-    from edge.backends.onnxruntime import OnnxRuntimeBackend, OrtRunner
+    from cezsar.backends.onnxruntime import OrtRunner
 
-    return OrtRunner(OnnxRuntimeBackend("fp32", "cpu", threads=THREADS).session(path), part)
+    return OrtRunner(path, threads=THREADS).activate()
 
 
 def build_variants(
@@ -196,7 +166,7 @@ def build_variants(
     """name -> {"fe": Runner, "th": Runner, "device": "cpu"|"cuda"}."""
     import torch
 
-    from edge.backends.torch import TorchRunner
+    from cezsar.backends.torch import TorchRunner
     from training.model import CezsarModel
 
     def want(name: str) -> bool:
@@ -206,8 +176,8 @@ def build_variants(
     model = CezsarModel.load(model_dir).eval()
     if want("torch-cpu-fp32"):
         out["torch-cpu-fp32"] = {
-            "fe": TorchRunner(model.frame_encoder, "cpu", False, False),
-            "th": TorchRunner(model.temporal_head, "cpu", False, False),
+            "fe": TorchRunner(model.frame_encoder, "cpu", False, False).activate(),
+            "th": TorchRunner(model.temporal_head, "cpu", False, False).activate(),
             "device": "cpu",
         }
     if want("ort-cpu-fp32"):
@@ -228,16 +198,16 @@ def build_variants(
     if want("torch-cuda-fp32"):
         m32 = CezsarModel.load(model_dir).eval().to("cuda")
         out["torch-cuda-fp32"] = {
-            "fe": TorchRunner(m32.frame_encoder, "cuda", False, False),
-            "th": TorchRunner(m32.temporal_head, "cuda", False, False),
+            "fe": TorchRunner(m32.frame_encoder, "cuda", False, False).activate(),
+            "th": TorchRunner(m32.temporal_head, "cuda", False, False).activate(),
             "device": "cuda",
         }
     if want("torch-cuda-fp16"):
         m16 = CezsarModel.load(model_dir).eval().to("cuda").half()
         m16.frame_encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         out["torch-cuda-fp16"] = {
-            "fe": TorchRunner(m16.frame_encoder, "cuda", True, True),
-            "th": TorchRunner(m16.temporal_head, "cuda", True, True),
+            "fe": TorchRunner(m16.frame_encoder, "cuda", True, True).activate(),
+            "th": TorchRunner(m16.temporal_head, "cuda", True, True).activate(),
             "device": "cuda",
         }
     for prec in ("fp16", "int8"):
@@ -252,15 +222,16 @@ def build_variants(
 
 
 def tensorrt_variant(files: dict[str, Path], precision: str) -> dict[str, Any]:
-    from converter.tensorrt_build import build_engine, read_sidecar
-    from edge.backends.tensorrt import TensorRTRunner
+    from cezsar.backends.tensorrt import TensorRTRunner
+    from cezsar.deploy.layout import engine_path
+    from converter.tensorrt_build import build_engine
 
     runners = {}
     for part, key in (("frame_encoder", "fe"), ("temporal_head", "th")):
         src = files[f"{part}.int8"] if precision == "int8" else files[part]
-        engine = src.with_name(f"{part}.{precision}.engine")
-        build_engine(src, engine, precision, opt_batch=8, max_batch=64)
-        runners[key] = TensorRTRunner(engine, read_sidecar(engine))
+        engine = engine_path(src.parent, part, precision)
+        side = build_engine(src, engine, precision, opt_batch=8, max_batch=64)
+        runners[key] = TensorRTRunner(engine, side).activate()
     return {**runners, "device": "cuda"}
 
 

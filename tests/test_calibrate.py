@@ -10,8 +10,8 @@ import pytest
 
 from calibration.calibrate import _share, build_calibration_set
 from cezsar.data.calibration import load_calibration
+from cezsar.deploy.manifest import Manifest, save_manifest
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest, save_manifest
 from cezsar.preprocess import Preprocess
 from cezsar.video import write_video
 from converter.common import synthetic_frames

@@ -5,14 +5,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from test_edge_support import deploy_dir
 
+from cezsar.backends.base import Runner
+from cezsar.backends.registry import load_backend
+from cezsar.deploy.manifest import load_manifest
 from cezsar.errors import CezsarError
-from cezsar.manifest import load_manifest
-from edge.backends.select import load_backend
 
 
 def test_auto_picks_the_best_available_and_says_why() -> None:
@@ -58,21 +60,21 @@ def test_precision_errors_are_clear() -> None:
 
 
 def test_int8_files_are_used_when_present(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from edge.backends.onnxruntime import model_file
+    from cezsar.deploy.layout import onnx_file
 
     d = tmp_path / "deploy"
     shutil.copytree(deploy_dir(), d)
     m = load_manifest(d)
     for part in ("frame_encoder", "temporal_head"):  # stand-in "quantized" files: same graphs, int8 names
         shutil.copy(d / f"{part}.onnx", d / f"{part}.int8.onnx")
-    with caplog.at_level("WARNING", logger="edge.backends.onnxruntime"):
+    with caplog.at_level("WARNING", logger="cezsar.backends.onnxruntime"):
         loaded = load_backend("onnxruntime-cpu", "int8", d, m)
     assert loaded.backend.describe() == "onnxruntime (int8, cpu)"
     assert "slower than FP32 on the CPU" in caplog.text and "--target cpu" in caplog.text
     shutil.copy(d / "frame_encoder.onnx", d / "frame_encoder.int8-cpu.onnx")  # the CPU layout wins on the CPU
-    assert model_file(d, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
-    assert model_file(d, m, "frame_encoder", "int8", "cuda").name == "frame_encoder.int8.onnx"
-    assert model_file(d, m, "frame_encoder", "int8", "tensorrt").name == "frame_encoder.int8.onnx"
+    assert onnx_file(d, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
+    assert onnx_file(d, m, "frame_encoder", "int8", "cuda").name == "frame_encoder.int8.onnx"
+    assert onnx_file(d, m, "frame_encoder", "int8", "tensorrt").name == "frame_encoder.int8.onnx"
 
 
 def test_tensorrt_backend_absent_or_unusable_is_an_error_not_a_crash() -> None:
@@ -91,8 +93,8 @@ def test_onnxruntime_path_never_imports_torch() -> None:
     d = deploy_dir()
     code = (
         "import sys\n"
-        "from cezsar.manifest import load_manifest\n"
-        "from edge.backends.select import load_backend\n"
+        "from cezsar.deploy.manifest import load_manifest\n"
+        "from cezsar.backends.registry import load_backend\n"
         "from edge.text import TextEncoder\n"
         "import edge.runtime, edge.client, edge.cli\n"
         f"d = {str(d)!r}\n"
@@ -102,3 +104,155 @@ def test_onnxruntime_path_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# -- the registry: choices come from each backend's declarations ---------------------------------------
+
+
+def test_names_and_auto_order_come_from_the_declarations() -> None:
+    from cezsar.backends.registry import auto_order, backends, names
+
+    assert list(backends()) == ["tensorrt", "onnxruntime", "torch"]
+    assert auto_order() == ["tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu"]
+    assert names() == (
+        "auto",
+        "tensorrt",
+        "onnxruntime",
+        "torch",
+        "onnxruntime-cpu",
+        "onnxruntime-cuda",
+        "torch-cpu",
+        "torch-cuda",
+    )
+
+
+def test_a_registered_backend_is_selectable_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new backend is one class: it declares its offer, registers itself, and --backend finds it."""
+    from cezsar.backends import registry
+    from cezsar.backends.base import Backend, Offer
+
+    class Scale(Runner):
+        def __init__(self, factor: float) -> None:
+            self.factor = factor
+
+        def infer(self, x: np.ndarray) -> np.ndarray:
+            return x.reshape(len(x), -1)[:, :4] * self.factor
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_backend
+    class NumpyBackend(Backend):
+        name = "numpy-test"
+        offers = (Offer("cpu", ("fp32",), ("fp32",), rank=None),)  # never picked by auto
+
+        @classmethod
+        def available(cls) -> tuple[bool, str]:
+            return True, "numpy"
+
+        def runner(self, deploy_dir: Path, manifest: Any, part: str) -> Runner:
+            return Scale(2.0 if part == "frame_encoder" else 3.0)
+
+    d = deploy_dir()
+    assert "numpy-test" in registry.names() and "numpy-test" not in registry.auto_order()
+    loaded = registry.load_backend("numpy-test", "auto", d, load_manifest(d))
+    assert loaded.reason == "asked for numpy-test; precision fp32 (auto)"
+    x = np.ones((3, 8), np.float32)
+    assert np.all(loaded.frame_encoder(x) == 2.0) and np.all(loaded.temporal_head(x) == 3.0)
+    with pytest.raises(CezsarError, match="--precision int8: numpy-test on cpu runs fp32"):
+        registry.load_backend("numpy-test", "int8", d, load_manifest(d))
+    loaded.close()
+    assert not loaded.frame_encoder.is_active
+    with pytest.raises(TypeError, match="taken"):
+
+        @registry.register_backend
+        class Other(NumpyBackend):
+            pass
+
+
+def test_runner_base_activates_deactivates_and_times() -> None:
+    class Doubler(Runner):
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def activate_impl(self) -> None:
+            self.events.append("on")
+
+        def deactivate_impl(self) -> None:
+            self.events.append("off")
+
+        def infer(self, x: np.ndarray) -> np.ndarray:
+            return x * 2
+
+    r = Doubler()
+    with pytest.raises(CezsarError, match="not active"):
+        r(np.ones(2, np.float32))
+    with r as active:
+        assert active is r and r.is_active
+        assert np.all(r(np.ones(2, np.float32)) == 2) and np.all(r(np.ones(3, np.float32)) == 2)
+    assert r.events == ["on", "off"] and not r.is_active
+    assert r.calls == 2 and r.seconds >= r.last_seconds > 0
+
+
+def test_run_batched_respects_the_runner_limit() -> None:
+    from cezsar.backends.base import run_batched
+
+    class Limited(Runner):
+        max_batch = 4
+        is_active = True
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def infer(self, x: np.ndarray) -> np.ndarray:
+            self.sizes.append(len(x))
+            return x + 1
+
+    r = Limited()
+    x = np.arange(10, dtype=np.float32)
+    assert np.all(run_batched(r, x) == x + 1) and r.sizes == [4, 4, 2]
+    r.sizes.clear()
+    assert np.all(run_batched(r, x, 3) == x + 1) and r.sizes == [3, 3, 3, 1]
+
+
+def test_tensorrt_sidecar_is_read_and_hashed_once_per_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One check per engine: the registry's early file check hands its result to the load, which does not
+    hash again. TensorRT is not installed here: its availability and the engine deserialization are
+    replaced (boundary fakes); the sidecar check is the real one."""
+    from cezsar.backends import tensorrt as bt
+    from cezsar.deploy import layout
+    from cezsar.deploy import sidecar as sc
+    from cezsar.deploy.manifest import file_sha256
+
+    src = deploy_dir()
+    d = tmp_path / "d"
+    d.mkdir()
+    for p in src.iterdir():
+        (d / p.name).symlink_to(p.resolve())
+    m = load_manifest(d)
+    for part in layout.VIDEO_PARTS:
+        engine = layout.engine_path(d, part, "fp16")
+        engine.write_bytes(b"a stand-in engine for " + part.encode())
+        side = {"onnx_sha256": file_sha256(m.path(d, part)), "engine_sha256": file_sha256(engine)}
+        sc.write_sidecar(engine, {**side, "model_hash": m.model_hash, "profile": {"min": 1, "opt": 4, "max": 16}})
+    hashed: list[str] = []
+    reads: list[str] = []
+    real_hash, real_read = sc.file_sha256, sc.read_sidecar
+
+    def counting_hash(path: Path) -> str:
+        hashed.append(Path(path).name)
+        return real_hash(path)
+
+    def counting_read(engine: Path) -> dict[str, Any]:
+        reads.append(Path(engine).name)
+        return real_read(engine)
+
+    monkeypatch.setattr(sc, "file_sha256", counting_hash)
+    monkeypatch.setattr(sc, "read_sidecar", counting_read)
+    monkeypatch.setattr(bt.TensorRTBackend, "available", classmethod(lambda cls: (True, "stand-in")))
+    monkeypatch.setattr(bt.TensorRTRunner, "activate_impl", lambda self: None)
+    loaded = load_backend("tensorrt", "fp16", d, m)
+    assert loaded.backend.describe() == "tensorrt (fp16, cuda)" and loaded.frame_encoder.max_batch == 16
+    assert sorted(reads) == sorted(f"{p}.fp16.engine" for p in layout.VIDEO_PARTS)
+    assert sorted(hashed) == sorted(
+        [f"{p}.fp16.engine" for p in layout.VIDEO_PARTS] + [f"{p}.onnx" for p in layout.VIDEO_PARTS]
+    )

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_edge_support import deploy_dir, model_dir
 
-from cezsar.manifest import load_manifest
+from cezsar.backends.registry import load_backend
+from cezsar.deploy.manifest import load_manifest
 from cezsar.video import probe, read_frames
-from edge.backends.select import load_backend
 from edge.embedder import WindowEmbedder
 from edge.sources import Source, SourceSpec
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from test_edge_support import deploy_dir
 
+from cezsar.backends.base import Runner
 from cezsar.errors import CezsarError
-from edge.backends.base import Runner
 from edge.client import Subscriber
 from edge.runtime import Runtime, RuntimeConfig
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from test_edge_support import deploy_dir
 
-from cezsar.manifest import load_manifest
+from cezsar.deploy.manifest import load_manifest
 from edge.actions import parse_actions
 from edge.scorer import Scorer
 from edge.text import TextEncoder

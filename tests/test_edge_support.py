@@ -28,7 +28,8 @@ CODE = (
     "training/backbones.py",
     "converter/export.py",
     "converter/common.py",
-    "cezsar/manifest.py",
+    "cezsar/deploy/manifest.py",
+    "cezsar/deploy/layout.py",
     "cezsar/preprocess.py",
 )
 

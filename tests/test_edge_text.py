@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_edge_support import deploy_dir, model_dir
 
-from cezsar.manifest import load_manifest
+from cezsar.deploy.manifest import load_manifest
 from edge.text import TextEncoder
 
 

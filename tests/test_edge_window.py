@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from test_edge_support import deploy_dir
 
-from cezsar.manifest import load_manifest
-from edge.backends.base import Runner
-from edge.backends.select import load_backend
+from cezsar.backends.base import Runner
+from cezsar.backends.registry import load_backend
+from cezsar.deploy.manifest import load_manifest
 from edge.embedder import WindowEmbedder
 from edge.sources import Frame
 from edge.window import FeatureRing

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from cezsar.deploy.manifest import load_manifest  # noqa: E402
 from cezsar.errors import CezsarError  # noqa: E402
-from cezsar.manifest import load_manifest  # noqa: E402
 from cezsar.preprocess import Preprocess  # noqa: E402
 
 torch.set_num_threads(1)
@@ -38,7 +38,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_manifest_written_and_loadable(exported: tuple[Path, Path]) -> None:
-    from cezsar.manifest import file_sha256
+    from cezsar.deploy.manifest import file_sha256
 
     model_dir, deploy = exported
     m = load_manifest(deploy)
@@ -56,7 +56,8 @@ def test_manifest_written_and_loadable(exported: tuple[Path, Path]) -> None:
 
 
 def test_onnx_matches_torch(exported: tuple[Path, Path]) -> None:
-    from converter.common import cosine_distance, ort_session
+    from cezsar.backends.onnxruntime import ort_session
+    from converter.common import cosine_distance
     from training.model import CezsarModel
 
     model_dir, deploy = exported
@@ -79,8 +80,9 @@ def test_onnx_matches_torch(exported: tuple[Path, Path]) -> None:
 
 def test_text_encoder_with_tokenizer_json_matches_training_path(exported: tuple[Path, Path]) -> None:
     """tokenizer.json + text_encoder.onnx (no torch at the edge) == SentenceEncoder + TextHead."""
+    from cezsar.backends.onnxruntime import ort_session
     from cezsar.tokenize import SentenceTokenizer
-    from converter.common import cosine_distance, ort_session
+    from converter.common import cosine_distance
     from training.model import CezsarModel, SentenceEncoder
 
     model_dir, deploy = exported
@@ -135,3 +137,30 @@ def test_cli_export_prints_parity(exported: tuple[Path, Path], tmp_path: Path) -
     assert "frame_encoder" in res.output and "worst cosine distance" in res.output
     raw = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert raw["opset"] == 16 and raw["format"] == "cezsar-deploy"
+
+
+def test_export_video_parts_writes_the_two_video_networks_only(
+    exported: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The public export of the video path (engines, quantization, benchmarks): same exporter and
+    parity check, a manifest of the two networks, and no text model loaded."""
+    import training.model as tm
+    from cezsar.backends.onnxruntime import ort_session
+    from converter.export import export_video_parts
+
+    def no_text_model(*_: object, **__: object) -> None:
+        raise AssertionError("the text model was loaded")
+
+    monkeypatch.setattr(tm, "load_sentence_model", no_text_model)
+    model_dir, full = exported
+    m = export_video_parts(model_dir, tmp_path / "v")
+    assert m == load_manifest(tmp_path / "v")
+    assert set(m.files) == {"frame_encoder", "temporal_head", "model_dir"} and m.extra["video_only"] is True
+    assert set(m.extra["shapes"]) == {"frame_encoder", "temporal_head"}
+    for part in ("frame_encoder", "temporal_head"):
+        assert m.extra["parity"][part]["worst_cosine_distance"] < 1e-4
+    assert not (tmp_path / "v" / "text_encoder.onnx").exists() and not (tmp_path / "v" / "tokenizer.json").exists()
+    frames = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    a = ort_session(m.path(tmp_path / "v", "frame_encoder"), 1).run(None, {"frames": frames})[0]
+    b = ort_session(full / "frame_encoder.onnx", 1).run(None, {"frames": frames})[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -104,6 +104,28 @@ def test_backbone_registry():
         create_backbone("tiny", pretrained=True)
 
 
+def test_register_backbone_is_public_and_refuses_duplicates(monkeypatch):
+    from torch import nn
+
+    from training import backbones
+
+    monkeypatch.setattr(backbones, "_REGISTRY", dict(backbones._REGISTRY))
+
+    def make(pretrained=False):
+        return nn.Sequential(nn.Flatten(1), nn.LazyLinear(5)), 5
+
+    assert backbones.register_backbone("test-linear", make) is True
+    assert "test-linear" in backbones.available()
+    m, dim = create_backbone("test-linear")
+    assert dim == 5 and m(torch.zeros(2, 3, 4, 4)).shape == (2, 5)
+    assert backbones.register_backbone("test-linear", lambda pretrained=False: None, exist_ok=True) is False
+    assert create_backbone("test-linear")[1] == 5  # the first factory is kept
+    with pytest.raises(CezsarError, match="already registered"):
+        backbones.register_backbone("test-linear", make)
+    with pytest.raises(CezsarError, match="reserved"):
+        backbones.register_backbone("timm:x", make)
+
+
 def test_backbone_local_checkpoint(tmp_path):
     from safetensors.torch import save_file
 

@@ -16,8 +16,8 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from cezsar.deploy.manifest import load_manifest  # noqa: E402
 from cezsar.errors import CezsarError  # noqa: E402
-from cezsar.manifest import load_manifest  # noqa: E402
 from cezsar.preprocess import Preprocess  # noqa: E402
 from converter.qdq_check import check_trt_qdq  # noqa: E402
 
@@ -58,7 +58,8 @@ def deploy(deploy_and_calib: tuple[Path, Path], tmp_path: Path) -> Path:
 
 
 def test_quantize_writes_trt_friendly_qdq_models(deploy: Path, deploy_and_calib: tuple[Path, Path]) -> None:
-    from converter.common import cosine_rows, ort_session, synthetic_frames
+    from cezsar.backends.onnxruntime import ort_session
+    from converter.common import cosine_rows, synthetic_frames
     from converter.quantize import quantize_deploy
 
     report = quantize_deploy(deploy, deploy_and_calib[1], measure_speed=False, threads=1)  # --target both
@@ -186,9 +187,10 @@ def test_cpu_target_writes_cpu_models_that_the_cpu_backend_runs(
 ) -> None:
     from typer.testing import CliRunner
 
+    from cezsar.backends.onnxruntime import OnnxRuntimeBackend
     from cezsar.cli import app
+    from cezsar.deploy.layout import onnx_file
     from converter.common import cosine_rows, synthetic_frames
-    from edge.backends.onnxruntime import OnnxRuntimeBackend, model_file
 
     res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy_and_calib[1]), "--json",
                                    "--target", "cpu"])  # fmt: skip
@@ -214,9 +216,9 @@ def test_cpu_target_writes_cpu_models_that_the_cpu_backend_runs(
         check_trt_qdq(deploy / "frame_encoder.int8-cpu.onnx")
 
     # the CPU backend runs the CPU file for int8; CUDA/TensorRT would want the TensorRT one
-    assert model_file(deploy, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
+    assert onnx_file(deploy, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
     with pytest.raises(CezsarError, match="frame_encoder.int8.onnx"):
-        model_file(deploy, m, "frame_encoder", "int8", "cuda")
+        onnx_file(deploy, m, "frame_encoder", "int8", "cuda")
     x = PRE(synthetic_frames(8, 48, 64, seed=42))
     b32, b8 = OnnxRuntimeBackend("fp32", "cpu", threads=1), OnnxRuntimeBackend("int8", "cpu", threads=1)
     f32, f8 = b32.load(deploy, m, "frame_encoder")(x), b8.load(deploy, m, "frame_encoder")(x)

@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 from cezsar.errors import CezsarError
 from edge import config_cli
 from edge.siteconfig import (
-    BACKENDS,
-    PRECISIONS,
+    SiteConfig,
     SiteConfigError,
     check_site_config,
     load_site_config,
@@ -103,7 +102,7 @@ def _replace(old: str, new: str) -> str:
         (_replace("name: path", "name: door"), 6, "zone names must be unique"),
         (_replace("    max_age: 12h", "    max_age: 12 hours"), 20, "outputs.media.max_age: expected a duration"),
         (_replace("  http:\n", "  http:\n    bind: 0.0.0.0\n"), 16, "listening beyond this machine needs a token"),
-        ("backend: tensorrtt\n" + GOOD, 1, "backend: Input should be 'auto', 'tensorrt'"),
+        ("backend: tensorrtt\n" + GOOD, 1, "backend: unknown backend 'tensorrtt'; choose one of auto, tensorrt"),
         (
             _replace("outputs:\n", "outputs:\n  zmq:\n    pub: 5556\n"),
             14,
@@ -167,9 +166,13 @@ def test_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.outputs.mqtt.secret() == "pw"
 
 
-def test_backend_names_match_the_backend_selector() -> None:
-    select = pytest.importorskip("edge.backends.select")
-    assert set(BACKENDS) == set(select.NAMES) and set(PRECISIONS) == set(select.PRECISIONS)
+def test_backend_names_come_from_the_backend_registry(tmp_path: Path) -> None:
+    from cezsar.backends.registry import names
+
+    for name in names():
+        assert SiteConfig.model_validate(
+            {"actions": "a.yaml", "backend": name, "sources": [{"name": "a", "url": "file:///x.mp4"}]}
+        ).backend == name
 
 
 def test_config_check_command(tmp_path: Path) -> None:

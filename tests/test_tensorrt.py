@@ -1,9 +1,10 @@
-"""TensorRT: version-dependent build choices, sidecar staleness, the no-TensorRT path, and (with TensorRT
-and a GPU) real engines.
+"""TensorRT: version-dependent build choices, sidecar staleness, the one logger, CUDA discovery, the
+no-TensorRT path, and (with TensorRT and a GPU) real engines.
 
-Most of the converter's TensorRT logic is pure Python and runs everywhere; the tests in
-``TestWithTensorRT`` skip themselves unless the real ``tensorrt`` library (not the PyPI placeholder
-without ``Builder``) and a CUDA device are present.
+Most of the TensorRT logic is pure Python and runs everywhere; where it meets the library it is tested
+against stand-ins of the ``tensorrt`` module and of cuda-python (``fake_trt``, ``FakeCudart``: the
+boundary fakes). The tests in ``TestWithTensorRT`` skip themselves unless the real ``tensorrt`` library
+(not the PyPI placeholder without ``Builder``) and a CUDA device are present.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cezsar.deploy import layout
+from cezsar.deploy import sidecar as sc
+from cezsar.deploy import tensorrt as dt
+from cezsar.deploy.manifest import file_sha256
 from cezsar.errors import CezsarError
-from cezsar.manifest import file_sha256
 from converter import tensorrt_build as tb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,8 +126,8 @@ def _engine_with_sidecar(tmp_path: Path) -> tuple[Path, Path]:
     engine = tmp_path / "frame_encoder.fp16.engine"
     engine.write_bytes(b"engine bytes")
     side = {
-        "format": tb.SIDECAR_FORMAT,
-        "version": tb.SIDECAR_VERSION,
+        "format": sc.SIDECAR_FORMAT,
+        "version": sc.SIDECAR_VERSION,
         "onnx_sha256": file_sha256(onnx_path),
         "engine_sha256": file_sha256(engine),
         "tensorrt_version": "10.3.0",
@@ -131,19 +135,19 @@ def _engine_with_sidecar(tmp_path: Path) -> tuple[Path, Path]:
         "profile": {"min": 1, "opt": 8, "max": 64},
         **GPU,
     }
-    tb.sidecar_path(engine).write_text(json.dumps(side))
+    layout.sidecar_path(engine).write_text(json.dumps(side))
     return engine, onnx_path
 
 
 def test_engine_naming() -> None:
-    e = tb.engine_path("/d", "temporal_head", "int8")
+    e = layout.engine_path("/d", "temporal_head", "int8")
     assert e == Path("/d/temporal_head.int8.engine")
-    assert tb.sidecar_path(e) == Path("/d/temporal_head.int8.engine.json")
+    assert layout.sidecar_path(e) == Path("/d/temporal_head.int8.engine.json")
 
 
 def test_check_sidecar_accepts_a_fresh_engine(tmp_path: Path) -> None:
     engine, onnx_path = _engine_with_sidecar(tmp_path)
-    tb.check_sidecar(engine, onnx_path, tensorrt_version="10.3.0", gpu=GPU)
+    sc.check_sidecar(engine, onnx_path, tensorrt_version="10.3.0", gpu=GPU)
 
 
 @pytest.mark.parametrize(
@@ -172,11 +176,11 @@ def test_check_sidecar_detects_stale_engines(tmp_path: Path, change: str, messag
     elif change == "engine":
         engine.write_bytes(b"another engine")
     elif change == "sidecar":
-        tb.sidecar_path(engine).unlink()
+        layout.sidecar_path(engine).unlink()
     elif change == "missing":
         engine.unlink()
     with pytest.raises(CezsarError, match=message) as e:
-        tb.check_sidecar(engine, onnx_path, tensorrt_version=version, gpu=gpu)
+        sc.check_sidecar(engine, onnx_path, tensorrt_version=version, gpu=gpu)
     assert "\n" not in str(e.value)
     if change not in ("sidecar",):
         assert "cezsar build-engine" in str(e.value)
@@ -218,14 +222,15 @@ def test_fp16_onnx_conversion_stays_close(tmp_path: Path) -> None:
     pytest.importorskip("onnxconverter_common")
     import onnx
 
-    from converter.common import cosine_distance, ort_session
-    from converter.export import _onnx_export
+    from cezsar.backends.onnxruntime import ort_session
+    from converter.common import cosine_distance
+    from converter.export import export_onnx
     from training.model import TemporalHead
 
     torch.manual_seed(0)
     head = TemporalHead(32, 64, 16, heads=2, layers=1, dropout=0.0).eval()
     src, dst = tmp_path / "head.onnx", tmp_path / "head.fp16.onnx"
-    _onnx_export(head, (torch.randn(2, 4, 32),), src, 17, ["features"], "embedding", {"features": {0: "B"}})
+    export_onnx(head, (torch.randn(2, 4, 32),), src, 17, ["features"], "embedding", {"features": {0: "B"}})
     tb.to_fp16_onnx(src, dst)
     m = onnx.load(str(dst))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -252,7 +257,7 @@ def test_compare_reports_worst_cosine_distance() -> None:
 
 # -- without TensorRT -------------------------------------------------------------------------------
 
-no_trt = pytest.mark.skipif(tb.tensorrt_module() is not None, reason="TensorRT is installed here")
+no_trt = pytest.mark.skipif(dt.tensorrt_module() is not None, reason="TensorRT is installed here")
 
 
 @no_trt
@@ -273,14 +278,181 @@ def test_cli_without_tensorrt_is_one_line(tmp_path: Path, verb: str) -> None:
 
 @no_trt
 def test_backend_not_available_without_tensorrt() -> None:
-    from edge.backends.select import tensorrt_backend_class
-    from edge.backends.tensorrt import TensorRTBackend
+    from cezsar.backends.registry import backends
+    from cezsar.backends.tensorrt import TensorRTBackend
 
-    assert tensorrt_backend_class() is TensorRTBackend
+    assert backends()["tensorrt"] is TensorRTBackend
     ok, why = TensorRTBackend.available()
     assert not ok and why == "tensorrt not installed"
     with pytest.raises(CezsarError, match="TensorRT is not installed"):
-        tb.require_tensorrt()
+        dt.require_tensorrt()
+
+
+# -- the one TensorRT logger, CUDA discovery, one-line failures (stand-ins for tensorrt / cuda-python) ------
+
+
+class FakeSeverity:
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = 0, 1, 2, 3, 4
+
+
+class FakeILogger:
+    """Stand-in for ``tensorrt.ILogger`` (boundary fake): subclasses override ``log``."""
+
+    Severity = FakeSeverity
+
+    def __init__(self) -> None:
+        pass
+
+
+def trt_with_logger(**attrs: Any) -> Any:
+    return SimpleNamespace(__version__="10.3.0", Builder=object, ILogger=FakeILogger, **attrs)
+
+
+@pytest.fixture()
+def fresh_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No logger made yet in this process (the module keeps one for the process)."""
+    monkeypatch.setattr(dt, "_LOGGER", None)
+
+
+def test_one_logger_reports_the_last_error_not_the_last_warning(fresh_logger: None) -> None:
+    trt = trt_with_logger()
+    logger = dt.trt_logger(trt)
+    assert dt.trt_logger(trt) is logger  # one logger for the builder, the parser and the runtime
+    mark = dt.error_mark()
+    assert dt.last_error(mark) == "no error message from TensorRT"
+    logger.log(FakeSeverity.ERROR, "Network has dynamic or shape inputs,\n but no optimization profile")
+    logger.log(FakeSeverity.WARNING, "a later warning that is not the cause")
+    logger.log(FakeSeverity.INFO, "info")
+    assert dt.last_error(mark) == "Network has dynamic or shape inputs, but no optimization profile"
+    later = dt.error_mark()
+    assert dt.last_error(later) == "no error message from TensorRT"  # nothing new since the mark
+    logger.log(FakeSeverity.INTERNAL_ERROR, "internal")
+    assert dt.last_error(later) == "internal"
+
+
+class FakeCudaError(int):
+    """A cuda-python error enum value: an int with a name."""
+
+    @property
+    def name(self) -> str:
+        return {0: "cudaSuccess", 35: "cudaErrorInsufficientDriver"}[int(self)]
+
+
+class FakeCudart:
+    """Stand-in for cuda-python's runtime module (boundary fake)."""
+
+    def __init__(self, err: int, n: int) -> None:
+        self.err, self.n = err, n
+
+    def cudaGetDeviceCount(self) -> tuple[FakeCudaError, int]:  # noqa: N802 - cuda-python's name
+        return FakeCudaError(self.err), self.n
+
+
+def test_cuda_python_error_falls_back_to_torch_and_names_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dt, "cuda_runtime", lambda: FakeCudart(0, 2))
+    assert dt.cuda_device_count() == (2, "cuda-python")
+    monkeypatch.setattr(dt, "cuda_runtime", lambda: FakeCudart(35, 0))
+    monkeypatch.setattr(dt, "_torch_device_count", lambda: 1)  # torch reaches the GPU the driver runs
+    assert dt.cuda_device_count() == (1, "torch (cuda-python: cudaErrorInsufficientDriver)")
+    monkeypatch.setattr(dt, "_torch_device_count", lambda: None)  # no torch: the error is the answer
+    assert dt.cuda_device_count() == (0, "cuda-python: cudaErrorInsufficientDriver")
+    monkeypatch.setattr(dt, "cuda_runtime", lambda: None)
+    assert dt.cuda_device_count() == (-1, "")
+
+
+def test_backend_says_why_no_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cezsar.backends import tensorrt as bt
+
+    monkeypatch.setattr(bt, "tensorrt_module", lambda: SimpleNamespace(__version__="10.3.0", Runtime=object))
+    monkeypatch.setattr(bt, "cuda_device_count", lambda: (0, "cuda-python: cudaErrorInsufficientDriver"))
+    assert bt.TensorRTBackend.available() == (False, "no CUDA device (cuda-python: cudaErrorInsufficientDriver)")
+    monkeypatch.setattr(bt, "cuda_device_count", lambda: (1, "torch (cuda-python: cudaErrorInsufficientDriver)"))
+    ok, why = bt.TensorRTBackend.available()
+    assert ok and why == "TensorRT 10.3.0, 1 CUDA device(s) via torch (cuda-python: cudaErrorInsufficientDriver)"
+
+
+def test_builder_without_gpu_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_logger: None) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+
+    def no_gpu_builder(logger: Any) -> Any:
+        logger.log(FakeSeverity.ERROR, "CUDA initialization failure with error: 35")
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    trt = trt_with_logger(**{k: v for k, v in vars(TRT10).items() if k not in ("__version__", "Builder")})
+    trt.Builder = no_gpu_builder
+    monkeypatch.setattr(tb, "require_tensorrt", lambda: trt)
+    with pytest.raises(CezsarError, match="cannot create a builder .*no usable CUDA GPU.*nullptr") as e:
+        tb.build_engine(src, tmp_path / "m.engine", "fp16")
+    assert "\n" not in str(e.value) and not (tmp_path / "m.engine").exists()
+
+
+def test_runner_refuses_a_missing_execution_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_logger: None
+) -> None:
+    from cezsar.backends import tensorrt as bt
+
+    class Engine:
+        num_io_tensors = 2
+        logger: Any = None
+
+        def get_tensor_name(self, i: int) -> str:
+            return ("x", "y")[i]
+
+        def create_execution_context(self) -> None:
+            self.logger.log(FakeSeverity.ERROR, "out of device memory")
+            return None
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, blob: bytes) -> Engine:
+            engine = Engine()
+            engine.logger = self.logger
+            return engine
+
+    monkeypatch.setattr(bt, "require_tensorrt", lambda: trt_with_logger(Runtime=Runtime))
+    engine = tmp_path / "frame_encoder.fp16.engine"
+    engine.write_bytes(b"plan")
+    runner = bt.TensorRTRunner(engine, {"profile": {"min": 1, "opt": 8, "max": 64}})
+    assert runner.max_batch == 64 and not runner.is_active
+    with pytest.raises(CezsarError, match="cannot create an execution context .*out of device memory"):
+        runner.activate()
+    assert not runner.is_active
+
+
+def test_torch_runner_splits_batches_above_the_largest_cuda_graph_bucket() -> None:
+    """n > 64 used to raise StopIteration; now the batch runs in chunks of the largest bucket. The CUDA
+    graph replay is replaced by a recording stand-in (no GPU here)."""
+    pytest.importorskip("torch")
+    from cezsar.backends.torch import BUCKETS, TorchRunner, bucket_for
+
+    assert [bucket_for(n) for n in (1, 3, 64)] == [1, 4, 64]
+    with pytest.raises(CezsarError, match="batch 65 exceeds"):
+        bucket_for(65)
+    runner = TorchRunner(module=None, device="cuda", half=True, cuda_graphs=True).activate()
+    seen: list[int] = []
+
+    def replay(x: np.ndarray) -> np.ndarray:  # stand-in for the CUDA graph replay
+        seen.append(len(x))
+        return x[:, :2].astype(np.float32)
+
+    runner._replay = replay  # type: ignore[method-assign]
+    x = np.arange(150 * 3, dtype=np.float32).reshape(150, 3)
+    y = runner(x)
+    assert seen == [64, 64, 22] and max(seen) <= BUCKETS[-1]
+    np.testing.assert_array_equal(y, x[:, :2])
+    assert runner.calls == 1 and runner.seconds > 0
 
 
 # -- with TensorRT and a GPU --------------------------------------------------------------------------
@@ -291,20 +463,21 @@ def trt_deploy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trt = pytest.importorskip("tensorrt", reason="tensorrt is not installed")
     if not hasattr(trt, "Builder"):
         pytest.skip("the installed tensorrt package is the PyPI placeholder (no Builder)")
-    from edge.backends.tensorrt import TensorRTBackend
+    from cezsar.backends.tensorrt import TensorRTBackend
 
     ok, why = TensorRTBackend.available()
     if not ok:
         pytest.skip(f"TensorRT backend unavailable: {why}")
     torch = pytest.importorskip("torch")
     from cezsar.preprocess import Preprocess
-    from converter.export import export_model
+    from converter.export import export_video_parts
     from training.model import CezsarModel, ModelConfig
 
     root = tmp_path_factory.mktemp("trt")
     torch.manual_seed(0)
     CezsarModel(ModelConfig(frames=4, fps=4.0, preprocess=Preprocess(size=64, resize=72).to_dict())).save(root / "m")
-    export_model(root / "m", root / "deploy", opset=17 if tb.trt_version(trt) >= (8, 6) else 16)
+    # the two video networks only: no text model (the MiniLM package) needed on the GPU machine
+    export_video_parts(root / "m", root / "deploy", opset=17 if dt.trt_version(trt) >= (8, 6) else 16)
     return root / "deploy"
 
 
@@ -316,15 +489,15 @@ class TestWithTensorRT:
 
         sides = tb.build_engines(trt_deploy, "fp16", workspace_mb=256, max_batch=16)
         assert {Path(s["engine"]).name for s in sides} == {"frame_encoder.fp16.engine", "temporal_head.fp16.engine"}
-        assert (trt_deploy / "tensorrt.timing-cache").is_file()
+        assert layout.timing_cache_path(trt_deploy).is_file()
         report = check_engines(trt_deploy, "fp16", batch=8)
         assert report["passed"], report
 
     def test_stale_engine_refused_at_load(self, trt_deploy: Path, tmp_path: Path) -> None:
         import shutil
 
-        from cezsar.manifest import load_manifest
-        from edge.backends.tensorrt import TensorRTBackend
+        from cezsar.backends.tensorrt import TensorRTBackend
+        from cezsar.deploy.manifest import load_manifest
 
         d = tmp_path / "d"
         shutil.copytree(trt_deploy, d)
@@ -336,7 +509,7 @@ class TestWithTensorRT:
 
     def test_int8_engines_from_qdq(self, trt_deploy: Path, tmp_path: Path) -> None:
         from cezsar.data.calibration import CalibrationSet
-        from cezsar.manifest import load_manifest
+        from cezsar.deploy.manifest import load_manifest
         from converter.check_engine import check_engines
         from converter.common import synthetic_frames
         from converter.quantize import quantize_deploy
@@ -346,6 +519,7 @@ class TestWithTensorRT:
         CalibrationSet(frames, ["s"], np.zeros(80, np.int32), np.arange(80, dtype=np.float32), m.pre.to_dict()).save(
             tmp_path / "c.npz"
         )
-        quantize_deploy(trt_deploy, tmp_path / "c.npz", measure_speed=False)
+        # the engine is under test, not the accuracy gate: TensorRT Q/DQ only, written even past the gate
+        quantize_deploy(trt_deploy, tmp_path / "c.npz", measure_speed=False, target="tensorrt", force=True)
         tb.build_engines(trt_deploy, "int8", workspace_mb=256, max_batch=16)
         assert check_engines(trt_deploy, "int8", batch=8)["passed"]

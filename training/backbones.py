@@ -27,9 +27,30 @@ from cezsar.errors import CezsarError
 _REGISTRY: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., tuple[nn.Module, int]]], Callable[..., tuple[nn.Module, int]]]:
-    def deco(fn: Callable[..., tuple[nn.Module, int]]) -> Callable[..., tuple[nn.Module, int]]:
-        _REGISTRY[name] = fn
+Factory = Callable[..., tuple[nn.Module, int]]  # (pretrained=False) -> (module, feature_dim)
+
+
+def register_backbone(name: str, factory: Factory, exist_ok: bool = False) -> bool:
+    """Make ``factory`` available to :func:`create_backbone` (and ``ModelConfig.backbone``) as ``name``.
+
+    ``factory(pretrained=...)`` returns (module, feature_dim). A name already registered raises
+    CezsarError, or with ``exist_ok`` keeps the first factory; returns whether ``factory`` was registered.
+    """
+    if name in _REGISTRY:
+        if exist_ok:
+            return False
+        raise CezsarError(f"backbone '{name}' is already registered")
+    if ":" in name:
+        raise CezsarError(f"backbone '{name}': ':' is reserved for library prefixes (torchvision:, timm:)")
+    _REGISTRY[name] = factory
+    return True
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    """Decorator form of :func:`register_backbone`."""
+
+    def deco(fn: Factory) -> Factory:
+        register_backbone(name, fn)
         return fn
 
     return deco

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cezsar.deploy.manifest import file_sha256
 from cezsar.errors import CezsarError
 from cezsar.jsonfile import read_json
-from cezsar.manifest import file_sha256
 from cezsar.preprocess import Preprocess
 from training.backbones import create_backbone
 

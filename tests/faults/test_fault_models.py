@@ -15,7 +15,7 @@ import pytest
 from faultkit import ROOT, actions_yaml
 from test_edge_support import free_port
 
-from converter.tensorrt_build import SIDECAR_FORMAT
+from cezsar.deploy.sidecar import SIDECAR_FORMAT
 
 
 def deploy_copy(src: Path, dst: Path) -> Path:
@@ -86,7 +86,7 @@ def _engine(d: Path, model_hash: str, onnx_sha: str) -> None:
 def test_stale_or_foreign_engine_is_refused_or_falls_back(tmp_path: Path, deploy: Path, short_video: Path) -> None:
     """An engine built from another ONNX (stale) or for another model (foreign): refused with what to
     do; with ``--fallback-backend onnxruntime-cpu`` the runtime runs on onnxruntime."""
-    from cezsar.manifest import file_sha256, load_manifest
+    from cezsar.deploy.manifest import file_sha256, load_manifest
 
     m = load_manifest(deploy)
     d = deploy_copy(deploy, tmp_path / "d")

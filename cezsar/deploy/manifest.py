@@ -1,23 +1,10 @@
 """DEPLOY_DIR/manifest.json: the contract between the converter (writer) and the edge runtime (reader).
 
-Pure JSON, no torch. Layout of a deploy folder:
-
-    manifest.json
-    frame_encoder.onnx        input "frames"   [N, 3, S, S] float32 -> output "features"  [N, D]
-    temporal_head.onnx        input "features" [B, T, D]    float32 -> output "embedding" [B, J]
-    text_encoder.onnx         inputs "input_ids", "attention_mask" [B, L] int64 -> "embedding" [B, J]
-    tokenizer.json            for the ``tokenizers`` library
-    model/                    copy of the trained model folder (config.json + model.safetensors), for the torch backend
-    frame_encoder.int8.onnx   after ``cezsar quantize`` (Q/DQ, TensorRT rules)
-    temporal_head.int8.onnx   after ``cezsar quantize``
-    *.engine + *.engine.json  after ``cezsar build-engine``
-
-``files`` keys: the three parts, "tokenizer", "model_dir", and after ``cezsar quantize``
-"frame_encoder.int8" / "temporal_head.int8". Engines are named ``<part>.<precision>.engine``
-(precision fp16 or int8) with a ``<part>.<precision>.engine.json`` sidecar; they are tied to one
-GPU and TensorRT version, so the manifest does not list them (``edge/backends/tensorrt.py`` finds
-them by name and checks the sidecar). ``extra`` holds "parity" (export), "text" (tokenizer
-settings: max_length, padding, pad_id), "quantization" (the INT8 accuracy report) and more.
+Pure JSON, no torch. The file names of a deploy folder and the manifest ``files`` keys are those of
+:mod:`cezsar.deploy.layout`. ``files`` maps a key to a path relative to the deploy folder, ``sha256``
+a relative path to its digest (checked when a file is opened: :meth:`Manifest.verified`). ``extra``
+holds "parity" (export), "text" (tokenizer settings: max_length, padding, pad_id), "quantization"
+(the INT8 accuracy report) and more.
 """
 
 from __future__ import annotations
@@ -27,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cezsar.deploy.layout import MANIFEST, manifest_path
 from cezsar.errors import CezsarError
 from cezsar.jsonfile import read_json
 from cezsar.preprocess import Preprocess
 
 FORMAT = "cezsar-deploy"
 VERSION = 1
-PARTS = ("frame_encoder", "temporal_head", "text_encoder")
 
 
 @dataclass
@@ -58,11 +45,24 @@ class Manifest:
         return {"format": FORMAT, "version": VERSION, **asdict(self)}
 
     def path(self, deploy_dir: str | Path, key: str) -> Path:
+        """The file of ``key`` (it must exist), unverified."""
         if key not in self.files:
-            raise CezsarError(f"{deploy_dir}: manifest.json names no file for '{key}'")
+            raise CezsarError(f"{deploy_dir}: {MANIFEST} names no file for '{key}'")
         p = Path(deploy_dir) / self.files[key]
         if not p.exists():
-            raise CezsarError(f"{p}: missing from the deploy folder (manifest.json names it)")
+            raise CezsarError(f"{p}: missing from the deploy folder ({MANIFEST} names it)")
+        return p
+
+    def verified(self, deploy_dir: str | Path, key: str) -> Path:
+        """:meth:`path` plus an integrity check: a file the manifest lists a sha256 for must match it,
+        so a file from another model (or a corrupt copy) is refused at start with a clear message."""
+        p = self.path(deploy_dir, key)
+        want = self.sha256.get(self.files[key])
+        if want and p.is_file() and file_sha256(p) != want:
+            raise CezsarError(
+                f"{p}: does not match {MANIFEST} (sha256 differs): a file from another model or export, "
+                f"or corrupt; re-run `cezsar export` for model {self.model_hash[:12]}"
+            )
         return p
 
 
@@ -75,35 +75,26 @@ def file_sha256(path: str | Path) -> str:
 
 
 def verified_path(manifest: Manifest, deploy_dir: str | Path, key: str) -> Path:
-    """``manifest.path`` plus an integrity check: a file the manifest lists a sha256 for must match it,
-    so a file from another model (or a corrupt copy) is refused at start with a clear message."""
-    p = manifest.path(deploy_dir, key)
-    rel = manifest.files[key]
-    want = manifest.sha256.get(rel)
-    if want and p.is_file() and file_sha256(p) != want:
-        raise CezsarError(
-            f"{p}: does not match manifest.json (sha256 differs): a file from another model or export, "
-            f"or corrupt; re-run `cezsar export` for model {manifest.model_hash[:12]}"
-        )
-    return p
+    """``manifest.verified(deploy_dir, key)``."""
+    return manifest.verified(deploy_dir, key)
 
 
 def save_manifest(deploy_dir: str | Path, manifest: Manifest) -> Path:
-    """Write ``deploy_dir/manifest.json`` atomically; returns its path."""
+    """Write the deploy folder's manifest atomically; returns its path."""
     from cezsar.atomic import write_json
 
-    path = Path(deploy_dir) / "manifest.json"
+    path = manifest_path(deploy_dir)
     write_json(path, manifest.to_dict())
     return path
 
 
 def load_manifest(deploy_dir: str | Path) -> Manifest:
     d = Path(deploy_dir)
-    mpath = d / "manifest.json"
+    mpath = manifest_path(d)
     if not d.is_dir():
         raise CezsarError(f"{d}: deploy folder not found")
     if not mpath.is_file():
-        raise CezsarError(f"{d}: not a deploy folder (no manifest.json; create one with `cezsar export`)")
+        raise CezsarError(f"{d}: not a deploy folder (no {MANIFEST}; create one with `cezsar export`)")
     raw = read_json(mpath)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CezsarError(f"{mpath}: not a cezsar deploy manifest")

@@ -1,14 +1,15 @@
-"""TensorRT backend: runs ``<part>.<precision>.engine`` files built by ``cezsar build-engine``.
+"""TensorRT backend: runs the engines built by ``cezsar build-engine`` (names: cezsar.deploy.layout).
 
-- The engine's sidecar is checked at load (:func:`converter.tensorrt_build.check_sidecar`): an engine
-  built from another ONNX, by another TensorRT version or for another GPU is refused with the
-  command that rebuilds it.
+- The engine's sidecar is read and checked once, before the engine is loaded
+  (:func:`cezsar.deploy.sidecar.check_engine`): an engine built from another ONNX, for another model,
+  by another TensorRT version or for another GPU is refused with the command that rebuilds it.
 - Execution uses the name-based tensor API of TensorRT >= 8.5: ``set_input_shape``,
   ``set_tensor_address`` and ``execute_async_v3`` on a dedicated CUDA stream.
 - GPU buffers are torch CUDA tensors when torch with CUDA is importable, otherwise cuda-python
   (``cuda.bindings.runtime``, or ``cuda.cudart`` on older cuda-python). Buffers grow to the largest
   batch seen, up to the engine profile's maximum; larger batches are split.
-- One execution context per runner, guarded by a lock: runners are thread-safe.
+- One execution context per runner, guarded by a lock: runners are thread-safe. The runtime gets the
+  process's one TensorRT logger (cezsar.deploy.tensorrt), so a failure says TensorRT's last error.
 """
 
 from __future__ import annotations
@@ -19,24 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from cezsar.backends.base import Backend, Offer, Runner
+from cezsar.backends.registry import register_backend
+from cezsar.deploy import layout
+from cezsar.deploy.manifest import Manifest
+from cezsar.deploy.sidecar import check_engine
+from cezsar.deploy.tensorrt import (
+    cuda_device_count,
+    cuda_runtime,
+    error_mark,
+    last_error,
+    require_tensorrt,
+    tensorrt_module,
+    trt_logger,
+)
 from cezsar.errors import CezsarError
-from cezsar.manifest import Manifest
-from edge.backends.base import Backend, Runner
-
-
-def _cuda_device_count() -> tuple[int, str]:
-    """(device count, which library answered) without importing torch when cuda-python can answer."""
-    from converter.tensorrt_build import cuda_runtime
-
-    cudart = cuda_runtime()
-    if cudart is not None:
-        err, n = cudart.cudaGetDeviceCount()
-        return (int(n) if int(err) == 0 else 0), "cuda-python"
-    try:
-        import torch
-    except ImportError:
-        return -1, ""
-    return (torch.cuda.device_count() if torch.cuda.is_available() else 0), "torch"
 
 
 class _TorchBuffers:
@@ -73,8 +71,6 @@ class _CudaPythonBuffers:
     """Device memory and stream through cuda-python; buffers grow on demand."""
 
     def __init__(self) -> None:
-        from converter.tensorrt_build import cuda_runtime
-
         rt = cuda_runtime()
         if rt is None:
             raise CezsarError("TensorRT backend: needs torch with CUDA or cuda-python (pip install cuda-python)")
@@ -129,37 +125,55 @@ class _CudaPythonBuffers:
 
 
 class TensorRTRunner(Runner):
-    """One engine, one execution context, one lock."""
+    """One engine, one execution context, one lock; the engine is deserialized at activation."""
 
-    def __init__(self, engine_file: Path, sidecar: dict[str, Any]) -> None:
-        from converter.tensorrt_build import require_tensorrt
-
-        trt = require_tensorrt()
-        self.trt = trt
-        self.path = engine_file
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(engine_file.read_bytes())
-        if self.engine is None:
-            raise CezsarError(f"{engine_file}: TensorRT cannot deserialize it; rebuild with `cezsar build-engine`")
-        if not hasattr(self.engine, "num_io_tensors") or not hasattr(self.engine, "get_tensor_name"):
-            raise CezsarError(f"TensorRT {trt.__version__}: the backend needs TensorRT >= 8.5 (name-based tensor API)")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(ins) != 1 or len(outs) != 1:
-            raise CezsarError(f"{engine_file}: expected one input and one output, found {ins} / {outs}")
-        self.input, self.output = ins[0], outs[0]
-        for n in (self.input, self.output):
-            if self.engine.get_tensor_dtype(n) != trt.float32:
-                raise CezsarError(f"{engine_file}: tensor '{n}' is {self.engine.get_tensor_dtype(n)}, expected float32")
+    def __init__(self, engine_file: str | Path, sidecar: dict[str, Any]) -> None:
+        self.path = Path(engine_file)
+        self.name = self.path.name
         profile = sidecar.get("profile") or {}
         self.max_batch = int(profile.get("max", 0)) or None
         self.min_batch = int(profile.get("min", 1))
         self.lock = threading.Lock()
+        self.engine: Any = None
+        self.context: Any = None
+        self.buffers: Any = None
+
+    def activate_impl(self) -> None:
+        trt = require_tensorrt()
+        self.trt = trt
+        mark = error_mark()
         try:
-            self.buffers: Any = _TorchBuffers() if _torch_cuda() else _CudaPythonBuffers()
+            self.runtime = trt.Runtime(trt_logger(trt))
+        except Exception as e:  # noqa: BLE001 - no GPU or driver: TensorRT cannot start
+            raise CezsarError(
+                f"{self.path}: TensorRT cannot create a runtime (no usable CUDA GPU or driver?): "
+                f"{str(e).strip() or last_error(mark)}"
+            ) from None
+        if self.runtime is None:
+            raise CezsarError(f"{self.path}: TensorRT cannot create a runtime ({last_error(mark)})")
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise CezsarError(
+                f"{self.path}: TensorRT cannot deserialize it ({last_error(mark)}); rebuild with `cezsar build-engine`"
+            )
+        if not hasattr(self.engine, "num_io_tensors") or not hasattr(self.engine, "get_tensor_name"):
+            raise CezsarError(f"TensorRT {trt.__version__}: the backend needs TensorRT >= 8.5 (name-based tensor API)")
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise CezsarError(
+                f"{self.path}: TensorRT cannot create an execution context (out of GPU memory?): {last_error(mark)}"
+            )
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(ins) != 1 or len(outs) != 1:
+            raise CezsarError(f"{self.path}: expected one input and one output, found {ins} / {outs}")
+        self.input, self.output = ins[0], outs[0]
+        for n in (self.input, self.output):
+            if self.engine.get_tensor_dtype(n) != trt.float32:
+                raise CezsarError(f"{self.path}: tensor '{n}' is {self.engine.get_tensor_dtype(n)}, expected float32")
+        try:
+            self.buffers = _TorchBuffers() if _torch_cuda() else _CudaPythonBuffers()
         except ImportError:
             self.buffers = _CudaPythonBuffers()
 
@@ -176,9 +190,9 @@ class TensorRTRunner(Runner):
         out_shape = tuple(int(d) for d in self.context.get_tensor_shape(self.output))
         if any(d < 0 for d in out_shape):
             raise CezsarError(f"{self.path}: cannot resolve the output shape for input {list(x.shape)}")
-        return self.buffers.run(x, out_shape, self._bind, self._execute)
+        return np.asarray(self.buffers.run(x, out_shape, self._bind, self._execute))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if len(x) == 0:
             raise CezsarError(f"{self.path}: empty batch")
@@ -187,9 +201,11 @@ class TensorRTRunner(Runner):
             parts = [self._run_one(np.ascontiguousarray(x[i : i + step])) for i in range(0, len(x), step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def close(self) -> None:
+    def deactivate_impl(self) -> None:
         with self.lock:
-            self.buffers.close()
+            if self.buffers is not None:
+                self.buffers.close()
+            self.buffers = None
             self.context = None
             self.engine = None
 
@@ -202,42 +218,40 @@ def _torch_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+@register_backend
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    offers = (Offer("cuda", ("fp16", "int8", "fp32"), ("fp16", "int8", "fp32"), rank=0),)
 
-    def __init__(self, precision: str = "fp16", device: str = "cuda") -> None:
-        if precision not in ("fp16", "int8", "fp32"):
-            raise CezsarError(f"--precision {precision}: the TensorRT backend runs fp16, int8 or fp32 engines")
-        super().__init__(precision, device)
+    def __init__(self, precision: str = "fp16", device: str | None = "cuda", threads: int | None = None) -> None:
+        super().__init__(precision, device, threads)
+        self._checked: dict[str, tuple[Path, dict[str, Any]]] = {}  # part -> (engine, sidecar), checked once
+
+    @classmethod
+    def refuse(cls, precision: str, device: str) -> str:
+        return f"--precision {precision}: the TensorRT backend runs fp16, int8 or fp32 engines"
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        from converter.tensorrt_build import tensorrt_module
-
         trt = tensorrt_module()
         if trt is None or not hasattr(trt, "Runtime"):
             return False, "tensorrt not installed"
-        n, lib = _cuda_device_count()
+        n, how = cuda_device_count()
         if n < 0:
             return False, "neither cuda-python nor torch is installed to reach the GPU (pip install cuda-python)"
         if n == 0:
-            return False, "no CUDA device"
-        return True, f"TensorRT {trt.__version__}, {n} CUDA device(s) via {lib}"
+            return False, f"no CUDA device ({how})" if how else "no CUDA device"
+        return True, f"TensorRT {trt.__version__}, {n} CUDA device(s) via {how}"
 
-    def load(self, deploy_dir: Path, manifest: Manifest, part: str) -> Runner:
-        from converter.tensorrt_build import check_sidecar, engine_path, onnx_source, read_sidecar
+    def check_files(self, deploy_dir: Path, manifest: Manifest) -> None:
+        """Engines present for this precision must be fresh and of this model; checked here, once."""
+        for part in layout.VIDEO_PARTS:
+            if layout.engine_path(deploy_dir, part, self.precision).is_file():
+                self._checked[part] = check_engine(deploy_dir, manifest, part, self.precision)
 
-        deploy_dir = Path(deploy_dir)
-        engine = engine_path(deploy_dir, part, self.precision)
-        if not engine.is_file():
-            raise CezsarError(
-                f"{engine}: no {self.precision} engine; build it with "
-                f"`cezsar build-engine {deploy_dir} --precision {self.precision}`"
-            )
-        check_sidecar(engine, onnx_source(deploy_dir, manifest, part, self.precision))
-        side = read_sidecar(engine)
-        if side.get("model_hash") and side["model_hash"] != manifest.model_hash:
-            raise CezsarError(f"{engine}: built for another model; rebuild with `cezsar build-engine {deploy_dir}`")
+    def runner(self, deploy_dir: Path, manifest: Manifest, part: str) -> Runner:
+        checked = self._checked.pop(part, None)
+        engine, side = checked if checked is not None else check_engine(deploy_dir, manifest, part, self.precision)
         return TensorRTRunner(engine, side)
 
     def describe(self) -> str:
