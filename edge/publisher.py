@@ -1,4 +1,5 @@
-"""ZeroMQ PUB socket for events, scores and status ("topic json" single-frame messages).
+"""ZeroMQ PUB socket for events, scores and status ("topic json" single-frame messages): the
+runtime's first sink (edge/sinks: ``publish(topic, payload)``, ``close()``).
 
 The socket never blocks the runtime: PUB drops messages for a subscriber whose queue is full
 (SNDHWM), sends are non-blocking, and LINGER bounds how long closing waits for queued messages.
@@ -63,6 +64,7 @@ class Publisher:
         sock.setsockopt(zmq.LINGER, linger_ms)
         self.endpoint = bind(sock, endpoint, "--pub", curve)
         self.socket = sock
+        self.hwm = hwm
         self._lock = threading.Lock()  # zmq sockets are not thread-safe
         self.sent = 0
         self.dropped = 0
@@ -80,6 +82,10 @@ class Publisher:
                 return False
             self.sent += 1
             return True
+
+    def stats(self) -> dict[str, int]:
+        """The status's ``publisher`` part."""
+        return {"sent": self.sent, "dropped": self.dropped, "hwm": self.hwm}
 
     def close(self, linger_ms: int | None = None) -> None:
         with self._lock:
