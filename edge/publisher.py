@@ -20,7 +20,7 @@ import zmq
 
 from cezsar.errors import CezsarError
 from edge import messages
-from edge.security import CurveServer, is_loopback
+from edge.security import ZAP_DOMAIN, CurveServer, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,16 @@ LINGER_MS = 1000
 
 
 def bind(sock: zmq.Socket, endpoint: str, what: str, curve: CurveServer | None = None) -> str:
-    """Bind (as a CURVE server when ``curve``); warn when a non-loopback address has no authentication."""
+    """Bind (as a CURVE server when ``curve``); warn when a non-loopback address has no authentication.
+
+    Without CURVE the socket still gets a ZAP domain: libzmq then refuses ZMTP/1.0 peers, and any
+    non-ZeroMQ client (an HTTP request, a port scan) looks like one. Accepted, such bytes can leave a
+    half-received message in a REP socket, which then answers nobody again (libzmq 4.3)."""
     if curve is not None:
         curve.apply(sock)
-    elif not is_loopback(endpoint):
+    else:
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    if curve is None and not is_loopback(endpoint):
         log.warning(
             "%s %s: listening beyond this machine WITHOUT authentication or encryption; anyone who can reach it "
             "can %s (use --curve-secret/--curve-clients, see docs/reliability.md)",

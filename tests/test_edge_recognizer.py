@@ -65,7 +65,8 @@ def images(tmp_path_factory: pytest.TempPathFactory, parts) -> tuple[np.ndarray,
 
 
 def frames_of(stream: str, times: np.ndarray, images: np.ndarray, pre) -> list[Frame]:  # type: ignore[no-untyped-def]
-    return [Frame.from_image(stream, i, float(t), 1000.0 + t, img, pre) for i, (t, img) in enumerate(zip(times, images))]
+    pairs = enumerate(zip(times, images, strict=True))
+    return [Frame.from_image(stream, i, float(t), 1000.0 + t, img, pre) for i, (t, img) in pairs]
 
 
 def recognizer(parts, cache: bool = True, hop: int = 2) -> tuple[Recognizer, CountingRunner]:  # type: ignore[no-untyped-def]
