@@ -4,7 +4,8 @@ Sources:
 - a video file: frames uniform over its whole duration;
 - a folder: its videos (and still images) balanced across files, each file's share uniform over its
   duration; a file that cannot be decoded is skipped and named in the metadata;
-- a camera index (``0``) or stream URL (``rtsp://...``): one frame every ``interval`` seconds.
+- a camera index (``0``), stream URL (``rtsp://...``) or GStreamer pipeline, read as ``cezsar run
+  --source`` reads them (cezsar.video.parse_source): one frame every ``interval`` seconds.
 
 The result is a :class:`cezsar.data.calibration.CalibrationSet` saved as ``.npz`` (the file format lives
 in the data layer: the quantizer reads it without depending on how it was collected).
@@ -16,12 +17,16 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cezsar.data.calibration import CalibrationSet
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from cezsar.video import SourceSpec
 
 log = logging.getLogger("cezsar.calibrate")
 
@@ -33,10 +38,6 @@ SEEK_ABOVE = 3000  # videos with more frames are read by seeking (fast, not fram
 
 
 # -- frame collection ---------------------------------------------------------------------------
-
-
-def _is_camera(source: str) -> bool:
-    return source.isdigit() or source.startswith(("rtsp://", "rtmp://", "http://", "https://", "/dev/video"))
 
 
 def _list_files(folder: Path) -> list[Path]:
@@ -78,7 +79,9 @@ def _uniform_times(duration: float, k: int) -> np.ndarray:
 def _read_seek(path: Path, indices: Sequence[int]) -> list[np.ndarray]:
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
+    from cezsar.video import open_video
+
+    cap = open_video(path)
     out = []
     try:
         for i in indices:
@@ -158,13 +161,13 @@ def _from_files(files: list[Path], n: int) -> tuple[list[np.ndarray], list[int],
     return frames, index, times, sources, skipped
 
 
-def _from_camera(source: str, n: int, interval: float, timeout: float) -> list[np.ndarray]:
-    import cv2
+def _from_camera(spec: SourceSpec, n: int, interval: float, timeout: float) -> list[np.ndarray]:
+    from cezsar.video import open_capture
 
-    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    cap = open_capture(spec)
     if not cap.isOpened():
         cap.release()
-        raise CezsarError(f"camera {source}: cannot be opened (no such device, busy, or no permission)")
+        raise CezsarError(f"camera {spec.target}: cannot be opened (no such device, busy, or no permission)")
     frames: list[np.ndarray] = []
     start = time.monotonic()
     last = -float("inf")
@@ -217,8 +220,11 @@ def build_calibration_set(
         raise CezsarError(f"--frames {frames} is below the minimum of {min_frames} calibration frames")
     src = str(source)
     skipped: list[str] = []
-    if _is_camera(src) and not Path(src).exists():
-        raw = _from_camera(src, frames, interval, timeout if timeout is not None else interval * frames + 10.0)
+    from cezsar.video import parse_source
+
+    spec = parse_source(src, "calibration")  # the runtime's reading of a source: camera, URL, pipeline or file
+    if spec.live and not Path(src).exists():
+        raw = _from_camera(spec, frames, interval, timeout if timeout is not None else interval * frames + 10.0)
         index, times, sources = [0] * len(raw), [-1.0] * len(raw), [f"camera:{src}"]
     else:
         p = Path(src)

@@ -1,4 +1,16 @@
-"""Video decoding and fixed-rate frame sampling with OpenCV.
+"""Video sources and files with OpenCV: what a source string means, how it is opened, and
+fixed-rate frame sampling of files.
+
+A source spec (``cezsar run --source``, calibration) is one of, optionally prefixed ``NAME=`` to
+name the stream:
+
+- a camera index: ``0``, ``1`` ...
+- a URL: ``rtsp://...``, ``rtsp(s)/http(s)/udp/tcp://...``
+- a GStreamer pipeline (contains ``!``; needs an OpenCV built with GStreamer)
+- a video file path (an existing path is always a file, even if it contains ``=``)
+
+:func:`parse_source` reads one, :func:`open_capture` opens it and :func:`open_video` opens a video
+file: the one place that turns a path into a ``cv2.VideoCapture``.
 
 Sampling follows the paper: T frames at a fixed rate (default 1 fps x 16). When a
 segment is shorter than T / rate, the T frames are spread uniformly over it
@@ -7,13 +19,132 @@ instead of padding with zeros.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from cezsar.errors import CezsarError
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+OPEN_TIMEOUT_MS = 5000
+READ_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    kind: str  # "camera" | "url" | "gstreamer" | "file"
+    target: str
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file"
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.kind} {self.target}"
+
+
+def parse_source(text: str, default_name: str) -> SourceSpec:
+    """``[NAME=]SPEC`` -> SourceSpec (see the module docstring)."""
+    raw = text.strip()
+    if not raw:
+        raise CezsarError("--source: empty source")
+    name = default_name
+    head, sep, rest = raw.partition("=")
+    if sep and STREAM_NAME.match(head) and rest and not Path(raw).exists():
+        name, raw = head, rest.strip()
+    if not STREAM_NAME.match(name):
+        raise CezsarError(f"--source {text!r}: stream name {name!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    if raw.isdigit():
+        return SourceSpec(name, "camera", raw)
+    if _URL.match(raw):
+        return SourceSpec(name, "url", raw)
+    if "!" in raw:
+        return SourceSpec(name, "gstreamer", raw)
+    return SourceSpec(name, "file", raw)
+
+
+def default_stream_name(spec_text: str, index: int, taken: set[str]) -> str:
+    """A readable default name: the file stem, ``cam<N>``, or ``s<index>``; made unique."""
+    raw = spec_text.strip()
+    if raw.isdigit():
+        base = f"cam{raw}"
+    elif not _URL.match(raw) and "!" not in raw:
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", Path(raw).stem)[:48] or f"s{index}"
+    else:
+        base = f"s{index}"
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def parse_sources(texts: Sequence[str]) -> list[SourceSpec]:
+    """Every ``--source`` of a run: default names, unique names, files that exist."""
+    if not texts:
+        raise CezsarError("give at least one --source")
+    taken: set[str] = set()
+    specs = []
+    for i, text in enumerate(texts):
+        spec = parse_source(text, default_stream_name(text, i, taken))
+        if spec.name in taken:
+            raise CezsarError(f"--source {text!r}: stream name {spec.name!r} is used twice")
+        if spec.kind == "file" and not Path(spec.target).is_file():
+            raise CezsarError(f"--source {text!r}: {spec.target}: video file not found")
+        taken.add(spec.name)
+        specs.append(spec)
+    return specs
+
+
+class Capture(Protocol):
+    """The part of cv2.VideoCapture a source uses (the boundary a test fake replaces)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+    def grab(self) -> bool: ...
+    def retrieve(self) -> tuple[bool, np.ndarray | None]: ...
+    def get(self, prop: int) -> float: ...
+    def release(self) -> None: ...
+
+
+def open_video(path: str | Path, what: str = "") -> cv2.VideoCapture:
+    """Open a video file; CezsarError (prefixed ``what``, e.g. ``source cam1: ``) when it is missing
+    or OpenCV cannot decode it."""
+    p = Path(path)
+    if not p.is_file():
+        raise CezsarError(f"{what}{p}: video file not found")
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        cap.release()
+        raise CezsarError(f"{what}{p}: cannot be decoded as a video (unreadable, corrupt or no video stream)")
+    return cap
+
+
+def open_capture(spec: SourceSpec) -> Capture:
+    """Open a spec with OpenCV. Raises CezsarError for what retrying cannot fix; a camera or URL that
+    is not there (yet) comes back not opened."""
+    if spec.kind == "camera":
+        cap = cv2.VideoCapture(int(spec.target))
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+    if spec.kind == "url":
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+        return cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, params)
+    if spec.kind == "gstreamer":
+        if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+            raise CezsarError(
+                f"source {spec.name}: this OpenCV build has no GStreamer support "
+                "(install an OpenCV built with GStreamer to use pipelines)"
+            )
+        return cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
+    return open_video(spec.target, f"source {spec.name}: ")
 
 
 @dataclass(frozen=True)
@@ -29,19 +160,8 @@ class VideoInfo:
         return self.frame_count / self.fps if self.fps > 0 else 0.0
 
 
-def _open(path: str | Path) -> cv2.VideoCapture:
-    p = Path(path)
-    if not p.is_file():
-        raise CezsarError(f"{p}: video file not found")
-    cap = cv2.VideoCapture(str(p))
-    if not cap.isOpened():
-        cap.release()
-        raise CezsarError(f"{p}: cannot be decoded as a video (unreadable, corrupt or no video stream)")
-    return cap
-
-
 def probe(path: str | Path) -> VideoInfo:
-    cap = _open(path)
+    cap = open_video(path)
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -82,7 +202,7 @@ def read_frames(path: str | Path, times: np.ndarray, info: VideoInfo | None = No
     idx = np.clip(np.floor(np.asarray(times) * info.fps).astype(int), 0, info.frame_count - 1)
     wanted = sorted(set(idx.tolist()))
     got: dict[int, np.ndarray] = {}
-    cap = _open(path)
+    cap = open_video(path)
     try:
         i = 0
         last: np.ndarray | None = None

@@ -1,6 +1,6 @@
 """The actions file: what to detect, in words. Load, validate, write back, watch.
 
-    defaults:                 # optional; every key optional
+    defaults:                 # optional; every key optional (default values: edge.decisions.Params)
       threshold: 0.05         # event starts when the smoothed score reaches this
       hysteresis: 0.03        # ... and ends when it falls below threshold - hysteresis
       min_duration: 1.0       # seconds above threshold before an event starts
@@ -43,6 +43,7 @@ import yaml
 
 from cezsar.atomic import write_text
 from cezsar.errors import CezsarError
+from edge.decisions import PARAM_KEYS, Params
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ MAX_FILE_BYTES = 1 << 20
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
 
 TOP_KEYS = ("version", "defaults", "background", "exclusive", "actions")
-DEFAULT_KEYS = ("threshold", "hysteresis", "min_duration", "cooldown", "smoothing")
+DEFAULT_KEYS = PARAM_KEYS  # what ``defaults:`` may set: every decision parameter
 ACTION_KEYS = ("name", "descriptions", "threshold", "hysteresis", "min_duration", "cooldown")
 # (minimum, maximum) for every number; cosine margins lie in [-2, 2]
 RANGES: dict[str, tuple[float, float]] = {
@@ -72,15 +73,6 @@ class ActionsError(CezsarError):
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(message)
         self.line = line
-
-
-@dataclass(frozen=True)
-class Defaults:
-    threshold: float = 0.05
-    hysteresis: float = 0.03
-    min_duration: float = 1.0
-    cooldown: float = 2.0
-    smoothing: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -107,7 +99,7 @@ class Action:
 class ActionSet:
     actions: tuple[Action, ...] = ()
     background: tuple[str, ...] = ()
-    defaults: Defaults = field(default_factory=Defaults)
+    defaults: Params = field(default_factory=Params)
     explicit_defaults: tuple[str, ...] = ()  # which defaults the file set (for writing back)
     exclusive: bool = False  # actions compete: each is scored against the best of the others too
 
@@ -276,7 +268,7 @@ class _Checker:
             ver = top["version"][1]
             if ver.kind != "scalar" or ver.value != 1:
                 raise self.fail(ver, "version", f"unsupported version {self.what(ver)} (this cezsar reads 1)")
-        defaults = Defaults()
+        defaults = Params()
         explicit: tuple[str, ...] = ()
         if "defaults" in top:
             dm = self.mapping(top["defaults"][1], "defaults", DEFAULT_KEYS)

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.sources import Frame
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +74,34 @@ class AnnotatedWriter:
                 os.replace(self.tmp, self.path)
             elif self.tmp.exists():
                 self.tmp.unlink()
+
+
+class Annotator:
+    """``--output``: one AnnotatedWriter per stream (created at its first frame); each sampled frame
+    gets the stream's top four smoothed scores, open events in red."""
+
+    def __init__(self, base: Path, fps: float, several: bool) -> None:
+        self.base = Path(base)
+        self.fps = fps
+        self.several = several
+        self.writers: dict[str, AnnotatedWriter] = {}
+
+    def write(
+        self,
+        frames: Sequence[Frame],
+        active: Collection[tuple[str, str]],
+        smoothed: Callable[[str], dict[str, float]],
+    ) -> None:
+        """``active``: the (stream, action) pairs with an open event; ``smoothed(stream)``: action -> score."""
+        for f in frames:
+            w = self.writers.get(f.stream)
+            if w is None:
+                w = self.writers[f.stream] = AnnotatedWriter(output_path(self.base, f.stream, self.several), self.fps)
+            top = sorted(smoothed(f.stream).items(), key=lambda kv: -kv[1])[:4]
+            lines = [(f"{f.stream} t={f.t:.2f}s", False)]
+            lines += [(f"{a}: {s:+.3f}", (f.stream, a) in active) for a, s in top]
+            w.write(draw(f.image, lines))
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()

@@ -14,11 +14,9 @@ from typing import Any
 import typer
 
 from cezsar.errors import CezsarError
+from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
 
 log = logging.getLogger("cezsar.edge")
-
-DEFAULT_PUB = "tcp://127.0.0.1:5556"
-DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 
 
 def _install_signals(stop: Any) -> None:

@@ -1,12 +1,13 @@
 """Python client for a running ``cezsar run``: a Subscriber for the PUB socket and a ControlClient.
 
     from edge.client import Subscriber, ControlClient
+    from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB   # tcp://127.0.0.1:5556 and :5557
 
-    with Subscriber("tcp://127.0.0.1:5556", topics=["event."]) as sub:
+    with Subscriber(DEFAULT_PUB, topics=["event."]) as sub:
         for msg in sub:                      # Message(topic, data)
             print(msg.topic, msg.data["action"], msg.data["phase"])
 
-    ctl = ControlClient("tcp://127.0.0.1:5557")
+    ctl = ControlClient(DEFAULT_CONTROL)
     ctl.add({"name": "wave", "descriptions": ["a hand waving"]})
     ctl.update("wave", threshold=0.2)
     ctl.remove("wave")
@@ -30,6 +31,7 @@ import zmq
 
 from cezsar.errors import CezsarError
 from edge import messages
+from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
 from edge.security import CurveClient
 
 
@@ -47,7 +49,7 @@ class Message:
 class Subscriber:
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str = DEFAULT_PUB,
         topics: Sequence[str] = (),
         conflate: bool = False,
         context: zmq.Context | None = None,
@@ -111,7 +113,7 @@ class ControlError(CezsarError):
 class ControlClient:
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str = DEFAULT_CONTROL,
         timeout: float = 5.0,
         context: zmq.Context | None = None,
         curve: CurveClient | None = None,

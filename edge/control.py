@@ -1,6 +1,7 @@
 """The control socket: list, add, update and remove actions while the runtime runs.
 
-A REP socket (default tcp://127.0.0.1:5557) served by its own thread. Requests are JSON objects:
+A REP socket (default edge.endpoints.DEFAULT_CONTROL) served by its own thread. Requests are JSON
+objects:
 
     {"op": "list"}
     {"op": "add", "action": {"name": "wave", "descriptions": ["a hand waving"], "threshold": 0.1}}
@@ -9,9 +10,9 @@ A REP socket (default tcp://127.0.0.1:5557) served by its own thread. Requests a
     {"op": "status"}
     {"op": "ping"}
 
-An optional "id" is echoed. Replies: {"schema", "ok": true, "op", ...} or {"schema", "ok": false,
-"error": "one line"}. Requests over 64 KiB get an error reply; over 1 MiB the connection is dropped
-by ZeroMQ (MAXMSGSIZE). Changes go through ActionStore.modify: validated like the file, activated
+An optional "id" is echoed. Replies (built by edge.messages): {"schema", "ok": true, "op", ...} or
+{"schema", "ok": false, "error": "one line"}. Requests over 64 KiB get an error reply; over 1 MiB the
+connection is dropped by ZeroMQ (MAXMSGSIZE). Changes go through ActionStore.modify: validated like the file, activated
 (text embeddings computed) before the reply, then written back to the actions file atomically.
 """
 
@@ -27,7 +28,7 @@ import zmq
 
 from cezsar.errors import CezsarError
 from edge import messages
-from edge.actions import ActionSet, ActionStore, parse_action_obj
+from edge.actions import ActionStore, parse_action_obj
 from edge.publisher import bind
 from edge.security import CurveServer
 
@@ -66,17 +67,7 @@ def _named_paths(obj: Any) -> list[str]:
 
 
 def describe_set(store: ActionStore) -> dict[str, Any]:
-    aset: ActionSet = store.current
-    return {
-        "actions": [aset.effective(a) for a in aset.actions],
-        "background": list(aset.background),
-        "defaults": {
-            k: getattr(aset.defaults, k) for k in ("threshold", "hysteresis", "min_duration", "cooldown", "smoothing")
-        },
-        "version": store.version,
-        "file": str(store.path),
-        "file_error": store.error,
-    }
+    return messages.action_set(store.current, store.version, str(store.path), store.error)
 
 
 class ControlHandler:
@@ -88,57 +79,47 @@ class ControlHandler:
 
     def handle_bytes(self, raw: bytes) -> dict[str, Any]:
         if len(raw) > MAX_REQUEST_BYTES:
-            return self.error(f"request is {len(raw)} bytes (at most {MAX_REQUEST_BYTES})")
+            return messages.reply_error(f"request is {len(raw)} bytes (at most {MAX_REQUEST_BYTES})")
         try:
             req = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return self.error(f"request is not UTF-8 JSON ({e})")
+            return messages.reply_error(f"request is not UTF-8 JSON ({e})")
         except RecursionError:
-            return self.error(f"request is nested too deeply (at most {MAX_DEPTH} levels)")
+            return messages.reply_error(f"request is nested too deeply (at most {MAX_DEPTH} levels)")
         if not isinstance(req, dict):
-            return self.error("request must be a JSON object with an 'op'")
+            return messages.reply_error("request must be a JSON object with an 'op'")
         if _depth(req, MAX_DEPTH) > MAX_DEPTH:
-            return self.error(f"request is nested too deeply (at most {MAX_DEPTH} levels)", None, None)
+            return messages.reply_error(f"request is nested too deeply (at most {MAX_DEPTH} levels)", None, None)
         paths = _named_paths(req)
         if paths:
             op = req.get("op")
-            return self.error(
+            return messages.reply_error(
                 f"control requests cannot name files or folders (field(s) {', '.join(sorted(set(paths)))}); "
                 "the runtime only uses its own --actions file",
                 op if isinstance(op, str) else None,
             )
         return self.handle(req)
 
-    @staticmethod
-    def error(message: str, op: Any = None, rid: Any = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"ok": False, "error": message}
-        if op is not None:
-            out["op"] = op
-        if rid is not None:
-            out["id"] = rid
-        return out
-
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op, rid = req.get("op"), req.get("id")
         if rid is not None and not isinstance(rid, str | int):
-            return self.error("'id' must be a string or an integer", op)
+            return messages.reply_error("'id' must be a string or an integer", op)
         if op not in OPS:
-            return self.error(f"unknown op {op!r} (one of: {', '.join(OPS)})", op if isinstance(op, str) else None, rid)
+            return messages.reply_error(
+                f"unknown op {op!r} (one of: {', '.join(OPS)})", op if isinstance(op, str) else None, rid
+            )
         allowed = {"op", "id"} | {"add": {"action"}, "update": {"name", "fields"}, "remove": {"name"}}.get(op, set())
         extra = sorted(set(req) - allowed)
         if extra:
-            return self.error(f"{op}: unknown field(s) {', '.join(extra)}", op, rid)
+            return messages.reply_error(f"{op}: unknown field(s) {', '.join(extra)}", op, rid)
         try:
             reply = self._do(op, req)
         except CezsarError as e:
-            return self.error(e.message, op, rid)
+            return messages.reply_error(e.message, op, rid)
         except Exception as e:  # noqa: BLE001 - a bad request must never kill the control thread
             log.exception("control request %s", op)
-            return self.error(f"{op}: internal error ({type(e).__name__}: {e})", op, rid)
-        out = {"ok": True, "op": op, **reply}
-        if rid is not None:
-            out["id"] = rid
-        return out
+            return messages.reply_error(f"{op}: internal error ({type(e).__name__}: {e})", op, rid)
+        return messages.reply_ok(op, reply, rid)
 
     def _name(self, req: dict[str, Any]) -> str:
         name = req.get("name")
@@ -195,7 +176,9 @@ class ControlServer:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.ident is None:  # never started: the thread would have closed the socket
+            self.socket.close(0)
+        elif self._thread.is_alive():
             self._thread.join(2.0)
 
     def _run(self) -> None:
@@ -208,17 +191,17 @@ class ControlServer:
                 parts = self.socket.recv_multipart()  # all parts: REP must read the whole message
                 try:
                     if len(parts) != 1:
-                        reply = ControlHandler.error(f"request must be one frame, got {len(parts)}")
+                        reply = messages.reply_error(f"request must be one frame, got {len(parts)}")
                     else:
                         reply = self.handler.handle_bytes(parts[0])
                 except Exception as e:  # noqa: BLE001 - no request may kill the control thread
                     log.exception("control request")
-                    reply = ControlHandler.error(f"internal error ({type(e).__name__})")
+                    reply = messages.reply_error(f"internal error ({type(e).__name__})")
                 self.requests += 1
                 if not reply.get("ok"):
                     log.warning("control: %s", str(reply.get("error"))[:300])
                 # REP never blocks on send: a reply to a client that went away is dropped by ZeroMQ
-                self.socket.send(messages.to_json({"schema": messages.SCHEMA, **reply}).encode("utf-8"))
+                self.socket.send(messages.encode_reply(reply))
         except zmq.ZMQError as e:
             if not self._stop.is_set():
                 log.error("control socket failed: %s", e)

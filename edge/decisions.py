@@ -19,21 +19,30 @@ with a reason.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True)
 class Params:
-    threshold: float = 0.05
-    hysteresis: float = 0.03
-    min_duration: float = 1.0
-    cooldown: float = 2.0
-    smoothing: float = 0.5
+    """How one action's scores become events, and, as ``Params()``, THE defaults: the actions file's
+    ``defaults:`` start from these, an action without its own values takes them, and the demo uses
+    them. The only place the default thresholds are written (docs/edge.md shows them)."""
+
+    threshold: float = 0.05  # an event starts when the smoothed score reaches this
+    hysteresis: float = 0.03  # ... and ends when it falls below threshold - hysteresis
+    min_duration: float = 1.0  # seconds the score must stay on before the event starts
+    cooldown: float = 2.0  # seconds after an end before the same action can start again
+    smoothing: float = 0.5  # EMA weight of the newest window score, (0, 1]
 
     @property
     def off(self) -> float:
         return self.threshold - self.hysteresis
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in PARAM_KEYS}
+
+
+PARAM_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Params))
 
 
 @dataclass
@@ -50,22 +59,6 @@ class Event:
     windows: int  # windows that were on so far
     reason: str | None = None  # for "end": "score" | "stream_end" | "action_removed" | "action_changed" | "shutdown"
     wall: float = 0.0  # decode wall-clock of the newest frame behind this decision (latency reference)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "phase": self.phase,
-            "stream": self.stream,
-            "action": self.action,
-            "start": round(self.start, 3),
-            "end": None if self.end is None else round(self.end, 3),
-            "duration": None if self.end is None else round(max(0.0, self.end - self.start), 3),
-            "score": round(self.score, 4),
-            "peak": round(self.peak, 4),
-            "peak_time": round(self.peak_time, 3),
-            "windows": self.windows,
-            "reason": self.reason,
-        }
 
 
 @dataclass
@@ -84,8 +77,9 @@ class _Track:
 
 
 class Decisions:
-    def __init__(self, update_interval: float = 1.0) -> None:
+    def __init__(self, update_interval: float = 1.0, defaults: Params | None = None) -> None:
         self.update_interval = update_interval
+        self.defaults = defaults or Params()  # for an action that ``params`` of step() does not name
         self._tracks: dict[tuple[str, str], _Track] = {}
 
     def smoothed(self, stream: str) -> dict[str, float]:
@@ -101,7 +95,7 @@ class Decisions:
         """One window of ``stream`` at capture time ``t``: its score per action -> events."""
         out: list[Event] = []
         for action, score in scores.items():
-            p = params.get(action, Params())
+            p = params.get(action, self.defaults)
             track = self._tracks.setdefault((stream, action), _Track(params=p))
             track.params = p  # edited thresholds apply from the next window; an open event continues
             ev = self._step_one(track, stream, action, t, wall, float(score))

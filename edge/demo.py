@@ -27,12 +27,14 @@ from typing import Any
 import yaml
 
 from cezsar.errors import CezsarError
+from edge.decisions import Params
 
 log = logging.getLogger("cezsar.demo")
 
 MIN_IOU = 0.3
-# thresholds for the demo's actions file (margins over the idle background, see docs/edge.md)
-DEMO_DEFAULTS = {"threshold": 0.05, "hysteresis": 0.03, "min_duration": 1.0, "cooldown": 2.0, "smoothing": 0.5}
+# thresholds of the demo's actions file: the runtime's defaults (margins over the idle background, see
+# docs/edge.md), written out so that the file shows them
+DEMO_DEFAULTS = Params().to_dict()
 
 
 def bundled_model_dir() -> Path:
@@ -147,7 +149,7 @@ def run_demo(
     echo: bool = True,
 ) -> dict[str, Any]:
     from cezsar.data.synthetic import default_stream_plan, render_stream
-    from edge.metrics import match_events
+    from edge.event_scoring import match_events
     from edge.runtime import Runtime, RuntimeConfig
 
     t0 = time.time()

@@ -1,22 +1,44 @@
-"""The wire format shared by the publisher, the control socket and the client.
+"""The wire format: every message the runtime sends is built here, and only here.
+
+- :func:`event`, :func:`scores`, :func:`status`: the published messages, as :class:`Message`
+  (topic + payload) that every sink (edge/sinks) receives alike;
+- :func:`reply_ok`, :func:`reply_error`, :func:`action_set`, :func:`encode_reply`: the control
+  socket's replies;
+- :func:`encode`/:func:`decode`: the ZeroMQ framing, :func:`log_line`: the events-log line.
 
 Every published message is ONE ZeroMQ frame: ``b"<topic> <json>"`` (topic, one space, UTF-8 JSON),
 so that subscribers filter by topic prefix and ``CONFLATE`` works (it cannot keep multi-part
 messages). Every JSON object carries ``"schema": SCHEMA``; a consumer should check the major part.
-See docs/messages.md for every message with an example.
+See docs/messages.md for every message with an example; a change of a field here is a change of
+that contract.
+
+Imports nothing heavy (json, math): edge.client and the CLI use it too.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from edge.actions import ActionSet
+    from edge.decisions import Event
+    from edge.recognizer import WindowResult
 
 SCHEMA = "cezsar/1"
 
 TOPIC_EVENT = "event"  # event.<stream>
 TOPIC_SCORES = "scores"  # scores.<stream>
 TOPIC_STATUS = "status"
+
+
+class Message(NamedTuple):
+    """A published message: ``topic`` (``event.<stream>``, ``scores.<stream>``, ``status``) and its JSON
+    ``payload`` (without ``schema``, which :func:`encode` adds)."""
+
+    topic: str
+    payload: dict[str, Any]
 
 
 def topic_for(kind: str, stream: str | None = None) -> str:
@@ -67,3 +89,160 @@ def schema_major(data: dict[str, Any]) -> int | None:
         return int(s.split("/", 1)[1].split(".")[0])
     except ValueError:
         return None
+
+
+# -- published messages ------------------------------------------------------------------------
+def _ms(seconds: float) -> float:
+    return round(1000 * seconds, 1)
+
+
+def event(ev: Event, now: float) -> Message:
+    """One phase (start/update/end) of an event; ``now``: publish time (Unix)."""
+    payload = {
+        "type": "event",
+        "id": ev.id,
+        "phase": ev.phase,
+        "stream": ev.stream,
+        "action": ev.action,
+        "start": round(ev.start, 3),
+        "end": None if ev.end is None else round(ev.end, 3),
+        "duration": None if ev.end is None else round(max(0.0, ev.end - ev.start), 3),
+        "score": round(ev.score, 4),
+        "peak": round(ev.peak, 4),
+        "peak_time": round(ev.peak_time, 3),
+        "windows": ev.windows,
+        "reason": ev.reason,
+        "time": now,
+        "latency_ms": _ms(now - ev.wall) if ev.wall else None,
+    }
+    return Message(topic_for(TOPIC_EVENT, ev.stream), payload)
+
+
+def scores(r: WindowResult, now: float) -> Message:
+    """The scores of one window; ``now``: publish time (Unix)."""
+    w = r.window
+    payload = {
+        "type": "scores",
+        "stream": w.stream,
+        "window": {
+            "start": round(w.start, 3),
+            "end": round(w.end, 3),
+            "center": round(w.center, 3),
+            "frames": w.frames,
+            "first_index": w.first_index,
+            "last_index": w.last_index,
+        },
+        "scores": r.scores,
+        "smoothed": {a: round(v, 4) for a, v in r.smoothed.items()},
+        "cosine": {a: round(v, 4) for a, v in r.cosine.items()},
+        "background": None if r.background is None else round(r.background, 4),
+        "time": now,
+        "latency_ms": _ms(now - w.wall),
+    }
+    return Message(topic_for(TOPIC_SCORES, w.stream), payload)
+
+
+def inference(frames_encoded: int, windows: int, encoder_seconds: float, head_seconds: float) -> dict[str, Any]:
+    """The ``inference`` part of the status."""
+    return {
+        "frames_encoded": frames_encoded,
+        "windows": windows,
+        "encoder_ms_per_frame": round(1000 * encoder_seconds / max(1, frames_encoded), 3),
+        "head_ms_per_window": round(1000 * head_seconds / max(1, windows), 3),
+    }
+
+
+def actions_state(names: list[str], version: int, error: str | None, error_line: int | None) -> dict[str, Any]:
+    """The ``actions`` part of the status."""
+    return {"count": len(names), "names": names, "version": version, "error": error, "error_line": error_line}
+
+
+def status(
+    *,
+    now: float,
+    started_at: float,
+    final: bool,
+    state: str,
+    backend: str,
+    backend_reason: str,
+    precision: str,
+    fps: float,
+    window: int,
+    hop: int,
+    cache: bool,
+    realtime: bool,
+    streams: dict[str, dict[str, Any]],
+    latency: dict[str, Any],
+    inference: dict[str, Any],
+    actions: dict[str, Any],
+    events: dict[str, int],
+    publisher: dict[str, Any],
+    security: dict[str, Any],
+    errors: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Message:
+    """The runtime's health, every ``--status-interval`` s and once more (``final``) at shutdown."""
+    payload = {
+        "type": "status",
+        "time": now,
+        "uptime": round(now - started_at, 3),
+        "final": final,
+        "state": state,
+        "backend": backend,
+        "backend_reason": backend_reason,
+        "precision": precision,
+        "fps": fps,
+        "window": window,
+        "hop": hop,
+        "cache": cache,
+        "realtime": realtime,
+        "streams": streams,
+        "latency_ms": latency,
+        "inference": inference,
+        "actions": actions,
+        "events": events,
+        "publisher": publisher,
+        "security": security,
+        "errors": errors,
+        **(extra or {}),
+    }
+    return Message(TOPIC_STATUS, payload)
+
+
+def log_line(msg: Message) -> str:
+    """One line of ``--events-log``: the message with its topic and schema."""
+    return to_json({"topic": msg.topic, "schema": SCHEMA, **msg.payload})
+
+
+# -- control replies ---------------------------------------------------------------------------
+def action_set(aset: ActionSet, version: int, file: str, file_error: str | None) -> dict[str, Any]:
+    """The active action set, as ``list``, ``add``, ``update`` and ``remove`` return it."""
+    return {
+        "actions": [aset.effective(a) for a in aset.actions],
+        "background": list(aset.background),
+        "defaults": aset.defaults.to_dict(),
+        "version": version,
+        "file": file,
+        "file_error": file_error,
+    }
+
+
+def reply_ok(op: str, body: dict[str, Any], rid: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"ok": True, "op": op, **body}
+    if rid is not None:
+        out["id"] = rid
+    return out
+
+
+def reply_error(message: str, op: Any = None, rid: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"ok": False, "error": message}
+    if op is not None:
+        out["op"] = op
+    if rid is not None:
+        out["id"] = rid
+    return out
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    """A control reply as sent: one frame of UTF-8 JSON with the schema first."""
+    return to_json({"schema": SCHEMA, **reply}).encode("utf-8")

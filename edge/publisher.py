@@ -1,4 +1,5 @@
-"""ZeroMQ PUB socket for events, scores and status ("topic json" single-frame messages).
+"""ZeroMQ PUB socket for events, scores and status ("topic json" single-frame messages): the
+runtime's first sink (edge/sinks: ``publish(topic, payload)``, ``close()``).
 
 The socket never blocks the runtime: PUB drops messages for a subscriber whose queue is full
 (SNDHWM), sends are non-blocking, and LINGER bounds how long closing waits for queued messages.
@@ -19,7 +20,7 @@ import zmq
 
 from cezsar.errors import CezsarError
 from edge import messages
-from edge.security import CurveServer, is_loopback
+from edge.security import ZAP_DOMAIN, CurveServer, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,16 @@ LINGER_MS = 1000
 
 
 def bind(sock: zmq.Socket, endpoint: str, what: str, curve: CurveServer | None = None) -> str:
-    """Bind (as a CURVE server when ``curve``); warn when a non-loopback address has no authentication."""
+    """Bind (as a CURVE server when ``curve``); warn when a non-loopback address has no authentication.
+
+    Without CURVE the socket still gets a ZAP domain: libzmq then refuses ZMTP/1.0 peers, and any
+    non-ZeroMQ client (an HTTP request, a port scan) looks like one. Accepted, such bytes can leave a
+    half-received message in a REP socket, which then answers nobody again (libzmq 4.3)."""
     if curve is not None:
         curve.apply(sock)
-    elif not is_loopback(endpoint):
+    else:
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    if curve is None and not is_loopback(endpoint):
         log.warning(
             "%s %s: listening beyond this machine WITHOUT authentication or encryption; anyone who can reach it "
             "can %s (use --curve-secret/--curve-clients, see docs/reliability.md)",
@@ -63,6 +70,7 @@ class Publisher:
         sock.setsockopt(zmq.LINGER, linger_ms)
         self.endpoint = bind(sock, endpoint, "--pub", curve)
         self.socket = sock
+        self.hwm = hwm
         self._lock = threading.Lock()  # zmq sockets are not thread-safe
         self.sent = 0
         self.dropped = 0
@@ -80,6 +88,10 @@ class Publisher:
                 return False
             self.sent += 1
             return True
+
+    def stats(self) -> dict[str, int]:
+        """The status's ``publisher`` part."""
+        return {"sent": self.sent, "dropped": self.dropped, "hwm": self.hwm}
 
     def close(self, linger_ms: int | None = None) -> None:
         with self._lock:

@@ -1,12 +1,17 @@
-"""The edge runtime: wiring and threads.
+"""The edge runtime: the shell around the Recognizer that owns the threads, sockets, sinks and files.
 
     reader thread per source (decode -> sample -> preprocess -> FrameQueue)
-        -> main loop: drain every queue -> WindowEmbedder (frame encoder batched across streams,
-           rings, temporal head per hop) -> Scorer -> Decisions -> Publisher / events log / video
-    actions watcher thread (polls the actions file)      -> ActionStore -> new Scorer
-    control thread (REP socket)                           -> ActionStore -> new Scorer
+        -> main loop: drain every queue -> Recognizer.push (edge/recognizer.py: frame encoder once per
+           frame, rings, temporal head per hop, scorer, decisions; no threads)
+           -> edge/messages.py (scores, events, status) -> sinks (ZeroMQ PUB, events log, ...)
+           -> annotated video
+    actions watcher thread (polls the actions file)      -> ActionStore -> Recognizer.set_actions
+    control thread (REP socket)                           -> ActionStore -> Recognizer.set_actions
 
-The Scorer is swapped as one reference, so the main loop always scores with a complete set.
+Everything the runtime opens goes on one ExitStack the moment it is opened: when __init__ fails half
+way, what was opened so far is closed; close() unwinds the same stack: sources stopped, threads
+joined, open events ended and the final status published, then the sinks, the CURVE
+authenticator and the models closed.
 """
 
 from __future__ import annotations
@@ -15,31 +20,35 @@ import logging
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from cezsar.backends.registry import load_backend
 from cezsar.deploy.manifest import load_manifest
 from cezsar.errors import CezsarError
+from cezsar.video import parse_sources
 from edge import messages
-from edge.actions import ActionSet, ActionStore, ActionsWatcher, load_actions
-from edge.annotate import AnnotatedWriter, draw, output_path
+from edge.actions import ActionStore, ActionsWatcher, load_actions
+from edge.annotate import Annotator
 from edge.control import ControlHandler, ControlServer
-from edge.decisions import Decisions, Event
-from edge.embedder import Window, WindowEmbedder
+from edge.decisions import Event
+from edge.embedder import WindowEmbedder
+from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
 from edge.publisher import SNDHWM, Publisher
-from edge.scorer import Scorer
+from edge.recognizer import Recognizer, Step
 from edge.security import CurveServer
-from edge.sources import Frame, Source, default_stream_name, parse_source
+from edge.sinks import Sink, Sinks
+from edge.sinks.events_log import EventsLog
+from edge.sources import Frame, Source
 from edge.text import TextEncoder
 
 log = logging.getLogger("cezsar.edge")
 
-DEFAULT_PUB = "tcp://127.0.0.1:5556"
-DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+FINAL_LINGER_MS = 500  # how long closing the PUB socket may take to hand the final messages to subscribers
 
 
 @dataclass
@@ -92,11 +101,18 @@ class _Latency:
         }
 
 
+def _stop_authenticator(auth: Any) -> None:
+    try:
+        auth.stop()
+    except Exception:  # noqa: BLE001 - shutting down anyway
+        log.debug("authenticator stop", exc_info=True)
+
+
 class Runtime:
     def __init__(self, cfg: RuntimeConfig) -> None:
         self.cfg = cfg
-        if not cfg.sources:
-            raise CezsarError("give at least one --source")
+        # everything that can be checked without loading a model fails first, in one clear line
+        specs = parse_sources(cfg.sources)
         if cfg.hop < 1:
             raise CezsarError(f"--hop {cfg.hop}: must be >= 1")
         self.manifest = load_manifest(cfg.deploy)
@@ -104,79 +120,66 @@ class Runtime:
         if not self.fps > 0:
             raise CezsarError(f"--fps {cfg.fps}: must be > 0")
         self.window = self.manifest.window
-        # sources first: a wrong --source fails before any model is loaded
-        taken: set[str] = set()
-        specs = []
-        for i, text in enumerate(cfg.sources):
-            spec = parse_source(text, default_stream_name(text, i, taken))
-            if spec.name in taken:
-                raise CezsarError(f"--source {text!r}: stream name {spec.name!r} is used twice")
-            if spec.kind == "file" and not Path(spec.target).is_file():
-                raise CezsarError(f"--source {text!r}: {spec.target}: video file not found")
-            taken.add(spec.name)
-            specs.append(spec)
-        load_actions(cfg.actions)  # a bad actions file fails before any model is loaded
+        load_actions(cfg.actions)
         self.curve: CurveServer | None = None
         if cfg.curve_secret or cfg.curve_clients:
             if not (cfg.curve_secret and cfg.curve_clients):
                 raise CezsarError("CURVE needs both --curve-secret (server .key_secret) and --curve-clients (folder)")
             self.curve = CurveServer.load(cfg.curve_secret, cfg.curve_clients)
         self.errors: deque[str] = deque(maxlen=10)
-        self.loaded = self._load_backend()
-        self.text = TextEncoder(cfg.deploy, self.manifest, cfg.threads)
-        self.scorer: Scorer | None = None
-        self.store = ActionStore(cfg.actions, on_change=self._on_actions)
-        self.store.load()
-        self._scorer_in_use: Scorer | None = None
-        self.notify = threading.Event()
-        capacity = max(4, 2 * cfg.hop)
-        self.sources = [Source(s, self.manifest.pre, self.fps, cfg.realtime, capacity, self.notify) for s in specs]
-        self.embedder = WindowEmbedder(
-            self.loaded.frame_encoder,
-            self.loaded.temporal_head,
-            self.window,
-            cfg.hop,
-            self.manifest.feature_dim,
-            cache=cfg.cache,
-            max_gap=cfg.max_gap,
-        )
-        self.decisions = Decisions(cfg.update_interval)
-        self.events_log: IO[str] | None = None
-        if cfg.events_log:
-            Path(cfg.events_log).parent.mkdir(parents=True, exist_ok=True)
-            self.events_log = open(cfg.events_log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self.auth: Any = None
-        if self.curve is not None:
-            import zmq
-
-            self.auth = self.curve.start_authenticator(zmq.Context.instance())
-        try:
-            self.publisher = Publisher(cfg.pub, hwm=cfg.hwm, curve=self.curve)
-        except CezsarError:
-            self._stop_auth()
-            raise
-        self.control: ControlServer | None = None
-        if cfg.control:
-            try:
-                self.control = ControlServer(cfg.control, ControlHandler(self.store, self.status), curve=self.curve)
-            except CezsarError:
-                self.publisher.close(0)
-                self._stop_auth()
-                raise
-        self.watcher = ActionsWatcher(self.store)
-        self.writers: dict[str, AnnotatedWriter] = {}
         self.stop_event = threading.Event()
+        self.notify = threading.Event()
         self.started_at = time.time()
         self.latency = _Latency()
         self.events_total = 0
         self.events_by_phase: dict[str, int] = {"start": 0, "update": 0, "end": 0}
-        self.windows_by_stream: dict[str, int] = {}
         self.inference_errors = 0
         self._ended_streams: set[str] = set()
         self._reconnects: dict[str, int] = {}
-        self._started = False
-        self._closed = False
+        self._opened = self._started = self._closed = False
         self.stop_reason = "running"
+        with ExitStack() as stack:  # unwound here if anything below fails, else by close()
+            self.loaded = self._load_backend()
+            stack.callback(self.loaded.close)
+            self.text = TextEncoder(cfg.deploy, self.manifest, cfg.threads)
+            embedder = WindowEmbedder(
+                self.loaded.frame_encoder,
+                self.loaded.temporal_head,
+                self.window,
+                cfg.hop,
+                self.manifest.feature_dim,
+                cache=cfg.cache,
+                max_gap=cfg.max_gap,
+            )
+            self.recognizer = Recognizer(embedder, self.text, update_interval=cfg.update_interval)
+            self.store = ActionStore(cfg.actions, on_change=self.recognizer.set_actions)
+            self.store.load()
+            if self.curve is not None:
+                import zmq
+
+                stack.callback(_stop_authenticator, self.curve.start_authenticator(zmq.Context.instance()))
+            self.sinks = Sinks()
+            stack.callback(self.sinks.close)
+            self.publisher = Publisher(cfg.pub, hwm=cfg.hwm, linger_ms=FINAL_LINGER_MS, curve=self.curve)
+            self.add_sink(self.publisher)
+            if cfg.events_log:
+                self.add_sink(EventsLog(cfg.events_log))
+            stack.callback(self._finish)  # before the sinks close: end open events, final status
+            self.watcher = ActionsWatcher(self.store)
+            stack.callback(self.watcher.stop)
+            self.control: ControlServer | None = None
+            if cfg.control:
+                self.control = ControlServer(cfg.control, ControlHandler(self.store, self.status), curve=self.curve)
+                stack.callback(self.control.stop)
+            self.annotator: Annotator | None = None
+            if cfg.output:
+                self.annotator = Annotator(Path(cfg.output), self.fps, len(specs) > 1)
+                stack.callback(self.annotator.close)
+            capacity = max(4, 2 * cfg.hop)
+            self.sources = [Source(s, self.manifest.pre, self.fps, cfg.realtime, capacity, self.notify) for s in specs]
+            stack.callback(self._stop_sources)  # first thing close() does
+            self._resources = stack.pop_all()
+        self._opened = True
 
     def _load_backend(self) -> Any:
         cfg = self.cfg
@@ -193,34 +196,14 @@ class Runtime:
             self.errors.append(f"backend {cfg.backend}: {e}")
             return loaded
 
-    def _stop_auth(self) -> None:
-        if self.auth is not None:
-            try:
-                self.auth.stop()
-            except Exception:  # noqa: BLE001 - shutting down anyway
-                log.debug("authenticator stop", exc_info=True)
-            self.auth = None
+    def add_sink(self, sink: Sink) -> None:
+        """One more output for every message (edge/sinks), from the next message on; closed after the
+        final status."""
+        self.sinks.add(sink)
 
-    # -- actions ---------------------------------------------------------------------------
-    def _on_actions(self, aset: ActionSet) -> None:
-        """Runs in the watcher/control thread before a set becomes active: embed, then swap."""
-        self.scorer = Scorer.build(aset, self.text)
-        self.text.forget(aset.descriptions())
-
-    def _sync_scorer(self) -> Scorer | None:
-        new = self.scorer
-        old = self._scorer_in_use
-        if new is not old and new is not None:
-            if old is not None:
-                wall = time.time()
-                for name in old.names:
-                    a_old, a_new = old.aset.get(name), new.aset.get(name)
-                    if a_new is None:
-                        self._emit_events(self.decisions.end_action(name, "action_removed", wall))
-                    elif a_old is not None and a_old.descriptions != a_new.descriptions:
-                        self._emit_events(self.decisions.end_action(name, "action_changed", wall))
-            self._scorer_in_use = new
-        return self._scorer_in_use
+    @property
+    def embedder(self) -> WindowEmbedder:
+        return self.recognizer.embedder
 
     # -- summary and status ----------------------------------------------------------------
     def summary(self) -> list[str]:
@@ -251,54 +234,44 @@ class Runtime:
             lines.append(f"annotated video: {cfg.output}")
         return lines
 
-    def status(self, final: bool = False) -> dict[str, Any]:
-        e = self.embedder
+    def _status_message(self, final: bool) -> messages.Message:
+        rec, e, aset = self.recognizer, self.recognizer.embedder, self.store.current
         streams = {}
         for s in self.sources:
             snap = s.snapshot()
-            snap["windows"] = self.windows_by_stream.get(s.name, 0)
+            snap["windows"] = rec.windows_by_stream.get(s.name, 0)
             streams[s.name] = snap
-        aset = self.store.current
-        return {
-            "type": "status",
-            "time": time.time(),
-            "uptime": round(time.time() - self.started_at, 3),
-            "final": final,
-            "state": self.stop_reason,
-            "backend": self.loaded.backend.describe(),
-            "backend_reason": self.loaded.reason,
-            "precision": self.loaded.backend.precision,
-            "fps": self.fps,
-            "window": self.window,
-            "hop": self.cfg.hop,
-            "cache": self.cfg.cache,
-            "realtime": self.cfg.realtime,
-            "streams": streams,
-            "latency_ms": self.latency.summary(),
-            "inference": {
-                "frames_encoded": e.frames_encoded,
-                "windows": e.windows_out,
-                "encoder_ms_per_frame": round(1000 * e.encoder_seconds / max(1, e.frames_encoded), 3),
-                "head_ms_per_window": round(1000 * e.head_seconds / max(1, e.windows_out), 3),
-            },
-            "actions": {
-                "count": len(aset.actions),
-                "names": aset.names(),
-                "version": self.store.version,
-                "error": self.store.error,
-                "error_line": self.store.error_line,
-            },
-            "events": {"total": self.events_total, "open": len(self.decisions.active()), **self.events_by_phase},
-            "publisher": {"sent": self.publisher.sent, "dropped": self.publisher.dropped, "hwm": self.cfg.hwm},
-            "security": {"curve": self.curve is not None, "allowed_clients": self.curve.clients if self.curve else 0},
-            "errors": list(self.errors),
-            **self.cfg.extra_status,
-        }
+        return messages.status(
+            now=time.time(),
+            started_at=self.started_at,
+            final=final,
+            state=self.stop_reason,
+            backend=self.loaded.backend.describe(),
+            backend_reason=self.loaded.reason,
+            precision=self.loaded.backend.precision,
+            fps=self.fps,
+            window=self.window,
+            hop=self.cfg.hop,
+            cache=self.cfg.cache,
+            realtime=self.cfg.realtime,
+            streams=streams,
+            latency=self.latency.summary(),
+            inference=messages.inference(e.frames_encoded, e.windows_out, e.encoder_seconds, e.head_seconds),
+            actions=messages.actions_state(aset.names(), self.store.version, self.store.error, self.store.error_line),
+            events={"total": self.events_total, "open": len(rec.active()), **self.events_by_phase},
+            publisher=self.publisher.stats(),
+            security={"curve": self.curve is not None, "allowed_clients": self.curve.clients if self.curve else 0},
+            errors=list(self.errors),
+            extra=self.cfg.extra_status,
+        )
+
+    def status(self, final: bool = False) -> dict[str, Any]:
+        return self._status_message(final).payload
 
     def publish_status(self, final: bool = False) -> dict[str, Any]:
-        st = self.status(final)
-        self.publisher.publish(messages.TOPIC_STATUS, st)
-        return st
+        msg = self._status_message(final)
+        self.sinks.publish(*msg)
+        return msg.payload
 
     def stats_line(self) -> str:
         parts = []
@@ -306,91 +279,35 @@ class Runtime:
             snap = s.snapshot()
             parts.append(
                 f"{s.name} {snap['state']} in {snap['input_fps']:.1f} fps, sampled {snap['sampled']}, "
-                f"dropped {snap['dropped']}, windows {self.windows_by_stream.get(s.name, 0)}"
+                f"dropped {snap['dropped']}, windows {self.recognizer.windows_by_stream.get(s.name, 0)}"
             )
         lat = self.latency.summary()
         lat_s = f"latency p50 {lat['p50']} ms p95 {lat['p95']} ms" if lat["n"] else "latency -"
         err = f" | actions file: {self.store.error}" if self.store.error else ""
         return (
             f"stats | {' | '.join(parts)} | {lat_s} | events {self.events_total} "
-            f"(open {len(self.decisions.active())}) | actions {len(self.store.current.actions)}{err}"
+            f"(open {len(self.recognizer.active())}) | actions {len(self.store.current.actions)}{err}"
         )
 
     # -- publishing ------------------------------------------------------------------------
-    def _emit_events(self, events: list[Event]) -> None:
+    def _emit(self, events: list[Event]) -> None:
         for ev in events:
-            now = time.time()
-            payload = {
-                "type": "event",
-                **ev.to_dict(),
-                "time": now,
-                "latency_ms": round(1000 * (now - ev.wall), 1) if ev.wall else None,
-            }
-            topic = messages.topic_for(messages.TOPIC_EVENT, ev.stream)
-            self.publisher.publish(topic, payload)
-            if self.events_log is not None:
-                self.events_log.write(messages.to_json({"topic": topic, "schema": messages.SCHEMA, **payload}) + "\n")
+            self.sinks.publish(*messages.event(ev, time.time()))
             self.events_total += 1
             self.events_by_phase[ev.phase] = self.events_by_phase.get(ev.phase, 0) + 1
             level = logging.INFO if ev.phase != "update" else logging.DEBUG
             span = f"{ev.start:.2f}-{ev.end:.2f}" if ev.end is not None else f"{ev.start:.2f}-"
-            log.log(
-                level,
-                "event %s %s %s [%s s] peak %.3f%s",
-                ev.phase,
-                ev.stream,
-                ev.action,
-                span,
-                ev.peak,
-                f" ({ev.reason})" if ev.reason else "",
-            )
+            reason = f" ({ev.reason})" if ev.reason else ""
+            log.log(level, "event %s %s %s [%s s] peak %.3f%s", ev.phase, ev.stream, ev.action, span, ev.peak, reason)
 
-    def _handle_windows(self, windows: list[Window], scorer: Scorer) -> None:
-        sc = scorer.score(np.stack([w.embedding for w in windows]))
-        for i, w in enumerate(windows):
-            self.windows_by_stream[w.stream] = self.windows_by_stream.get(w.stream, 0) + 1
-            scores = {n: round(float(sc.scores[i, j]), 4) for j, n in enumerate(scorer.names)}
-            events = self.decisions.step(w.stream, w.center, w.wall, scores, scorer.params)
+    def _publish(self, step: Step) -> None:
+        self._emit(step.ended)
+        for r in step.windows:
             now = time.time()
-            self.latency.add(1000 * (now - w.wall))
+            self.latency.add(1000 * (now - r.window.wall))
             if self.cfg.scores:
-                payload = {
-                    "type": "scores",
-                    "stream": w.stream,
-                    "window": {
-                        "start": round(w.start, 3),
-                        "end": round(w.end, 3),
-                        "center": round(w.center, 3),
-                        "frames": w.frames,
-                        "first_index": w.first_index,
-                        "last_index": w.last_index,
-                    },
-                    "scores": scores,
-                    "smoothed": {a: round(v, 4) for a, v in self.decisions.smoothed(w.stream).items()},
-                    "cosine": {n: round(float(sc.cosine[i, j]), 4) for j, n in enumerate(scorer.names)},
-                    "background": None if sc.background is None else round(float(sc.background[i]), 4),
-                    "time": now,
-                    "latency_ms": round(1000 * (now - w.wall), 1),
-                }
-                self.publisher.publish(messages.topic_for(messages.TOPIC_SCORES, w.stream), payload)
-            self._emit_events(events)
-
-    def _annotate(self, frames: list[Frame]) -> None:
-        if not self.cfg.output:
-            return
-        several = len(self.sources) > 1
-        active = {(e.stream, e.action) for e in self.decisions.active()}
-        for f in frames:
-            w = self.writers.get(f.stream)
-            if w is None:
-                w = self.writers[f.stream] = AnnotatedWriter(
-                    output_path(Path(self.cfg.output), f.stream, several), self.fps
-                )
-            sm = self.decisions.smoothed(f.stream)
-            top = sorted(sm.items(), key=lambda kv: -kv[1])[:4]
-            lines = [(f"{f.stream} t={f.t:.2f}s", False)]
-            lines += [(f"{a}: {s:+.3f}", (f.stream, a) in active) for a, s in top]
-            w.write(draw(f.image, lines))
+                self.sinks.publish(*messages.scores(r, now))
+            self._emit(r.events)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -411,17 +328,15 @@ class Runtime:
         self.notify.set()
 
     def _check_streams(self) -> None:
-        wall = time.time()
         for s in self.sources:
             rc = s.stats.reconnects
             if rc != self._reconnects.get(s.name, 0):
                 self._reconnects[s.name] = rc
-                self.embedder.reset(s.name)
-                self._emit_events(self.decisions.end_stream(s.name, "stream_interrupted", wall))
+                self._emit(self.recognizer.end_stream(s.name, "stream_interrupted"))
                 self.errors.append(f"{s.name}: {s.stats.error or 'reconnecting'}")
             if s.finished and s.name not in self._ended_streams:
                 self._ended_streams.add(s.name)
-                self._emit_events(self.decisions.end_stream(s.name, "stream_end", wall))
+                self._emit(self.recognizer.end_stream(s.name, "stream_end"))
                 if s.stats.state == "failed":
                     self.errors.append(f"{s.name}: {s.stats.error}")
                 log.info("source %s %s%s", s.name, s.stats.state, f": {s.stats.error}" if s.stats.error else "")
@@ -436,14 +351,14 @@ class Runtime:
                 return
             time.sleep(min(0.002, max(0.0, deadline - time.monotonic())))
 
-    def _process(self, frames: list[Frame], scorer: Scorer | None) -> None:
-        """Frames -> windows -> scores/events/video. A failure here (e.g. the inference backend) is
+    def _process(self, frames: list[Frame]) -> None:
+        """Frames -> Recognizer -> messages / video. A failure here (e.g. the inference backend) is
         reported and these frames are skipped; the runtime goes on with the next ones."""
         try:
-            windows = self.embedder.add(frames)
-            if windows and scorer is not None:
-                self._handle_windows(windows, scorer)
-            self._annotate(frames)
+            self._publish(self.recognizer.push(frames))
+            if self.annotator is not None:
+                active = {(e.stream, e.action) for e in self.recognizer.active()}
+                self.annotator.write(frames, active, self.recognizer.smoothed)
         except Exception as e:  # noqa: BLE001 - one bad batch must not stop every stream
             self.inference_errors += 1
             n = self.inference_errors
@@ -452,7 +367,7 @@ class Runtime:
                 log.exception("%s [%d so far]", msg, n)
             self.errors.append(msg)
             for name in {f.stream for f in frames}:
-                self.embedder.reset(name)
+                self.recognizer.reset(name)
 
     def run(self) -> int:
         """Run until every source is finished, ``duration`` passed or stop(); returns the exit code."""
@@ -473,9 +388,9 @@ class Runtime:
                 frames: list[Frame] = []
                 for s in self.sources:
                     frames.extend(s.queue.drain())
-                scorer = self._sync_scorer()
+                self._emit(self.recognizer.sync())  # an edited action set, also while no frames come
                 if frames:
-                    self._process(frames, scorer)
+                    self._process(frames)
                 self._check_streams()
                 now = time.monotonic()
                 if now >= next_status:
@@ -492,23 +407,20 @@ class Runtime:
         failed = [s.name for s in self.sources if s.stats.state == "failed"]
         return 1 if failed else 0
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _stop_sources(self) -> None:
         if self.stop_reason == "running":
             self.stop_reason = "stopped"
         for s in self.sources:
             s.stop()
-        self._emit_events(self.decisions.end_all("shutdown", time.time()))
-        self.watcher.stop()
-        if self.control:
-            self.control.stop()
         deadline = time.monotonic() + self.cfg.shutdown_timeout
         for s in self.sources:  # daemon threads: one stuck in a network read does not hold the exit
             s.join(max(0.0, deadline - time.monotonic()))
-        for w in self.writers.values():
-            w.close()
+
+    def _finish(self) -> None:
+        """On the way out (threads stopped, sinks still open): end open events, publish the final status."""
+        if not self._opened:  # __init__ failed: nothing ran, nothing to report
+            return
+        self._emit(self.recognizer.end_all("shutdown"))
         final = self.publish_status(final=True)
         log.info("%s", self.stats_line())
         p50 = final["latency_ms"]["p50"]
@@ -519,8 +431,10 @@ class Runtime:
             self.events_total,
             "-" if p50 is None else f"{p50} ms",
         )
-        if self.events_log is not None:
-            self.events_log.close()
-        self.publisher.close(500)  # up to 0.5 s to hand the final messages to connected subscribers
-        self._stop_auth()
-        self.loaded.close()
+
+    def close(self) -> None:
+        """Stop everything (see the module docstring); a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._resources.close()

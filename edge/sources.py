@@ -1,11 +1,7 @@
 """Video sources read through OpenCV, one reader thread each.
 
-A source spec on the command line is one of (optionally prefixed ``NAME=`` to name the stream):
-
-- a camera index: ``0``, ``1`` ...
-- a URL: ``rtsp://...``, ``rtsp(s)/http(s)/udp/tcp://...``
-- a GStreamer pipeline (contains ``!``; needs an OpenCV built with GStreamer)
-- a video file path
+Source specs (``[NAME=]SRC``: camera index, URL, GStreamer pipeline or file) are parsed and opened
+by cezsar/video.py (:func:`cezsar.video.parse_sources`, :func:`cezsar.video.open_capture`).
 
 The reader thread decodes continuously, samples frames by capture time (``edge.sampler``),
 preprocesses the kept ones and hands them to a :class:`FrameQueue`. In real-time mode the queue
@@ -24,90 +20,25 @@ fails; a file that ends finishes. Other streams are unaffected.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
 
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
+from cezsar.video import Capture, SourceSpec, open_capture
 from edge.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
-STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-OPEN_TIMEOUT_MS = 5000
-READ_TIMEOUT_MS = 5000
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    name: str
-    kind: str  # "camera" | "url" | "gstreamer" | "file"
-    target: str
-
-    @property
-    def live(self) -> bool:
-        return self.kind != "file"
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.kind} {self.target}"
-
-
-def parse_source(text: str, default_name: str) -> SourceSpec:
-    """``[NAME=]SPEC`` -> SourceSpec (see the module docstring)."""
-    raw = text.strip()
-    if not raw:
-        raise CezsarError("--source: empty source")
-    name = default_name
-    head, sep, rest = raw.partition("=")
-    if sep and STREAM_NAME.match(head) and rest and not Path(raw).exists():
-        name, raw = head, rest.strip()
-    if not STREAM_NAME.match(name):
-        raise CezsarError(f"--source {text!r}: stream name {name!r} must be 1-64 of A-Z a-z 0-9 _ -")
-    if raw.isdigit():
-        return SourceSpec(name, "camera", raw)
-    if _URL.match(raw):
-        return SourceSpec(name, "url", raw)
-    if "!" in raw:
-        return SourceSpec(name, "gstreamer", raw)
-    return SourceSpec(name, "file", raw)
-
-
-def default_stream_name(spec_text: str, index: int, taken: set[str]) -> str:
-    """A readable default name: the file stem, ``cam<N>``, or ``s<index>``; made unique."""
-    raw = spec_text.strip()
-    if raw.isdigit():
-        base = f"cam{raw}"
-    elif not _URL.match(raw) and "!" not in raw:
-        base = re.sub(r"[^A-Za-z0-9_-]", "_", Path(raw).stem)[:48] or f"s{index}"
-    else:
-        base = f"s{index}"
-    name, k = base, 1
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
-
-class Capture(Protocol):
-    """The part of cv2.VideoCapture a source uses (the boundary a test fake replaces)."""
-
-    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
-    def grab(self) -> bool: ...
-    def retrieve(self) -> tuple[bool, np.ndarray | None]: ...
-    def get(self, prop: int) -> float: ...
-    def release(self) -> None: ...
 
 
 def quiet_opencv() -> None:
@@ -120,33 +51,6 @@ def quiet_opencv() -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     except AttributeError:  # very old OpenCV builds
         pass
-
-
-def open_capture(spec: SourceSpec) -> Capture:
-    """Open a spec with OpenCV. Raises CezsarError for what retrying cannot fix."""
-    if spec.kind == "camera":
-        cap = cv2.VideoCapture(int(spec.target))
-        if cap.isOpened():
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        return cap
-    if spec.kind == "url":
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
-        return cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, params)
-    if spec.kind == "gstreamer":
-        if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
-            raise CezsarError(
-                f"source {spec.name}: this OpenCV build has no GStreamer support "
-                "(install an OpenCV built with GStreamer to use pipelines)"
-            )
-        return cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
-    p = Path(spec.target)
-    if not p.is_file():
-        raise CezsarError(f"source {spec.name}: {p}: video file not found")
-    cap = cv2.VideoCapture(str(p))
-    if not cap.isOpened():
-        cap.release()
-        raise CezsarError(f"source {spec.name}: {p}: cannot be decoded as a video")
-    return cap
 
 
 def as_bgr(image: Any) -> np.ndarray:
@@ -176,6 +80,12 @@ class Frame:
     wall: float  # time.time() when decoded: the reference for latency
     image: np.ndarray  # BGR uint8, as decoded
     tensor: np.ndarray  # (3, S, S) float32, preprocessed
+
+    @classmethod
+    def from_image(cls, stream: str, index: int, t: float, wall: float, image: Any, pre: Preprocess) -> Frame:
+        """A decoded image -> a Frame, preprocessed as in training; ValueError/cv2.error for an unusable image."""
+        image = as_bgr(image)
+        return cls(stream, index, t, wall, image, pre.normalize(pre.crop_uint8(image)[None])[0])
 
 
 class FrameQueue:
@@ -297,7 +207,8 @@ class Source:
         self.queue.close()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # never started: nothing to wait for
+            self._thread.join(timeout)
 
     @property
     def finished(self) -> bool:
@@ -436,12 +347,10 @@ class Source:
             if not ok or image is None:
                 continue
             try:
-                image = as_bgr(image)
-                tensor = self.pre.normalize(self.pre.crop_uint8(image)[None])[0]
+                frame = Frame.from_image(self.name, self._index, t, wall, image, self.pre)
             except (ValueError, cv2.error) as e:
                 self._bad_frame(str(e))
                 continue
-            frame = Frame(self.name, self._index, t, wall, image, tensor)
             self._index += 1
             if not self.queue.put(frame, self._stop):
                 return None

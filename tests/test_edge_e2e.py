@@ -24,7 +24,7 @@ from test_edge_support import deploy_dir, free_port, trained_model_dir
 
 from edge.client import ControlClient, Subscriber
 from edge.demo import DEMO_DEFAULTS
-from edge.metrics import match_events
+from edge.event_scoring import match_events
 
 pytestmark = pytest.mark.slow
 

@@ -31,6 +31,51 @@ def test_message_format_round_trip() -> None:
         messages.decode(b"nospace")
 
 
+def _keys(obj: object) -> object:
+    """The structure of a JSON value: keys in order, recursively (values dropped)."""
+    if isinstance(obj, dict):
+        return [(k, _keys(v)) for k, v in obj.items()]
+    return None
+
+
+def _doc_example(prefix: str) -> dict:  # type: ignore[type-arg]
+    """The first example line of docs/messages.md that starts with ``prefix``, decoded."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "messages.md"
+    line = next(x for x in doc.read_text(encoding="utf-8").splitlines() if x.startswith(prefix))
+    return messages.decode(line.encode("utf-8"))[1] if not prefix.startswith("{") else json.loads(line)
+
+
+def test_the_builders_make_the_documented_messages() -> None:
+    """edge/messages.py builds what docs/messages.md shows: the same fields, in the same order."""
+    import numpy as np
+
+    from edge.actions import actions_from_obj
+    from edge.decisions import Event
+    from edge.embedder import Window
+    from edge.recognizer import WindowResult
+
+    ev = Event("3f0c", "cam1", "moving left", "start", 6.375, None, 0.0831, 0.0831, 7.375, 3, wall=99.0)
+    got = messages.event(ev, 100.0)
+    assert got.topic == "event.cam1" and got.payload["latency_ms"] == 1000.0
+    assert _keys(messages.decode(messages.encode(*got))[1]) == _keys(_doc_example("event.cam1 {"))
+    doc = _doc_example("scores.cam1 {")
+    w = Window("cam1", 0.0, 1.75, 8, 0, 7, 99.5, np.ones(4, np.float32))
+    r = WindowResult(w, doc["scores"], doc["cosine"], doc["background"], doc["smoothed"])
+    got = messages.scores(r, 100.0)
+    assert got.topic == "scores.cam1" and got.payload["window"] == doc["window"]
+    assert _keys(messages.decode(messages.encode(*got))[1]) == _keys(doc)
+    doc = _doc_example("status {")
+    parts = {k: v for k, v in doc.items() if k not in ("schema", "type", "time", "uptime", "latency_ms")}
+    got = messages.status(now=100.0, started_at=98.0, latency=doc["latency_ms"], **parts)
+    assert got.topic == "status" and got.payload["uptime"] == 2.0
+    assert _keys(messages.decode(messages.encode(*got))[1]) == _keys(doc)
+    aset = actions_from_obj({"background": ["still"], "actions": [{"name": "wave", "descriptions": "a hand waving"}]})
+    listed = messages.reply_ok("list", messages.action_set(aset, 1, "actions.yaml", None))
+    assert _keys(json.loads(messages.encode_reply(listed))) == _keys(_doc_example('{"schema":"cezsar/1","ok":true'))
+    err = messages.reply_error("no action named 'nope'", "remove")
+    assert json.loads(messages.encode_reply(err)) == _doc_example('{"schema":"cezsar/1","ok":false,"op":"remove"')
+
+
 def connect(pub: Publisher, sub: Subscriber) -> None:
     """Wait out the PUB/SUB slow-joiner: publish pings until the subscriber hears one."""
     for _ in range(200):
@@ -161,6 +206,21 @@ def test_oversized_request_gets_an_error_reply(control) -> None:  # type: ignore
     assert reply["ok"] is False and "at most 65536" in reply["error"]
     with pytest.raises(ControlError, match="no action named"):
         client.remove("ghost")
+
+
+def test_non_zeromq_bytes_do_not_wedge_the_control_socket(control) -> None:  # type: ignore[no-untyped-def]
+    """Random bytes from a plain TCP client (not ZeroMQ) are refused at the handshake; the next real
+    request is answered. Without the refusal most of these rounds leave the REP socket deaf."""
+    import os
+    import socket
+
+    client, _, _ = control
+    host, port = client.endpoint.rsplit("/", 1)[1].split(":")
+    for i in range(8):
+        with socket.create_connection((host, int(port)), timeout=2) as raw:
+            raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(4096))
+            time.sleep(0.05)
+        assert client.ping()["ok"], i
 
 
 def test_no_server_is_a_clear_timeout() -> None:

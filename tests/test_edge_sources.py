@@ -9,7 +9,8 @@ from test_edge_support import FakeCamera, frame_index, write_index_video
 
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
-from edge.sources import Frame, FrameQueue, Source, SourceSpec, parse_source
+from cezsar.video import SourceSpec, parse_source
+from edge.sources import Frame, FrameQueue, Source
 
 PRE = Preprocess(size=32, resize=32)
 

@@ -16,7 +16,8 @@ from test_edge_support import free_port
 
 from cezsar.errors import CezsarError
 from edge.client import ControlClient, Subscriber
-from edge.runtime import DEFAULT_CONTROL, DEFAULT_PUB, RuntimeConfig
+from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
+from edge.runtime import RuntimeConfig
 from edge.security import CurveClient, is_loopback
 
 

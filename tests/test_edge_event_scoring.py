@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from edge.metrics import match_events, temporal_iou
+from edge.event_scoring import match_events, temporal_iou
 
 
 def test_temporal_iou() -> None:
