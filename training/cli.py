@@ -43,6 +43,8 @@ def train_cmd(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
     ),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
+    workers: int = typer.Option(0, help="DataLoader worker processes decoding videos (frozen-mode extraction)."),
+    feature_cache: Path | None = typer.Option(None, help="Feature store folder (default: $CEZSAR_CACHE)."),
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
@@ -86,8 +88,12 @@ def train_cmd(
         seed=seed,
         text_model=text_model,
         threads=threads,
+        workers=workers,
+        feature_cache=str(feature_cache) if feature_cache else None,
     )
-    console = Console(stderr=True)
+    import os
+
+    console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 reports
     console.print(
         f"training {cfg.backbone} ({cfg.resolved_mode()}), loss {cfg.loss}, negatives {neg.mode} "
         f"[{neg.min_distance}, {neg.max_distance}], T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr}"
@@ -100,12 +106,15 @@ def train_cmd(
         "best_val_loss": round(res.best_val_loss, 5),
         "epochs_run": res.epochs_run,
         "seconds": round(time.time() - t0, 1),
+        "skipped_videos": res.skipped,
     }
     console.print(
         f"wrote {out}/config.json, model.safetensors, log.jsonl — best epoch {res.best_epoch}, "
         f"val loss {res.best_val_loss:.4f}, {summary['seconds']} s"
     )
-    if json_out:
+    for b in res.skipped:
+        console.print(f"skipped {b['video']} ({b['captions']} captions): {b['error']}", highlight=False)
+    if json_out and not console.quiet:
         print(json.dumps(summary))
 
 

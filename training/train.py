@@ -23,7 +23,9 @@ import torch
 from cezsar.atomic import write_json, write_text
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
-from training.clips import ClipBank, Segment, build_bank, extract_features, to_tensor
+from training import distributed
+from training.clips import ClipBank, Segment, build_bank, to_tensor
+from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
 from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
 from training.negatives import NegativeConfig, sample_negatives
@@ -58,6 +60,10 @@ class TrainConfig:
     dropout: float = 0.1
     threads: int | None = None
     max_minutes: float | None = None
+    # issue 12: data pipeline (frozen mode: DataLoader workers decoding for the feature store)
+    workers: int = 0
+    feature_cache: str | None = None  # feature store root (default: the clip cache, $CEZSAR_CACHE)
+    shard_segments: int = 512
 
     def resolved_mode(self) -> str:
         if self.mode == "auto":
@@ -74,6 +80,28 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, Any]]
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # videos that could not be decoded
+
+
+class _Objective(torch.nn.Module):
+    """One batch's loss from its inputs: what DDP wraps (every trained parameter is used in forward)."""
+
+    def __init__(self, model: CezsarModel, loss_fn: torch.nn.Module, mode: str) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.mode = model, loss_fn, mode
+
+    def forward(
+        self, inputs: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, same: torch.Tensor | None, gather: bool
+    ) -> torch.Tensor:
+        m = self.model
+        video = m.temporal_head(inputs) if self.mode == "frozen" else m.encode_video(inputs)
+        p, n = m.encode_text(pos), m.encode_text(negs)
+        if isinstance(self.loss_fn, InfoNCELoss):
+            if gather:  # issue 12: negatives from every rank (CLIP-style), gradient through the local rows
+                video, p, n = (distributed.gather_with_grad(x) for x in (video, p, n))
+            return self.loss_fn(video, p, n, same=same)
+        k = len(n) // len(p)
+        return self.loss_fn(video.repeat_interleave(k, 0), p.repeat_interleave(k, 0), n)
 
 
 def _split_by_group(groups: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,9 +166,9 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
     mode = cfg.resolved_mode()
+    dinfo = distributed.setup()  # issue 12: torchrun sets WORLD_SIZE > 1
 
     records = read_captions(data_dir)
     if len(records) < 4:
@@ -167,11 +195,34 @@ def train(
     train_idx, val_idx = _split_by_group(groups, cfg.val_fraction, cfg.seed)
 
     segs = [Segment(Path(r.video), r.start, r.end) for r in records]
-    bank: ClipBank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
+    bank: ClipBank | ShardedBank
+    skipped: list[dict[str, Any]] = []
     if mode == "frozen":
         for p in model.frame_encoder.parameters():
             p.requires_grad_(False)
-        bank = extract_features(model.frame_encoder, bank, pre, progress=progress)
+        # issue 12: sharded on-disk feature store, split across ranks, read memory-mapped
+        from training.featstore import frozen_features
+
+        cache = Path(cfg.feature_cache) if cfg.feature_cache else None
+        bank, fstats = frozen_features(
+            model.frame_encoder,
+            segs,
+            pre,
+            cfg.fps,
+            cfg.frames,
+            cache_dir=cache,
+            workers=cfg.workers,
+            shard_segments=cfg.shard_segments,
+            progress=progress,
+        )
+        skipped = fstats.bad
+        for b in skipped:
+            log.warning("skipped undecodable video %s (%d captions): %s", b["video"], len(b["ids"]), b["error"])
+        ok = set(bank.available.tolist())
+        train_idx = np.array([i for i in train_idx if i in ok], dtype=np.int64)
+        val_idx = np.array([i for i in val_idx if i in ok], dtype=np.int64)
+    else:
+        bank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
 
     loss_fn = make_loss(cfg.loss)
     head_params = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
@@ -179,6 +230,12 @@ def train(
     if mode == "end2end":
         groups_opt.append({"params": list(model.frame_encoder.parameters()), "lr": cfg.backbone_lr or cfg.lr})
     opt = torch.optim.AdamW(groups_opt, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    objective: torch.nn.Module = _Objective(model, loss_fn, mode)
+    step_fn: torch.nn.Module = objective
+    if dinfo.enabled:  # issue 12: DDP averages the gradients of the ranks
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_fn = DistributedDataParallel(objective)
 
     state = _State(out_dir)
     history: list[dict[str, Any]] = []
@@ -191,44 +248,56 @@ def train(
             raise CezsarError(f"{out_dir}: nothing to resume (no .resume/state.json)")
         start_epoch, history, best = info["epoch"] + 1, info["history"], info["best"]
         best_state = {k: v.clone() for k, v in model.state_dict().items()} if best["epoch"] >= 0 else None
-        rng = np.random.default_rng(cfg.seed + start_epoch)
         log.info("resuming at epoch %d", start_epoch)
 
     same = torch.from_numpy(np.array([[a == b for b in captions] for a in captions])) if cfg.loss == "infonce" else None
 
-    def run_batch(idx: np.ndarray, train_mode: bool) -> torch.Tensor:
-        window = bank.batch(idx, cfg.frames, rng if train_mode else None)
-        if mode == "frozen":
-            video = model.temporal_head(torch.from_numpy(window).float())
-        else:
-            video = model.encode_video(to_tensor(window, pre))
-        pos = model.encode_text(sent[idx])
+    def run_batch(idx: np.ndarray, train_mode: bool, epoch: int = 0, global_idx: np.ndarray | None = None):
+        # per-sample random draws keyed by (seed, epoch, sample): the same whatever the batch split
+        rngs = [np.random.default_rng([cfg.seed, epoch, int(i)]) if train_mode else None for i in idx]
+        window = np.stack([bank.window(int(i), cfg.frames, r) for i, r in zip(idx, rngs, strict=True)])
+        inputs = torch.from_numpy(window).float() if mode == "frozen" else to_tensor(window, pre)
         if isinstance(loss_fn, InfoNCELoss):
-            col = rng.integers(0, neg.shape[1], size=len(idx)) if train_mode else np.zeros(len(idx), dtype=int)
-            s = same[np.ix_(idx, idx)] if same is not None else None
-            return loss_fn(video, pos, model.encode_text(sent[neg[idx, col]]), same=s)
-        # the paper's N negatives per positive: one triplet each
-        k = neg.shape[1]
-        negative = model.encode_text(sent[neg[idx].reshape(-1)])
-        return loss_fn(video.repeat_interleave(k, 0), pos.repeat_interleave(k, 0), negative)
+            col = np.array([int(r.integers(0, neg.shape[1])) if r is not None else 0 for r in rngs], dtype=np.int64)
+            negs = sent[neg[idx, col]]
+            gidx = idx if global_idx is None else global_idx
+            s = same[np.ix_(gidx, gidx)] if same is not None else None
+        else:
+            negs = sent[neg[idx].reshape(-1)]  # the paper's N negatives per positive: one triplet each
+            s = None
+        fn = step_fn if train_mode else objective
+        return fn(inputs, sent[idx], negs, s, train_mode and dinfo.enabled)
 
     bs = cfg.batch_size
+    from torch.utils.data import DistributedSampler
+
+    positions: Any = range(len(train_idx))  # DistributedSampler only needs len()
+    samplers: list[DistributedSampler] = [
+        DistributedSampler(positions, num_replicas=dinfo.world, rank=r, shuffle=True, seed=cfg.seed)
+        for r in range(dinfo.world)
+    ]
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, disable=not (progress and dinfo.is_main)) as bar:
         task = bar.add_task("training", total=cfg.epochs, completed=start_epoch, info="")
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             if mode == "frozen":
                 model.frame_encoder.eval()
-            perm = rng.permutation(train_idx)
+            for smp in samplers:
+                smp.set_epoch(epoch)
+            # every rank knows every rank's share, so the global batch (for InfoNCE masks) needs no messages
+            shares = [train_idx[np.array(list(smp), dtype=np.int64)] for smp in samplers]
+            perm = shares[dinfo.rank]
             losses = []
             for i in range(0, len(perm), bs):
                 idx = perm[i : i + bs]
                 if len(idx) < 2:
                     continue
-                loss = run_batch(idx, True)
+                gidx = np.concatenate([sh[i : i + bs] for sh in shares])
+                loss = run_batch(idx, True, epoch, gidx)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # all-gathered InfoNCE: every rank holds the global loss and DDP averages, so scale back up
+                (loss * (dinfo.world if isinstance(loss_fn, InfoNCELoss) else 1)).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
                 losses.append(loss.item())
@@ -239,7 +308,7 @@ def train(
                     if len(val_idx)
                     else []
                 )
-            train_loss = float(np.mean(losses)) if losses else math.nan
+            train_loss = distributed.mean_across_ranks(float(np.mean(losses)) if losses else math.nan)
             val_loss = float(np.mean(vl)) if vl else train_loss
             rec = {
                 "epoch": epoch,
@@ -252,9 +321,10 @@ def train(
             if improved:
                 best = {"val_loss": val_loss, "epoch": epoch}
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            state.save(model, loss_fn, opt, {"epoch": epoch, "history": history, "best": best})
-            with open(state.dir / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
+            if dinfo.is_main:  # issue 12: rank 0 writes
+                state.save(model, loss_fn, opt, {"epoch": epoch, "history": history, "best": best})
+                with open(state.dir / "log.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
             bar.update(task, advance=1, info=f"train {train_loss:.4f}  val {val_loss:.4f}  best@{best['epoch']}")
             if epoch - best["epoch"] >= cfg.patience:
                 log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
@@ -267,6 +337,7 @@ def train(
         model.load_state_dict(best_state)
     model.eval()
     result = TrainResult(int(best["epoch"]), float(best["val_loss"]), len(history), round(time.time() - t0, 1), history)
+    skipped_summary = [{"video": b["video"], "error": b["error"], "captions": len(b["ids"])} for b in skipped]
     meta = {
         "data": str(data_dir),
         "mode": mode,
@@ -276,10 +347,15 @@ def train(
         "epochs_run": result.epochs_run,
         "seconds": result.seconds,
         "n_captions": len(records),
+        "world_size": dinfo.world,
+        "skipped_videos": skipped_summary,
     }
-    model.save(out_dir, extra=meta)
-    write_text(out_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    import shutil
+    if dinfo.is_main:
+        model.save(out_dir, extra=meta)
+        write_text(out_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        import shutil
 
-    shutil.rmtree(state.dir, ignore_errors=True)
+        shutil.rmtree(state.dir, ignore_errors=True)
+    distributed.teardown()
+    result.skipped = skipped_summary
     return result
