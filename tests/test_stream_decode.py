@@ -122,7 +122,8 @@ class Slow(torch.nn.Module):
 
 vids = sys.argv[2].split(",")
 segs = [Segment(Path(v), a, a + 2.0) for v in vids for a in (0.0, 3.0, 6.0)]
-store = FeatureStore(segs, Slow(), Preprocess(size=32, resize=32), 2.0, 4, cache_dir=Path(sys.argv[1]), shard_segments=3)
+pre = Preprocess(size=32, resize=32)
+store = FeatureStore(segs, Slow(), pre, 2.0, 4, cache_dir=Path(sys.argv[1]), shard_segments=3)
 st = store.extract(progress=False)
 store.finalize()
 print("EXTRACTED", st.extracted, "REUSED", st.reused)

@@ -120,8 +120,16 @@ def train_cmd(
 
 def eval_cmd(
     model: Path = typer.Option(..., "--model", help="Model folder."),
-    data: Path = typer.Option(..., "--data", help="Folder with videos.jsonl and classes/."),
-    split: Path | None = typer.Option(None, "--split", help="Split JSON {training, testing}: evaluate on testing."),
+    data: Path = typer.Option(..., "--data", help="Folder with videos.jsonl and classes/, or a folder per class."),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="Split JSON {training, testing} (evaluate on testing), or a shared split name: truze, truze2, "
+        "ucf101-hard, kinetics400 (from shared/data/zsar_splits).",
+    ),
+    descriptions: Path | None = typer.Option(
+        None, help="Class-folder datasets: JSON {class: [descriptions]} (default: sentences from the class name)."
+    ),
     runs: int = typer.Option(1, help="Random runs R."),
     classes_per_run: int | None = typer.Option(None, help="Classes N per random run (default: all)."),
     seed: int = typer.Option(0),
@@ -133,7 +141,9 @@ def eval_cmd(
 
     from training.evaluate import confusion_png, evaluate
 
-    rep = evaluate(model, data, split=split, runs=runs, classes_per_run=classes_per_run, seed=seed)
+    rep = evaluate(
+        model, data, split=split, runs=runs, classes_per_run=classes_per_run, seed=seed, descriptions=descriptions
+    )
     png = confusion or (model / "confusion.png")
     confusion_png(rep, png)
     out = {**rep.to_dict(), "confusion_png": str(png)}
