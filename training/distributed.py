@@ -72,14 +72,25 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
     As CLIP trains: the other ranks' rows are constants here, and each rank back-propagates into its own
     rows. With every rank computing the same global loss, the sum of the ranks' gradients is the
-    gradient of the global batch (DDP averages it, so scale the loss by the world size).
+    gradient of the global batch (DDP averages it, so scale the loss by the world size). Ranks may hold
+    different numbers of rows (a batch that lost an undecodable video).
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[dist.get_rank()] = x
-    return torch.cat(parts)
+    world = dist.get_world_size()
+    n = torch.tensor([len(x)], dtype=torch.int64)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    counts = [int(s.item()) for s in sizes]
+    m = max(counts)
+    local = x.detach()
+    if len(local) < m:
+        local = torch.cat([local, local.new_zeros((m - len(local), *local.shape[1:]))])
+    parts = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(parts, local.contiguous())
+    out = [p[:c] for p, c in zip(parts, counts, strict=True)]
+    out[dist.get_rank()] = x
+    return torch.cat(out)
 
 
 def mean_across_ranks(value: float) -> float:

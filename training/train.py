@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
 from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
 from training.negatives import NegativeConfig, sample_negatives
+from training.stream import ClipBatches, WindowDraw, batch_loader
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class TrainConfig:
     workers: int = 0
     feature_cache: str | None = None  # feature store root (default: the clip cache, $CEZSAR_CACHE)
     shard_segments: int = 512
+    stream: bool | None = None  # end2end: DataLoader-streamed clips (None: auto, see _stream)
+    bank_limit_gb: float = 4.0
 
     def resolved_mode(self) -> str:
         if self.mode == "auto":
@@ -91,17 +95,27 @@ class _Objective(torch.nn.Module):
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
 
     def forward(
-        self, inputs: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, same: torch.Tensor | None, gather: bool
+        self, inputs: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, cid: torch.Tensor, gather: bool
     ) -> torch.Tensor:
+        """``cid``: caption ids of the batch (equal ids: the same caption, not a negative of each other)."""
         m = self.model
         video = m.temporal_head(inputs) if self.mode == "frozen" else m.encode_video(inputs)
         p, n = m.encode_text(pos), m.encode_text(negs)
         if isinstance(self.loss_fn, InfoNCELoss):
             if gather:  # issue 12: negatives from every rank (CLIP-style), gradient through the local rows
-                video, p, n = (distributed.gather_with_grad(x) for x in (video, p, n))
-            return self.loss_fn(video, p, n, same=same)
+                video, p, n, cid = (distributed.gather_with_grad(x) for x in (video, p, n, cid))
+            return self.loss_fn(video, p, n, same=cid[:, None] == cid[None, :])
         k = len(n) // len(p)
         return self.loss_fn(video.repeat_interleave(k, 0), p.repeat_interleave(k, 0), n)
+
+
+def _stream(cfg: TrainConfig, n_segments: int, pre: Preprocess) -> bool:
+    """End2end: stream clips (DataLoader) instead of caching every decoded crop in RAM? ``cfg.stream``
+    decides; unset, stream when workers are asked for or when the bank would exceed ``bank_limit_gb``."""
+    if cfg.stream is not None:
+        return cfg.stream
+    bank_bytes = n_segments * 4 * cfg.frames * pre.size * pre.size * 3
+    return cfg.workers > 0 or bank_bytes > cfg.bank_limit_gb * 1e9
 
 
 def _split_by_group(groups: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,6 +211,7 @@ def train(
     segs = [Segment(Path(r.video), r.start, r.end) for r in records]
     bank: ClipBank | ShardedBank
     skipped: list[dict[str, Any]] = []
+    bad_seen: dict[str, dict[str, Any]] = {}  # streamed end2end: videos that failed to decode
     if mode == "frozen":
         for p in model.frame_encoder.parameters():
             p.requires_grad_(False)
@@ -221,7 +236,7 @@ def train(
         ok = set(bank.available.tolist())
         train_idx = np.array([i for i in train_idx if i in ok], dtype=np.int64)
         val_idx = np.array([i for i in val_idx if i in ok], dtype=np.int64)
-    else:
+    elif not _stream(cfg, len(segs), pre):
         bank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
 
     loss_fn = make_loss(cfg.loss)
@@ -250,32 +265,52 @@ def train(
         best_state = {k: v.clone() for k, v in model.state_dict().items()} if best["epoch"] >= 0 else None
         log.info("resuming at epoch %d", start_epoch)
 
-    same = torch.from_numpy(np.array([[a == b for b in captions] for a in captions])) if cfg.loss == "infonce" else None
+    # identical captions share an id: InfoNCE does not treat them as each other's negatives
+    cid = torch.from_numpy(np.unique(np.array(captions, dtype=object), return_inverse=True)[1].astype(np.int64))
+    draw = WindowDraw  # issue 12: per-sample draws keyed by (seed, epoch, sample), whatever the batch split
+    streamed = mode == "end2end" and _stream(cfg, len(segs), pre)
+    if streamed:
+        log.info("end2end: streaming clips through a DataLoader (%d workers)", cfg.workers)
 
-    def run_batch(idx: np.ndarray, train_mode: bool, epoch: int = 0, global_idx: np.ndarray | None = None):
-        # per-sample random draws keyed by (seed, epoch, sample): the same whatever the batch split
-        rngs = [np.random.default_rng([cfg.seed, epoch, int(i)]) if train_mode else None for i in idx]
-        window = np.stack([bank.window(int(i), cfg.frames, r) for i, r in zip(idx, rngs, strict=True)])
-        inputs = torch.from_numpy(window).float() if mode == "frozen" else to_tensor(window, pre)
+    def batches(idx_list: list[np.ndarray], epoch: int, train_mode: bool) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(segment ids, model inputs) per batch: from the bank/store, or decoded by DataLoader workers."""
+        rng_for = draw(cfg.seed, epoch, train_mode)
+        if not streamed:
+            for idx in idx_list:
+                window = np.stack([bank.window(int(i), cfg.frames, rng_for(i)) for i in idx])
+                yield idx, (torch.from_numpy(window).float() if mode == "frozen" else to_tensor(window, pre))
+            return
+        ds = ClipBatches(segs, idx_list, cfg.fps, cfg.frames, pre, rng_for)
+        for b in batch_loader(ds, cfg.workers):
+            for bad in b.bad:
+                if bad.video not in bad_seen:
+                    log.warning("skipping undecodable video %s: %s", bad.video, bad.error)
+                    bad_seen[bad.video] = {"video": bad.video, "error": bad.error, "ids": []}
+                bad_seen[bad.video]["ids"] = sorted(set(bad_seen[bad.video]["ids"]) | set(bad.ids))
+            yield b.idx, b.inputs
+
+    def run_batch(idx: np.ndarray, inputs: torch.Tensor, train_mode: bool, epoch: int = 0) -> torch.Tensor:
         if isinstance(loss_fn, InfoNCELoss):
-            col = np.array([int(r.integers(0, neg.shape[1])) if r is not None else 0 for r in rngs], dtype=np.int64)
+            if train_mode:  # one random negative column per sample, its own generator
+                col = np.array(
+                    [np.random.default_rng([cfg.seed, epoch, int(i), 1]).integers(0, neg.shape[1]) for i in idx]
+                )
+            else:
+                col = np.zeros(len(idx), dtype=np.int64)
             negs = sent[neg[idx, col]]
-            gidx = idx if global_idx is None else global_idx
-            s = same[np.ix_(gidx, gidx)] if same is not None else None
         else:
             negs = sent[neg[idx].reshape(-1)]  # the paper's N negatives per positive: one triplet each
-            s = None
         fn = step_fn if train_mode else objective
-        return fn(inputs, sent[idx], negs, s, train_mode and dinfo.enabled)
+        return fn(inputs, sent[idx], negs, cid[idx], train_mode and dinfo.enabled)
 
     bs = cfg.batch_size
     from torch.utils.data import DistributedSampler
 
     positions: Any = range(len(train_idx))  # DistributedSampler only needs len()
-    samplers: list[DistributedSampler] = [
-        DistributedSampler(positions, num_replicas=dinfo.world, rank=r, shuffle=True, seed=cfg.seed)
-        for r in range(dinfo.world)
-    ]
+    sampler: DistributedSampler = DistributedSampler(
+        positions, num_replicas=dinfo.world, rank=dinfo.rank, shuffle=True, seed=cfg.seed
+    )
+    val_batches = [val_idx[i : i + bs] for i in range(0, len(val_idx), bs)]
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not (progress and dinfo.is_main)) as bar:
         task = bar.add_task("training", total=cfg.epochs, completed=start_epoch, info="")
@@ -283,18 +318,14 @@ def train(
             model.train()
             if mode == "frozen":
                 model.frame_encoder.eval()
-            for smp in samplers:
-                smp.set_epoch(epoch)
-            # every rank knows every rank's share, so the global batch (for InfoNCE masks) needs no messages
-            shares = [train_idx[np.array(list(smp), dtype=np.int64)] for smp in samplers]
-            perm = shares[dinfo.rank]
+            sampler.set_epoch(epoch)  # this rank's share of one permutation shared by all ranks
+            perm = train_idx[np.array(list(sampler), dtype=np.int64)]
             losses = []
-            for i in range(0, len(perm), bs):
-                idx = perm[i : i + bs]
-                if len(idx) < 2:
+            # every rank runs the same number of steps (DistributedSampler pads the shares to equal length)
+            for idx, inputs in batches([perm[i : i + bs] for i in range(0, len(perm), bs)], epoch, True):
+                if len(idx) < 2 and not dinfo.enabled:
                     continue
-                gidx = np.concatenate([sh[i : i + bs] for sh in shares])
-                loss = run_batch(idx, True, epoch, gidx)
+                loss = run_batch(idx, inputs, True, epoch)
                 opt.zero_grad(set_to_none=True)
                 # all-gathered InfoNCE: every rank holds the global loss and DDP averages, so scale back up
                 (loss * (dinfo.world if isinstance(loss_fn, InfoNCELoss) else 1)).backward()
@@ -303,11 +334,7 @@ def train(
                 losses.append(loss.item())
             model.eval()
             with torch.no_grad():
-                vl = (
-                    [run_batch(val_idx[i : i + bs], False).item() for i in range(0, len(val_idx), bs)]
-                    if len(val_idx)
-                    else []
-                )
+                vl = [run_batch(idx, x, False).item() for idx, x in batches(val_batches, epoch, False) if len(idx)]
             train_loss = distributed.mean_across_ranks(float(np.mean(losses)) if losses else math.nan)
             val_loss = float(np.mean(vl)) if vl else train_loss
             rec = {
@@ -337,6 +364,7 @@ def train(
         model.load_state_dict(best_state)
     model.eval()
     result = TrainResult(int(best["epoch"]), float(best["val_loss"]), len(history), round(time.time() - t0, 1), history)
+    skipped += list(bad_seen.values())
     skipped_summary = [{"video": b["video"], "error": b["error"], "captions": len(b["ids"])} for b in skipped]
     meta = {
         "data": str(data_dir),
