@@ -93,3 +93,50 @@ def test_torchrun_two_process_training_writes_a_model_that_evaluates(world, tmp_
 
     rep = evaluate(out, world, progress=False)
     assert rep.n_videos > 0 and 0.0 <= rep.top1 <= 1.0
+
+
+@pytest.mark.slow
+def test_resume_after_a_killed_two_process_run_on_one_process(world, tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CEZSAR_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "m"
+    args = ["train", "--data", str(world), "--out", str(out), "--mode", "end2end", "--frames", "4", "--fps", "2",
+            "--image-size", "32", "--resize", "32", "--batch-size", "4", "--threads", "1",
+            "--patience", "100"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training"]
+    proc = subprocess.Popen([*cmd, *args, "--epochs", "200"], env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and not (out / ".resume" / "state.json").exists():
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the 2-process run ended before it could be killed"
+    finally:
+        # torchrun starts each worker in its own session: kill the workers by pid, then torchrun
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        pids = [int(x) for x in children.read_text().split()] if children.exists() else []
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+        for pid in pids:  # wait until they are gone (or zombies)
+            status = Path(f"/proc/{pid}/status")
+            while True:
+                try:
+                    if "zombie" in status.read_text():
+                        break
+                except OSError:
+                    break
+                time.sleep(0.1)
+    done = json.loads((out / ".resume" / "state.json").read_text())["epoch"]
+    assert done < 199
+    p = subprocess.run(
+        [sys.executable, "-m", "training", *args, "--epochs", str(done + 3), "--resume", "--json"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(done + 3))
+    assert json.loads((out / "config.json").read_text())["training"]["world_size"] == 1
