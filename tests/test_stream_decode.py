@@ -82,6 +82,13 @@ def test_dataset_groups_segments_by_video_and_reports_bad_videos(videos):
     assert isinstance(items[1], BadVideo) and "corrupt.mp4" in items[1].video
 
 
+def test_a_bad_segment_does_not_lose_the_other_segments_of_its_video(videos):
+    segs = [Segment(videos[0], 0.0, 3.0), Segment(videos[0], 50.0, 60.0)]  # the video lasts 10 s
+    (item,) = list(video_loader(VideoSegments(segs, fps=2.0, frames=4, pre=Preprocess(size=32, resize=32))))
+    assert isinstance(item, VideoClips) and item.ids == [0]
+    assert [i for i, _ in item.bad] == [1] and "empty" in item.bad[0][1]
+
+
 def _encoder() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8))

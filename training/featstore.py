@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "featstore-v1"
 DEFAULT_SHARD_SEGMENTS = 512
+MAX_SEGMENTS_PER_ITEM = 32  # a video with more segments is decoded in runs of this many (bounded memory)
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -70,10 +71,11 @@ def store_key(
 
 
 def plan_shards(segments: Sequence[Segment], shard_segments: int) -> list[list[tuple[str, list[int]]]]:
-    """Whole videos, in first-appearance order, packed into shards of about ``shard_segments`` segments."""
+    """Videos (runs of at most MAX_SEGMENTS_PER_ITEM of their segments), in first-appearance order, packed
+    into shards of about ``shard_segments`` segments."""
     shards: list[list[tuple[str, list[int]]]] = [[]]
     count = 0
-    for video, ids in group_by_video(segments):
+    for video, ids in group_by_video(segments, max_per_group=MAX_SEGMENTS_PER_ITEM):
         if count and count + len(ids) > shard_segments:
             shards.append([])
             count = 0
@@ -217,6 +219,11 @@ class FeatureStore:
                     pending["bad"].append(rec)
                     stats.bad.append(rec)
                 else:
+                    for i, err in item.bad:
+                        log.warning("skipping segment %d: %s", i, err)
+                        rec = {"video": item.video, "error": err, "ids": [i]}
+                        pending["bad"].append(rec)
+                        stats.bad.append(rec)
                     for i, crops in zip(item.ids, item.crops, strict=True):
                         out = [
                             self.encoder(to_tensor(crops[a : a + batch], self.pre)).float().numpy()

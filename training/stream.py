@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cezsar.data.decode import VideoReader, clip_times, decode_segments
+from cezsar.data.decode import VideoReader, clip_times
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
 from training.clips import Segment, to_tensor
@@ -32,6 +32,7 @@ class VideoClips:
     video: str
     ids: list[int]
     crops: list[np.ndarray]
+    bad: list[tuple[int, str]] = field(default_factory=list)  # segments of the video that failed: (id, error)
 
 
 @dataclass
@@ -41,12 +42,21 @@ class BadVideo:
     error: str
 
 
-def group_by_video(segments: Sequence[Segment], ids: Sequence[int] | None = None) -> list[tuple[str, list[int]]]:
-    """[(video, [segment ids])] in first-appearance order of the videos."""
+def group_by_video(
+    segments: Sequence[Segment], ids: Sequence[int] | None = None, max_per_group: int | None = None
+) -> list[tuple[str, list[int]]]:
+    """[(video, [segment ids])] in first-appearance order of the videos. ``max_per_group`` splits a video
+    with many segments into runs of that many (in time order), so one item's memory stays bounded."""
     groups: dict[str, list[int]] = {}
     for i in range(len(segments)) if ids is None else ids:
         groups.setdefault(str(segments[i].video), []).append(int(i))
-    return list(groups.items())
+    if not max_per_group:
+        return list(groups.items())
+    out: list[tuple[str, list[int]]] = []
+    for video, members in groups.items():
+        members = sorted(members, key=lambda j: segments[j].start or 0.0) if len(members) > max_per_group else members
+        out.extend((video, members[a : a + max_per_group]) for a in range(0, len(members), max_per_group))
+    return out
 
 
 class VideoSegments(Dataset):
@@ -70,12 +80,23 @@ class VideoSegments(Dataset):
 
     def __getitem__(self, k: int) -> VideoClips | BadVideo:
         video, ids = self.groups[k]
-        spans = [(self.segments[i].start, self.segments[i].end) for i in ids]
         try:
-            clips = decode_segments(video, spans, self.fps, self.frames, self.max_factor)
+            reader = VideoReader(video)
         except CezsarError as e:
             return BadVideo(video, ids, str(e))
-        return VideoClips(video, ids, [np.stack([self.pre.crop_uint8(f) for f in c]) for c in clips])
+        out = VideoClips(video, [], [])
+        with reader:
+            for i in sorted(ids, key=lambda j: self.segments[j].start or 0.0):
+                s = self.segments[i]
+                try:
+                    times = clip_times(s.start, s.end, reader.info.duration, self.fps, self.frames, self.max_factor)
+                    frames = reader.frames_at(times)
+                except CezsarError as e:  # this segment only (past the end, a damaged stretch)
+                    out.bad.append((i, f"{video}: {e}"))
+                    continue
+                out.ids.append(i)
+                out.crops.append(np.stack([self.pre.crop_uint8(f) for f in frames]))
+        return out
 
 
 def _identity(x: object) -> object:
@@ -160,14 +181,20 @@ class ClipBatches(Dataset):
         bad: list[BadVideo] = []
         for video, ids in group_by_video(self.segments, idx.tolist()):
             try:
-                with VideoReader(video) as r:
-                    for i in sorted(ids, key=lambda j: self.segments[j].start or 0.0):
-                        s = self.segments[i]
-                        times = clip_times(s.start, s.end, r.info.duration, self.fps, self.frames, self.max_factor)
-                        frames = r.frames_at(self._window(times, self.rng_for(i)))
-                        clips[i] = np.stack([self.pre.crop_uint8(f) for f in frames])
+                r = VideoReader(video)
             except CezsarError as e:
                 bad.append(BadVideo(video, ids, str(e)))
+                continue
+            with r:
+                for i in sorted(ids, key=lambda j: self.segments[j].start or 0.0):
+                    s = self.segments[i]
+                    try:
+                        times = clip_times(s.start, s.end, r.info.duration, self.fps, self.frames, self.max_factor)
+                        frames = r.frames_at(self._window(times, self.rng_for(i)))
+                    except CezsarError as e:  # this segment only
+                        bad.append(BadVideo(video, [i], str(e)))
+                        continue
+                    clips[i] = np.stack([self.pre.crop_uint8(f) for f in frames])
         kept = np.array([i for i in idx.tolist() if i in clips], dtype=np.int64)
         if len(kept):
             crops = np.stack([clips[i] for i in kept.tolist()])

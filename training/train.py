@@ -68,6 +68,7 @@ class TrainConfig:
     shard_segments: int = 512
     stream: bool | None = None  # end2end: DataLoader-streamed clips (None: auto, see _stream)
     bank_limit_gb: float = 4.0
+    step_log: str | None = None  # JSONL of every training step's loss (rank 0; the ranks' mean)
 
     def resolved_mode(self) -> str:
         if self.mode == "auto":
@@ -107,6 +108,13 @@ class _Objective(torch.nn.Module):
             return self.loss_fn(video, p, n, same=cid[:, None] == cid[None, :])
         k = len(n) // len(p)
         return self.loss_fn(video.repeat_interleave(k, 0), p.repeat_interleave(k, 0), n)
+
+
+def _log_step(path: str, dinfo: distributed.DistInfo, epoch: int, loss: float) -> None:
+    value = distributed.mean_across_ranks(loss)
+    if dinfo.is_main:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"epoch": epoch, "loss": value}) + "\n")
 
 
 def _stream(cfg: TrainConfig, n_segments: int, pre: Preprocess) -> bool:
@@ -308,7 +316,7 @@ def train(
 
     positions: Any = range(len(train_idx))  # DistributedSampler only needs len()
     sampler: DistributedSampler = DistributedSampler(
-        positions, num_replicas=dinfo.world, rank=dinfo.rank, shuffle=True, seed=cfg.seed
+        positions, num_replicas=dinfo.world, rank=dinfo.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
     val_batches = [val_idx[i : i + bs] for i in range(0, len(val_idx), bs)]
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
@@ -320,8 +328,11 @@ def train(
                 model.frame_encoder.eval()
             sampler.set_epoch(epoch)  # this rank's share of one permutation shared by all ranks
             perm = train_idx[np.array(list(sampler), dtype=np.int64)]
+            # whole batches only (the incomplete last one is dropped; a new permutation each epoch), so
+            # the global batches of W ranks x B are those of one process with W x B, whatever W
+            perm = perm[: (len(perm) // bs) * bs or len(perm)]
             losses = []
-            # every rank runs the same number of steps (DistributedSampler pads the shares to equal length)
+            # every rank runs the same number of steps (DistributedSampler gives equal shares)
             for idx, inputs in batches([perm[i : i + bs] for i in range(0, len(perm), bs)], epoch, True):
                 if len(idx) < 2 and not dinfo.enabled:
                     continue
@@ -332,6 +343,8 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
                 losses.append(loss.item())
+                if cfg.step_log:
+                    _log_step(cfg.step_log, dinfo, epoch, loss.item())
             model.eval()
             with torch.no_grad():
                 vl = [run_batch(idx, x, False).item() for idx, x in batches(val_batches, epoch, False) if len(idx)]
@@ -365,7 +378,11 @@ def train(
     model.eval()
     result = TrainResult(int(best["epoch"]), float(best["val_loss"]), len(history), round(time.time() - t0, 1), history)
     skipped += list(bad_seen.values())
-    skipped_summary = [{"video": b["video"], "error": b["error"], "captions": len(b["ids"])} for b in skipped]
+    by_video: dict[str, dict[str, Any]] = {}
+    for b in skipped:  # one entry per video (a whole video, or some of its segments)
+        e = by_video.setdefault(b["video"], {"video": b["video"], "error": b["error"], "captions": 0})
+        e["captions"] += len(b["ids"])
+    skipped_summary = list(by_video.values())
     meta = {
         "data": str(data_dir),
         "mode": mode,
