@@ -55,6 +55,8 @@ def test_seeking_reader_returns_the_frames_of_the_sequential_decoder(videos):
     assert got.shape == ref.shape
     assert np.array_equal(got, ref)
     assert np.array_equal(decode_from_start(v, times), ref)
+    with VideoReader(v, seek_threshold=float("inf")) as r:  # what decode_from_start does: no seek at all
+        assert np.array_equal(r.frames_at(times), ref) and r.seeks == 0 and r.decoded >= 0.99 * 240
 
 
 def test_decode_segments_serves_all_segments_from_one_open(videos):

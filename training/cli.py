@@ -43,6 +43,7 @@ def train_cmd(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
     ),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
+    device: str = typer.Option("cpu", help="cpu or cuda (under torchrun: each process its LOCAL_RANK GPU)."),
     workers: int = typer.Option(0, help="DataLoader worker processes decoding videos (frozen-mode extraction)."),
     feature_cache: Path | None = typer.Option(None, help="Feature store folder (default: $CEZSAR_CACHE)."),
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
@@ -89,6 +90,7 @@ def train_cmd(
         text_model=text_model,
         threads=threads,
         workers=workers,
+        device=device,
         feature_cache=str(feature_cache) if feature_cache else None,
     )
     import os

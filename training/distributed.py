@@ -43,9 +43,25 @@ def setup(device: str = "cpu") -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") and dist.is_nccl_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
         log.info("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
+
+
+def rank_device(device: str, info: DistInfo) -> str:
+    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK``."""
+    if device == "cuda" and info.enabled:
+        return f"cuda:{info.local_rank}"
+    return device
+
+
+def _scalar_device() -> torch.device:
+    """Where collective scalars live: NCCL only moves CUDA tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def current() -> DistInfo:
@@ -78,7 +94,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     world = dist.get_world_size()
-    n = torch.tensor([len(x)], dtype=torch.int64)
+    n = torch.tensor([len(x)], dtype=torch.int64, device=x.device)
     sizes = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(sizes, n)
     counts = [int(s.item()) for s in sizes]
@@ -96,6 +112,6 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 def mean_across_ranks(value: float) -> float:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_scalar_device())
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()

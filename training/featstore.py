@@ -189,6 +189,7 @@ class FeatureStore:
         shard_of = [s for s in todo for _ in self.plan[s]]
         ds = VideoSegments(self.segments, self.fps, self.frames, self.pre, self.max_factor, groups=groups)
         self.encoder.eval()
+        dev = next((p.device for p in self.encoder.parameters()), torch.device("cpu"))
         pending: dict[str, Any] = {}
         remaining = {s: len(self.plan[s]) for s in todo}
 
@@ -226,7 +227,7 @@ class FeatureStore:
                         stats.bad.append(rec)
                     for i, crops in zip(item.ids, item.crops, strict=True):
                         out = [
-                            self.encoder(to_tensor(crops[a : a + batch], self.pre)).float().numpy()
+                            self.encoder(to_tensor(crops[a : a + batch], self.pre).to(dev)).float().cpu().numpy()
                             for a in range(0, len(crops), batch)
                         ]
                         f = np.concatenate(out).astype(np.float32)

@@ -68,6 +68,7 @@ class TrainConfig:
     shard_segments: int = 512
     stream: bool | None = None  # end2end: DataLoader-streamed clips (None: auto, see _stream)
     bank_limit_gb: float = 4.0
+    device: str = "cpu"  # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
     step_log: str | None = None  # JSONL of every training step's loss (rank 0; the ranks' mean)
 
     def resolved_mode(self) -> str:
@@ -149,12 +150,12 @@ class _State:
         from cezsar.atomic import atomic_path
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-        tensors.update({f"loss.{k}": v.detach().contiguous() for k, v in loss.state_dict().items()})
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors.update({f"loss.{k}": v.detach().cpu().contiguous() for k, v in loss.state_dict().items()})
         osd = opt.state_dict()
         for pid, st in osd["state"].items():
             for k, v in st.items():
-                tensors[f"opt.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+                tensors[f"opt.{pid}.{k}"] = (v.cpu() if torch.is_tensor(v) else torch.tensor(v)).contiguous()
         with atomic_path(self.dir / "state.safetensors") as tmp:
             save_file(tensors, str(tmp))
         write_json(self.dir / "state.json", {**info, "param_groups": osd["param_groups"]})
@@ -190,7 +191,8 @@ def train(
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     mode = cfg.resolved_mode()
-    dinfo = distributed.setup()  # issue 12: torchrun sets WORLD_SIZE > 1
+    dinfo = distributed.setup(cfg.device)  # issue 12: torchrun sets WORLD_SIZE > 1
+    dev = torch.device(distributed.rank_device(cfg.device, dinfo))
 
     records = read_captions(data_dir)
     if len(records) < 4:
@@ -209,6 +211,7 @@ def train(
         preprocess=pre.to_dict(),
     )
     model = CezsarModel(mcfg, backbone_pretrained=cfg.pretrained, backbone_checkpoint=cfg.backbone_checkpoint)
+    model.to(dev)
 
     captions = [r.caption for r in records]
     sent = text.encode(captions)
@@ -247,7 +250,7 @@ def train(
     elif not _stream(cfg, len(segs), pre):
         bank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
 
-    loss_fn = make_loss(cfg.loss)
+    loss_fn = make_loss(cfg.loss).to(dev)
     head_params = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
     groups_opt: list[dict[str, Any]] = [{"params": head_params + list(loss_fn.parameters()), "lr": cfg.lr}]
     if mode == "end2end":
@@ -258,7 +261,7 @@ def train(
     if dinfo.enabled:  # issue 12: DDP averages the gradients of the ranks
         from torch.nn.parallel import DistributedDataParallel
 
-        step_fn = DistributedDataParallel(objective)
+        step_fn = DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     state = _State(out_dir)
     history: list[dict[str, Any]] = []
@@ -309,7 +312,14 @@ def train(
         else:
             negs = sent[neg[idx].reshape(-1)]  # the paper's N negatives per positive: one triplet each
         fn = step_fn if train_mode else objective
-        return fn(inputs, sent[idx], negs, cid[idx], train_mode and dinfo.enabled)
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        return fn(
+            inputs.to(dev, non_blocking=True),
+            sent[t].to(dev),
+            negs.to(dev),
+            cid[t].to(dev),
+            train_mode and dinfo.enabled,
+        )
 
     bs = cfg.batch_size
     from torch.utils.data import DistributedSampler
@@ -396,6 +406,7 @@ def train(
         "skipped_videos": skipped_summary,
     }
     if dinfo.is_main:
+        model.cpu()
         model.save(out_dir, extra=meta)
         write_text(out_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         import shutil
