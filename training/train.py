@@ -379,7 +379,8 @@ def train(
             if epoch - best["epoch"] >= cfg.patience:
                 log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
                 break
-            if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
+            over = bool(cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes)
+            if distributed.mean_across_ranks(float(over)) > 0:  # the ranks stop together
                 log.info("time budget reached at epoch %d", epoch)
                 break
 
