@@ -69,3 +69,17 @@ def test_bench_stream_json() -> None:
     assert d["encoder_only"]["best_mean"] > 0
     assert d["peak_rss_mb"] > 0
     assert d["soak"]["rss_mb_start"] > 0 and d["soak"]["rss_mb_end"] > 0
+
+
+def test_bench_data_json(tmp_path) -> None:
+    d = run_script(
+        "bench_data.py", "--work", str(tmp_path), "--minutes", "0.2", "--gop", "60", "--memory-seconds", "12",
+        "--throughput-clips", "8", "--repeats", "1", "--skip", "ddp",
+    )  # fmt: skip
+    assert d["benchmark"] == "data"
+    check_machine(d)
+    assert d["seek"]["same_frames"] is True and d["seek"]["seek_seconds"] > 0
+    assert d["memory"]["x10"]["segments"] == 10 * d["memory"]["x1"]["segments"]
+    assert d["memory"]["x10"]["rows"] > d["memory"]["x1"]["rows"] > 0
+    assert all(v > 0 for v in d["throughput"]["clips_per_s"].values())
+    assert set(d["ratios"]) == {"seek_speedup", "extract_memory_10x_over_1x"}

@@ -43,6 +43,9 @@ def train_cmd(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
     ),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
+    device: str = typer.Option("cpu", help="cpu or cuda (under torchrun: each process its LOCAL_RANK GPU)."),
+    workers: int = typer.Option(0, help="DataLoader worker processes decoding videos (frozen-mode extraction)."),
+    feature_cache: Path | None = typer.Option(None, help="Feature store folder (default: $CEZSAR_CACHE)."),
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
@@ -86,8 +89,13 @@ def train_cmd(
         seed=seed,
         text_model=text_model,
         threads=threads,
+        workers=workers,
+        device=device,
+        feature_cache=str(feature_cache) if feature_cache else None,
     )
-    console = Console(stderr=True)
+    import os
+
+    console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 reports
     console.print(
         f"training {cfg.backbone} ({cfg.resolved_mode()}), loss {cfg.loss}, negatives {neg.mode} "
         f"[{neg.min_distance}, {neg.max_distance}], T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr}"
@@ -100,19 +108,30 @@ def train_cmd(
         "best_val_loss": round(res.best_val_loss, 5),
         "epochs_run": res.epochs_run,
         "seconds": round(time.time() - t0, 1),
+        "skipped_videos": res.skipped,
     }
     console.print(
         f"wrote {out}/config.json, model.safetensors, log.jsonl — best epoch {res.best_epoch}, "
         f"val loss {res.best_val_loss:.4f}, {summary['seconds']} s"
     )
-    if json_out:
+    for b in res.skipped:
+        console.print(f"skipped {b['video']} ({b['captions']} captions): {b['error']}", highlight=False)
+    if json_out and not console.quiet:
         print(json.dumps(summary))
 
 
 def eval_cmd(
     model: Path = typer.Option(..., "--model", help="Model folder."),
-    data: Path = typer.Option(..., "--data", help="Folder with videos.jsonl and classes/."),
-    split: Path | None = typer.Option(None, "--split", help="Split JSON {training, testing}: evaluate on testing."),
+    data: Path = typer.Option(..., "--data", help="Folder with videos.jsonl and classes/, or a folder per class."),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="Split JSON {training, testing} (evaluate on testing), or a shared split name: truze, truze2, "
+        "ucf101-hard, kinetics400 (from shared/data/zsar_splits).",
+    ),
+    descriptions: Path | None = typer.Option(
+        None, help="Class-folder datasets: JSON {class: [descriptions]} (default: sentences from the class name)."
+    ),
     runs: int = typer.Option(1, help="Random runs R."),
     classes_per_run: int | None = typer.Option(None, help="Classes N per random run (default: all)."),
     seed: int = typer.Option(0),
@@ -124,7 +143,9 @@ def eval_cmd(
 
     from training.evaluate import confusion_png, evaluate
 
-    rep = evaluate(model, data, split=split, runs=runs, classes_per_run=classes_per_run, seed=seed)
+    rep = evaluate(
+        model, data, split=split, runs=runs, classes_per_run=classes_per_run, seed=seed, descriptions=descriptions
+    )
     png = confusion or (model / "confusion.png")
     confusion_png(rep, png)
     out = {**rep.to_dict(), "confusion_png": str(png)}

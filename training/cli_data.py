@@ -79,6 +79,42 @@ def import_activitynet_cmd(
     )
 
 
+def import_msrvtt_cmd(
+    json_path: Path = typer.Argument(..., help="MSR-VTT annotation JSON (videos + sentences)."),
+    videos: Path = typer.Option(..., "--videos", help="Folder holding video0.mp4 ... (searched recursively)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder to write captions.jsonl into."),
+    split: str | None = typer.Option(None, help="Keep only the videos of this split (train, validate, test)."),
+) -> None:
+    """Convert MSR-VTT annotations into a caption-pair dataset (captions.jsonl)."""
+    from cezsar.data.captions_import import import_msrvtt
+
+    _report(import_msrvtt(json_path, videos, out, split=split), videos)
+
+
+def import_webvid_cmd(
+    csv_path: Path = typer.Argument(..., help="WebVid-style CSV (videoid,name,page_dir,...)."),
+    videos: Path = typer.Option(..., "--videos", help="Folder holding the videos (page_dir/videoid.mp4 or anywhere)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder to write captions.jsonl into."),
+) -> None:
+    """Convert a WebVid-style CSV into a caption-pair dataset (captions.jsonl)."""
+    from cezsar.data.captions_import import import_webvid
+
+    _report(import_webvid(csv_path, videos, out), videos)
+
+
+def _report(s: dict, videos: Path) -> None:
+    from rich.console import Console
+
+    Console().print(
+        f"wrote {s['out']}: {s['captions']} captions from {s['videos']} videos"
+        + (f"; {s['missing_videos']} videos not found under {videos} (skipped)" if s["missing_videos"] else ""),
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth_cmd)
     app.command("import-activitynet")(import_activitynet_cmd)
+    app.command("import-msrvtt")(import_msrvtt_cmd)
+    app.command("import-webvid")(import_webvid_cmd)

@@ -76,14 +76,21 @@ def evaluate(
     classes_per_run: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    descriptions: str | Path | None = None,
 ) -> EvalReport:
+    from cezsar.data import folders
     from cezsar.data.formats import read_eval_set, read_split
 
     model = CezsarModel.load(model_dir)
-    evalset = read_eval_set(data_dir)
+    # videos.jsonl + classes/, or a folder per class (UCF-101, HMDB-51, Kinetics-400 layouts)
+    if folders.is_class_folder_dataset(data_dir):
+        evalset = folders.read_class_folders(data_dir, descriptions)
+    else:
+        evalset = read_eval_set(data_dir)
     all_names = list(evalset.classes)
     pool = all_names
     if split is not None:
+        split = folders.resolve_split(split)
         pool = list(read_split(split, all_names).testing)
         if not pool:
             raise CezsarError(f"{split}: no testing classes")

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ import torch
 from cezsar.atomic import write_json, write_text
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
-from training.clips import ClipBank, Segment, build_bank, extract_features, to_tensor
+from training import distributed
+from training.clips import ClipBank, Segment, build_bank, to_tensor
+from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
 from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
 from training.negatives import NegativeConfig, sample_negatives
+from training.stream import ClipBatches, WindowDraw, batch_loader
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,14 @@ class TrainConfig:
     dropout: float = 0.1
     threads: int | None = None
     max_minutes: float | None = None
+    # issue 12: data pipeline (frozen mode: DataLoader workers decoding for the feature store)
+    workers: int = 0
+    feature_cache: str | None = None  # feature store root (default: the clip cache, $CEZSAR_CACHE)
+    shard_segments: int = 512
+    stream: bool | None = None  # end2end: DataLoader-streamed clips (None: auto, see _stream)
+    bank_limit_gb: float = 4.0
+    device: str = "cpu"  # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
+    step_log: str | None = None  # JSONL of every training step's loss (rank 0; the ranks' mean)
 
     def resolved_mode(self) -> str:
         if self.mode == "auto":
@@ -74,6 +86,45 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, Any]]
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # videos that could not be decoded
+
+
+class _Objective(torch.nn.Module):
+    """One batch's loss from its inputs: what DDP wraps (every trained parameter is used in forward)."""
+
+    def __init__(self, model: CezsarModel, loss_fn: torch.nn.Module, mode: str) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.mode = model, loss_fn, mode
+
+    def forward(
+        self, inputs: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, cid: torch.Tensor, gather: bool
+    ) -> torch.Tensor:
+        """``cid``: caption ids of the batch (equal ids: the same caption, not a negative of each other)."""
+        m = self.model
+        video = m.temporal_head(inputs) if self.mode == "frozen" else m.encode_video(inputs)
+        p, n = m.encode_text(pos), m.encode_text(negs)
+        if isinstance(self.loss_fn, InfoNCELoss):
+            if gather:  # issue 12: negatives from every rank (CLIP-style), gradient through the local rows
+                video, p, n, cid = (distributed.gather_with_grad(x) for x in (video, p, n, cid))
+            return self.loss_fn(video, p, n, same=cid[:, None] == cid[None, :])
+        k = len(n) // len(p)
+        return self.loss_fn(video.repeat_interleave(k, 0), p.repeat_interleave(k, 0), n)
+
+
+def _log_step(path: str, dinfo: distributed.DistInfo, epoch: int, loss: float) -> None:
+    value = distributed.mean_across_ranks(loss)
+    if dinfo.is_main:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"epoch": epoch, "loss": value}) + "\n")
+
+
+def _stream(cfg: TrainConfig, n_segments: int, pre: Preprocess) -> bool:
+    """End2end: stream clips (DataLoader) instead of caching every decoded crop in RAM? ``cfg.stream``
+    decides; unset, stream when workers are asked for or when the bank would exceed ``bank_limit_gb``."""
+    if cfg.stream is not None:
+        return cfg.stream
+    bank_bytes = n_segments * 4 * cfg.frames * pre.size * pre.size * 3
+    return cfg.workers > 0 or bank_bytes > cfg.bank_limit_gb * 1e9
 
 
 def _split_by_group(groups: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +150,12 @@ class _State:
         from cezsar.atomic import atomic_path
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-        tensors.update({f"loss.{k}": v.detach().contiguous() for k, v in loss.state_dict().items()})
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors.update({f"loss.{k}": v.detach().cpu().contiguous() for k, v in loss.state_dict().items()})
         osd = opt.state_dict()
         for pid, st in osd["state"].items():
             for k, v in st.items():
-                tensors[f"opt.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+                tensors[f"opt.{pid}.{k}"] = (v.cpu() if torch.is_tensor(v) else torch.tensor(v)).contiguous()
         with atomic_path(self.dir / "state.safetensors") as tmp:
             save_file(tensors, str(tmp))
         write_json(self.dir / "state.json", {**info, "param_groups": osd["param_groups"]})
@@ -138,9 +189,10 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
     mode = cfg.resolved_mode()
+    dinfo = distributed.setup(cfg.device)  # issue 12: torchrun sets WORLD_SIZE > 1
+    dev = torch.device(distributed.rank_device(cfg.device, dinfo))
 
     records = read_captions(data_dir)
     if len(records) < 4:
@@ -159,6 +211,7 @@ def train(
         preprocess=pre.to_dict(),
     )
     model = CezsarModel(mcfg, backbone_pretrained=cfg.pretrained, backbone_checkpoint=cfg.backbone_checkpoint)
+    model.to(dev)
 
     captions = [r.caption for r in records]
     sent = text.encode(captions)
@@ -167,18 +220,48 @@ def train(
     train_idx, val_idx = _split_by_group(groups, cfg.val_fraction, cfg.seed)
 
     segs = [Segment(Path(r.video), r.start, r.end) for r in records]
-    bank: ClipBank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
+    bank: ClipBank | ShardedBank
+    skipped: list[dict[str, Any]] = []
+    bad_seen: dict[str, dict[str, Any]] = {}  # streamed end2end: videos that failed to decode
     if mode == "frozen":
         for p in model.frame_encoder.parameters():
             p.requires_grad_(False)
-        bank = extract_features(model.frame_encoder, bank, pre, progress=progress)
+        # issue 12: sharded on-disk feature store, split across ranks, read memory-mapped
+        from training.featstore import frozen_features
 
-    loss_fn = make_loss(cfg.loss)
+        cache = Path(cfg.feature_cache) if cfg.feature_cache else None
+        bank, fstats = frozen_features(
+            model.frame_encoder,
+            segs,
+            pre,
+            cfg.fps,
+            cfg.frames,
+            cache_dir=cache,
+            workers=cfg.workers,
+            shard_segments=cfg.shard_segments,
+            progress=progress,
+        )
+        skipped = fstats.bad
+        for b in skipped:
+            log.warning("skipped undecodable video %s (%d captions): %s", b["video"], len(b["ids"]), b["error"])
+        ok = set(bank.available.tolist())
+        train_idx = np.array([i for i in train_idx if i in ok], dtype=np.int64)
+        val_idx = np.array([i for i in val_idx if i in ok], dtype=np.int64)
+    elif not _stream(cfg, len(segs), pre):
+        bank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
+
+    loss_fn = make_loss(cfg.loss).to(dev)
     head_params = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
     groups_opt: list[dict[str, Any]] = [{"params": head_params + list(loss_fn.parameters()), "lr": cfg.lr}]
     if mode == "end2end":
         groups_opt.append({"params": list(model.frame_encoder.parameters()), "lr": cfg.backbone_lr or cfg.lr})
     opt = torch.optim.AdamW(groups_opt, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    objective: torch.nn.Module = _Objective(model, loss_fn, mode)
+    step_fn: torch.nn.Module = objective
+    if dinfo.enabled:  # issue 12: DDP averages the gradients of the ranks
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_fn = DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     state = _State(out_dir)
     history: list[dict[str, Any]] = []
@@ -191,55 +274,91 @@ def train(
             raise CezsarError(f"{out_dir}: nothing to resume (no .resume/state.json)")
         start_epoch, history, best = info["epoch"] + 1, info["history"], info["best"]
         best_state = {k: v.clone() for k, v in model.state_dict().items()} if best["epoch"] >= 0 else None
-        rng = np.random.default_rng(cfg.seed + start_epoch)
         log.info("resuming at epoch %d", start_epoch)
 
-    same = torch.from_numpy(np.array([[a == b for b in captions] for a in captions])) if cfg.loss == "infonce" else None
+    # identical captions share an id: InfoNCE does not treat them as each other's negatives
+    cid = torch.from_numpy(np.unique(np.array(captions, dtype=object), return_inverse=True)[1].astype(np.int64))
+    draw = WindowDraw  # issue 12: per-sample draws keyed by (seed, epoch, sample), whatever the batch split
+    streamed = mode == "end2end" and _stream(cfg, len(segs), pre)
+    if streamed:
+        log.info("end2end: streaming clips through a DataLoader (%d workers)", cfg.workers)
 
-    def run_batch(idx: np.ndarray, train_mode: bool) -> torch.Tensor:
-        window = bank.batch(idx, cfg.frames, rng if train_mode else None)
-        if mode == "frozen":
-            video = model.temporal_head(torch.from_numpy(window).float())
-        else:
-            video = model.encode_video(to_tensor(window, pre))
-        pos = model.encode_text(sent[idx])
+    def batches(idx_list: list[np.ndarray], epoch: int, train_mode: bool) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(segment ids, model inputs) per batch: from the bank/store, or decoded by DataLoader workers."""
+        rng_for = draw(cfg.seed, epoch, train_mode)
+        if not streamed:
+            for idx in idx_list:
+                window = np.stack([bank.window(int(i), cfg.frames, rng_for(i)) for i in idx])
+                yield idx, (torch.from_numpy(window).float() if mode == "frozen" else to_tensor(window, pre))
+            return
+        ds = ClipBatches(segs, idx_list, cfg.fps, cfg.frames, pre, rng_for)
+        for b in batch_loader(ds, cfg.workers):
+            for bad in b.bad:
+                if bad.video not in bad_seen:
+                    log.warning("skipping undecodable video %s: %s", bad.video, bad.error)
+                    bad_seen[bad.video] = {"video": bad.video, "error": bad.error, "ids": []}
+                bad_seen[bad.video]["ids"] = sorted(set(bad_seen[bad.video]["ids"]) | set(bad.ids))
+            yield b.idx, b.inputs
+
+    def run_batch(idx: np.ndarray, inputs: torch.Tensor, train_mode: bool, epoch: int = 0) -> torch.Tensor:
         if isinstance(loss_fn, InfoNCELoss):
-            col = rng.integers(0, neg.shape[1], size=len(idx)) if train_mode else np.zeros(len(idx), dtype=int)
-            s = same[np.ix_(idx, idx)] if same is not None else None
-            return loss_fn(video, pos, model.encode_text(sent[neg[idx, col]]), same=s)
-        # the paper's N negatives per positive: one triplet each
-        k = neg.shape[1]
-        negative = model.encode_text(sent[neg[idx].reshape(-1)])
-        return loss_fn(video.repeat_interleave(k, 0), pos.repeat_interleave(k, 0), negative)
+            if train_mode:  # one random negative column per sample, its own generator
+                col = np.array(
+                    [np.random.default_rng([cfg.seed, epoch, int(i), 1]).integers(0, neg.shape[1]) for i in idx]
+                )
+            else:
+                col = np.zeros(len(idx), dtype=np.int64)
+            negs = sent[neg[idx, col]]
+        else:
+            negs = sent[neg[idx].reshape(-1)]  # the paper's N negatives per positive: one triplet each
+        fn = step_fn if train_mode else objective
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        return fn(
+            inputs.to(dev, non_blocking=True),
+            sent[t].to(dev),
+            negs.to(dev),
+            cid[t].to(dev),
+            train_mode and dinfo.enabled,
+        )
 
     bs = cfg.batch_size
+    from torch.utils.data import DistributedSampler
+
+    positions: Any = range(len(train_idx))  # DistributedSampler only needs len()
+    sampler: DistributedSampler = DistributedSampler(
+        positions, num_replicas=dinfo.world, rank=dinfo.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    val_batches = [val_idx[i : i + bs] for i in range(0, len(val_idx), bs)]
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, disable=not (progress and dinfo.is_main)) as bar:
         task = bar.add_task("training", total=cfg.epochs, completed=start_epoch, info="")
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             if mode == "frozen":
                 model.frame_encoder.eval()
-            perm = rng.permutation(train_idx)
+            sampler.set_epoch(epoch)  # this rank's share of one permutation shared by all ranks
+            perm = train_idx[np.array(list(sampler), dtype=np.int64)]
+            # whole batches only (the incomplete last one is dropped; a new permutation each epoch), so
+            # the global batches of W ranks x B are those of one process with W x B, whatever W
+            perm = perm[: (len(perm) // bs) * bs or len(perm)]
             losses = []
-            for i in range(0, len(perm), bs):
-                idx = perm[i : i + bs]
-                if len(idx) < 2:
+            # every rank runs the same number of steps (DistributedSampler gives equal shares)
+            for idx, inputs in batches([perm[i : i + bs] for i in range(0, len(perm), bs)], epoch, True):
+                if len(idx) < 2 and not dinfo.enabled:
                     continue
-                loss = run_batch(idx, True)
+                loss = run_batch(idx, inputs, True, epoch)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # all-gathered InfoNCE: every rank holds the global loss and DDP averages, so scale back up
+                (loss * (dinfo.world if isinstance(loss_fn, InfoNCELoss) else 1)).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
                 losses.append(loss.item())
+                if cfg.step_log:
+                    _log_step(cfg.step_log, dinfo, epoch, loss.item())
             model.eval()
             with torch.no_grad():
-                vl = (
-                    [run_batch(val_idx[i : i + bs], False).item() for i in range(0, len(val_idx), bs)]
-                    if len(val_idx)
-                    else []
-                )
-            train_loss = float(np.mean(losses)) if losses else math.nan
+                vl = [run_batch(idx, x, False).item() for idx, x in batches(val_batches, epoch, False) if len(idx)]
+            train_loss = distributed.mean_across_ranks(float(np.mean(losses)) if losses else math.nan)
             val_loss = float(np.mean(vl)) if vl else train_loss
             rec = {
                 "epoch": epoch,
@@ -252,14 +371,16 @@ def train(
             if improved:
                 best = {"val_loss": val_loss, "epoch": epoch}
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            state.save(model, loss_fn, opt, {"epoch": epoch, "history": history, "best": best})
-            with open(state.dir / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
+            if dinfo.is_main:  # issue 12: rank 0 writes
+                state.save(model, loss_fn, opt, {"epoch": epoch, "history": history, "best": best})
+                with open(state.dir / "log.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
             bar.update(task, advance=1, info=f"train {train_loss:.4f}  val {val_loss:.4f}  best@{best['epoch']}")
             if epoch - best["epoch"] >= cfg.patience:
                 log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
                 break
-            if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
+            over = bool(cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes)
+            if distributed.mean_across_ranks(float(over)) > 0:  # the ranks stop together
                 log.info("time budget reached at epoch %d", epoch)
                 break
 
@@ -267,6 +388,12 @@ def train(
         model.load_state_dict(best_state)
     model.eval()
     result = TrainResult(int(best["epoch"]), float(best["val_loss"]), len(history), round(time.time() - t0, 1), history)
+    skipped += list(bad_seen.values())
+    by_video: dict[str, dict[str, Any]] = {}
+    for b in skipped:  # one entry per video (a whole video, or some of its segments)
+        e = by_video.setdefault(b["video"], {"video": b["video"], "error": b["error"], "captions": 0})
+        e["captions"] += len(b["ids"])
+    skipped_summary = list(by_video.values())
     meta = {
         "data": str(data_dir),
         "mode": mode,
@@ -276,10 +403,16 @@ def train(
         "epochs_run": result.epochs_run,
         "seconds": result.seconds,
         "n_captions": len(records),
+        "world_size": dinfo.world,
+        "skipped_videos": skipped_summary,
     }
-    model.save(out_dir, extra=meta)
-    write_text(out_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    import shutil
+    if dinfo.is_main:
+        model.cpu()
+        model.save(out_dir, extra=meta)
+        write_text(out_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        import shutil
 
-    shutil.rmtree(state.dir, ignore_errors=True)
+        shutil.rmtree(state.dir, ignore_errors=True)
+    distributed.teardown()
+    result.skipped = skipped_summary
     return result
