@@ -321,3 +321,27 @@ def test_checker_rejects_bad_graphs(kwargs: dict[str, Any], message: str) -> Non
 def test_checker_rejects_float_model(deploy_and_calib: tuple[Path, Path]) -> None:
     with pytest.raises(CezsarError, match="not a Q/DQ model"):
         check_trt_qdq(deploy_and_calib[0] / "frame_encoder.onnx")
+
+
+def test_high_precision_is_fp16_only_where_the_opset_allows_fp16_qdq(tmp_path: Path) -> None:
+    """FP16 between the Q/DQ pairs (ModelOpt's guidance for strongly typed TensorRT) needs a float16
+    DequantizeLinear, opset 19; a deploy folder at opset 17 (TensorRT 8.6) keeps FP32 there."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from converter.quantize import high_precision_for
+
+    def model(opset: int) -> Path:
+        g = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        )
+        p = tmp_path / f"m{opset}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), str(p))
+        return p
+
+    assert high_precision_for(model(17)) == "fp32"
+    assert high_precision_for(model(19)) == "fp16"
+    assert high_precision_for(model(20)) == "fp16"

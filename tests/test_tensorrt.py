@@ -38,7 +38,7 @@ def fake_trt(version: str, explicit_batch: bool, strongly_typed: bool, fp16_flag
         ndf["EXPLICIT_BATCH"] = 0
     if strongly_typed:
         ndf["STRONGLY_TYPED"] = 1
-    bf = {"FP16": 0, "INT8": 1} if fp16_flag else {"TF32": 2}
+    bf = {"FP16": 0, "INT8": 1, "TF32": 2} if fp16_flag else {"TF32": 2}
     return SimpleNamespace(
         __version__=version,
         Builder=object,
@@ -54,30 +54,47 @@ TRT10 = fake_trt("10.3.0.30", explicit_batch=True, strongly_typed=True, fp16_fla
 TRT11 = fake_trt("11.0.0.1", explicit_batch=True, strongly_typed=True, fp16_flag=False)
 
 
+TRT_NO_TF32 = SimpleNamespace(**{**vars(TRT10), "BuilderFlag": SimpleNamespace(FP16=0, INT8=1)})
+
+
 @pytest.mark.parametrize(
-    ("trt", "precision", "explicit", "strong", "flags", "fp16_onnx"),
+    ("trt", "precision", "explicit", "strong", "flags", "cleared", "fp16_onnx"),
     [
-        (TRT85, "fp16", True, False, ["FP16"], False),
-        (TRT85, "int8", True, False, ["INT8", "FP16"], False),
-        (TRT86, "int8", True, False, ["INT8", "FP16"], False),
-        (TRT10, "fp16", False, False, ["FP16"], False),  # EXPLICIT_BATCH deprecated and ignored from 10.0
-        (TRT10, "int8", False, True, [], False),  # Q/DQ on a strongly typed network
-        (TRT11, "fp16", False, True, [], True),  # no FP16 builder flag: FP16 comes from the ONNX
-        (TRT11, "int8", False, True, [], False),
+        (TRT85, "fp16", True, False, ["FP16"], [], False),
+        (TRT85, "int8", True, False, ["INT8", "FP16"], [], False),
+        (TRT85, "fp32", True, False, [], ["TF32"], False),  # TF32 is on by default: cleared for fp32
+        (TRT86, "int8", True, False, ["INT8", "FP16"], [], False),
+        (TRT10, "fp16", False, False, ["FP16"], [], False),  # EXPLICIT_BATCH deprecated and ignored from 10.0
+        (TRT10, "int8", False, False, ["INT8", "FP16"], [], False),  # FP32 Q/DQ model: TensorRT picks FP16
+        (TRT10, "fp32", False, False, [], ["TF32"], False),
+        (TRT_NO_TF32, "fp32", False, False, [], [], False),  # feature-detected: no flag, nothing to clear
+        (TRT11, "fp16", False, True, [], [], True),  # no FP16 builder flag: FP16 comes from the ONNX
+        (TRT11, "int8", False, True, [], [], False),
+        (TRT11, "fp32", False, True, [], ["TF32"], False),
     ],
 )
 def test_build_plan_per_version(
-    trt: Any, precision: str, explicit: bool, strong: bool, flags: list[str], fp16_onnx: bool
+    trt: Any, precision: str, explicit: bool, strong: bool, flags: list[str], cleared: list[str], fp16_onnx: bool
 ) -> None:
     plan = tb.build_plan(trt, precision)
     assert plan == {
         "explicit_batch": explicit,
         "strongly_typed": strong,
         "builder_flags": flags,
+        "cleared_flags": cleared,
         "fp16_onnx": fp16_onnx,
     }
     bits = tb.network_flags(trt, plan)
     assert bits == (1 if explicit else 0) | (2 if strong else 0)
+
+
+def test_int8_plan_follows_the_qdq_models_high_precision() -> None:
+    """A Q/DQ model with FP16 between the Q/DQ pairs (opset 19, TensorRT >= 10) is built strongly typed, so the
+    ONNX types run as written; an FP32 one is built with the FP16 flag where the flag exists."""
+    assert tb.build_plan(TRT10, "int8", onnx_fp16=True)["strongly_typed"] is True
+    assert tb.build_plan(TRT10, "int8", onnx_fp16=True)["builder_flags"] == []
+    assert tb.build_plan(TRT86, "int8", onnx_fp16=True)["builder_flags"] == ["INT8", "FP16"]  # no strong typing
+    assert tb.build_plan(TRT11, "int8", onnx_fp16=False)["strongly_typed"] is True  # the only mode on 11
 
 
 def test_build_plan_rejects_unknown_precision() -> None:
@@ -213,7 +230,7 @@ def test_onnx_checks_per_tensorrt_version(tmp_path: Path) -> None:
     assert tb._onnx_checks(TRT86, model(17, True))["opset"] == 17
     with pytest.raises(CezsarError, match="opset 19, TensorRT 8.6 parses opsets up to 17"):
         tb._onnx_checks(TRT86, model(19, False))
-    assert tb._onnx_checks(TRT10, model(19, False))["opset"] == 19
+    assert tb._onnx_checks(TRT10, model(19, False)) == {"opset": 19, "fp16": False}
 
 
 def test_fp16_onnx_conversion_stays_close(tmp_path: Path) -> None:
