@@ -678,28 +678,47 @@ def test_cuda_python_buffers_report_a_cuda_error_in_one_line() -> None:
         buffers.run(np.zeros((4, 4), np.float32), (4, 4), lambda a, b: None, lambda s: True)
 
 
-def test_torch_runner_splits_batches_above_the_largest_cuda_graph_bucket() -> None:
-    """n > 64 used to raise StopIteration; now the batch runs in chunks of the largest bucket. The CUDA
-    graph replay is replaced by a recording stand-in (no GPU here)."""
+def test_torch_runner_captures_every_bucket_at_load_and_splits_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All CUDA graphs are captured at activation, in one pool, for a bounded set of buckets; calls only
+    replay. n > 64 used to raise StopIteration; now the batch runs in chunks of the largest bucket. The
+    CUDA pieces (pool, capture, replay) are recording stand-ins: no GPU here (scripts/gpu_verify.py runs
+    the real ones against CPU fp32)."""
     pytest.importorskip("torch")
     from cezsar.backends.torch import BUCKETS, TorchRunner, bucket_for
 
     assert [bucket_for(n) for n in (1, 3, 64)] == [1, 4, 64]
     with pytest.raises(CezsarError, match="batch 65 exceeds"):
         bucket_for(65)
-    runner = TorchRunner(module=None, device="cuda", half=True, cuda_graphs=True).activate()
+    with pytest.raises(CezsarError, match="CUDA-graph buckets"):
+        TorchRunner(None, "cuda", True, True, sample_shape=(3,), buckets=tuple(range(1, 10)))
+    captured: list[tuple[int, Any]] = []
+    pool = object()
+    monkeypatch.setattr(TorchRunner, "_new_pool", lambda self: pool)
+    monkeypatch.setattr(TorchRunner, "_capture", lambda self, b: captured.append((b, self._pool)) or (b, None, None))
+    runner = TorchRunner(module=None, device="cuda", half=True, cuda_graphs=True, sample_shape=(3,))
+    assert captured == []  # nothing before activation
+    runner.activate()
+    assert captured == [(b, pool) for b in BUCKETS]  # every bucket, one shared pool, at load
+    assert runner.max_batch == 64
     seen: list[int] = []
 
     def replay(x: np.ndarray) -> np.ndarray:  # stand-in for the CUDA graph replay
-        seen.append(len(x))
+        seen.append(runner.bucket_for(len(x)))
         return x[:, :2].astype(np.float32)
 
     runner._replay = replay  # type: ignore[method-assign]
     x = np.arange(150 * 3, dtype=np.float32).reshape(150, 3)
     y = runner(x)
-    assert seen == [64, 64, 22] and max(seen) <= BUCKETS[-1]
+    assert seen == [64, 64, 32] and max(seen) <= BUCKETS[-1]
     np.testing.assert_array_equal(y, x[:, :2])
     assert runner.calls == 1 and runner.seconds > 0
+    assert len(captured) == len(BUCKETS)  # calls never capture
+    runner.deactivate()
+    assert runner._graphs == {} and runner._pool is None
+    small = TorchRunner(None, "cuda", False, True, sample_shape=(3,), buckets=(8, 1, 2))
+    captured.clear()
+    small.activate()
+    assert [b for b, _ in captured] == [1, 2, 8] and small.max_batch == 8
 
 
 # -- with TensorRT and a GPU --------------------------------------------------------------------------
