@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cezsar.errors import CezsarError
+from cezsar.opencv import cv2
 
 
 @dataclass(frozen=True)
