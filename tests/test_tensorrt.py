@@ -290,7 +290,8 @@ def test_cli_without_tensorrt_is_one_line(tmp_path: Path, verb: str) -> None:
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
-    assert "TensorRT is not installed" in lines[0] and "JetPack" in lines[0] and "pip install tensorrt" in lines[0]
+    assert "TensorRT is not installed" in lines[0] and "JetPack" in lines[0]
+    assert "cezsar[tensorrt-cu12]" in lines[0] and "cezsar[tensorrt-cu13]" in lines[0]
 
 
 @no_trt
