@@ -252,7 +252,7 @@ def check_trt_buffers(
     real_require, real_logger = bt.require_tensorrt, dt._LOGGER
     bt.require_tensorrt = lambda: _fake_trt(engine)  # type: ignore[assignment]
     dt._LOGGER = None
-    plan = workdir / f"verify-{layer}.engine"
+    plan = workdir / f"verify-{layer}.plan"  # stand-in bytes; no deploy folder
     plan.write_bytes(b"stand-in")
     made: list[Any] = []
 
