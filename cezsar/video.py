@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from cezsar.errors import CezsarError
+from cezsar.opencv import cv2
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

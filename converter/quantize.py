@@ -1,9 +1,15 @@
 """INT8 explicit quantization (Q/DQ) of the frame encoder and temporal head (``cezsar quantize``).
 
 - NVIDIA ModelOpt (``modelopt.onnx.quantization.quantize``, CPU calibration through onnxruntime) inserts
-  Q/DQ before Conv/MatMul/Gemm only; LayerNormalization, Softmax and the rest stay FP32
-  (``high_precision_dtype="fp32"``) and the attention batched MatMuls are left unquantized
-  (``disable_mha_qdq``). ModelOpt writes opset 19; the result is converted back to the deploy
+  Q/DQ before Conv/MatMul/Gemm only; the attention batched MatMuls are left unquantized
+  (``disable_mha_qdq``). What is not quantized (LayerNormalization, Softmax, residual Adds, the
+  attention MatMuls) is FP16 (``high_precision_dtype="fp16"``, ModelOpt's default and its guidance for
+  strongly typed TensorRT networks, where the ONNX types are what runs: FP32 there would make the INT8
+  engine slower than the FP16 one); the inputs and outputs stay float32. FP16 after a
+  DequantizeLinear needs opset 19, which TensorRT 8.x cannot parse, so a deploy folder exported at
+  opset < 19 (the default 17) keeps FP32 there (:func:`high_precision_for`); ``cezsar build-engine``
+  then builds it weakly typed with the FP16 flag where TensorRT still has one (8.x, 10.x), so TensorRT
+  picks FP16 for those layers itself. ModelOpt writes opset 19; the result is converted back to the deploy
   folder's opset when onnx's version converter can do it without changing the outputs (TensorRT
   8.5/8.6 parse opsets up to 17).
 - Fallback, only if ModelOpt is missing or fails: onnxruntime ``quantize_static`` in QDQ format,
@@ -51,6 +57,20 @@ MAX_TOP1_DROP = 0.02
 QUANT_OPS = ["Conv", "MatMul", "Gemm"]
 KEEP_HIGH_PRECISION = ["LayerNormalization", "Softmax"]
 METHODS = ("auto", "modelopt", "ort")
+# ModelOpt's precision for what is not quantized. Strongly typed TensorRT runs the ONNX types as written,
+# so "fp32" would keep LayerNorm, Softmax and the residual Adds in FP32 (slower than the FP16 engine).
+HIGH_PRECISION = "fp16"
+FP16_DQ_OPSET = 19  # DequantizeLinear with a float16 output
+
+
+def high_precision_for(onnx_path: Path) -> str:
+    """ModelOpt's ``high_precision_dtype`` for a model: fp16 when its opset allows FP16 Q/DQ (>= 19,
+    TensorRT >= 10), else fp32 (the model must stay parseable by TensorRT 8.x at its opset)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return HIGH_PRECISION if opset >= FP16_DQ_OPSET else "fp32"
 
 
 # -- windows of frame features ------------------------------------------------------------------
@@ -105,7 +125,7 @@ def _modelopt(src: Path, dst: Path, name: str, data: np.ndarray, batch: int, cal
             calibration_eps=["cpu"],
             op_types_to_quantize=list(QUANT_OPS),
             op_types_to_exclude=list(KEEP_HIGH_PRECISION),
-            high_precision_dtype="fp32",
+            high_precision_dtype=high_precision_for(src),  # FP16 where not INT8 (opset >= 19); float32 I/O
             disable_mha_qdq=True,
             use_zero_point=False,
             output_path=str(dst),

@@ -8,7 +8,9 @@ detection rather than version numbers where the API allows it:
   and always on 11.x, where weak typing and the FP16/INT8 builder flags are gone;
 - precision: ``BuilderFlag.FP16`` / ``BuilderFlag.INT8`` only where the flag exists. Where FP16 has
   no builder flag (11.x), the FP32 ONNX is converted to FP16 first (float32 inputs/outputs kept,
-  LayerNormalization, Softmax and reductions kept in FP32);
+  LayerNormalization, Softmax and reductions kept in FP32). fp32 engines clear ``BuilderFlag.TF32``
+  (on by default since 7.1) where the flag exists, so that an fp32 engine computes in FP32 and meets
+  ``cezsar check-engine``'s fp32 tolerance;
 - workspace: ``IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, n)`` (8.4+), else the
   old ``max_workspace_size``;
 - build: ``build_serialized_network`` (8.0+), else ``build_engine(...).serialize()``;
@@ -45,8 +47,12 @@ PRECISIONS = layout.ENGINE_PRECISIONS
 # -- version-dependent choices (pure functions of the module's features; tested with stand-ins) --
 
 
-def build_plan(trt: Any, precision: str) -> dict[str, Any]:
-    """How to build ``precision`` with this TensorRT: network flags, builder flags, FP16 conversion."""
+def build_plan(trt: Any, precision: str, onnx_fp16: bool = False) -> dict[str, Any]:
+    """How to build ``precision`` with this TensorRT: network flags, builder flags, FP16 conversion.
+
+    ``onnx_fp16``: the ONNX already carries FP16 tensors (an INT8 Q/DQ model quantized with FP16 as its
+    high precision, see converter.quantize.high_precision_for).
+    """
     if precision not in PRECISIONS:
         raise CezsarError(f"--precision {precision}: choose fp16 or int8 (or fp32)")
     major, _ = trt_version(trt)
@@ -54,7 +60,13 @@ def build_plan(trt: Any, precision: str) -> dict[str, Any]:
     bf = trt.BuilderFlag
     has_strong = hasattr(ndf, "STRONGLY_TYPED")
     weak_removed = major >= 11 or not hasattr(bf, "FP16")  # 11.x: strong typing is the only mode
-    plan: dict[str, Any] = {"explicit_batch": False, "strongly_typed": False, "builder_flags": [], "fp16_onnx": False}
+    plan: dict[str, Any] = {
+        "explicit_batch": False,
+        "strongly_typed": False,
+        "builder_flags": [],
+        "cleared_flags": [],
+        "fp16_onnx": False,
+    }
     if major < 10 and hasattr(ndf, "EXPLICIT_BATCH"):
         plan["explicit_batch"] = True  # required for ONNX before 10.0; deprecated and ignored from 10.0
     if precision == "fp16":
@@ -64,12 +76,16 @@ def build_plan(trt: Any, precision: str) -> dict[str, Any]:
             plan["strongly_typed"] = has_strong
             plan["fp16_onnx"] = True
     elif precision == "int8":
-        if has_strong:
+        if has_strong and (onnx_fp16 or weak_removed):
             plan["strongly_typed"] = True  # Q/DQ decide what runs in INT8; the rest keeps the ONNX types
         else:
-            plan["builder_flags"] = ["INT8", "FP16"]  # 8.5/8.6: explicit Q/DQ, FP16 for the other layers
+            # explicit Q/DQ on a weakly typed network, FP16 allowed for the other layers (8.x; 10.x when
+            # the Q/DQ model kept FP32 there, which strong typing would run in FP32)
+            plan["builder_flags"] = ["INT8", "FP16"]
     else:
         plan["strongly_typed"] = has_strong and weak_removed
+        if hasattr(bf, "TF32"):
+            plan["cleared_flags"] = ["TF32"]  # TF32 is on by default: 10-bit mantissa in convolutions/GEMMs
     return plan
 
 
@@ -146,6 +162,10 @@ def _onnx_checks(trt: Any, onnx_path: Path) -> dict[str, Any]:
     model = onnx.load(str(onnx_path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     ops = {n.op_type for n in model.graph.node}
+    fp16 = onnx.TensorProto.FLOAT16
+    has_fp16 = any(t.data_type == fp16 for t in model.graph.initializer) or any(
+        a.name == "to" and a.i == fp16 for n in model.graph.node if n.op_type == "Cast" for a in n.attribute
+    )
     major, minor = trt_version(trt)
     if (major, minor) < (8, 6) and "LayerNormalization" in ops:
         raise CezsarError(
@@ -157,7 +177,7 @@ def _onnx_checks(trt: Any, onnx_path: Path) -> dict[str, Any]:
             f"{onnx_path.name}: ONNX opset {opset}, TensorRT {major}.{minor} parses opsets up to 17; "
             "re-export with --opset 16/17 and re-run `cezsar quantize`"
         )
-    return {"opset": opset}
+    return {"opset": opset, "fp16": has_fp16}
 
 
 def build_engine(
@@ -184,7 +204,7 @@ def build_engine(
     if workspace_mb < 16:
         raise CezsarError(f"--workspace-mb {workspace_mb}: too small (>= 16)")
     info = _onnx_checks(trt, onnx_path)
-    plan = build_plan(trt, precision)
+    plan = build_plan(trt, precision, onnx_fp16=info["fp16"])
     if precision == "int8":
         from converter.qdq_check import check_trt_qdq
 
@@ -217,6 +237,8 @@ def build_engine(
     workspace_api = set_workspace(trt, config, workspace_mb << 20)
     for flag in plan["builder_flags"]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in plan["cleared_flags"]:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
     inputs, outputs = {}, {}
     for i in range(network.num_inputs):
@@ -266,6 +288,7 @@ def build_engine(
         "strongly_typed": plan["strongly_typed"],
         "explicit_batch_flag": plan["explicit_batch"],
         "builder_flags": plan["builder_flags"],
+        "cleared_builder_flags": plan["cleared_flags"],
         "fp16_onnx_conversion": plan["fp16_onnx"],
         "timing_cache": str(cache_path) if cache_path else None,
         "timing_cache_reused": cache_loaded,

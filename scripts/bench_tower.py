@@ -205,9 +205,11 @@ def build_variants(
     if want("torch-cuda-fp16"):
         m16 = CezsarModel.load(model_dir).eval().to("cuda").half()
         m16.frame_encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        out["torch-cuda-fp16"] = {
-            "fe": TorchRunner(m16.frame_encoder, "cuda", True, True).activate(),
-            "th": TorchRunner(m16.temporal_head, "cuda", True, True).activate(),
+        cfg = m16.config
+        fe_shape, th_shape = (3, cfg.pre.size, cfg.pre.size), (cfg.frames, cfg.feature_dim)
+        out["torch-cuda-fp16"] = {  # CUDA graphs captured at activation for every bucket
+            "fe": TorchRunner(m16.frame_encoder, "cuda", True, True, sample_shape=fe_shape).activate(),
+            "th": TorchRunner(m16.temporal_head, "cuda", True, True, sample_shape=th_shape).activate(),
             "device": "cuda",
         }
     for prec in ("fp16", "int8"):

@@ -18,7 +18,7 @@ CODE = ("cezsar", "converter", "edge", "calibration", "training", "scripts")
 # file-name literals of a deploy folder: only cezsar/deploy may spell them
 LITERALS = re.compile(
     r"manifest\.json|tokenizer\.json|int8-cpu|\.int8\.onnx|\b(?:frame_encoder|temporal_head|text_encoder)\.onnx"
-    r"|\}\.engine|\.(?:fp16|int8|fp32)\.engine|\.engine\.json|tensorrt\.timing-cache"
+    r"|\}\.engine|\.(?:fp16|int8|fp32)\.engine|\.engine\.json|tensorrt\.timing-cache|ort-tensorrt-cache"
 )
 
 

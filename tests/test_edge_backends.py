@@ -256,3 +256,36 @@ def test_tensorrt_sidecar_is_read_and_hashed_once_per_load(tmp_path: Path, monke
     assert sorted(hashed) == sorted(
         [f"{p}.fp16.engine" for p in layout.VIDEO_PARTS] + [f"{p}.onnx" for p in layout.VIDEO_PARTS]
     )
+
+
+def test_onnxruntime_fp16_refuses_a_session_without_the_tensorrt_provider() -> None:
+    """fp16 asks for the TensorRT execution provider; onnxruntime here has none (CPU only), so the session it
+    really creates runs on the CPU: refused in one line instead of running FP32 under an fp16 label."""
+    from cezsar.backends.onnxruntime import OnnxRuntimeBackend, available_providers
+
+    if "TensorrtExecutionProvider" in available_providers():
+        pytest.skip("this onnxruntime has the TensorRT execution provider")
+    d = deploy_dir()
+    runner = OnnxRuntimeBackend("fp16", "cuda").runner(d, load_manifest(d), "frame_encoder")
+    with pytest.raises(CezsarError, match=r"needs its TensorRT execution provider, but the session runs on CPU") as e:
+        runner.activate()
+    assert "\n" not in str(e.value) and not runner.is_active and runner.session is None
+
+
+def test_onnxruntime_tensorrt_provider_caches_engines_in_the_deploy_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cezsar.backends import onnxruntime as bo
+    from cezsar.deploy import layout
+
+    everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(bo, "available_providers", lambda: everything)  # as onnxruntime-gpu would list them
+    provs = bo.OnnxRuntimeBackend("fp16", "cuda").providers(tmp_path)
+    assert [p if isinstance(p, str) else p[0] for p in provs] == everything
+    name, opts = provs[0]
+    cache = layout.ort_tensorrt_cache_dir(tmp_path)
+    assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
+    assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(cache) and cache.is_dir()
+    assert cache.parent == tmp_path  # not the working directory
+    no_dir = bo.OnnxRuntimeBackend("int8", "tensorrt").providers()[0][1]
+    assert no_dir["trt_engine_cache_enable"] is False and "trt_engine_cache_path" not in no_dir

@@ -321,3 +321,57 @@ def test_checker_rejects_bad_graphs(kwargs: dict[str, Any], message: str) -> Non
 def test_checker_rejects_float_model(deploy_and_calib: tuple[Path, Path]) -> None:
     with pytest.raises(CezsarError, match="not a Q/DQ model"):
         check_trt_qdq(deploy_and_calib[0] / "frame_encoder.onnx")
+
+
+def test_high_precision_is_fp16_only_where_the_opset_allows_fp16_qdq(tmp_path: Path) -> None:
+    """FP16 between the Q/DQ pairs (ModelOpt's guidance for strongly typed TensorRT) needs a float16
+    DequantizeLinear, opset 19; a deploy folder at opset 17 (TensorRT 8.6) keeps FP32 there."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from converter.quantize import high_precision_for
+
+    def model(opset: int) -> Path:
+        g = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        )
+        p = tmp_path / f"m{opset}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), str(p))
+        return p
+
+    assert high_precision_for(model(17)) == "fp32"
+    assert high_precision_for(model(19)) == "fp16"
+    assert high_precision_for(model(20)) == "fp16"
+
+
+def test_modelopt_at_opset_19_keeps_fp16_between_qdq_and_float32_io(tmp_path: Path) -> None:
+    """At opset 19 ModelOpt's high precision is FP16 (what a strongly typed TensorRT network then runs),
+    the inputs and outputs stay float32, and the model still passes TensorRT's Q/DQ rules."""
+    pytest.importorskip("modelopt.onnx.quantization")
+    import onnx
+
+    from cezsar.backends.onnxruntime import ort_session
+    from converter.common import cosine_distance
+    from converter.export import export_onnx
+    from converter.quantize import quantize_onnx
+    from training.model import TemporalHead
+
+    torch.manual_seed(0)
+    head = TemporalHead(32, 64, 16, heads=2, layers=1, dropout=0.0).eval()
+    src, dst = tmp_path / "head.onnx", tmp_path / "head.int8.onnx"
+    export_onnx(head, (torch.randn(2, 4, 32),), src, 19, ["features"], "embedding", {"features": {0: "B"}})
+    data = np.random.default_rng(0).standard_normal((64, 4, 32)).astype(np.float32)
+    res = quantize_onnx(src, dst, "features", data, "modelopt", 19, 16)
+    assert res["method"] == "modelopt" and res["opset"] == 19
+    m = onnx.load(str(dst))
+    assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer) > 0
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    check_trt_qdq(dst)
+    x = data[:8]
+    a = ort_session(src).run(None, {"features": x})[0]
+    b = ort_session(dst).run(None, {"features": x})[0]
+    assert cosine_distance(a, b).max() < 1e-2

@@ -38,7 +38,7 @@ def fake_trt(version: str, explicit_batch: bool, strongly_typed: bool, fp16_flag
         ndf["EXPLICIT_BATCH"] = 0
     if strongly_typed:
         ndf["STRONGLY_TYPED"] = 1
-    bf = {"FP16": 0, "INT8": 1} if fp16_flag else {"TF32": 2}
+    bf = {"FP16": 0, "INT8": 1, "TF32": 2} if fp16_flag else {"TF32": 2}
     return SimpleNamespace(
         __version__=version,
         Builder=object,
@@ -54,30 +54,47 @@ TRT10 = fake_trt("10.3.0.30", explicit_batch=True, strongly_typed=True, fp16_fla
 TRT11 = fake_trt("11.0.0.1", explicit_batch=True, strongly_typed=True, fp16_flag=False)
 
 
+TRT_NO_TF32 = SimpleNamespace(**{**vars(TRT10), "BuilderFlag": SimpleNamespace(FP16=0, INT8=1)})
+
+
 @pytest.mark.parametrize(
-    ("trt", "precision", "explicit", "strong", "flags", "fp16_onnx"),
+    ("trt", "precision", "explicit", "strong", "flags", "cleared", "fp16_onnx"),
     [
-        (TRT85, "fp16", True, False, ["FP16"], False),
-        (TRT85, "int8", True, False, ["INT8", "FP16"], False),
-        (TRT86, "int8", True, False, ["INT8", "FP16"], False),
-        (TRT10, "fp16", False, False, ["FP16"], False),  # EXPLICIT_BATCH deprecated and ignored from 10.0
-        (TRT10, "int8", False, True, [], False),  # Q/DQ on a strongly typed network
-        (TRT11, "fp16", False, True, [], True),  # no FP16 builder flag: FP16 comes from the ONNX
-        (TRT11, "int8", False, True, [], False),
+        (TRT85, "fp16", True, False, ["FP16"], [], False),
+        (TRT85, "int8", True, False, ["INT8", "FP16"], [], False),
+        (TRT85, "fp32", True, False, [], ["TF32"], False),  # TF32 is on by default: cleared for fp32
+        (TRT86, "int8", True, False, ["INT8", "FP16"], [], False),
+        (TRT10, "fp16", False, False, ["FP16"], [], False),  # EXPLICIT_BATCH deprecated and ignored from 10.0
+        (TRT10, "int8", False, False, ["INT8", "FP16"], [], False),  # FP32 Q/DQ model: TensorRT picks FP16
+        (TRT10, "fp32", False, False, [], ["TF32"], False),
+        (TRT_NO_TF32, "fp32", False, False, [], [], False),  # feature-detected: no flag, nothing to clear
+        (TRT11, "fp16", False, True, [], [], True),  # no FP16 builder flag: FP16 comes from the ONNX
+        (TRT11, "int8", False, True, [], [], False),
+        (TRT11, "fp32", False, True, [], ["TF32"], False),
     ],
 )
 def test_build_plan_per_version(
-    trt: Any, precision: str, explicit: bool, strong: bool, flags: list[str], fp16_onnx: bool
+    trt: Any, precision: str, explicit: bool, strong: bool, flags: list[str], cleared: list[str], fp16_onnx: bool
 ) -> None:
     plan = tb.build_plan(trt, precision)
     assert plan == {
         "explicit_batch": explicit,
         "strongly_typed": strong,
         "builder_flags": flags,
+        "cleared_flags": cleared,
         "fp16_onnx": fp16_onnx,
     }
     bits = tb.network_flags(trt, plan)
     assert bits == (1 if explicit else 0) | (2 if strong else 0)
+
+
+def test_int8_plan_follows_the_qdq_models_high_precision() -> None:
+    """A Q/DQ model with FP16 between the Q/DQ pairs (opset 19, TensorRT >= 10) is built strongly typed, so the
+    ONNX types run as written; an FP32 one is built with the FP16 flag where the flag exists."""
+    assert tb.build_plan(TRT10, "int8", onnx_fp16=True)["strongly_typed"] is True
+    assert tb.build_plan(TRT10, "int8", onnx_fp16=True)["builder_flags"] == []
+    assert tb.build_plan(TRT86, "int8", onnx_fp16=True)["builder_flags"] == ["INT8", "FP16"]  # no strong typing
+    assert tb.build_plan(TRT11, "int8", onnx_fp16=False)["strongly_typed"] is True  # the only mode on 11
 
 
 def test_build_plan_rejects_unknown_precision() -> None:
@@ -213,7 +230,7 @@ def test_onnx_checks_per_tensorrt_version(tmp_path: Path) -> None:
     assert tb._onnx_checks(TRT86, model(17, True))["opset"] == 17
     with pytest.raises(CezsarError, match="opset 19, TensorRT 8.6 parses opsets up to 17"):
         tb._onnx_checks(TRT86, model(19, False))
-    assert tb._onnx_checks(TRT10, model(19, False))["opset"] == 19
+    assert tb._onnx_checks(TRT10, model(19, False)) == {"opset": 19, "fp16": False}
 
 
 def test_fp16_onnx_conversion_stays_close(tmp_path: Path) -> None:
@@ -273,7 +290,8 @@ def test_cli_without_tensorrt_is_one_line(tmp_path: Path, verb: str) -> None:
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
-    assert "TensorRT is not installed" in lines[0] and "JetPack" in lines[0] and "pip install tensorrt" in lines[0]
+    assert "TensorRT is not installed" in lines[0] and "JetPack" in lines[0]
+    assert "cezsar[tensorrt-cu12]" in lines[0] and "cezsar[tensorrt-cu13]" in lines[0]
 
 
 @no_trt
@@ -431,28 +449,277 @@ def test_runner_refuses_a_missing_execution_context(
     assert not runner.is_active
 
 
-def test_torch_runner_splits_batches_above_the_largest_cuda_graph_bucket() -> None:
-    """n > 64 used to raise StopIteration; now the batch runs in chunks of the largest bucket. The CUDA
-    graph replay is replaced by a recording stand-in (no GPU here)."""
+# -- the TensorRT runner's own logic on host memory: split, buffer growth, threads --------------------------
+#
+# Only the TensorRT engine (and, for CudaPythonBuffers, cuda-python's runtime module) is replaced: the
+# runner, its batch split and both buffer layers are the real code. Addresses are host addresses here.
+
+
+def _host_floats(addr: int, count: int) -> np.ndarray:
+    import ctypes
+
+    return np.ctypeslib.as_array((ctypes.c_float * count).from_address(addr))
+
+
+OUT_DIM = 3
+
+
+def expected(x: np.ndarray) -> np.ndarray:
+    """What BoundaryFakeContext computes: the first OUT_DIM values of each sample, times 2, plus 1."""
+    return x.reshape(len(x), -1)[:, :OUT_DIM] * np.float32(2) + np.float32(1)
+
+
+class BoundaryFakeContext:
+    """Stand-in for ``tensorrt.IExecutionContext`` (boundary fake): name-based I/O of TensorRT >= 8.5.
+    ``execute_async_v3`` reads the bound input address and writes the bound output address."""
+
+    def __init__(self, engine: BoundaryFakeEngine) -> None:
+        self.engine = engine
+        self.shape: tuple[int, ...] = ()
+        self.addr: dict[str, int] = {}
+        self.executed: list[tuple[int, ...]] = []
+        self.threads: set[str] = set()
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        assert name == "x"
+        if not self.engine.profile[0] <= shape[0] <= self.engine.profile[1]:
+            return False  # as TensorRT: outside the optimization profile
+        self.shape = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        assert name == "y"
+        return (self.shape[0], OUT_DIM)
+
+    def set_tensor_address(self, name: str, addr: int) -> bool:
+        self.addr[name] = int(addr)
+        return True
+
+    def execute_async_v3(self, stream: int) -> bool:
+        import threading
+
+        n = int(np.prod(self.shape))
+        x = _host_floats(self.addr["x"], n).reshape(self.shape)
+        _host_floats(self.addr["y"], self.shape[0] * OUT_DIM)[:] = expected(x).reshape(-1)
+        self.executed.append(self.shape)
+        self.threads.add(threading.current_thread().name)
+        return True
+
+
+class BoundaryFakeEngine:
+    """Stand-in for ``tensorrt.ICudaEngine`` (boundary fake): input "x", output "y", both float32."""
+
+    num_io_tensors = 2
+
+    def __init__(self, profile: tuple[int, int]) -> None:
+        self.profile = profile
+        self.contexts: list[BoundaryFakeContext] = []
+
+    def get_tensor_name(self, i: int) -> str:
+        return ("x", "y")[i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "in" if name == "x" else "out"
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "float32"
+
+    def create_execution_context(self) -> BoundaryFakeContext:
+        self.contexts.append(BoundaryFakeContext(self))
+        return self.contexts[-1]
+
+
+class HostCudart:
+    """Stand-in for cuda-python's runtime module (boundary fake) whose "device" memory is host memory."""
+
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)  # noqa: N815
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, Any] = {}
+        self.copies: list[int] = []
+
+    def cudaStreamCreate(self) -> tuple[FakeCudaError, int]:  # noqa: N802 - cuda-python's names
+        return FakeCudaError(0), 7
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[FakeCudaError]:  # noqa: N802
+        return (FakeCudaError(0),)
+
+    def cudaMalloc(self, nbytes: int) -> tuple[FakeCudaError, int]:  # noqa: N802
+        import ctypes
+
+        block = ctypes.create_string_buffer(nbytes)
+        self.blocks[ctypes.addressof(block)] = block
+        return FakeCudaError(0), ctypes.addressof(block)
+
+    def cudaFree(self, ptr: int) -> tuple[FakeCudaError]:  # noqa: N802
+        del self.blocks[int(ptr)]
+        return (FakeCudaError(0),)
+
+    def cudaMemcpyAsync(self, dst: int, src: int, n: int, kind: int, stream: int) -> tuple[FakeCudaError]:  # noqa: N802
+        import ctypes
+
+        assert stream == 7
+        ctypes.memmove(int(dst), int(src), int(n))
+        self.copies.append(kind)
+        return (FakeCudaError(0),)
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[FakeCudaError]:  # noqa: N802
+        return (FakeCudaError(0),)
+
+
+def _fake_runtime_trt(engine: BoundaryFakeEngine) -> Any:
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, blob: bytes) -> BoundaryFakeEngine:
+            assert blob == b"plan"
+            return engine
+
+    return trt_with_logger(Runtime=Runtime, TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"), float32="float32")
+
+
+def _buffer_layers() -> list[Any]:
+    layers: list[Any] = [pytest.param("cuda-python", id="cuda-python-on-host")]
+    if __import__("importlib").util.find_spec("torch") is not None:
+        layers.append(pytest.param("torch", id="torch-on-host"))
+    return layers
+
+
+@pytest.fixture()
+def fake_runner(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_logger: None
+) -> tuple[Any, BoundaryFakeEngine, Any]:
+    from cezsar.backends import tensorrt as bt
+
+    engine = BoundaryFakeEngine(profile=(1, 4))
+    monkeypatch.setattr(bt, "require_tensorrt", lambda: _fake_runtime_trt(engine))
+    plan = tmp_path / "frame_encoder.fp16.engine"
+    plan.write_bytes(b"plan")
+    made: list[Any] = []
+
+    def buffers() -> Any:
+        made.append(bt.CudaPythonBuffers(HostCudart()) if request.param == "cuda-python" else bt.TorchBuffers("cpu"))
+        return made[-1]
+
+    runner = bt.TensorRTRunner(plan, {"profile": {"min": 1, "opt": 2, "max": 4}}, buffers=buffers).activate()
+    yield runner, engine, made[0]
+    runner.deactivate()
+
+
+@pytest.mark.parametrize("fake_runner", _buffer_layers(), indirect=True)
+def test_trt_runner_splits_a_batch_above_the_profile_maximum(fake_runner: tuple[Any, Any, Any]) -> None:
+    runner, engine, _ = fake_runner
+    x = np.random.default_rng(0).standard_normal((10, 2, 5)).astype(np.float32)
+    y = runner(x)
+    assert engine.contexts[0].executed == [(4, 2, 5), (4, 2, 5), (2, 2, 5)]
+    np.testing.assert_array_equal(y, expected(x))  # bit-exact: every chunk read back from its own buffer
+
+
+@pytest.mark.parametrize("fake_runner", _buffer_layers(), indirect=True)
+def test_trt_runner_buffers_grow_between_calls(fake_runner: tuple[Any, Any, Any]) -> None:
+    runner, engine, buffers = fake_runner
+    rng = np.random.default_rng(1)
+    outs = []
+    for n in (1, 3, 2, 4, 1):
+        x = rng.standard_normal((n, 6)).astype(np.float32)
+        outs.append((runner(x), expected(x)))
+    for got, want in outs:
+        np.testing.assert_array_equal(got, want)
+    # input and output grow at batch 1, 3 and 4; batches 2 and 1 reuse the larger buffers
+    assert buffers.grown == 6
+    assert [s[0] for s in engine.contexts[0].executed] == [1, 3, 2, 4, 1]
+
+
+@pytest.mark.parametrize("fake_runner", _buffer_layers(), indirect=True)
+def test_trt_runner_called_from_worker_threads(fake_runner: tuple[Any, Any, Any]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner, engine, _ = fake_runner
+    xs = [np.random.default_rng(s).standard_normal((1 + s % 6, 4)).astype(np.float32) for s in range(24)]
+    with ThreadPoolExecutor(4, thread_name_prefix="trt-worker") as pool:
+        ys = list(pool.map(runner, xs))
+    for x, y in zip(xs, ys, strict=True):
+        np.testing.assert_array_equal(y, expected(x))  # the lock keeps each call's binding and buffers its own
+    assert all(t.startswith("trt-worker") for t in engine.contexts[0].threads)
+    assert runner.calls == 24
+
+
+def test_trt_runner_uses_cuda_python_buffers_when_torch_has_no_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_logger: None
+) -> None:
+    """torch installed but without CUDA: the default buffer layer is cuda-python's, and it runs bit-exact."""
+    torch = pytest.importorskip("torch")
+    from cezsar.backends import tensorrt as bt
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cudart = HostCudart()
+    monkeypatch.setattr(bt, "cuda_runtime", lambda: cudart)
+    engine = BoundaryFakeEngine(profile=(1, 8))
+    monkeypatch.setattr(bt, "require_tensorrt", lambda: _fake_runtime_trt(engine))
+    plan = tmp_path / "temporal_head.fp16.engine"
+    plan.write_bytes(b"plan")
+    with bt.TensorRTRunner(plan, {"profile": {"min": 1, "opt": 1, "max": 8}}) as runner:
+        assert isinstance(runner.buffers, bt.CudaPythonBuffers)
+        x = np.random.default_rng(2).standard_normal((11, 3, 4)).astype(np.float32)
+        np.testing.assert_array_equal(runner(x), expected(x))
+        assert cudart.copies.count(1) == 2 and cudart.copies.count(2) == 2  # two chunks: 8 + 3
+    assert runner.buffers is None and cudart.blocks == {}  # deactivation frees the device memory
+
+
+def test_cuda_python_buffers_report_a_cuda_error_in_one_line() -> None:
+    from cezsar.backends.tensorrt import CudaPythonBuffers
+
+    class OutOfMemory(HostCudart):
+        def cudaMalloc(self, nbytes: int) -> tuple[FakeCudaError, int]:  # noqa: N802
+            return FakeCudaError(35), 0
+
+    buffers = CudaPythonBuffers(OutOfMemory())
+    with pytest.raises(CezsarError, match=r"cudaMalloc\(64\) failed: cudaErrorInsufficientDriver"):
+        buffers.run(np.zeros((4, 4), np.float32), (4, 4), lambda a, b: None, lambda s: True)
+
+
+def test_torch_runner_captures_every_bucket_at_load_and_splits_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All CUDA graphs are captured at activation, in one pool, for a bounded set of buckets; calls only
+    replay. n > 64 used to raise StopIteration; now the batch runs in chunks of the largest bucket. The
+    CUDA pieces (pool, capture, replay) are recording stand-ins: no GPU here (scripts/gpu_verify.py runs
+    the real ones against CPU fp32)."""
     pytest.importorskip("torch")
     from cezsar.backends.torch import BUCKETS, TorchRunner, bucket_for
 
     assert [bucket_for(n) for n in (1, 3, 64)] == [1, 4, 64]
     with pytest.raises(CezsarError, match="batch 65 exceeds"):
         bucket_for(65)
-    runner = TorchRunner(module=None, device="cuda", half=True, cuda_graphs=True).activate()
+    with pytest.raises(CezsarError, match="CUDA-graph buckets"):
+        TorchRunner(None, "cuda", True, True, sample_shape=(3,), buckets=tuple(range(1, 10)))
+    captured: list[tuple[int, Any]] = []
+    pool = object()
+    monkeypatch.setattr(TorchRunner, "_new_pool", lambda self: pool)
+    monkeypatch.setattr(TorchRunner, "_capture", lambda self, b: captured.append((b, self._pool)) or (b, None, None))
+    runner = TorchRunner(module=None, device="cuda", half=True, cuda_graphs=True, sample_shape=(3,))
+    assert captured == []  # nothing before activation
+    runner.activate()
+    assert captured == [(b, pool) for b in BUCKETS]  # every bucket, one shared pool, at load
+    assert runner.max_batch == 64
     seen: list[int] = []
 
     def replay(x: np.ndarray) -> np.ndarray:  # stand-in for the CUDA graph replay
-        seen.append(len(x))
+        seen.append(runner.bucket_for(len(x)))
         return x[:, :2].astype(np.float32)
 
     runner._replay = replay  # type: ignore[method-assign]
     x = np.arange(150 * 3, dtype=np.float32).reshape(150, 3)
     y = runner(x)
-    assert seen == [64, 64, 22] and max(seen) <= BUCKETS[-1]
+    assert seen == [64, 64, 32] and max(seen) <= BUCKETS[-1]
     np.testing.assert_array_equal(y, x[:, :2])
     assert runner.calls == 1 and runner.seconds > 0
+    assert len(captured) == len(BUCKETS)  # calls never capture
+    runner.deactivate()
+    assert runner._graphs == {} and runner._pool is None
+    small = TorchRunner(None, "cuda", False, True, sample_shape=(3,), buckets=(8, 1, 2))
+    captured.clear()
+    small.activate()
+    assert [b for b, _ in captured] == [1, 2, 8] and small.max_batch == 8
 
 
 # -- with TensorRT and a GPU --------------------------------------------------------------------------

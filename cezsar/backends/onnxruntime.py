@@ -154,18 +154,28 @@ class OnnxRuntimeBackend(Backend):
             return True, f"onnxruntime has {want}"
         return False, f"onnxruntime has no {want} (installed: {', '.join(provs) or 'none'})"
 
-    def providers(self) -> list[Any]:
+    def providers(self, deploy_dir: Path | None = None) -> list[Any]:
+        """The provider list of a session; the TensorRT execution provider caches its engines in the deploy
+        folder (:func:`cezsar.deploy.layout.ort_tensorrt_cache_dir`), or not at all without one."""
         have = available_providers()
         provs: list[Any] = []
         for p in PROVIDERS[self.ep]:
             if p not in have:
                 continue
             if p == "TensorrtExecutionProvider":
-                opts = {
+                opts: dict[str, Any] = {
                     "trt_fp16_enable": self.precision == "fp16",
                     "trt_int8_enable": self.precision == "int8",
-                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_enable": False,
                 }
+                cache = _cache_dir(deploy_dir) if deploy_dir is not None else None
+                if cache is not None:
+                    opts.update(
+                        trt_engine_cache_enable=True,
+                        trt_engine_cache_path=str(cache),
+                        trt_timing_cache_enable=True,
+                        trt_timing_cache_path=str(cache),
+                    )
                 provs.append((p, opts))
             else:
                 provs.append(p)
@@ -183,20 +193,45 @@ class OnnxRuntimeBackend(Backend):
                 layout.int8_name(part, "cpu"),
                 path.name,
             )
-        return _DeviceOrtRunner(path, self.threads, self.providers(), self.ep)
+        return _DeviceOrtRunner(path, self.threads, self.providers(deploy_dir), self.ep, self.precision)
 
     def describe(self) -> str:
         return f"onnxruntime ({self.precision}, {self.ep})"
 
 
-class _DeviceOrtRunner(OrtRunner):
-    """An OrtRunner that says when onnxruntime ran a GPU request on the CPU provider."""
+def _cache_dir(deploy_dir: Path) -> Path | None:
+    cache = layout.ort_tensorrt_cache_dir(deploy_dir)
+    try:
+        cache.mkdir(exist_ok=True)
+    except OSError as e:
+        log.warning("%s: cannot create it (%s); the TensorRT execution provider will not cache engines", cache, e)
+        return None
+    return cache
 
-    def __init__(self, path: Path, threads: int | None, providers: list[Any], ep: str) -> None:
+
+class _DeviceOrtRunner(OrtRunner):
+    """An OrtRunner that checks the providers the session actually got.
+
+    onnxruntime drops a listed provider it cannot load (the TensorRT one without libnvinfer, CUDA without
+    cuDNN) and runs on the next one. For fp16 that would silently run FP32 on CUDA or the CPU: refused.
+    A CUDA request that ended on the CPU runs (same precision, slower) with a warning.
+    """
+
+    def __init__(self, path: Path, threads: int | None, providers: list[Any], ep: str, precision: str) -> None:
         super().__init__(path, threads, providers)
         self.ep = ep
+        self.precision = precision
 
     def activate_impl(self) -> None:
         super().activate_impl()
-        if self.ep != "cpu" and self.providers and self.providers[0] == "CPUExecutionProvider":
+        got = self.providers[0] if self.providers else "none"
+        want = PROVIDERS[self.ep][0]
+        if self.ep == "tensorrt" and got != want:
+            self.session = None
+            raise CezsarError(
+                f"{self.path.name}: --precision {self.precision} with onnxruntime needs its TensorRT execution "
+                f"provider, but the session runs on {got.replace('ExecutionProvider', '')} (onnxruntime-gpu "
+                "built with TensorRT and libnvinfer needed); use --precision fp32, or --backend tensorrt/torch-cuda"
+            )
+        if self.ep != "cpu" and got == "CPUExecutionProvider":
             log.warning("%s: onnxruntime fell back to the CPU provider for %s", self.path.name, self.ep)

@@ -5,18 +5,23 @@
   by another TensorRT version or for another GPU is refused with the command that rebuilds it.
 - Execution uses the name-based tensor API of TensorRT >= 8.5: ``set_input_shape``,
   ``set_tensor_address`` and ``execute_async_v3`` on a dedicated CUDA stream.
-- GPU buffers are torch CUDA tensors when torch with CUDA is importable, otherwise cuda-python
-  (``cuda.bindings.runtime``, or ``cuda.cudart`` on older cuda-python). Buffers grow to the largest
-  batch seen, up to the engine profile's maximum; larger batches are split.
+- GPU buffers (:class:`DeviceBuffers`) are torch CUDA tensors when torch sees a GPU
+  (:class:`TorchBuffers`), otherwise cuda-python's runtime API (:class:`CudaPythonBuffers`,
+  ``cuda.bindings.runtime`` or ``cuda.cudart`` on older cuda-python). They persist between calls and
+  grow to the largest batch seen, up to the engine profile's maximum; larger batches are split. The
+  buffer layer is passed in (``buffers=``), so the runner logic can be tested on host memory against a
+  stand-in engine, and on a GPU against a device-to-device copy (scripts/gpu_verify.py).
 - One execution context per runner, guarded by a lock: runners are thread-safe. The runtime gets the
   process's one TensorRT logger (cezsar.deploy.tensorrt), so a failure says TensorRT's last error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +32,7 @@ from cezsar.deploy.manifest import Manifest
 from cezsar.deploy.sidecar import check_engine
 from cezsar.deploy.tensorrt import (
     cuda_device_count,
+    cuda_error_name,
     cuda_runtime,
     error_mark,
     last_error,
@@ -36,52 +42,82 @@ from cezsar.deploy.tensorrt import (
 )
 from cezsar.errors import CezsarError
 
+Bind = Callable[[int, int], None]  # (input address, output address)
+Execute = Callable[[int], bool]  # (stream handle) -> ok
 
-class _TorchBuffers:
-    """Device memory and stream through torch."""
 
-    def __init__(self) -> None:
+class DeviceBuffers(Protocol):
+    """Where the engine's input and output live, and the stream it runs on.
+
+    ``run`` copies ``x`` in, calls ``bind(input_address, output_address)`` and ``execute(stream_handle)``
+    (the execution context's ``set_tensor_address`` and ``execute_async_v3``), copies the output out
+    and waits for the stream. Buffers persist between calls and grow to the largest batch seen.
+    """
+
+    def run(self, x: np.ndarray, out_shape: tuple[int, ...], bind: Bind, execute: Execute) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class TorchBuffers:
+    """Device memory and stream through torch: one flat float32 tensor per tensor name, grown on demand,
+    allocated on the runner's own stream. ``device="cpu"`` keeps them in host memory (no stream: handle 0)."""
+
+    def __init__(self, device: str = "cuda") -> None:
         import torch
 
         self.torch = torch
-        self.device = torch.device("cuda", 0)
-        self.stream = torch.cuda.Stream(device=self.device)
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
+        self.bufs: dict[str, Any] = {}
+        self.grown = 0  # how many times a buffer was (re)allocated
 
     @property
     def stream_handle(self) -> int:
-        return int(self.stream.cuda_stream)
+        return int(self.stream.cuda_stream) if self.stream is not None else 0
 
-    def run(self, x: np.ndarray, out_shape: tuple[int, ...], bind: Any, execute: Any) -> np.ndarray:
+    def _buffer(self, name: str, numel: int) -> Any:
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < numel:
+            self.bufs[name] = buf = self.torch.empty(numel, dtype=self.torch.float32, device=self.device)
+            self.grown += 1
+        return buf[:numel]
+
+    def run(self, x: np.ndarray, out_shape: tuple[int, ...], bind: Bind, execute: Execute) -> np.ndarray:
         torch = self.torch
-        with torch.cuda.stream(self.stream):
-            dx = torch.from_numpy(x).to(self.device, non_blocking=False)
-            dy = torch.empty(out_shape, dtype=torch.float32, device=self.device)
+        n_out = int(np.prod(out_shape))
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            dx, dy = self._buffer("in", x.size), self._buffer("out", n_out)
+            dx.copy_(torch.from_numpy(x).reshape(-1))
             bind(int(dx.data_ptr()), int(dy.data_ptr()))
             if not execute(self.stream_handle):
                 raise CezsarError("TensorRT execute_async_v3 failed")
-            y = dy.cpu()
-        self.stream.synchronize()
-        return y.numpy()
+            y = dy.to("cpu", copy=True)
+        if self.stream is not None:
+            self.stream.synchronize()
+        return np.asarray(y.numpy()).reshape(out_shape)
 
     def close(self) -> None:
-        pass
+        self.bufs.clear()
 
 
-class _CudaPythonBuffers:
-    """Device memory and stream through cuda-python; buffers grow on demand."""
+class CudaPythonBuffers:
+    """Device memory and stream through cuda-python's runtime API (``cuda.bindings.runtime`` or
+    ``cuda.cudart``); buffers grow on demand. ``runtime`` may be given (default: the installed one)."""
 
-    def __init__(self) -> None:
-        rt = cuda_runtime()
+    def __init__(self, runtime: Any = None) -> None:
+        rt = runtime if runtime is not None else cuda_runtime()
         if rt is None:
             raise CezsarError("TensorRT backend: needs torch with CUDA or cuda-python (pip install cuda-python)")
         self.rt: Any = rt
-        self.stream = self._call(self.rt.cudaStreamCreate())
+        self.stream: Any = self._call(self.rt.cudaStreamCreate(), "cudaStreamCreate")
         self.ptrs: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
+        self.grown = 0
 
-    def _call(self, res: Any) -> Any:
+    def _call(self, res: Any, what: str) -> Any:
         err = res[0] if isinstance(res, tuple) else res
         if int(err) != 0:
-            raise CezsarError(f"CUDA runtime error {int(err)} ({getattr(err, 'name', err)})")
+            raise CezsarError(f"TensorRT backend: {what} failed: {cuda_error_name(err)}")
         if isinstance(res, tuple):
             return res[1] if len(res) == 2 else res[1:]
         return None
@@ -90,29 +126,30 @@ class _CudaPythonBuffers:
         ptr, size = self.ptrs.get(name, (0, 0))
         if size < nbytes:
             if ptr:
-                self._call(self.rt.cudaFree(ptr))
-            ptr = int(self._call(self.rt.cudaMalloc(nbytes)))
+                self.ptrs.pop(name)
+                self._call(self.rt.cudaFree(ptr), "cudaFree")
+            ptr = int(self._call(self.rt.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
             self.ptrs[name] = (ptr, nbytes)
+            self.grown += 1
         return ptr
 
     @property
     def stream_handle(self) -> int:
         return int(self.stream)
 
-    def run(self, x: np.ndarray, out_shape: tuple[int, ...], bind: Any, execute: Any) -> np.ndarray:
+    def run(self, x: np.ndarray, out_shape: tuple[int, ...], bind: Bind, execute: Execute) -> np.ndarray:
         rt = self.rt
+        kind = rt.cudaMemcpyKind
         y = np.empty(out_shape, dtype=np.float32)
         dx, dy = self._buffer("in", x.nbytes), self._buffer("out", y.nbytes)
-        self._call(
-            rt.cudaMemcpyAsync(dx, x.ctypes.data, x.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream)
-        )
+        self._call(rt.cudaMemcpyAsync(dx, x.ctypes.data, x.nbytes, kind.cudaMemcpyHostToDevice, self.stream), "copy in")
         bind(dx, dy)
         if not execute(self.stream_handle):
             raise CezsarError("TensorRT execute_async_v3 failed")
         self._call(
-            rt.cudaMemcpyAsync(y.ctypes.data, dy, y.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream)
+            rt.cudaMemcpyAsync(y.ctypes.data, dy, y.nbytes, kind.cudaMemcpyDeviceToHost, self.stream), "copy out"
         )
-        self._call(rt.cudaStreamSynchronize(self.stream))
+        self._call(rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return y
 
     def close(self) -> None:
@@ -124,10 +161,19 @@ class _CudaPythonBuffers:
             self.stream = None
 
 
+def default_buffers() -> DeviceBuffers:
+    """torch's CUDA memory when torch sees a GPU (shares its caching allocator with the rest of the
+    process), else cuda-python's."""
+    return TorchBuffers("cuda") if _torch_cuda() else CudaPythonBuffers()
+
+
 class TensorRTRunner(Runner):
     """One engine, one execution context, one lock; the engine is deserialized at activation."""
 
-    def __init__(self, engine_file: str | Path, sidecar: dict[str, Any]) -> None:
+    def __init__(
+        self, engine_file: str | Path, sidecar: dict[str, Any], buffers: Callable[[], DeviceBuffers] | None = None
+    ) -> None:
+        self.make_buffers = buffers or default_buffers
         self.path = Path(engine_file)
         self.name = self.path.name
         profile = sidecar.get("profile") or {}
@@ -136,7 +182,7 @@ class TensorRTRunner(Runner):
         self.lock = threading.Lock()
         self.engine: Any = None
         self.context: Any = None
-        self.buffers: Any = None
+        self.buffers: DeviceBuffers | None = None
 
     def activate_impl(self) -> None:
         trt = require_tensorrt()
@@ -172,10 +218,7 @@ class TensorRTRunner(Runner):
         for n in (self.input, self.output):
             if self.engine.get_tensor_dtype(n) != trt.float32:
                 raise CezsarError(f"{self.path}: tensor '{n}' is {self.engine.get_tensor_dtype(n)}, expected float32")
-        try:
-            self.buffers = _TorchBuffers() if _torch_cuda() else _CudaPythonBuffers()
-        except ImportError:
-            self.buffers = _CudaPythonBuffers()
+        self.buffers = self.make_buffers()
 
     def _bind(self, dx: int, dy: int) -> None:
         self.context.set_tensor_address(self.input, dx)
@@ -190,6 +233,7 @@ class TensorRTRunner(Runner):
         out_shape = tuple(int(d) for d in self.context.get_tensor_shape(self.output))
         if any(d < 0 for d in out_shape):
             raise CezsarError(f"{self.path}: cannot resolve the output shape for input {list(x.shape)}")
+        assert self.buffers is not None
         return np.asarray(self.buffers.run(x, out_shape, self._bind, self._execute))
 
     def infer(self, x: np.ndarray) -> np.ndarray:

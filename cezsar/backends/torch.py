@@ -2,9 +2,10 @@
 training.model.CezsarModel.
 
 CPU: fp32 eager. CUDA: fp32 or fp16 (``.half()``), with CUDA graphs: one graph per batch-size
-bucket (1, 2, 4, ... 64) captured on first use on static buffers; a batch is padded up to its
-bucket, and a larger batch is run in chunks of the largest bucket. int8 is not offered here (use
-onnxruntime with the quantized files, or TensorRT).
+bucket (at most the 7 buckets 1, 2, 4, ... 64), all captured when the runner is activated (at load, so
+the first frames pay no capture and the memory is taken up front), in one memory pool per runner; a
+batch is padded up to its bucket, and a larger batch is run in chunks of the largest bucket. int8 is not
+offered here (use onnxruntime with the quantized files, or TensorRT).
 
 torch and training.model are imported only when this backend loads a model: the one import from the
 backends layer up into training, kept lazy so that the edge never needs torch.
@@ -52,7 +53,22 @@ def bucket_for(n: int) -> int:
 
 
 class TorchRunner(Runner):
-    def __init__(self, module: Any, device: str, half: bool, cuda_graphs: bool, name: str = "torch") -> None:
+    """A torch module as a runner. On CUDA with ``cuda_graphs``, one CUDA graph per batch bucket is captured
+    at activation (never on the hot path), all in one memory pool of this runner: the graphs run one at a
+    time under the runner's lock and their outputs are copied out right after each replay, so they can
+    share their intermediate memory. ``sample_shape`` (one sample, without the batch) must be known then;
+    a call with another sample shape runs eagerly."""
+
+    def __init__(
+        self,
+        module: Any,
+        device: str,
+        half: bool,
+        cuda_graphs: bool,
+        name: str = "torch",
+        sample_shape: tuple[int, ...] | None = None,
+        buckets: tuple[int, ...] = BUCKETS,
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -60,38 +76,70 @@ class TorchRunner(Runner):
         self.device = device
         self.name = name
         self.dtype = torch.float16 if half else torch.float32
-        self.cuda_graphs = cuda_graphs and device == "cuda"
-        self.max_batch = BUCKETS[-1] if self.cuda_graphs else None
-        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}  # shape -> (graph, static in, static out)
+        self.sample_shape = tuple(sample_shape) if sample_shape else None
+        self.buckets = tuple(sorted({int(b) for b in buckets}))
+        if not self.buckets or self.buckets[0] < 1 or len(self.buckets) > len(BUCKETS):
+            raise CezsarError(f"torch backend: CUDA-graph buckets {buckets}: 1 to {len(BUCKETS)} sizes >= 1")
+        self.cuda_graphs = cuda_graphs and device == "cuda" and self.sample_shape is not None
+        self.max_batch = self.buckets[-1] if self.cuda_graphs else None
+        self._graphs: dict[int, tuple[Any, Any, Any]] = {}  # bucket -> (graph, static in, static out)
+        self._pool: Any = None
+        self.capture_seconds = 0.0
         self._lock = threading.Lock()
+
+    def activate_impl(self) -> None:
+        if not self.cuda_graphs:
+            return
+        import time
+
+        t0 = time.perf_counter()
+        with self._lock, self.torch.inference_mode():
+            self._pool = self._new_pool()
+            for b in self.buckets:
+                self._graphs[b] = self._capture(b)
+        self.capture_seconds = time.perf_counter() - t0
+        log.info(
+            "%s: captured %d CUDA graphs (batch %s) in %.1f s",
+            self.name,
+            len(self._graphs),
+            self.buckets,
+            self.capture_seconds,
+        )
 
     def deactivate_impl(self) -> None:
         with self._lock:
             self._graphs.clear()
+            self._pool = None
 
-    def _graph(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    def _new_pool(self) -> Any:
+        return self.torch.cuda.graph_pool_handle()
+
+    def _capture(self, bucket: int) -> tuple[Any, Any, Any]:
         torch = self.torch
-        if shape not in self._graphs:
-            static_in = torch.zeros(shape, device="cuda", dtype=self.dtype)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):  # warm-up: cuDNN autotuning and allocations outside the capture
-                    self.module(static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.module(static_in)
-            self._graphs[shape] = (graph, static_in, static_out)
-            log.debug("captured a CUDA graph for input %s", shape)
-        return self._graphs[shape]
+        assert self.sample_shape is not None
+        static_in = torch.zeros((bucket, *self.sample_shape), device="cuda", dtype=self.dtype)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up: cuDNN autotuning and workspace allocations outside the capture
+                self.module(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            static_out = self.module(static_in)
+        return graph, static_in, static_out
+
+    def bucket_for(self, n: int) -> int:
+        for b in self.buckets:
+            if b >= n:
+                return b
+        raise CezsarError(f"torch backend: batch {n} exceeds the largest CUDA-graph bucket {self.buckets[-1]}")
 
     def _replay(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
         n = len(x)
-        t = torch.from_numpy(x).to("cuda", non_blocking=False).to(self.dtype)
-        graph, static_in, static_out = self._graph((bucket_for(n), *x.shape[1:]))
-        static_in[:n].copy_(t)
+        graph, static_in, static_out = self._graphs[self.bucket_for(n)]
+        static_in[:n].copy_(torch.from_numpy(x))
         if n < len(static_in):
             static_in[n:].zero_()
         graph.replay()
@@ -103,13 +151,21 @@ class TorchRunner(Runner):
         with self._lock, torch.inference_mode():
             if self.device == "cpu":
                 return np.asarray(self.module(torch.from_numpy(x)).numpy(), dtype=np.float32)
-            if not self.cuda_graphs:
+            if not self.cuda_graphs or tuple(x.shape[1:]) != self.sample_shape:
                 t = torch.from_numpy(x).to("cuda", non_blocking=False).to(self.dtype)
                 return np.asarray(self.module(t).float().cpu().numpy())
-            step = BUCKETS[-1]
+            step = self.buckets[-1]
             if len(x) <= step:
                 return self._replay(x)
             return np.concatenate([self._replay(np.ascontiguousarray(x[i : i + step])) for i in range(0, len(x), step)])
+
+
+def sample_shape(manifest: Manifest, part: str) -> tuple[int, ...]:
+    """One input sample of ``part`` (no batch dim): [3, S, S] frames or [T, D] features."""
+    if part == "frame_encoder":
+        size = manifest.pre.size
+        return (3, size, size)
+    return (manifest.window, manifest.feature_dim)
 
 
 @register_backend
@@ -184,7 +240,14 @@ class TorchBackend(Backend):
             if not ok:
                 raise CezsarError(f"torch backend on cuda: {why}")
         model = self._load_model(deploy_dir, manifest)
-        return TorchRunner(getattr(model, part), self.device, self.precision == "fp16", self.cuda_graphs, name=part)
+        return TorchRunner(
+            getattr(model, part),
+            self.device,
+            self.precision == "fp16",
+            self.cuda_graphs,
+            name=part,
+            sample_shape=sample_shape(manifest, part),
+        )
 
     def describe(self) -> str:
         graphs = ", CUDA graphs" if self.device == "cuda" and self.cuda_graphs else ""

@@ -11,6 +11,7 @@
     <part>.<precision>.engine ``cezsar build-engine``: TensorRT engine (precision fp16, int8 or fp32)
     <part>.<precision>.engine.json   its sidecar (cezsar.deploy.sidecar)
     tensorrt.timing-cache     the builder's timing cache, reused across builds
+    ort-tensorrt-cache/       onnxruntime's TensorRT execution provider: its engine and timing caches
 
 Manifest ``files`` keys: the parts, "tokenizer", "model_dir", and the INT8 files' keys
 (:func:`int8_key`: "frame_encoder.int8", "frame_encoder.int8-cpu", ...). Engines are tied to one GPU
@@ -45,6 +46,7 @@ _NAMES = {TOKENIZER: "tokenizer.json", MODEL_DIR: "model"}
 _ENGINE_SUFFIX = ".engine"
 _SIDECAR_SUFFIX = ".json"
 _TIMING_CACHE = "tensorrt.timing-cache"
+_ORT_TRT_CACHE = "ort-tensorrt-cache"
 
 
 def _check_part(part: str, parts: tuple[str, ...] = PARTS) -> None:
@@ -109,6 +111,12 @@ def sidecar_path(engine: str | Path) -> Path:
 
 def timing_cache_path(deploy_dir: str | Path) -> Path:
     return Path(deploy_dir) / _TIMING_CACHE
+
+
+def ort_tensorrt_cache_dir(deploy_dir: str | Path) -> Path:
+    """Where onnxruntime's TensorRT execution provider keeps the engines it builds (and its timing cache):
+    inside the deploy folder, never the working directory."""
+    return Path(deploy_dir) / _ORT_TRT_CACHE
 
 
 # -- which file serves (part, precision, device) --------------------------------------------------------

@@ -23,9 +23,10 @@ from cezsar.errors import CezsarError
 log = logging.getLogger("cezsar.tensorrt")
 
 TRT_MISSING = (
-    "TensorRT is not installed: on Jetson it comes with JetPack (sudo apt install nvidia-tensorrt "
-    "python3-libnvinfer); on a desktop GPU run `pip install tensorrt` (NVIDIA's wheels, also at "
-    "https://pypi.nvidia.com) or install NVIDIA's TensorRT packages"
+    "TensorRT is not installed: on Jetson (JetPack 6.x) it comes with JetPack (sudo apt install "
+    "nvidia-tensorrt python3-libnvinfer; a venv with --system-site-packages); on a desktop GPU "
+    "pip install 'cezsar[tensorrt-cu12]' for a CUDA 12 driver or 'cezsar[tensorrt-cu13]' for CUDA 13 "
+    "(nvidia-smi shows which), see docs/deployment.md"
 )
 
 
