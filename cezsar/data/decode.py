@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cezsar.errors import CezsarError
-from cezsar.video import sample_times
+from cezsar.video import VideoInfo, sample_times
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,6 @@ def _av() -> Any:
     except ImportError as e:  # pragma: no cover - depends on the install
         raise CezsarError("streamed decoding needs PyAV: pip install 'cezsar[train]' (or pip install av)") from e
     return av
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    path: str
-    fps: float
-    frame_count: int
-    width: int
-    height: int
-
-    @property
-    def duration(self) -> float:
-        return self.frame_count / self.fps if self.fps > 0 else 0.0
 
 
 class VideoReader:
@@ -87,7 +73,7 @@ class VideoReader:
         except BaseException:
             self._c.close()
             raise
-        self.info = StreamInfo(str(self.path), fps, n, w, h)
+        self.info = VideoInfo(str(self.path), fps, n, w, h)
         self._it: Iterator[Any] | None = None
         self._pos = -1  # index of the last frame decoded (-1: before the first)
         self._cur: Any = None  # that frame
