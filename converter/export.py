@@ -386,11 +386,16 @@ def export_model(
     with torch.no_grad():
         st_emb = st.encode(PARITY_SENTENCES, convert_to_tensor=True, show_progress_bar=False).float().cpu()
         ref_sentences = model.encode_text(st_emb).numpy()
-    tower, text_info = build_text_tower(st, model.text_head)
+    if hasattr(st, "export_tower"):  # text tower of an image-text checkpoint (training/pretrained.py)
+        tower, text_info = st.export_tower(model.text_head)
+        vocab = int(st.vocab_size)
+    else:
+        tower, text_info = build_text_tower(st, model.text_head)
+        vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
     probe = tower(torch.ones((1, 2), dtype=torch.long), torch.ones((1, 2), dtype=torch.long))
     if probe.shape[-1] != joint:
         raise CezsarError(f"text model '{cfg.text_model}': tower gives {probe.shape[-1]} dims, model expects {joint}")
-    vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
+    id_low = min(1000, vocab // 2)  # random token ids for tracing and parity: ordinary tokens, inside the vocabulary
 
     parity = {p: PartParity() for p in ("frame_encoder", "temporal_head", "text_encoder")}
     with atomic_dir(out_dir) as tmp:
@@ -415,7 +420,7 @@ def export_model(
                 "embedding",
                 {"features": {0: "B"}, "embedding": {0: "B"}},
             )
-            ids = torch.randint(1000, max(1001, vocab - 1), (2, 9))
+            ids = torch.randint(id_low, max(id_low + 1, vocab - 1), (2, 9))
             mask = torch.ones_like(ids)
             mask[1, 6:] = 0
             _onnx_export(
@@ -433,7 +438,10 @@ def export_model(
         _check_io(fe_path, {"frames": ["?", 3, pre.size, pre.size], "features": ["?", dim]})
         _check_io(th_path, {"features": ["?", window, dim], "embedding": ["?", joint]})
         _check_io(tx_path, {"input_ids": ["?", "?"], "attention_mask": ["?", "?"], "embedding": ["?", joint]})
-        tok_info = save_tokenizer(st, tmp / FILES["tokenizer"])
+        if hasattr(st, "save_tokenizer"):
+            tok_info = st.save_tokenizer(tmp / FILES["tokenizer"])
+        else:
+            tok_info = save_tokenizer(st, tmp / FILES["tokenizer"])
         text_info.update(tok_info)
         text_info["model"] = cfg.text_model
 
@@ -459,7 +467,7 @@ def export_model(
             parity["temporal_head"].add("features", ref, th.run(None, {"features": windows})[0])
 
             for b, length in ((1, 5), (3, 17)):
-                ids_np = rng.integers(1000, max(1001, vocab - 1), size=(b, length)).astype(np.int64)
+                ids_np = rng.integers(id_low, max(id_low + 1, vocab - 1), size=(b, length)).astype(np.int64)
                 ids_np[:, 0] = 101 if vocab > 102 else ids_np[:, 0]
                 mask_np = np.ones_like(ids_np)
                 for i in range(1, b):
