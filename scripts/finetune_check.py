@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--mode", default="auto", help="auto (frozen for pretrained towers) | frozen | end2end")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init-factor", type=float, default=3.0, help="random init scale of the tiny CLIP (see make_clip)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from training.random_checkpoints import make_clip
@@ -63,7 +64,7 @@ def main() -> None:
     for seed in args.seeds:
         d = args.out / f"seed{seed}"
         ck = make_clip(d / "clip", image_size=int(ds["image_size"]), patch=8, hidden=64, layers=2, heads=4,
-                       projection_dim=64, seed=seed)  # fmt: skip
+                       projection_dim=64, seed=seed, initializer_factor=args.init_factor)  # fmt: skip
         init = d / "init"
         if not (init / "config.json").is_file():
             extra = ["--text-tower", args.text_tower] if args.text_tower else []
@@ -86,6 +87,7 @@ def main() -> None:
         "text_tower": args.text_tower or "the CLIP checkpoint's text tower",
         "loss": args.loss,
         "mode": args.mode,
+        "init_factor": args.init_factor,
         "seeds": args.seeds,
         "runs": runs,
         "init_top1": ms("init_top1"),

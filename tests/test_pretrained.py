@@ -277,3 +277,26 @@ def test_chain_init_export_quantize_run(ckpts: dict[str, Path], tmp_path: Path, 
     assert scores and all("moving left" in d["scores"] for d in scores)
     assert all(np.isfinite(d["scores"]["moving left"]) and np.isfinite(d["cosine"]["moving left"]) for d in scores)
     assert collector.of("event"), "threshold -2: every window is on, so an event must start"
+
+
+# -- ready-made actions files -------------------------------------------------------------------------
+
+
+EXAMPLES = sorted((ROOT / "examples" / "actions").glob("*.yaml"))
+
+
+def test_examples_exist() -> None:
+    assert {p.stem for p in EXAMPLES} >= {"home", "shop", "workplace"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_actions_files_pass_check(path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cezsar.cli import app
+    from edge.actions import load_actions
+
+    res = CliRunner().invoke(app, ["actions", "check", str(path)])
+    assert res.exit_code == 0 and ": ok," in res.output, res.output
+    doc = load_actions(path)
+    assert len(doc.background) >= 3 and all(len(a.descriptions) >= 3 for a in doc.actions)
