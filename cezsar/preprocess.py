@@ -48,7 +48,8 @@ class Preprocess:
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode {self.resize_mode!r}: expected one of {', '.join(RESIZE_MODES)}")
         if self.interpolation != "auto" and self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation {self.interpolation!r}: expected auto or one of {', '.join(INTERPOLATIONS)}")
+            known = ", ".join(INTERPOLATIONS)
+            raise ValueError(f"interpolation {self.interpolation!r}: expected auto or one of {known}")
         if self.size <= 0 or self.resize <= 0:
             raise ValueError(f"size {self.size} and resize {self.resize} must be positive")
 

@@ -73,7 +73,8 @@ def main() -> None:
         before = top1(init, world)
         tuned = d / "tuned"
         cezsar("train", "--data", str(world), "--out", str(tuned), "--init", str(init), "--seed", str(seed),
-               "--loss", args.loss, "--mode", args.mode, "--epochs", str(args.epochs), "--threads", str(args.threads))  # fmt: skip
+               "--loss", args.loss, "--mode", args.mode, "--epochs", str(args.epochs),
+               "--threads", str(args.threads))  # fmt: skip
         after = top1(tuned, world)
         runs.append({"seed": seed, "init_top1": before, "tuned_top1": after, "gain": after - before})
         print(f"seed {seed}: init {before:.3f} -> tuned {after:.3f}", file=sys.stderr)

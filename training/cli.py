@@ -45,8 +45,10 @@ def train_cmd(
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
     init: Path | None = typer.Option(
-        None, "--init", help="Fine-tune this model folder (from `cezsar init` or training): its towers, heads, "
-        "preprocessing and text model; --backbone/--text-model/--image-size/--resize are then ignored."
+        None,
+        "--init",
+        help="Fine-tune this model folder (from `cezsar init` or training): its towers, heads, "
+        "preprocessing and text model; --backbone/--text-model/--image-size/--resize are then ignored.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
@@ -150,13 +152,16 @@ def eval_cmd(
 
 def init_cmd(
     frame_encoder: str = typer.Option(
-        ..., "--frame-encoder", help="hf-clip:REF, hf-siglip:REF, st-clip:REF (REF: hub name or local folder), "
-        "or another backbone name."
+        ...,
+        "--frame-encoder",
+        help="hf-clip:REF, hf-siglip:REF, st-clip:REF (REF: hub name or local folder), or another backbone name.",
     ),
     out: Path = typer.Option(..., "--out", help="Model folder to write (config.json + model.safetensors)."),
     text_tower: str | None = typer.Option(
-        None, "--text-tower", help="Default: the frame encoder checkpoint's own text tower (one space); "
-        "or a sentence-transformers name/folder, or hf-clip:/hf-siglip:/st-clip: REF."
+        None,
+        "--text-tower",
+        help="Default: the frame encoder checkpoint's own text tower (one space); "
+        "or a sentence-transformers name/folder, or hf-clip:/hf-siglip:/st-clip: REF.",
     ),
     frames: int = typer.Option(16, help="Frames per window T."),
     fps: float = typer.Option(1.0, help="Sampling rate of the window."),
@@ -170,8 +175,9 @@ def init_cmd(
 
     from training.init import init_model
 
-    res = init_model(frame_encoder, out, text_tower=text_tower, frames=frames, fps=fps, layers=layers,
-                     heads=heads, seed=seed)
+    res = init_model(
+        frame_encoder, out, text_tower=text_tower, frames=frames, fps=fps, layers=layers, heads=heads, seed=seed
+    )
     pre = res.preprocess
     Console(stderr=True).print(
         f"wrote {out}/config.json, model.safetensors — D={res.feature_dim}, text {res.text_dim} dims, "
@@ -179,8 +185,17 @@ def init_cmd(
         f"{pre['size']}px {pre['resize_mode']}/{pre['interpolation']}"
     )
     if json_out:
-        print(json.dumps({"out": str(out), "feature_dim": res.feature_dim, "text_dim": res.text_dim,
-                          "shared_space": res.shared_space, "preprocess": pre}))
+        print(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "feature_dim": res.feature_dim,
+                    "text_dim": res.text_dim,
+                    "shared_space": res.shared_space,
+                    "preprocess": pre,
+                }
+            )
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -128,8 +128,15 @@ def make_clip(
     )
     torch.manual_seed(seed)
     CLIPModel(cfg).save_pretrained(str(folder))
-    _save_tokenizer(tok, folder, 77, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                    pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    _save_tokenizer(
+        tok,
+        folder,
+        77,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     _write_json(
         folder / "preprocessor_config.json",
         {
@@ -221,6 +228,16 @@ def make_st_clip(folder: str | Path, **kwargs: Any) -> Path:
 def vit_b32_clip(folder: str | Path, seed: int = 0) -> Path:
     """ViT-B/32 at 224 px (CLIP sizes: width 768, 12 layers, 12 heads, projection 512), random weights."""
     return make_clip(
-        folder, image_size=224, patch=32, hidden=768, layers=12, heads=12, projection_dim=512,
-        text_hidden=512, text_heads=8, text_layers=2, vocab_size=1000, seed=seed,
+        folder,
+        image_size=224,
+        patch=32,
+        hidden=768,
+        layers=12,
+        heads=12,
+        projection_dim=512,
+        text_hidden=512,
+        text_heads=8,
+        text_layers=2,
+        vocab_size=1000,
+        seed=seed,
     )

@@ -28,7 +28,13 @@ class ResidualTemporalHead(nn.Module):
     """(B, T, feature_dim) -> (B, joint_dim), L2-normalised; identity-initialisable (see module doc)."""
 
     def __init__(
-        self, feature_dim: int, d_model: int, joint_dim: int, heads: int, layers: int, dropout: float,
+        self,
+        feature_dim: int,
+        d_model: int,
+        joint_dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
         max_frames: int = 64,
     ) -> None:
         super().__init__()
