@@ -221,6 +221,8 @@ def _load_part(ck: Checkpoint, part: str) -> Any:
     model_cls = getattr(transformers, model_name)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the other tower's weights are "unexpected" here, by design
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         raw = ck.config
         if raw.get("model_type") in ("clip", "siglip"):
@@ -235,6 +237,8 @@ def _load_part(ck: Checkpoint, part: str) -> Any:
         raise CezsarError(f"{ck.folder}: cannot load the {part} tower ({type(e).__name__}: {e})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.eval()
 
 
