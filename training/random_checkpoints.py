@@ -114,6 +114,7 @@ def make_clip(
             "bos_token_id": tok.token_to_id("<|startoftext|>"),
             "eos_token_id": tok.token_to_id("<|endoftext|>"),
             "pad_token_id": tok.token_to_id("<|endoftext|>"),
+            "initializer_factor": initializer_factor,
         },
         vision_config={
             "image_size": image_size,
@@ -122,6 +123,7 @@ def make_clip(
             "intermediate_size": 4 * hidden,
             "num_hidden_layers": layers,
             "num_attention_heads": heads,
+            "initializer_factor": initializer_factor,
         },
         projection_dim=projection_dim,
         initializer_factor=initializer_factor,
