@@ -300,3 +300,30 @@ def test_example_actions_files_pass_check(path: Path) -> None:
     assert res.exit_code == 0 and ": ok," in res.output, res.output
     doc = load_actions(path)
     assert len(doc.background) >= 3 and all(len(a.descriptions) >= 3 for a in doc.actions)
+
+
+# -- fine-tuning from an init -------------------------------------------------------------------------
+
+
+def test_train_init_fine_tunes_the_heads(inits: dict[str, Path], tmp_path: Path) -> None:
+    """`cezsar train --init`: the init's towers and preprocessing, frozen-feature mode, heads move."""
+    from training.model import CezsarModel
+    from training.synthetic import synthesize
+
+    world = tmp_path / "w"
+    synthesize(world, seed=3, train_clips_per_class=2, eval_clips_per_class=1)
+    out = tmp_path / "tuned"
+    res = _cezsar("train", "--data", str(world), "--out", str(out), "--init", str(inits["clip"]), "--epochs", "2",
+                  "--threads", "1", "--json")  # fmt: skip
+    assert json.loads(res.stdout.strip().splitlines()[-1])["epochs_run"] == 2
+    before, after = CezsarModel.load(inits["clip"]), CezsarModel.load(out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["mode"] == "frozen" and cfg["head"] == "residual"
+    assert cfg["backbone"] == before.config.backbone and cfg["preprocess"] == before.config.preprocess
+    b, a = before.state_dict(), after.state_dict()
+    assert all(torch.equal(b[k], a[k]) for k in b if k.startswith("frame_encoder."))  # frozen
+    assert any(not torch.equal(b[k], a[k]) for k in b if k.startswith("temporal_head."))  # trained
+    with pytest.raises(CezsarError, match="not a cezsar model folder"):
+        from training.train import TrainConfig, train
+
+        train(world, tmp_path / "x", TrainConfig(init=str(tmp_path)), progress=False)
