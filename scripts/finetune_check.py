@@ -9,7 +9,12 @@ again. Reports mean ± std over the seeds of both top-1s and of the gain.
     nice -n 5 .venv/bin/python scripts/finetune_check.py --out /tmp/finetune [--seeds 0 1 2] [--world W]
         [--text-tower sentence-transformers/all-MiniLM-L6-v2] [--loss infonce] [--mode end2end]
 
-Prints the JSON report on stdout and a one-line summary on stderr.
+Prints the JSON report on stdout and a one-line summary on stderr. docs/finetune_check_frozen.json is
+
+    nice -n 5 .venv/bin/python scripts/finetune_check.py --out /tmp/ft --loss infonce \
+        --text-tower sentence-transformers/all-MiniLM-L6-v2
+
+(add ``--mode end2end`` for docs/finetune_check.json); docs/models.md discusses the figures.
 """
 
 from __future__ import annotations
