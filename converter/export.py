@@ -537,11 +537,16 @@ def export_model(
     with torch.no_grad():
         st_emb = st.encode(PARITY_SENTENCES, convert_to_tensor=True, show_progress_bar=False).float().cpu()
         ref_sentences = model.encode_text(st_emb).numpy()
-    tower, text_info = build_text_tower(st, model.text_head)
+    if hasattr(st, "export_tower"):  # text tower of an image-text checkpoint (training/pretrained.py)
+        tower, text_info = st.export_tower(model.text_head)
+        vocab = int(st.vocab_size)
+    else:
+        tower, text_info = build_text_tower(st, model.text_head)
+        vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
     probe = tower(torch.ones((1, 2), dtype=torch.long), torch.ones((1, 2), dtype=torch.long))
     if probe.shape[-1] != joint:
         raise CezsarError(f"text model '{cfg.text_model}': tower gives {probe.shape[-1]} dims, model expects {joint}")
-    vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
+    id_low = min(1000, vocab // 2)  # random token ids for tracing and parity: ordinary tokens, inside the vocabulary
 
     parity = {p: PartParity() for p in layout.PARTS}
     files = layout.export_files(layout.PARTS)
@@ -549,7 +554,7 @@ def export_model(
         paths = _export_video(model, cfg, tmp, opset)
         tx_path = tmp / files["text_encoder"]
         with torch.no_grad():
-            ids = torch.randint(1000, max(1001, vocab - 1), (2, 9))
+            ids = torch.randint(id_low, max(id_low + 1, vocab - 1), (2, 9))
             mask = torch.ones_like(ids)
             mask[1, 6:] = 0
             export_onnx(
@@ -564,7 +569,10 @@ def export_model(
             )
         _check_io(tx_path, {"input_ids": ["?", "?"], "attention_mask": ["?", "?"], "embedding": ["?", joint]})
         tok_path = tmp / files[layout.TOKENIZER]
-        tok_info = save_tokenizer(st, tok_path)
+        if hasattr(st, "save_tokenizer"):
+            tok_info = st.save_tokenizer(tok_path)
+        else:
+            tok_info = save_tokenizer(st, tok_path)
         text_info.update(tok_info)
         text_info["model"] = cfg.text_model
 
@@ -573,7 +581,7 @@ def export_model(
         tx = ort_session(tx_path)
         with torch.no_grad():
             for b, length in ((1, 5), (3, 17)):
-                ids_np = rng.integers(1000, max(1001, vocab - 1), size=(b, length)).astype(np.int64)
+                ids_np = rng.integers(id_low, max(id_low + 1, vocab - 1), size=(b, length)).astype(np.int64)
                 ids_np[:, 0] = 101 if vocab > 102 else ids_np[:, 0]
                 mask_np = np.ones_like(ids_np)
                 for i in range(1, b):

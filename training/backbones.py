@@ -5,6 +5,12 @@ Names:
 - ``torchvision:NAME`` (e.g. ``torchvision:resnet18``): any torchvision classification model.
 - ``timm:NAME`` (e.g. ``timm:convnext_tiny``): any timm model.
 - a bare name (e.g. ``resnet18``) tries torchvision first, then timm.
+- ``hf-clip:REF``, ``hf-siglip:REF``, ``st-clip:REF``: the vision tower of a pretrained image-text
+  checkpoint through Hugging Face transformers (:mod:`training.pretrained`); REF is a hub name or a
+  local folder, and the checkpoint's weights are always loaded.
+
+timm and torchvision need a torch build that matches them (torchvision does not import next to the
+CPU torch build pinned here, so those two routes are untested in this repository's CI).
 
 Pretrained weights come only through the library's own mechanism (its cache or download, when
 the user asks with ``pretrained=True``) or from a local checkpoint file (``.safetensors``, or a
@@ -158,7 +164,7 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def available() -> list[str]:
-    names = sorted(_REGISTRY)
+    names = sorted(_REGISTRY) + ["hf-clip:<hub name or folder>", "hf-siglip:<...>", "st-clip:<...>"]
     if importlib.util.find_spec("torchvision") is not None:
         names.append("torchvision:<name>")
     if importlib.util.find_spec("timm") is not None:
@@ -168,7 +174,11 @@ def available() -> list[str]:
 
 def create_backbone(name: str, pretrained: bool = False, checkpoint: str | Path | None = None) -> tuple[nn.Module, int]:
     """Build a backbone by name; returns (module, feature_dim)."""
-    if name in _REGISTRY:
+    from training.pretrained import create_image_tower, is_pretrained_name
+
+    if is_pretrained_name(name):
+        model, dim = create_image_tower(name, pretrained=True)
+    elif name in _REGISTRY:
         model, dim = _REGISTRY[name](pretrained=pretrained)
     elif name.startswith("torchvision:"):
         model, dim = _torchvision(name.split(":", 1)[1], pretrained)

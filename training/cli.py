@@ -47,6 +47,12 @@ def train_cmd(
     workers: int = typer.Option(0, help="DataLoader worker processes decoding videos (frozen-mode extraction)."),
     feature_cache: Path | None = typer.Option(None, help="Feature store folder (default: $CEZSAR_CACHE)."),
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Fine-tune this model folder (from `cezsar init` or training): its towers, heads, "
+        "preprocessing and text model; --backbone/--text-model/--image-size/--resize are then ignored.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Train the contrastive model on captioned clips."""
@@ -93,6 +99,13 @@ def train_cmd(
         device=device,
         feature_cache=str(feature_cache) if feature_cache else None,
     )
+    if init is not None:
+        from training.model import read_config
+
+        icfg = read_config(init)  # a bad folder fails here, before training starts
+        cfg.init = str(init)
+        cfg.backbone, cfg.text_model = icfg.backbone, icfg.text_model
+        cfg.image_size, cfg.resize = icfg.pre.size, icfg.pre.resize
     import os
 
     console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 reports
@@ -158,6 +171,55 @@ def eval_cmd(
         print(json.dumps(out))
 
 
+def init_cmd(
+    frame_encoder: str = typer.Option(
+        ...,
+        "--frame-encoder",
+        help="hf-clip:REF, hf-siglip:REF, st-clip:REF (REF: hub name or local folder), or another backbone name.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Model folder to write (config.json + model.safetensors)."),
+    text_tower: str | None = typer.Option(
+        None,
+        "--text-tower",
+        help="Default: the frame encoder checkpoint's own text tower (one space); "
+        "or a sentence-transformers name/folder, or hf-clip:/hf-siglip:/st-clip: REF.",
+    ),
+    frames: int = typer.Option(16, help="Frames per window T."),
+    fps: float = typer.Option(1.0, help="Sampling rate of the window."),
+    layers: int = typer.Option(1, help="Transformer layers of the temporal head (residual branches start at zero)."),
+    heads: int | None = typer.Option(None, help="Attention heads (default: 8, 4, 2 or 1, whichever divides D)."),
+    seed: int = typer.Option(0),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """A usable model from pretrained towers, no training: video embedding = normalised mean of frame embeddings."""
+    from rich.console import Console
+
+    from training.init import init_model
+
+    res = init_model(
+        frame_encoder, out, text_tower=text_tower, frames=frames, fps=fps, layers=layers, heads=heads, seed=seed
+    )
+    pre = res.preprocess
+    Console(stderr=True).print(
+        f"wrote {out}/config.json, model.safetensors — D={res.feature_dim}, text {res.text_dim} dims, "
+        f"{'one space (zero-shot ready)' if res.shared_space else 'text projection random: train before use'}, "
+        f"{pre['size']}px {pre['resize_mode']}/{pre['interpolation']}"
+    )
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "feature_dim": res.feature_dim,
+                    "text_dim": res.text_dim,
+                    "shared_space": res.shared_space,
+                    "preprocess": pre,
+                }
+            )
+        )
+
+
 def register(app: typer.Typer) -> None:
+    app.command("init")(init_cmd)
     app.command("train")(train_cmd)
     app.command("eval")(eval_cmd)

@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+HEADS = ("cezsar", "residual")
 
 
 @dataclass
@@ -47,6 +48,9 @@ class ModelConfig:
     text_model: str = DEFAULT_TEXT_MODEL
     text_dim: int = 384
     preprocess: dict[str, Any] = field(default_factory=lambda: Preprocess().to_dict())
+    # "cezsar": the from-scratch heads below; "residual": identity-initialisable heads for pretrained
+    # image-text towers (training/towers.py, written by `cezsar init`)
+    head: str = "cezsar"
 
     @property
     def pre(self) -> Preprocess:
@@ -68,6 +72,8 @@ class ModelConfig:
         try:
             cfg = cls(**{k: v for k, v in d.items() if k in names})
             _ = cfg.pre  # validates the preprocessing block
+            if cfg.head not in HEADS:
+                raise ValueError(f"head {cfg.head!r}: expected one of {', '.join(HEADS)}")
         except (TypeError, KeyError, ValueError) as e:
             raise CezsarError(f"{source}: invalid model config ({e})") from None
         return cfg
@@ -168,6 +174,10 @@ def resolve_text_model(name: str) -> str:
 
 
 def load_sentence_model(name: str) -> Any:
+    from training.pretrained import PretrainedTextEncoder, is_pretrained_name
+
+    if is_pretrained_name(name):  # hf-clip:/hf-siglip:/st-clip: text tower of an image-text checkpoint
+        return PretrainedTextEncoder(name)
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_text_model(name)
@@ -212,10 +222,20 @@ class CezsarModel(nn.Module):
         backbone, dim = create_backbone(config.backbone, pretrained=backbone_pretrained, checkpoint=backbone_checkpoint)
         config.feature_dim = dim
         self.frame_encoder = FrameEncoder(backbone, dim)
-        self.temporal_head = TemporalHead(
-            dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
-        )
-        self.text_head = TextHead(config.text_dim, config.joint_dim, config.dropout)
+        self.temporal_head: nn.Module
+        self.text_head: nn.Module
+        if config.head == "residual":
+            from training.towers import LinearTextHead, ResidualTemporalHead
+
+            self.temporal_head = ResidualTemporalHead(
+                dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
+            )
+            self.text_head = LinearTextHead(config.text_dim, config.joint_dim, config.dropout)
+        else:
+            self.temporal_head = TemporalHead(
+                dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
+            )
+            self.text_head = TextHead(config.text_dim, config.joint_dim, config.dropout)
 
     def encode_video(self, clips: torch.Tensor) -> torch.Tensor:
         """Fused forward: (B, T, 3, H, W) -> (B, joint_dim)."""

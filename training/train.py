@@ -70,6 +70,7 @@ class TrainConfig:
     bank_limit_gb: float = 4.0
     device: str = "cpu"  # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
     step_log: str | None = None  # JSONL of every training step's loss (rank 0; the ranks' mean)
+    init: str | None = None  # a model folder to fine-tune (cezsar init / an earlier training run)
 
     def resolved_mode(self) -> str:
         if self.mode == "auto":
@@ -197,20 +198,30 @@ def train(
     records = read_captions(data_dir)
     if len(records) < 4:
         raise CezsarError(f"{data_dir / 'captions.jsonl'}: only {len(records)} captions; need at least 4 to train")
-    pre = Preprocess(size=cfg.image_size, resize=cfg.resize)
-    text = SentenceEncoder(cfg.text_model)
-    mcfg = ModelConfig(
-        backbone=cfg.backbone,
-        frames=cfg.frames,
-        fps=cfg.fps,
-        d_model=cfg.d_model,
-        dropout=cfg.dropout,
-        joint_dim=cfg.joint_dim,
-        text_model=cfg.text_model,
-        text_dim=text.dim,
-        preprocess=pre.to_dict(),
-    )
-    model = CezsarModel(mcfg, backbone_pretrained=cfg.pretrained, backbone_checkpoint=cfg.backbone_checkpoint)
+    if cfg.init:  # fine-tune a model folder: its towers, heads, preprocessing and text model
+        model = CezsarModel.load(cfg.init)
+        mcfg = model.config
+        mcfg.frames, mcfg.fps = cfg.frames, cfg.fps
+        cfg.backbone, cfg.text_model = mcfg.backbone, mcfg.text_model
+        pre = mcfg.pre
+        text = SentenceEncoder(mcfg.text_model)
+    else:
+        from training.pretrained import checkpoint_preprocess
+
+        pre = checkpoint_preprocess(cfg.backbone) or Preprocess(size=cfg.image_size, resize=cfg.resize)
+        text = SentenceEncoder(cfg.text_model)
+        mcfg = ModelConfig(
+            backbone=cfg.backbone,
+            frames=cfg.frames,
+            fps=cfg.fps,
+            d_model=cfg.d_model,
+            dropout=cfg.dropout,
+            joint_dim=cfg.joint_dim,
+            text_model=cfg.text_model,
+            text_dim=text.dim,
+            preprocess=pre.to_dict(),
+        )
+        model = CezsarModel(mcfg, backbone_pretrained=cfg.pretrained, backbone_checkpoint=cfg.backbone_checkpoint)
     model.to(dev)
 
     captions = [r.caption for r in records]

@@ -90,6 +90,7 @@ def load_calibration(path: str | Path, pre: Preprocess | None = None, model_hash
                 theirs = None
             if theirs is not None and (
                 theirs.resize != pre.resize
+                or theirs.resize_mode != pre.resize_mode
                 or not np.allclose(theirs.mean, pre.mean)
                 or not np.allclose(theirs.std, pre.std)
             ):

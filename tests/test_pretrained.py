@@ -1,0 +1,329 @@
+"""Pretrained image-text towers (issue 11) with TINY random CLIP / SigLIP checkpoints built here.
+
+The checkpoints are saved with ``save_pretrained`` plus a fast tokenizer (``tokenizers``) and a
+``preprocessor_config.json``, so the loaders read them by the same path as a downloaded checkpoint.
+Random weights: only mechanics and exactness are asserted (identity start, parity, messages reaching a
+subscriber), never recognition quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cezsar.errors import CezsarError
+from cezsar.preprocess import Preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from training.random_checkpoints import make_clip, make_siglip, make_st_clip
+
+    root = tmp_path_factory.mktemp("ckpt")
+    return {
+        "clip": make_clip(root / "clip"),
+        "siglip": make_siglip(root / "siglip"),
+        "st": make_st_clip(root / "st"),
+    }
+
+
+def cos_dist(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return float(np.max(1.0 - np.sum(a * b, axis=-1)))
+
+
+# -- preprocessing from the checkpoint -------------------------------------------------------------
+
+
+def test_preprocess_read_from_processor_config(ckpts: dict[str, Path]) -> None:
+    from training.pretrained import preprocess_from_folder
+
+    clip = preprocess_from_folder(ckpts["clip"])
+    assert (clip.size, clip.resize, clip.resize_mode, clip.interpolation) == (32, 32, "shorter", "bicubic")
+    assert clip.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    sig = preprocess_from_folder(ckpts["siglip"])
+    assert (sig.size, sig.resize_mode, sig.mean, sig.std) == (32, "squash", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    frame = np.zeros((48, 96, 3), np.uint8)
+    frame[:, :48] = 255  # left half white
+    # squash keeps the whole frame (half white), the shorter-side crop keeps the middle (a quarter white)
+    assert sig.crop_uint8(frame).shape == (32, 32, 3) and abs(sig.crop_uint8(frame)[..., 0].mean() / 255 - 0.5) < 0.05
+    assert abs(clip.crop_uint8(frame)[..., 0].mean() / 255 - 0.5) < 0.05
+    wide = np.zeros((32, 128, 3), np.uint8)
+    wide[:, 48:64] = 255
+    assert abs(clip.crop_uint8(wide)[..., 0].mean() / 255 - 0.5) < 0.05  # centre 32 columns: 48..80
+    assert abs(sig.crop_uint8(wide)[..., 0].mean() / 255 - 0.125) < 0.05
+
+
+def test_preprocess_old_manifests_and_bad_values() -> None:
+    old = {"size": 64, "resize": 72, "mean": [0.5] * 3, "std": [0.25] * 3, "color": "RGB", "layout": "NCHW"}
+    p = Preprocess.from_dict(old)
+    assert (p.resize_mode, p.interpolation) == ("shorter", "auto")
+    assert Preprocess.from_dict(p.to_dict()) == p
+    with pytest.raises(ValueError, match="interpolation 'cubic'"):
+        Preprocess.from_dict({**old, "interpolation": "cubic"})
+    with pytest.raises(ValueError, match="resize_mode"):
+        Preprocess(resize_mode="stretch")
+
+
+def test_processor_config_errors(tmp_path: Path) -> None:
+    from training.pretrained import preprocess_from_folder
+
+    with pytest.raises(CezsarError, match="no preprocessor_config.json"):
+        preprocess_from_folder(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 224, "width": 320}}))
+    with pytest.raises(CezsarError, match="not square"):
+        preprocess_from_folder(tmp_path)
+
+
+def test_names_and_errors(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    from training.backbones import create_backbone
+    from training.pretrained import is_pretrained_name, resolve
+
+    assert is_pretrained_name("hf-clip:x") and not is_pretrained_name("timm:vit") and not is_pretrained_name("tiny")
+    assert resolve(f"st-clip:{ckpts['st']}").folder == (ckpts["st"] / "0_CLIPModel").resolve()
+    with pytest.raises(CezsarError, match="checkpoint folder not found"):
+        create_backbone(f"hf-clip:{tmp_path / 'nope'}")
+    with pytest.raises(CezsarError, match="expects a siglip model"):
+        create_backbone(f"hf-siglip:{ckpts['clip']}")
+    with pytest.raises(CezsarError, match="no modules.json"):
+        resolve(f"st-clip:{ckpts['clip']}")
+    with pytest.raises(CezsarError, match="give a hub name or a local folder"):
+        resolve("hf-clip:")
+    # a hub name that is not cached, offline: one line saying what to do
+    with pytest.raises(CezsarError, match="HF_HUB_OFFLINE=0"):
+        resolve("hf-clip:nobody/no-such-clip-model-xyz")
+
+
+def test_tokenizers_follow_the_checkpoint(ckpts: dict[str, Path]) -> None:
+    from training.pretrained import PretrainedTextEncoder
+
+    clip = PretrainedTextEncoder(f"hf-clip:{ckpts['clip']}")
+    ids, mask = clip.tokenize(["a person falls", "a person falls to the floor and lies still"])
+    assert ids.shape[1] == int(mask[1].sum()) and int(mask[0].sum()) < ids.shape[1]  # pad to the longest
+    sig = PretrainedTextEncoder(f"hf-siglip:{ckpts['siglip']}")
+    ids, _ = sig.tokenize(["a person falls"])
+    assert ids.shape == (1, 32)  # SigLIP: fixed length, as trained
+    long = sig.tokenize(["word " * 100])[0]
+    assert long.shape == (1, 32)
+    e = clip.encode(["a", "b", "a"])
+    assert e.shape == (3, 32) and torch.allclose(e[0], e[2]) and torch.allclose(e.norm(dim=-1), torch.ones(3))
+
+
+# -- init: the identity start, in torch and ONNX -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inits(ckpts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from training.init import init_model
+
+    root = tmp_path_factory.mktemp("init")
+    specs = {
+        "clip": (f"hf-clip:{ckpts['clip']}", None),
+        "siglip": (f"hf-siglip:{ckpts['siglip']}", None),
+        "clip+minilm": (f"hf-clip:{ckpts['clip']}", MINILM),
+    }
+    out = {}
+    for name, (fe, tt) in specs.items():
+        init_model(fe, root / name, text_tower=tt, frames=4, fps=4.0, layers=2)
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip", "clip+minilm"])
+def test_init_is_mean_pool_in_torch(inits: dict[str, Path], name: str) -> None:
+    from training.model import CezsarModel, read_config
+
+    cfg = read_config(inits[name])
+    assert cfg.head == "residual" and cfg.feature_dim == cfg.joint_dim == 32
+    model = CezsarModel.load(inits[name])
+    torch.manual_seed(1)
+    clips = torch.randn(3, 4, 3, 32, 32)
+    with torch.no_grad():
+        video = model.encode_video(clips).numpy()
+        frames = model.frame_encoder(clips.flatten(0, 1)).view(3, 4, -1)
+        mean = F.normalize(F.normalize(frames, dim=-1).mean(1), dim=-1).numpy()
+    assert cos_dist(video, mean) < 1e-5
+    # the heads are not a constant map: different clips, different embeddings
+    assert cos_dist(video[:1], video[1:2]) > 1e-4
+
+
+def test_shared_space_text_is_the_checkpoints_text_embedding(inits: dict[str, Path], ckpts: dict[str, Path]) -> None:
+    from training.model import CezsarModel, SentenceEncoder
+
+    model = CezsarModel.load(inits["clip"])
+    text = SentenceEncoder(model.config.text_model)
+    raw = text.encode(["a person falls to the floor", "someone waves"])
+    with torch.no_grad():
+        assert cos_dist(model.encode_text(raw).numpy(), raw.numpy()) < 1e-6
+    # CLIP frames + MiniLM text: not one space, the text projection maps 384 -> 32
+    other = CezsarModel.load(inits["clip+minilm"])
+    assert other.config.text_dim == 384 and other.config.text_model == MINILM
+
+
+@pytest.fixture(scope="module")
+def deploys(inits: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from converter.export import export_model
+
+    root = tmp_path_factory.mktemp("deploy")
+    out = {}
+    for name, model in inits.items():
+        export_model(model, root / name)
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip", "clip+minilm"])
+def test_export_parity_and_identity_in_onnx(deploys: dict[str, Path], name: str) -> None:
+    from cezsar.backends.onnxruntime import ort_session
+    from cezsar.deploy.manifest import load_manifest
+
+    d = deploys[name]
+    m = load_manifest(d)
+    assert all(m.extra["parity"][p]["worst_cosine_distance"] <= 1e-4 for p in m.files if p in m.extra["parity"])
+    assert m.preprocess["interpolation"] == "bicubic"
+    assert m.preprocess["resize_mode"] == ("squash" if name == "siglip" else "shorter")
+    fe, th = ort_session(d / "frame_encoder.onnx"), ort_session(d / "temporal_head.onnx")
+    x = np.random.default_rng(3).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    feats = fe.run(None, {"frames": x})[0].reshape(2, 4, -1)
+    video = th.run(None, {"features": feats})[0]
+    assert cos_dist(video, feats.mean(1)) < 1e-5
+
+
+def test_onnx_text_tower_matches_training_path(deploys: dict[str, Path], inits: dict[str, Path]) -> None:
+    """tokenizer.json + text_encoder.onnx (no torch, no transformers) == the training-time text path."""
+    from cezsar.backends.onnxruntime import ort_session
+    from cezsar.tokenize import SentenceTokenizer
+    from training.model import CezsarModel, SentenceEncoder
+
+    sentences = ["a person falls to the floor", "a customer picks up an item", "x"]
+    for name in ("clip", "siglip"):
+        model = CezsarModel.load(inits[name])
+        with torch.no_grad():
+            ref = model.encode_text(SentenceEncoder(model.config.text_model).encode(sentences)).numpy()
+        got = ort_session(deploys[name] / "text_encoder.onnx").run(
+            None, SentenceTokenizer(deploys[name] / "tokenizer.json")(sentences)
+        )[0]
+        assert cos_dist(ref, got) < 1e-5
+
+
+# -- the whole chain through the CLI, on the CPU ------------------------------------------------------
+
+
+def _cezsar(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CEZSAR_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "cezsar", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    if check:
+        assert res.returncode == 0, f"cezsar {' '.join(args)}:\n{res.stderr[-3000:]}"
+    return res
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["clip", "siglip", "clip+minilm"])
+def test_chain_init_export_quantize_run(ckpts: dict[str, Path], tmp_path: Path, name: str) -> None:
+    from test_edge_e2e import Collector
+    from test_edge_support import free_port
+
+    from cezsar.data.synthetic import render_stream
+
+    fe = {"clip": f"hf-clip:{ckpts['clip']}", "siglip": f"hf-siglip:{ckpts['siglip']}"}.get(name.split("+")[0])
+    extra = ["--text-tower", MINILM] if name == "clip+minilm" else []
+    model, deploy = tmp_path / "model", tmp_path / "deploy"
+    res = _cezsar("init", "--frame-encoder", str(fe), "--out", str(model), "--frames", "4", "--fps", "4", "--json",
+                  *extra)  # fmt: skip
+    assert json.loads(res.stdout)["shared_space"] is (name != "clip+minilm")
+    _cezsar("export", str(model), "--out", str(deploy))
+    video = tmp_path / "v.mp4"
+    render_stream(video, [("staying still", 2.0), ("moving left", 3.0), ("staying still", 2.0)], seed=1)
+    _cezsar("calibrate", "--deploy", str(deploy), "--source", str(video), "--out", str(tmp_path / "calib.npz"),
+            "--frames", "48")  # fmt: skip
+    q = _cezsar("quantize", str(deploy), "--calib", str(tmp_path / "calib.npz"), "--target", "cpu", check=False)
+    manifest = json.loads((deploy / "manifest.json").read_text())
+    if q.returncode == 0:  # the gate passed: the INT8 model is in the manifest
+        assert "frame_encoder.int8-cpu" in manifest["files"] or any("int8" in k for k in manifest["files"])
+    else:  # refused: one line naming the gate, nothing written
+        errors = [ln for ln in q.stderr.splitlines() if ln.startswith("error:")]
+        assert q.returncode == 1 and len(errors) == 1 and "not written" in errors[0], q.stderr[-2000:]
+        assert not any("int8" in k for k in manifest["files"])
+    actions = tmp_path / "actions.yaml"
+    actions.write_text(
+        "defaults: {threshold: -2, min_duration: 0, smoothing: 1}\n"
+        "background: [a shape staying still]\n"
+        "actions:\n  - name: moving left\n    descriptions: [a shape moving to the left]\n"
+    )
+    pub = f"tcp://127.0.0.1:{free_port()}"
+    collector = Collector(pub)
+    collector.start()
+    try:
+        run = _cezsar("run", "--deploy", str(deploy), "--source", f"cam={video}", "--actions", str(actions),
+                      "--pub", pub, "--backend", "onnxruntime", check=False)  # fmt: skip
+        collector.wait("event", lambda d: d["phase"] == "start", 10)
+    finally:
+        collector.stop.set()
+        collector.join(2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    scores = collector.of("scores")
+    assert scores and all("moving left" in d["scores"] for d in scores)
+    assert all(np.isfinite(d["scores"]["moving left"]) and np.isfinite(d["cosine"]["moving left"]) for d in scores)
+    assert collector.of("event"), "threshold -2: every window is on, so an event must start"
+
+
+# -- ready-made actions files -------------------------------------------------------------------------
+
+
+EXAMPLES = sorted((ROOT / "examples" / "actions").glob("*.yaml"))
+
+
+def test_examples_exist() -> None:
+    assert {p.stem for p in EXAMPLES} >= {"home", "shop", "workplace"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_actions_files_pass_check(path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cezsar.cli import app
+    from edge.actions import load_actions
+
+    res = CliRunner().invoke(app, ["actions", "check", str(path)])
+    assert res.exit_code == 0 and ": ok," in res.output, res.output
+    doc = load_actions(path)
+    assert len(doc.background) >= 3 and all(len(a.descriptions) >= 3 for a in doc.actions)
+
+
+# -- fine-tuning from an init -------------------------------------------------------------------------
+
+
+def test_train_init_fine_tunes_the_heads(inits: dict[str, Path], tmp_path: Path) -> None:
+    """`cezsar train --init`: the init's towers and preprocessing, frozen-feature mode, heads move."""
+    from cezsar.data.synthetic import synthesize
+    from training.model import CezsarModel
+
+    world = tmp_path / "w"
+    synthesize(world, seed=3, train_clips_per_class=2, eval_clips_per_class=1)
+    out = tmp_path / "tuned"
+    res = _cezsar("train", "--data", str(world), "--out", str(out), "--init", str(inits["clip"]), "--epochs", "2",
+                  "--threads", "1", "--json")  # fmt: skip
+    assert json.loads(res.stdout.strip().splitlines()[-1])["epochs_run"] == 2
+    before, after = CezsarModel.load(inits["clip"]), CezsarModel.load(out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["mode"] == "frozen" and cfg["head"] == "residual"
+    assert cfg["backbone"] == before.config.backbone and cfg["preprocess"] == before.config.preprocess
+    b, a = before.state_dict(), after.state_dict()
+    assert all(torch.equal(b[k], a[k]) for k in b if k.startswith("frame_encoder."))  # frozen
+    assert any(not torch.equal(b[k], a[k]) for k in b if k.startswith("temporal_head."))  # trained
+    with pytest.raises(CezsarError, match="not a cezsar model folder"):
+        from training.train import TrainConfig, train
+
+        train(world, tmp_path / "x", TrainConfig(init=str(tmp_path)), progress=False)
