@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from test_edge_e2e import actions_doc
-from test_edge_support import deploy_dir, free_port
+from test_edge_support import deploy_dir, free_port, trained_model_dir
 
 from edge.client import ControlClient
 
@@ -183,10 +183,12 @@ def test_console_in_a_real_browser(running: dict[str, Any]) -> None:
         card.find_element(By.CSS_SELECTOR, "button.save").click()
         with ControlClient(running["control"], timeout=5) as c:
             listed = _wait(
-                lambda: (ls := c.list())
-                and next(a for a in ls["actions"] if a["name"] == "spinning")["descriptions"][0]
-                == "a shape spinning in place"
-                and ls,
+                lambda: (
+                    (ls := c.list())
+                    and next(a for a in ls["actions"] if a["name"] == "spinning")["descriptions"][0]
+                    == "a shape spinning in place"
+                    and ls
+                ),
                 5,
                 "the edit in the runtime's action set",
             )
@@ -231,11 +233,23 @@ def test_console_in_a_real_browser(running: dict[str, Any]) -> None:
         _wait(lambda: css(By.CSS_SELECTOR, "#actions .action[data-name='growing']"), 3, "the external edit")
         assert time.time() - t0 < 1.5
         _wait(lambda: css(By.CSS_SELECTOR, "#scores canvas[data-action='growing']"), 3, "its sparkline")
+
+        # 7. the events list (the bundled demo model fires on this stream; a random-init one may not)
+        if trained_model_dir() is not None:
+            item = _wait(lambda: css(By.CSS_SELECTOR, "#events li"), 30, "an event in the list")
+            assert " cam " in f" {item.text} "
+
+        # 8. a phone-sized screen: one column, nothing wider than the screen
+        driver.set_window_size(390, 844)
+        time.sleep(0.5)
+        overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page is {overflow} px wider than a phone screen"
+        driver.save_screenshot(str(tmp / "console-phone.png"))
     finally:
         driver.quit()
     assert (tmp / "console-main.png").stat().st_size > 0 and (tmp / "console-editor.png").stat().st_size > 0
     if os.environ.get("CEZSAR_CONSOLE_SHOT"):  # refresh the docs' screenshot
-        shutil.copy(tmp / "console-main.png", os.environ["CEZSAR_CONSOLE_SHOT"])
+        shutil.copy(tmp / "console-editor.png", os.environ["CEZSAR_CONSOLE_SHOT"])
 
 
 def test_non_loopback_without_token_refuses_to_start(tmp_path: Path) -> None:

@@ -105,22 +105,26 @@ function drawOverlays() {
     const w = (c.width = c.clientWidth), h = (c.height = c.clientHeight);
     const g = c.getContext("2d");
     g.clearRect(0, 0, w, h);
+    // where the picture is inside the box (object-fit: contain letterboxes it)
+    const img = c.parentElement.querySelector("img");
+    const nw = img.naturalWidth || w, nh = img.naturalHeight || h, k = Math.min(w / nw, h / nh);
+    const ox = (w - nw * k) / 2, oy = (h - nh * k) / 2, iw = nw * k, ih = nh * k;
     for (const z of state.zones[s] || []) {
       const pts = z.points || [];
       if (pts.length < 2) continue;
       g.strokeStyle = "rgba(255,210,0,.9)"; g.lineWidth = 2; g.beginPath();
-      pts.forEach(([x, y], i) => (i ? g.lineTo(x * w, y * h) : g.moveTo(x * w, y * h)));
+      pts.forEach(([x, y], i) => (i ? g.lineTo(ox + x * iw, oy + y * ih) : g.moveTo(ox + x * iw, oy + y * ih)));
       g.closePath(); g.stroke();
-      if (z.name) { g.fillStyle = "rgba(255,210,0,.9)"; g.font = "12px sans-serif"; g.fillText(z.name, pts[0][0] * w + 3, pts[0][1] * h + 13); }
+      if (z.name) { g.fillStyle = "rgba(255,210,0,.9)"; g.font = "12px sans-serif"; g.fillText(z.name, ox + pts[0][0] * iw + 3, oy + pts[0][1] * ih + 13); }
     }
-    let y = 6;
+    let y = oy + 6;
     for (const ev of Object.values(state.open)) {
       if (ev.stream !== s) continue;
       const text = `${ev.action}  ${ev.score.toFixed(3)}`;
       g.font = "bold 14px sans-serif";
       const tw = g.measureText(text).width;
-      g.fillStyle = "rgba(201,42,42,.85)"; g.fillRect(6, y, tw + 10, 20);
-      g.fillStyle = "#fff"; g.fillText(text, 11, y + 15);
+      g.fillStyle = "rgba(201,42,42,.85)"; g.fillRect(ox + 6, y, tw + 10, 20);
+      g.fillStyle = "#fff"; g.fillText(text, ox + 11, y + 15);
       y += 24;
     }
   }
@@ -147,28 +151,32 @@ function buildScores() {
 
 function drawAll() {
   const now = Date.now() / 1000;
+  // the x axis: the last SPAN seconds, or less while the history is shorter (points fill the width)
+  let first = now;
+  for (const h of Object.values(state.history)) if (h.length) first = Math.min(first, h[0].time);
+  const span = Math.max(20, Math.min(SPAN, now - first + 2));
   for (const row of document.querySelectorAll("#scores .row")) {
     const s = row.dataset.stream, name = row.dataset.action;
     const a = state.actions && state.actions.actions.find((x) => x.name === name);
     if (!a) continue;
     const canvas = row.querySelector("canvas");
-    const pts = (state.history[s] || []).filter((p) => p.time >= now - SPAN && p.smoothed && name in p.smoothed);
+    const pts = (state.history[s] || []).filter((p) => p.time >= now - span && p.smoothed && name in p.smoothed);
     canvas.dataset.points = String(pts.length);
     const last = pts.length ? pts[pts.length - 1] : null;
     row.querySelector(".value").textContent = last ? last.smoothed[name].toFixed(3) : "-";
     row.classList.toggle("active", (s + "\u0000" + name) in state.open);
-    spark(canvas, pts, a, name, now, state.markers[s] || []);
+    spark(canvas, pts, a, name, now, span, state.markers[s] || []);
   }
 }
 
-function spark(canvas, pts, a, name, now, markers) {
+function spark(canvas, pts, a, name, now, span, markers) {
   const w = (canvas.width = canvas.clientWidth || 300), h = (canvas.height = canvas.clientHeight || 40);
   const g = canvas.getContext("2d");
   g.clearRect(0, 0, w, h);
   const p = params(a), lo0 = p.threshold - p.hysteresis;
   let lo = Math.min(-0.05, lo0 - 0.02), hi = Math.max(0.05, p.threshold + 0.02);
   for (const q of pts) { lo = Math.min(lo, q.scores[name] ?? lo, q.smoothed[name]); hi = Math.max(hi, q.scores[name] ?? hi, q.smoothed[name]); }
-  const X = (t) => ((t - (now - SPAN)) / SPAN) * w;
+  const X = (t) => ((t - (now - span)) / span) * w;
   const Y = (v) => h - 2 - ((v - lo) / (hi - lo || 1)) * (h - 4);
   // hysteresis band: between the end level and the threshold
   g.fillStyle = "rgba(230,73,128,.15)"; g.fillRect(0, Y(p.threshold), w, Y(lo0) - Y(p.threshold));
@@ -177,7 +185,7 @@ function spark(canvas, pts, a, name, now, markers) {
   g.strokeStyle = "#e64980"; g.setLineDash([5, 3]); g.beginPath(); g.moveTo(0, Y(p.threshold)); g.lineTo(w, Y(p.threshold)); g.stroke();
   g.setLineDash([]);
   for (const m of markers) {
-    if (m.action !== name || m.time < now - SPAN) continue;
+    if (m.action !== name || m.time < now - span) continue;
     g.strokeStyle = m.phase === "start" ? "#2f9e44" : "#343a40"; g.lineWidth = 2;
     g.beginPath(); g.moveTo(X(m.time), 0); g.lineTo(X(m.time), h); g.stroke();
   }
