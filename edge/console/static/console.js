@@ -258,16 +258,16 @@ function card(a, explicit, key) {
       if (v === "") { if (!isNew) fields[inp.name] = null; } else fields[inp.name] = Number(v);
     }
     const req = isNew ? { op: "add", action: fields } : { op: "update", name: a.name, fields };
-    if (await send(req, err)) { state.dirty.delete(key); if (isNew) c.remove(); }
+    if (await send(req, err, key) && isNew) c.remove();
   });
   remove.addEventListener("click", async () => {
     if (isNew) { state.dirty.delete(key); c.remove(); return; }
-    if (await send({ op: "remove", name: a.name }, err)) state.dirty.delete(key);
+    await send({ op: "remove", name: a.name }, err, key);
   });
   return c;
 }
 
-async function send(req, errBox) {
+async function send(req, errBox, key) {
   errBox.textContent = "";
   $("#edit-error").textContent = "";
   let reply;
@@ -282,7 +282,7 @@ async function send(req, errBox) {
     $("#edit-error").textContent = reply.error;
     return false;
   }
-  state.dirty.clear();
+  state.dirty.delete(key); // this card is saved: the next render shows the set as the runtime holds it
   setActions(reply.state);
   return true;
 }
