@@ -268,7 +268,16 @@ class Console:
         r.add_get("/console/api/actions", self._get_actions)
         r.add_post("/console/api/actions", self._post_actions)
         r.add_post("/console/api/try", self._post_try)
+        app.on_shutdown.append(self._on_shutdown)
         self._web = web
+
+    async def _on_shutdown(self, app: Any) -> None:
+        """The server stops: end the endless responses (SSE, MJPEG) so that it need not wait for them."""
+        self._stop.set()
+        self._wake.set()
+        self._fanout_end()
+        for ev in list(self._waiters.values()):
+            ev.set()
 
     async def _redirect(self, request: Any) -> Any:
         raise self._web.HTTPFound("/console/" + (f"?{request.query_string}" if request.query_string else ""))
