@@ -376,10 +376,10 @@ class Runtime:
     def _process(self, frames: list[Frame]) -> None:
         """Frames -> Recognizer -> messages / video. A failure here (e.g. the inference backend) is
         reported and these frames are skipped; the runtime goes on with the next ones."""
-        for tap in self.frame_taps:  # the newest frame per stream is all a tap keeps
-            for f in frames:
-                tap(f.stream, f.t, f.image)
         try:
+            for tap in self.frame_taps:  # console (issue 15): a tap keeps a reference, nothing more
+                for f in frames:
+                    tap(f.stream, f.t, f.image)
             self._publish(self.recognizer.push(frames))
             if self.annotator is not None:
                 active = {(e.stream, e.action) for e in self.recognizer.active()}

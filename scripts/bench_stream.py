@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=0, help="alias for small test runs: sets --frames if > 0")
     p.add_argument("--reps", type=int, default=3, help="1-stream runs alternated with encoder-only references")
     p.add_argument("--no-cache-off", action="store_true", help="skip the cache-off comparison")
-    p.add_argument("--console-reps", type=int, default=3, help="console on/off 1-stream pairs (0: skip)")
+    p.add_argument("--console-reps", type=int, default=4, help="console on/off 1-stream pairs (0: skip)")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 
@@ -200,8 +200,7 @@ def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Name
     warm(rt, rt.window, rt.manifest.pre.size, rt.manifest.feature_dim)
     listener = Listener(rt)
     client = ConsoleClient(rt.http.url, rt.sources[0].name) if kw.get("http") else None
-    if client is not None:
-        time.sleep(0.3)  # both connections open before the frames start
+    time.sleep(0.3)  # the console client's connections open before the frames start (the same pause without)
     rss0 = bc.rss_mb()
     t0 = time.time()
     rt.run()
@@ -382,9 +381,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_cache_off:
             runs.append(one_run(deploy, videos[: counts[0]], actions, args, cache=False))
         pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for _ in range(max(0, args.console_reps)):
-            plain = one_run(deploy, videos[:1], actions, args)
-            watched = one_run(deploy, videos[:1], actions, args, http="127.0.0.1:0", console=True)
+        for i in range(max(0, args.console_reps)):  # the order alternates: a drifting load cancels out
+            watch = {"http": "127.0.0.1:0", "console": True}
+            if i % 2:
+                watched = one_run(deploy, videos[:1], actions, args, **watch)
+                plain = one_run(deploy, videos[:1], actions, args)
+            else:
+                plain = one_run(deploy, videos[:1], actions, args)
+                watched = one_run(deploy, videos[:1], actions, args, **watch)
             pairs.append((plain, watched))
         soak_res = soak(deploy, root, actions, args, fps) if args.soak > 0 else None
 
