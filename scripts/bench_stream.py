@@ -132,38 +132,48 @@ class Listener:
         self.sub.close()
 
 
+_PULL = r"""
+import signal, sys, urllib.request
+url, video = sys.argv[1], sys.argv[2] == "video"
+n = 0
+def done(*_):
+    print(n, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+try:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        while True:
+            chunk = r.read1(65536)
+            if not chunk:
+                break
+            n += chunk.count(b"--frame\r\n") if video else len(chunk)
+except OSError:
+    pass
+done()
+"""
+
+
 class ConsoleClient:
-    """A real HTTP client of the web console: one thread reads the MJPEG live view, one the SSE feed."""
+    """A real HTTP client of the web console, in its own processes (as a browser is): one reads the
+    MJPEG live view, one the SSE feed."""
 
     def __init__(self, base: str, stream: str) -> None:
-        self.frames = 0
-        self.sse_bytes = 0
-        self.done = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._pull, args=(f"{base}/console/api/video/{stream}", True), daemon=True),
-            threading.Thread(target=self._pull, args=(f"{base}/console/api/stream", False), daemon=True),
+        import subprocess
+
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", _PULL, url, kind], stdout=subprocess.PIPE, text=True)
+            for url, kind in ((f"{base}/console/api/video/{stream}", "video"), (f"{base}/console/api/stream", "sse"))
         ]
-        for t in self.threads:
-            t.start()
-
-    def _pull(self, url: str, video: bool) -> None:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                while not self.done.is_set():
-                    chunk = r.read1(65536)
-                    if not chunk:
-                        return
-                    if video:
-                        self.frames += chunk.count(b"--frame\r\n")
-                    else:
-                        self.sse_bytes += len(chunk)
-        except OSError:
-            return
+        self.frames = self.sse_bytes = 0
 
     def stop(self) -> None:
-        self.done.set()  # the threads are daemons blocked in reads: the server closing ends them
+        counts = []
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+            out, _ = p.communicate(timeout=10)
+            counts.append(int(out.strip() or 0))
+        self.frames, self.sse_bytes = counts
 
 
 def runtime_cfg(deploy: Path, videos: list[Path], actions: Path, args: argparse.Namespace, **kw: Any) -> Any:
@@ -200,13 +210,13 @@ def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Name
     warm(rt, rt.window, rt.manifest.pre.size, rt.manifest.feature_dim)
     listener = Listener(rt)
     client = ConsoleClient(rt.http.url, rt.sources[0].name) if kw.get("http") else None
-    time.sleep(0.3)  # the console client's connections open before the frames start (the same pause without)
+    time.sleep(1.0)  # the console client's processes connect before the frames start (the same pause without)
     rss0 = bc.rss_mb()
     t0 = time.time()
     rt.run()
-    listener.stop()
     if client is not None:
         client.stop()
+    listener.stop()
     e = rt.embedder
     per_stream: dict[str, Any] = {}
     for s in rt.sources:

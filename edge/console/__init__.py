@@ -85,6 +85,8 @@ class Console:
         self._events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self._status: dict[str, Any] | None = None
         self._try: dict[str, np.ndarray] = {}
+        self._outbox: deque[dict[str, Any]] = deque(maxlen=1000)  # messages on their way to the loop
+        self._scheduled = False
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._encoder = threading.Thread(target=self._encode_loop, name="console-encoder", daemon=True)
@@ -122,7 +124,10 @@ class Console:
             elif kind == "status":
                 self._status = payload
         if self._clients and self.http.loop is not None:
-            self.http.loop.call_soon_threadsafe(self._fanout, "msg", {"topic": topic, **payload})
+            self._outbox.append({"topic": topic, **payload})
+            if not self._scheduled:  # one wake-up of the server's loop per burst, not per message
+                self._scheduled = True
+                self.http.loop.call_soon_threadsafe(self._drain)
         return True
 
     def close(self) -> None:
@@ -180,6 +185,11 @@ class Console:
                 self._wake.set()
 
     # -- loop side ---------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        self._scheduled = False
+        while self._outbox:
+            self._fanout("msg", self._outbox.popleft())
+
     def _fanout(self, kind: str, obj: dict[str, Any]) -> None:
         data = messages.to_json(obj)
         for q in list(self._clients):
