@@ -148,6 +148,7 @@ def running(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def test_console_in_a_real_browser(running: dict[str, Any]) -> None:
     base, tmp, actions = running["base"], running["tmp"], running["actions"]
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install 'cezsar[dev]')")
     from selenium.webdriver.common.by import By
 
     # the token: loopback bind with a token set -> no token, no page
