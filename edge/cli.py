@@ -78,6 +78,15 @@ def run_cmd(
     curve_clients: Path = typer.Option(
         None, "--curve-clients", help="Folder of the allowed clients' public key files (*.key)."
     ),
+    # --- console (issue 15) BEGIN: minimal --http; issue 14's wiring replaces --http/--http-token ---
+    http: str = typer.Option(
+        None, "--http", help="[HOST:]PORT: HTTP server with the web console at /console/ (loopback by default)."
+    ),
+    http_token: str = typer.Option(
+        None, "--http-token", envvar="CEZSAR_HTTP_TOKEN", help="Bearer token for HTTP (needed beyond loopback)."
+    ),
+    console: bool = typer.Option(True, "--console/--no-console", help="Serve the web console when --http is on."),
+    # --- console (issue 15) END ---
 ) -> None:
     """Recognise actions described in words on live video streams; publish events over ZeroMQ."""
     from edge.runtime import Runtime, RuntimeConfig
@@ -109,6 +118,9 @@ def run_cmd(
         fallback_backend=fallback_backend or None,
         curve_secret=curve_secret,
         curve_clients=curve_clients,
+        http=http or None,  # console (issue 15)
+        http_token=http_token or None,  # console (issue 15)
+        console=console,  # console (issue 15)
     )
     rt = Runtime(cfg)
     for line in rt.summary():

@@ -11,9 +11,11 @@ Routes:
 
 It listens on loopback by default, like the ZeroMQ sockets. With ``token`` every path except
 ``/healthz`` needs ``Authorization: Bearer <token>`` (compared in constant time); a non-loopback
-bind without a token refuses to start. The aiohttp ``app`` is public so that more routes (a web
-console, a websocket) can be added before :meth:`HttpServer.start`; ``loop`` is the server's
-event loop for handing work to it from other threads (``asyncio.run_coroutine_threadsafe``).
+bind without a token refuses to start. A browser may give the token as the ``cezsar_token`` cookie
+or once as ``?token=`` (the web console, edge/console, then sets the cookie). The aiohttp ``app``
+is public so that more routes (a web console, a websocket) can be added before
+:meth:`HttpServer.start`; ``loop`` is the server's event loop for handing work to it from other
+threads (``asyncio.run_coroutine_threadsafe``).
 
 :class:`Metrics` is what the runtime calls; every method is thread-safe and cheap (a counter
 increment), so reader threads and the main loop may call it directly.
@@ -317,15 +319,23 @@ class HttpServer:
         @web.middleware
         async def auth(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
             if self.token is not None and request.path != "/healthz":
-                given = request.headers.get("Authorization", "")
-                scheme, _, value = given.partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+                if not self._token_ok(request):
                     resp = self._json({"error": "missing or wrong bearer token"}, 401)
                     resp.headers["WWW-Authenticate"] = 'Bearer realm="cezsar"'
                     return resp
             return await handler(request)
 
         return auth
+
+    def _token_ok(self, request: Any) -> bool:
+        """``Authorization: Bearer <token>``; for a browser (the web console: EventSource and <img>
+        cannot send headers) also the ``cezsar_token`` cookie or a ``?token=`` query. Constant time."""
+        assert self.token is not None
+        want = self.token.encode()
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        candidates = [value.strip()] if scheme.lower() == "bearer" else []
+        candidates += [request.cookies.get("cezsar_token", ""), request.query.get("token", "")]
+        return any(c and hmac.compare_digest(c.encode(), want) for c in candidates)
 
     async def _healthz(self, request: Any) -> Any:
         return self._json({"status": "ok", "uptime": round(time.time() - self.started_at, 3)})

@@ -82,6 +82,7 @@ class Recognizer:
         self.scorer: Scorer | None = None  # the set in use (swapped in by push/sync)
         self._staged: Scorer | None = None  # the newest set (written by set_actions, any thread)
         self.windows_by_stream: dict[str, int] = {}
+        self.latest: dict[str, Window] = {}  # stream -> its newest window (the console's "try"; any thread reads)
 
     # -- the action set (any thread) -------------------------------------------------------------
     def set_actions(self, aset: ActionSet) -> None:
@@ -121,6 +122,8 @@ class Recognizer:
         not scored (none come out)."""
         ended = self.sync()
         windows = self.embedder.add(frames)
+        for w in windows:
+            self.latest[w.stream] = w
         scorer = self.scorer
         if not windows or scorer is None:
             return Step(ended, [])

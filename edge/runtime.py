@@ -80,6 +80,11 @@ class RuntimeConfig:
     fallback_backend: str | None = None  # backend to use when --backend cannot load (e.g. onnxruntime-cpu)
     shutdown_timeout: float = 0.5  # seconds close() waits for reader threads (they are daemons)
     extra_status: dict[str, Any] = field(default_factory=dict)
+    # --- console (issue 15) BEGIN: minimal HTTP server; issue 14's wiring replaces http/http_token ---
+    http: str | None = None  # [HOST:]PORT of the HTTP server (None: off)
+    http_token: str | None = None
+    console: bool = True  # the web console on the HTTP server (only when http is set)
+    # --- console (issue 15) END ---
 
 
 class _Latency:
@@ -175,6 +180,23 @@ class Runtime:
             if cfg.output:
                 self.annotator = Annotator(Path(cfg.output), self.fps, len(specs) > 1)
                 stack.callback(self.annotator.close)
+            self.frame_taps: list[Any] = []  # callables (stream, t, bgr), called from the main loop
+            # --- console (issue 15) BEGIN: minimal HTTP server; issue 14's wiring replaces it ---
+            self.http: Any = None
+            if cfg.http:
+                from edge.http import DEFAULT_BIND, HttpServer
+
+                host, _, port = cfg.http.rpartition(":")
+                if not port.isdigit():
+                    raise CezsarError(f"--http {cfg.http}: expected [HOST:]PORT")
+                self.http = HttpServer(host.strip("[]") or DEFAULT_BIND, int(port), token=cfg.http_token)
+                if cfg.console:
+                    from edge.console import attach_console
+
+                    attach_console(self)
+                self.http.start()
+                stack.callback(self.http.stop)
+            # --- console (issue 15) END ---
             capacity = max(4, 2 * cfg.hop)
             self.sources = [Source(s, self.manifest.pre, self.fps, cfg.realtime, capacity, self.notify) for s in specs]
             stack.callback(self._stop_sources)  # first thing close() does
@@ -355,6 +377,9 @@ class Runtime:
         """Frames -> Recognizer -> messages / video. A failure here (e.g. the inference backend) is
         reported and these frames are skipped; the runtime goes on with the next ones."""
         try:
+            for tap in self.frame_taps:  # console (issue 15): a tap keeps a reference, nothing more
+                for f in frames:
+                    tap(f.stream, f.t, f.image)
             self._publish(self.recognizer.push(frames))
             if self.annotator is not None:
                 active = {(e.stream, e.action) for e in self.recognizer.active()}

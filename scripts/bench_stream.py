@@ -15,11 +15,16 @@ Runs (all in one process, one after another):
 - the 1-stream run again with the feature cache off (every hop re-encodes the whole window);
 - FrameEncoder-only throughput of the same backend runner (best of batch 1, 2, 4), measured just
   before and just after the 1-stream run (mean of the two);
+- the console cost (``--console-reps`` pairs): the 1-stream run without the HTTP server, then with
+  ``--http`` and the web console (edge/console) and a real HTTP client in a thread pulling the MJPEG
+  live view and the SSE feed for the whole run, alternated;
 - a soak (``--soak`` seconds, real time, ``--soak-streams`` streams at the video's frame rate): RSS
   sampled every second, start (after the first 10 %) and end.
 
 Ratios: pipeline_efficiency = 1-stream frames/s / FrameEncoder-only frames/s; cache_cost_fraction
-= steady-state seconds per published window with the cache / without it (1 stream).
+= steady-state seconds per published window with the cache / without it (1 stream);
+console_cost_fraction = 1 - median over pairs of (frames/s with the console watched / frames/s
+without it), target < 0.05.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=0, help="alias for small test runs: sets --frames if > 0")
     p.add_argument("--reps", type=int, default=3, help="1-stream runs alternated with encoder-only references")
     p.add_argument("--no-cache-off", action="store_true", help="skip the cache-off comparison")
+    p.add_argument("--console-reps", type=int, default=4, help="console on/off 1-stream pairs (0: skip)")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 
@@ -126,6 +132,50 @@ class Listener:
         self.sub.close()
 
 
+_PULL = r"""
+import signal, sys, urllib.request
+url, video = sys.argv[1], sys.argv[2] == "video"
+n = 0
+def done(*_):
+    print(n, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+try:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        while True:
+            chunk = r.read1(65536)
+            if not chunk:
+                break
+            n += chunk.count(b"--frame\r\n") if video else len(chunk)
+except OSError:
+    pass
+done()
+"""
+
+
+class ConsoleClient:
+    """A real HTTP client of the web console, in its own processes (as a browser is): one reads the
+    MJPEG live view, one the SSE feed."""
+
+    def __init__(self, base: str, stream: str) -> None:
+        import subprocess
+
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", _PULL, url, kind], stdout=subprocess.PIPE, text=True)
+            for url, kind in ((f"{base}/console/api/video/{stream}", "video"), (f"{base}/console/api/stream", "sse"))
+        ]
+        self.frames = self.sse_bytes = 0
+
+    def stop(self) -> None:
+        counts = []
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+            out, _ = p.communicate(timeout=10)
+            counts.append(int(out.strip() or 0))
+        self.frames, self.sse_bytes = counts
+
+
 def runtime_cfg(deploy: Path, videos: list[Path], actions: Path, args: argparse.Namespace, **kw: Any) -> Any:
     from edge.runtime import RuntimeConfig
 
@@ -159,9 +209,13 @@ def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Name
     rt = Runtime(runtime_cfg(deploy, videos, actions, args, **kw))
     warm(rt, rt.window, rt.manifest.pre.size, rt.manifest.feature_dim)
     listener = Listener(rt)
+    client = ConsoleClient(rt.http.url, rt.sources[0].name) if kw.get("http") else None
+    time.sleep(1.0)  # the console client's processes connect before the frames start (the same pause without)
     rss0 = bc.rss_mb()
     t0 = time.time()
     rt.run()
+    if client is not None:
+        client.stop()
     listener.stop()
     e = rt.embedder
     per_stream: dict[str, Any] = {}
@@ -199,6 +253,9 @@ def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Name
         "frames_encoded": e.frames_encoded,
         "rss_mb_start": rss0,
         "rss_mb_end": bc.rss_mb(),
+        "console": None
+        if client is None
+        else {"mjpeg_frames_received": client.frames, "sse_bytes_received": client.sse_bytes},
     }
 
 
@@ -333,6 +390,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs.append(one_run(deploy, videos[:n], actions, args))
         if not args.no_cache_off:
             runs.append(one_run(deploy, videos[: counts[0]], actions, args, cache=False))
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for i in range(max(0, args.console_reps)):  # the order alternates: a drifting load cancels out
+            watch = {"http": "127.0.0.1:0", "console": True}
+            if i % 2:
+                watched = one_run(deploy, videos[:1], actions, args, **watch)
+                plain = one_run(deploy, videos[:1], actions, args)
+            else:
+                plain = one_run(deploy, videos[:1], actions, args)
+                watched = one_run(deploy, videos[:1], actions, args, **watch)
+            pairs.append((plain, watched))
         soak_res = soak(deploy, root, actions, args, fps) if args.soak > 0 else None
 
     first = runs[0]
@@ -342,7 +409,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     off = [r for r in runs if not r["cache"]]
     if off and off[0]["seconds_per_window"] > 0:
         ratios["cache_cost_fraction"] = round(first["seconds_per_window"] / off[0]["seconds_per_window"], 4)
+    if pairs:
+        kept = [w["frames_per_s_total"] / p["frames_per_s_total"] for p, w in pairs if p["frames_per_s_total"] > 0]
+        ratios["console_cost_fraction"] = round(1.0 - float(np.median(kept)), 4)
     targets = {
+        "console_cost_fraction": ("< 0.05", lambda v: v < 0.05),
         "pipeline_efficiency": (">= 0.85", lambda v: v >= 0.85),
         "cache_cost_fraction": ("<= 0.2", lambda v: v <= 0.2),
     }
@@ -372,6 +443,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "one_stream_frames_per_s": [r["frames_per_s_total"] for r in firsts],
             "efficiencies": [round(e, 3) for e in effs],
         },
+        "console": [
+            {
+                "frames_per_s_without": p["frames_per_s_total"],
+                "frames_per_s_with": w["frames_per_s_total"],
+                **(w["console"] or {}),
+            }
+            for p, w in pairs
+        ],
         "soak": soak_res,
         "peak_rss_mb": bc.peak_rss_mb(),
         "ratios": ratios,

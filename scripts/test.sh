@@ -8,6 +8,11 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] && [ "$(id 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients) \
     || echo "warning: could not install mosquitto; the MQTT tests will be skipped" >&2
 fi
+# The web console's browser tests drive Debian's chromium through chromium-driver (root only, when missing).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+    || echo "warning: could not install chromium; the console browser tests will be skipped" >&2
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/mypy cezsar training converter calibration edge

@@ -128,6 +128,26 @@ def test_token_guards_everything_but_healthz(tmp_path: Path) -> None:
         assert get(srv.url + "/media/../../etc/passwd", token="t0ken")[0] in (403, 404)
 
 
+def test_browser_token_as_cookie_or_query() -> None:
+    """A browser cannot set headers on <img> or EventSource: the cookie (or ?token= once) stands in."""
+    with HttpServer(port=0, metrics=Metrics(process=False), token="t0ken") as srv:
+
+        def code(path: str, cookie: str | None = None) -> int:
+            req = urllib.request.Request(srv.url + path)
+            if cookie is not None:
+                req.add_header("Cookie", f"cezsar_token={cookie}")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as e:
+                return int(e.code)
+
+        assert code("/readyz") == 401
+        assert code("/readyz", cookie="t0ken") == 200 and code("/readyz", cookie="wrong") == 401
+        assert code("/readyz?token=t0ken") == 200 and code("/readyz?token=wrong") == 401
+        assert code("/readyz?token=") == 401 and code("/readyz", cookie="") == 401
+
+
 def test_non_loopback_without_token_refuses_to_start() -> None:
     with pytest.raises(CezsarError, match=r"0\.0\.0\.0:8080: listening beyond this machine needs a token"):
         HttpServer("0.0.0.0", 8080)
