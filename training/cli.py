@@ -23,17 +23,33 @@ def train_cmd(
     pretrained: bool = typer.Option(False, help="Load the backbone library's pretrained weights (its own cache)."),
     backbone_checkpoint: Path | None = typer.Option(None, help="Local backbone weights (.safetensors or .pt)."),
     mode: str = typer.Option("auto", help="auto | frozen (cached features, heads only) | end2end."),
-    loss: str = typer.Option("triplet", help="triplet (paper) | infonce."),
-    negatives: str = typer.Option("auto", help="auto (cosine-distance window, paper) | random."),
+    recipe: str = typer.Option(
+        "default",
+        help="default (InfoNCE + automatic negatives as extra hard negatives, false negatives filtered) | "
+        "paper (triplet, margin 1.0, 10 automatic negatives at 0 < d < 0.8, as published). Flags override it.",
+    ),
+    loss: str | None = typer.Option(None, help="infonce | triplet (default: the recipe's)."),
+    negatives: str | None = typer.Option(None, help="auto (cosine-distance window) | random (default: auto)."),
     neg_count: int = typer.Option(10, help="Negatives sampled per positive."),
+    fn_distance: float | None = typer.Option(
+        None,
+        help="False-negative filter: captions closer than this cosine distance to the positive are treated as "
+        "paraphrases, never negatives (default: 0.4; paper: 0, off).",
+    ),
+    extra_negatives: int | None = typer.Option(
+        None, help="InfoNCE: sampled negatives per positive added to the in-batch negatives (default 10)."
+    ),
+    margin: float | None = typer.Option(None, help="Triplet margin (default 1.0, the paper's)."),
     neg_min: float | None = typer.Option(None, help="Lower bound of the negatives' cosine distance window."),
     neg_max: float | None = typer.Option(None, help="Upper bound of the negatives' cosine distance window."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping on validation loss)."),
-    frames: int | None = typer.Option(None, help="Frames per clip T (default: dataset.json, else 16)."),
-    fps: float | None = typer.Option(None, help="Sampling rate (default: dataset.json, else 1.0)."),
-    image_size: int | None = typer.Option(None, help="Crop size (default: dataset.json, else 224)."),
+    frames: int | None = typer.Option(
+        None, help="Frames per clip T (default: dataset.json, else chosen from the probed clips)."
+    ),
+    fps: float | None = typer.Option(None, help="Sampling rate (default: dataset.json, else probed)."),
+    image_size: int | None = typer.Option(None, help="Crop size (default: dataset.json, else probed)."),
     resize: int | None = typer.Option(
-        None, help="Shorter-side resize before the crop (default: dataset.json, else 256)."
+        None, help="Shorter-side resize before the crop (default: dataset.json, else probed)."
     ),
     batch_size: int = typer.Option(32),
     lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
@@ -53,10 +69,23 @@ def train_cmd(
 
     from training.data import read_captions
     from training.negatives import NegativeConfig
-    from training.train import TrainConfig, train
+    from training.train import TrainConfig, recipe_settings, train
 
-    read_captions(data)  # bad data fails here, before anything is printed or created
+    console = Console(stderr=True)
+    records = read_captions(data)  # bad data fails here, before anything is printed or created
     d = _defaults(data)
+    given = {"frames": frames, "fps": fps, "image_size": image_size, "resize": resize}
+    if any(v is None and k not in d for k, v in given.items()):
+        from training.probe import probe_clips
+
+        found = probe_clips([(r.video, r.start, r.end) for r in records], seed=seed)
+        filled = {k: v for k, v in found.defaults().items() if given[k] is None and k not in d}
+        d = {**found.defaults(), **d}
+        console.print(f"no dataset.json sampling settings; {found.describe()} (using {filled}; flags override)")
+    rs = recipe_settings(recipe)
+    rneg = rs.pop("negatives")
+    negatives = negatives or rneg["mode"]
+    loss = loss or rs["loss"]
     if negatives not in ("auto", "random"):
         raise CezsarError(f"--negatives {negatives!r}: expected auto or random")
     if loss not in ("triplet", "infonce"):
@@ -64,9 +93,10 @@ def train_cmd(
     neg = NegativeConfig(
         mode=negatives,
         count=neg_count,
-        min_distance=neg_min if neg_min is not None else float(d.get("neg_min", 0.0)),
-        max_distance=neg_max if neg_max is not None else float(d.get("neg_max", 0.8)),
+        min_distance=neg_min if neg_min is not None else float(d.get("neg_min", rneg.get("min_distance", 0.0))),
+        max_distance=neg_max if neg_max is not None else float(d.get("neg_max", rneg.get("max_distance", 0.8))),
         seed=seed,
+        fn_distance=fn_distance if fn_distance is not None else float(rneg["fn_distance"]),
     )
     cfg = TrainConfig(
         backbone=backbone,
@@ -75,11 +105,13 @@ def train_cmd(
         mode=mode,
         loss=loss,
         negatives=neg,
+        extra_negatives=extra_negatives if extra_negatives is not None else int(rs.get("extra_negatives", 10)),
+        margin=margin if margin is not None else float(rs.get("margin", 1.0)),
         epochs=epochs or int(d.get("epochs", 40)),
-        frames=frames or int(d.get("frames", 16)),
-        fps=fps or float(d.get("fps", 1.0)),
-        image_size=image_size or int(d.get("image_size", 224)),
-        resize=resize or int(d.get("resize", 256)),
+        frames=frames or int(d["frames"]),
+        fps=fps or float(d["fps"]),
+        image_size=image_size or int(d["image_size"]),
+        resize=resize or int(d["resize"]),
         batch_size=batch_size,
         lr=lr or float(d.get("lr", 1e-4)),
         patience=patience,
@@ -87,10 +119,10 @@ def train_cmd(
         text_model=text_model,
         threads=threads,
     )
-    console = Console(stderr=True)
     console.print(
-        f"training {cfg.backbone} ({cfg.resolved_mode()}), loss {cfg.loss}, negatives {neg.mode} "
-        f"[{neg.min_distance}, {neg.max_distance}], T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr}"
+        f"training {cfg.backbone} ({cfg.resolved_mode()}), recipe {recipe}: loss {cfg.loss}, negatives {neg.mode} "
+        f"({neg.min_distance}, {neg.max_distance}) x{neg.count}, false-negative filter d < {neg.fn_distance}, "
+        f"T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr}"
     )
     t0 = time.time()
     res = train(data, out, cfg, resume=resume)

@@ -1,5 +1,10 @@
 """Contrastive training of the CEZSAR model: align clips with their captions, push apart sampled
-unrelated captions (triplet, as in the paper) or in-batch captions (InfoNCE).
+unrelated captions (triplet, as in the paper) or in-batch captions plus the sampled ones (InfoNCE,
+the default; see docs/ablation.md for why).
+
+Two recipes: ``default`` (InfoNCE, automatic negatives used as extra hard negatives, false negatives
+filtered by sentence distance) and ``paper`` (the paper's triplet loss with 10 automatic negatives
+per positive in the cosine-distance window 0 < d < 0.8, margin 1.0, nothing filtered).
 
 Two modes: ``frozen`` extracts per-frame features of a frozen backbone once and trains the heads on
 them (minutes, even for big backbones); ``end2end`` also trains the backbone on cached, decoded
@@ -26,9 +31,29 @@ from cezsar.preprocess import Preprocess
 from training.clips import ClipBank, Segment, build_bank, extract_features, to_tensor
 from training.losses import InfoNCELoss, make_loss
 from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
-from training.negatives import NegativeConfig, sample_negatives
+from training.negatives import NegativeConfig, paraphrase_mask, sample_negatives
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_FN_DISTANCE = 0.4
+RECIPES = ("default", "paper")
+
+
+def recipe_settings(recipe: str) -> dict[str, Any]:
+    """TrainConfig fields (and ``negatives`` fields under "negatives") that a recipe sets."""
+    if recipe == "default":
+        negatives = {"mode": "auto", "min_distance": 0.0, "max_distance": 0.8, "fn_distance": DEFAULT_FN_DISTANCE}
+        return {"loss": "infonce", "extra_negatives": 10, "negatives": negatives}
+    if recipe == "paper":
+        # the paper: triplet margin loss (Euclidean, margin 1.0), 10 automatic negatives per positive
+        # drawn from the cosine-distance window 0 < d < 0.8, no false-negative filter
+        return {
+            "loss": "triplet",
+            "margin": 1.0,
+            "negatives": {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8, "fn_distance": 0.0},
+        }
+    raise CezsarError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
 
 
 @dataclass
@@ -37,8 +62,10 @@ class TrainConfig:
     pretrained: bool = False
     backbone_checkpoint: str | None = None
     mode: str = "auto"  # auto | frozen | end2end
-    loss: str = "triplet"  # triplet | infonce
-    negatives: NegativeConfig = field(default_factory=NegativeConfig)
+    loss: str = "infonce"  # infonce | triplet (paper)
+    negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(fn_distance=DEFAULT_FN_DISTANCE))
+    extra_negatives: int = 10  # infonce: sampled negatives per positive added to the batch's negatives
+    margin: float = 1.0  # triplet margin (Euclidean distance on unit vectors, as in the paper)
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-4
@@ -173,7 +200,7 @@ def train(
             p.requires_grad_(False)
         bank = extract_features(model.frame_encoder, bank, pre, progress=progress)
 
-    loss_fn = make_loss(cfg.loss)
+    loss_fn = make_loss(cfg.loss, margin=cfg.margin)
     head_params = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
     groups_opt: list[dict[str, Any]] = [{"params": head_params + list(loss_fn.parameters()), "lr": cfg.lr}]
     if mode == "end2end":
@@ -194,7 +221,14 @@ def train(
         rng = np.random.default_rng(cfg.seed + start_epoch)
         log.info("resuming at epoch %d", start_epoch)
 
-    same = torch.from_numpy(np.array([[a == b for b in captions] for a in captions])) if cfg.loss == "infonce" else None
+    group_ids = torch.tensor([hash(g) for g in groups])
+    fn_distance = cfg.negatives.fn_distance
+
+    def exclude_mask(idx: np.ndarray, extra: np.ndarray) -> torch.Tensor:
+        """(B, B + K): text column j is not a negative of video i (same clip, or a paraphrase)."""
+        cols = np.concatenate([idx, extra])
+        same_clip = group_ids[idx][:, None] == group_ids[cols][None, :]
+        return same_clip | paraphrase_mask(sent[idx], sent[cols], fn_distance)
 
     def run_batch(idx: np.ndarray, train_mode: bool) -> torch.Tensor:
         window = bank.batch(idx, cfg.frames, rng if train_mode else None)
@@ -204,9 +238,16 @@ def train(
             video = model.encode_video(to_tensor(window, pre))
         pos = model.encode_text(sent[idx])
         if isinstance(loss_fn, InfoNCELoss):
-            col = rng.integers(0, neg.shape[1], size=len(idx)) if train_mode else np.zeros(len(idx), dtype=int)
-            s = same[np.ix_(idx, idx)] if same is not None else None
-            return loss_fn(video, pos, model.encode_text(sent[neg[idx, col]]), same=s)
+            k = min(cfg.extra_negatives, neg.shape[1])
+            if k <= 0:
+                extra = np.zeros(0, dtype=np.int64)
+            elif train_mode:
+                cols = np.argsort(rng.random((len(idx), neg.shape[1])), axis=1)[:, :k]
+                extra = neg[idx[:, None], cols].reshape(-1)
+            else:
+                extra = neg[idx, :k].reshape(-1)
+            texts = model.encode_text(sent[extra]) if len(extra) else None
+            return loss_fn(video, pos, texts, exclude=exclude_mask(idx, extra))
         # the paper's N negatives per positive: one triplet each
         k = neg.shape[1]
         negative = model.encode_text(sent[neg[idx].reshape(-1)])
