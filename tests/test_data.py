@@ -243,8 +243,11 @@ def _anet(tmp_path: Path) -> tuple[Path, Path]:
     (vids / "sub" / "BBB.mkv").write_bytes(b"x")
     (vids / "notes.txt").write_text("not a video")
     ann = {
-        "v_AAA": {"duration": 10.0, "timestamps": [[0.5, 4.0], [3.0, 12.0], [5.0, 5.0]],
-                  "sentences": ["A man  walks in. ", "He sits down.", "Nothing."]},
+        "v_AAA": {
+            "duration": 10.0,
+            "timestamps": [[0.5, 4.0], [3.0, 12.0], [5.0, 5.0]],
+            "sentences": ["A man  walks in. ", "He sits down.", "Nothing."],
+        },
         "v_BBB": {"duration": 20.0, "timestamps": [[1, 2]], "sentences": ["A dog barks."]},
         "v_CCC": {"duration": 5.0, "timestamps": [[0, 1]], "sentences": ["Missing video."]},
     }
@@ -294,8 +297,12 @@ def test_cli_import_activitynet(tmp_path: Path) -> None:
     ok = subprocess.run([*run, str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "3 captions from 2 videos" in ok.stdout and "1 videos not found" in ok.stdout
-    bad = subprocess.run([*run[:4], str(tmp_path / "none.json"), *run[5:], str(tmp_path / "o2")],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*run[:4], str(tmp_path / "none.json"), *run[5:], str(tmp_path / "o2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "none.json" in bad.stderr
