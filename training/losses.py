@@ -29,10 +29,12 @@ class TripletLoss(nn.Module):
 class InfoNCELoss(nn.Module):
     """Symmetric InfoNCE with a learnable temperature (CLIP-style).
 
-    Video -> text: each video's positive caption against the other captions of the batch plus ``neg``
-    (extra hard negatives, e.g. the automatic negatives of the batch's positives). Text -> video: each
-    caption against the batch's videos. ``exclude`` (B, B + len(neg)) masks false negatives of video i
-    (its own positive column is never masked).
+    Video -> text: each video's positive caption against the other captions of the batch plus ``neg``:
+    (B, K, D) per-video extra hard negatives (video i against its own K, e.g. the automatic negatives
+    of its caption) or (K, D) shared by the batch. Sharing multiplies the false negatives each video
+    meets (B x K captions, a few percent of them its own class), so training passes them per video.
+    Text -> video: each caption against the batch's videos. ``exclude`` (B, B + K) masks false
+    negatives of video i (its own positive column is never masked).
     """
 
     def __init__(self, init_temperature: float = 0.07) -> None:
@@ -47,8 +49,11 @@ class InfoNCELoss(nn.Module):
         exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        texts = pos if neg is None else torch.cat([pos, neg])
-        logits = scale * video @ texts.T  # (B, B[+K])
+        logits = scale * video @ pos.T  # (B, B)
+        if neg is not None and neg.dim() == 3:  # (B, K, D): video i's own hard negatives
+            logits = torch.cat([logits, scale * torch.einsum("bd,bkd->bk", video, neg)], dim=1)
+        elif neg is not None:  # (K, D): negatives of every video in the batch
+            logits = torch.cat([logits, scale * video @ neg.T], dim=1)
         b = video.shape[0]
         eye = torch.eye(b, dtype=torch.bool, device=video.device)
         if exclude is not None:

@@ -225,10 +225,16 @@ def train(
     fn_distance = cfg.negatives.fn_distance
 
     def exclude_mask(idx: np.ndarray, extra: np.ndarray) -> torch.Tensor:
-        """(B, B + K): text column j is not a negative of video i (same clip, or a paraphrase)."""
-        cols = np.concatenate([idx, extra])
-        same_clip = group_ids[idx][:, None] == group_ids[cols][None, :]
-        return same_clip | paraphrase_mask(sent[idx], sent[cols], fn_distance)
+        """(B, B + K): column j is not a negative of video i (same clip, or a paraphrase of its caption).
+        ``extra`` (B, K): video i's own extra negatives."""
+        same_clip = group_ids[idx][:, None] == group_ids[idx][None, :]
+        in_batch = same_clip | paraphrase_mask(sent[idx], sent[idx], fn_distance)
+        if extra.shape[1] == 0:
+            return in_batch
+        unit = torch.nn.functional.normalize(sent.float(), dim=-1)
+        own = 1.0 - torch.einsum("bd,bkd->bk", unit[idx], unit[torch.from_numpy(extra)]) < max(fn_distance, 1e-5)
+        own |= group_ids[torch.from_numpy(extra)] == group_ids[idx][:, None]
+        return torch.cat([in_batch, own], dim=1)
 
     def run_batch(idx: np.ndarray, train_mode: bool) -> torch.Tensor:
         window = bank.batch(idx, cfg.frames, rng if train_mode else None)
@@ -239,14 +245,12 @@ def train(
         pos = model.encode_text(sent[idx])
         if isinstance(loss_fn, InfoNCELoss):
             k = min(cfg.extra_negatives, neg.shape[1])
-            if k <= 0:
-                extra = np.zeros(0, dtype=np.int64)
-            elif train_mode:
+            if train_mode:
                 cols = np.argsort(rng.random((len(idx), neg.shape[1])), axis=1)[:, :k]
-                extra = neg[idx[:, None], cols].reshape(-1)
+                extra = neg[idx[:, None], cols]
             else:
-                extra = neg[idx, :k].reshape(-1)
-            texts = model.encode_text(sent[extra]) if len(extra) else None
+                extra = neg[idx, :k]
+            texts = model.encode_text(sent[extra.reshape(-1)]).view(len(idx), k, -1) if k > 0 else None
             return loss_fn(video, pos, texts, exclude=exclude_mask(idx, extra))
         # the paper's N negatives per positive: one triplet each
         k = neg.shape[1]
