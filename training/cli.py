@@ -40,6 +40,11 @@ def train_cmd(
         None, help="InfoNCE: sampled negatives per positive added to the in-batch negatives (default 10)."
     ),
     margin: float | None = typer.Option(None, help="Triplet margin (default 1.0, the paper's)."),
+    share_negatives: bool = typer.Option(
+        False,
+        help="InfoNCE: one sampled negative per positive, shared by the whole batch (the recipe before issue 10, "
+        "which trained the bundled demo model; use with --fn-distance 0).",
+    ),
     neg_min: float | None = typer.Option(None, help="Lower bound of the negatives' cosine distance window."),
     neg_max: float | None = typer.Option(None, help="Upper bound of the negatives' cosine distance window."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping on validation loss)."),
@@ -107,6 +112,7 @@ def train_cmd(
         negatives=neg,
         extra_negatives=extra_negatives if extra_negatives is not None else int(rs.get("extra_negatives", 10)),
         margin=margin if margin is not None else float(rs.get("margin", 1.0)),
+        share_negatives=share_negatives,
         epochs=epochs or int(d.get("epochs", 40)),
         frames=frames or int(d["frames"]),
         fps=fps or float(d["fps"]),

@@ -66,6 +66,7 @@ class TrainConfig:
     negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(fn_distance=DEFAULT_FN_DISTANCE))
     extra_negatives: int = 10  # infonce: sampled negatives per positive added to the batch's negatives
     margin: float = 1.0  # triplet margin (Euclidean distance on unit vectors, as in the paper)
+    share_negatives: bool = False  # infonce: one sampled negative per positive, shared by the batch (pre-issue-10)
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-4
@@ -243,6 +244,13 @@ def train(
         else:
             video = model.encode_video(to_tensor(window, pre))
         pos = model.encode_text(sent[idx])
+        if isinstance(loss_fn, InfoNCELoss) and cfg.share_negatives:
+            # before issue 10 (the bundled demo model): one drawn negative per positive, shared by the batch
+            col = rng.integers(0, neg.shape[1], size=len(idx)) if train_mode else np.zeros(len(idx), dtype=int)
+            shared = neg[idx, col]
+            ex = exclude_mask(idx, np.zeros((len(idx), 0), dtype=np.int64))
+            ex = torch.cat([ex, torch.zeros((len(idx), len(shared)), dtype=torch.bool)], dim=1)
+            return loss_fn(video, pos, model.encode_text(sent[shared]), exclude=ex)
         if isinstance(loss_fn, InfoNCELoss):
             k = min(cfg.extra_negatives, neg.shape[1])
             if train_mode:
