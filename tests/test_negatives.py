@@ -106,3 +106,16 @@ def test_paraphrase_mask():
     assert np.array_equal(m, labels[:40, None] == labels[None])
     exact = paraphrase_mask(e[:3], torch.cat([e[:1], e[5:6]]), 0.0).numpy()  # 0: only the same sentence
     assert exact.tolist() == [[True, False], [False, False], [False, False]]
+
+
+def test_infonce_per_video_negatives_count_only_for_their_video():
+    """(B, K, D) extra negatives: video i's K are in its own denominator only, unlike a shared (K, D) set."""
+    torch.manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    loss = InfoNCELoss()
+    other = torch.nn.functional.normalize(torch.randn(4, 2, 16), dim=-1)
+    hard = other.clone()
+    hard[1, 0] = v[0]  # video 0's own caption as a negative of video 1: hits video 1 only
+    base, per_video = loss(v, v, other), loss(v, v, hard)
+    shared = loss(v, v, hard.reshape(-1, 16))  # the same captions shared: video 0 meets its own caption too
+    assert per_video > base and shared > per_video

@@ -203,10 +203,11 @@ def test_recipes_default_and_paper():
         recipe_settings("vibes")
 
 
-@pytest.mark.parametrize("extra", [0, 3])
-def test_infonce_with_filtered_extra_negatives_trains(world, tmp_path, extra):
-    neg = NegativeConfig(fn_distance=0.4)
-    res = train(world, tmp_path / "m", small_cfg(epochs=1, extra_negatives=extra, negatives=neg), progress=False)
+@pytest.mark.parametrize("extra,shared", [(0, False), (3, False), (1, True)])
+def test_infonce_with_filtered_extra_negatives_trains(world, tmp_path, extra, shared):
+    neg = NegativeConfig(fn_distance=0.0 if shared else 0.4)
+    cfg = small_cfg(epochs=1, extra_negatives=extra, negatives=neg, share_negatives=shared)
+    res = train(world, tmp_path / "m", cfg, progress=False)
     assert res.epochs_run == 1 and np.isfinite(res.history[0]["train_loss"])
 
 
