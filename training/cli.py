@@ -58,7 +58,12 @@ def train_cmd(
     ),
     batch_size: int = typer.Option(32),
     lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
-    patience: int = typer.Option(6, help="Early-stopping patience in epochs."),
+    patience: int = typer.Option(6, help="Early-stopping patience in epochs (constant schedule)."),
+    schedule: str | None = typer.Option(
+        None,
+        help="constant (early stopping on validation loss; paper) | cosine (1-epoch warm-up, cosine decay to 0 "
+        "over --epochs, keeps the last epoch). Default: the recipe's.",
+    ),
     seed: int = typer.Option(0),
     text_model: str = typer.Option(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
@@ -113,6 +118,7 @@ def train_cmd(
         extra_negatives=extra_negatives if extra_negatives is not None else int(rs.get("extra_negatives", 10)),
         margin=margin if margin is not None else float(rs.get("margin", 1.0)),
         share_negatives=share_negatives,
+        schedule=schedule or str(rs.get("schedule", "constant")),
         epochs=epochs or int(d.get("epochs", 40)),
         frames=frames or int(d["frames"]),
         fps=fps or float(d["fps"]),
@@ -128,7 +134,7 @@ def train_cmd(
     console.print(
         f"training {cfg.backbone} ({cfg.resolved_mode()}), recipe {recipe}: loss {cfg.loss}, negatives {neg.mode} "
         f"({neg.min_distance}, {neg.max_distance}) x{neg.count}, false-negative filter d < {neg.fn_distance}, "
-        f"T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr}"
+        f"T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr} ({cfg.schedule}), {cfg.epochs} epochs"
     )
     t0 = time.time()
     res = train(data, out, cfg, resume=resume)

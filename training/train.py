@@ -40,6 +40,17 @@ DEFAULT_FN_DISTANCE = 0.4
 RECIPES = ("default", "paper")
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def _cosine_factor(epoch: float, epochs: int, warmup: float = 1.0) -> float:
+    """Learning-rate factor at ``epoch`` (fractional): linear warm-up over ``warmup`` epochs, then cosine to 0."""
+    if epoch < warmup:
+        return max(epoch / warmup, 0.05)
+    t = (epoch - warmup) / max(epochs - warmup, 1e-9)
+    return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
 def recipe_settings(recipe: str) -> dict[str, Any]:
     """TrainConfig fields (and ``negatives`` fields under "negatives") that a recipe sets."""
     if recipe == "default":
@@ -74,6 +85,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.99)
     patience: int = 6
+    schedule: str = "constant"  # constant (early stopping on validation loss) | cosine (warm-up, decay, last epoch)
     frames: int = 16
     fps: float = 1.0
     image_size: int = 224
@@ -265,6 +277,10 @@ def train(
         negative = model.encode_text(sent[neg[idx].reshape(-1)])
         return loss_fn(video.repeat_interleave(k, 0), pos.repeat_interleave(k, 0), negative)
 
+    if cfg.schedule not in SCHEDULES:
+        raise CezsarError(f"--schedule {cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    cosine = cfg.schedule == "cosine"
+    base_lrs = [float(g["lr"]) for g in opt.param_groups]
     bs = cfg.batch_size
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress) as bar:
@@ -279,6 +295,10 @@ def train(
                 idx = perm[i : i + bs]
                 if len(idx) < 2:
                     continue
+                if cosine:
+                    step = epoch + i / len(perm)  # in epochs
+                    for g, base in zip(opt.param_groups, base_lrs, strict=True):
+                        g["lr"] = base * _cosine_factor(step, cfg.epochs)
                 loss = run_batch(idx, True)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -301,7 +321,9 @@ def train(
                 "seconds": round(time.time() - t0, 2),
             }
             history.append(rec)
-            improved = val_loss < best["val_loss"] - 1e-4
+            # cosine: the schedule ends at lr 0 and the last epoch is the model (a noisy validation
+            # loss picked under-trained early epochs); constant: early stopping on the validation loss
+            improved = cosine or val_loss < best["val_loss"] - 1e-4
             if improved:
                 best = {"val_loss": val_loss, "epoch": epoch}
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -309,7 +331,7 @@ def train(
             with open(state.dir / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.update(task, advance=1, info=f"train {train_loss:.4f}  val {val_loss:.4f}  best@{best['epoch']}")
-            if epoch - best["epoch"] >= cfg.patience:
+            if not cosine and epoch - best["epoch"] >= cfg.patience:
                 log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
                 break
             if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
