@@ -25,7 +25,7 @@ def train_cmd(
     mode: str = typer.Option("auto", help="auto | frozen (cached features, heads only) | end2end."),
     recipe: str = typer.Option(
         "default",
-        help="default (InfoNCE + automatic negatives as extra hard negatives, false negatives filtered) | "
+        help="default (InfoNCE: in-batch + one automatic negative per positive, identical captions masked) | "
         "paper (triplet, margin 1.0, 10 automatic negatives at 0 < d < 0.8, as published). Flags override it.",
     ),
     loss: str | None = typer.Option(None, help="infonce | triplet (default: the recipe's)."),
@@ -34,16 +34,17 @@ def train_cmd(
     fn_distance: float | None = typer.Option(
         None,
         help="False-negative filter: captions closer than this cosine distance to the positive are treated as "
-        "paraphrases, never negatives (default: 0.4; paper: 0, off).",
+        "paraphrases, never negatives (default 0: off; only identical captions are masked).",
     ),
     extra_negatives: int | None = typer.Option(
-        None, help="InfoNCE: sampled negatives per positive added to the in-batch negatives (default 10)."
+        None, help="InfoNCE with --per-video-negatives: sampled negatives per video added to its denominator."
     ),
     margin: float | None = typer.Option(None, help="Triplet margin (default 1.0, the paper's)."),
-    share_negatives: bool = typer.Option(
-        False,
-        help="InfoNCE: one sampled negative per positive, shared by the whole batch (the recipe before issue 10, "
-        "which trained the bundled demo model; use with --fn-distance 0).",
+    share_negatives: bool | None = typer.Option(
+        None,
+        "--share-negatives/--per-video-negatives",
+        help="InfoNCE: one sampled negative per positive shared by the whole batch (default recipe), or "
+        "--extra-negatives of them per video, in that video's denominator only.",
     ),
     neg_min: float | None = typer.Option(None, help="Lower bound of the negatives' cosine distance window."),
     neg_max: float | None = typer.Option(None, help="Upper bound of the negatives' cosine distance window."),
@@ -115,9 +116,9 @@ def train_cmd(
         mode=mode,
         loss=loss,
         negatives=neg,
-        extra_negatives=extra_negatives if extra_negatives is not None else int(rs.get("extra_negatives", 10)),
+        extra_negatives=extra_negatives if extra_negatives is not None else int(rs.get("extra_negatives", 1)),
         margin=margin if margin is not None else float(rs.get("margin", 1.0)),
-        share_negatives=share_negatives,
+        share_negatives=share_negatives if share_negatives is not None else bool(rs.get("share_negatives", False)),
         schedule=schedule or str(rs.get("schedule", "constant")),
         epochs=epochs or int(d.get("epochs", 40)),
         frames=frames or int(d["frames"]),
