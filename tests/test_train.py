@@ -195,10 +195,9 @@ def test_recipes_default_and_paper():
     assert paper["negatives"] == {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8,
                                   "fn_distance": 0.0}  # fmt: skip
     default = recipe_settings("default")
-    assert default["loss"] == "infonce" and default["negatives"]["fn_distance"] > 0
-    assert (
-        TrainConfig().loss == "infonce" and TrainConfig().negatives.fn_distance == default["negatives"]["fn_distance"]
-    )
+    assert default["loss"] == "infonce" and default["share_negatives"] and default["negatives"]["fn_distance"] == 0
+    cfg = TrainConfig()  # the dataclass defaults are the default recipe
+    assert cfg.loss == "infonce" and cfg.share_negatives and cfg.negatives.fn_distance == 0
     with pytest.raises(CezsarError, match="--recipe"):
         recipe_settings("vibes")
 
