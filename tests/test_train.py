@@ -267,3 +267,14 @@ def test_train_cli_prints_probed_defaults_and_flags_override(tmp_path):
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["frames"] == 4  # the flag wins
     assert cfg["fps"] == pytest.approx(8 / 3, rel=0.06) and cfg["preprocess"]["size"] == 96
+
+
+def test_cosine_schedule_keeps_the_last_epoch(world, tmp_path):
+    from training.train import _cosine_factor
+
+    assert _cosine_factor(0.5, 10) == 0.5 and _cosine_factor(1.0, 10) == 1.0 and _cosine_factor(10, 10) == 0.0
+    assert _cosine_factor(5.5, 10) == pytest.approx(0.5)
+    res = train(world, tmp_path / "m", small_cfg(epochs=3, schedule="cosine", patience=0), progress=False)
+    assert res.epochs_run == 3 and res.best_epoch == 2  # no early stop, whatever the validation loss did
+    with pytest.raises(CezsarError, match="--schedule"):
+        train(world, tmp_path / "m2", small_cfg(schedule="step"), progress=False)

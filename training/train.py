@@ -2,9 +2,11 @@
 unrelated captions (triplet, as in the paper) or in-batch captions plus the sampled ones (InfoNCE,
 the default; see docs/ablation.md for why).
 
-Two recipes: ``default`` (InfoNCE, automatic negatives used as extra hard negatives, false negatives
-filtered by sentence distance) and ``paper`` (the paper's triplet loss with 10 automatic negatives
-per positive in the cosine-distance window 0 < d < 0.8, margin 1.0, nothing filtered).
+Two recipes: ``default`` (InfoNCE over the batch's captions plus one automatic negative per positive,
+shared by the batch; identical captions masked), the best measured in docs/ablation.md, and ``paper``
+(the paper's triplet loss with 10 automatic negatives per positive in the cosine-distance window
+0 < d < 0.8, margin 1.0, nothing filtered). Per-video hard negatives (``share_negatives=False``), a
+sentence-distance false-negative filter (``negatives.fn_distance``) and a cosine schedule are options.
 
 Two modes: ``frozen`` extracts per-frame features of a frozen backbone once and trains the heads on
 them (minutes, even for big backbones); ``end2end`` also trains the backbone on cached, decoded
@@ -283,7 +285,7 @@ def train(
     if cfg.schedule not in SCHEDULES:
         raise CezsarError(f"--schedule {cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
     cosine = cfg.schedule == "cosine"
-    base_lrs = [float(g["lr"]) for g in opt.param_groups]
+    base_lrs = [cfg.lr] + ([cfg.backbone_lr or cfg.lr] if mode == "end2end" else [])  # not the resumed lr
     bs = cfg.batch_size
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress) as bar:
