@@ -60,7 +60,9 @@ def quantize_cmd(
     ),
 ) -> None:
     """INT8 quantization of the frame encoder and temporal head, with an accuracy gate: Q/DQ models for TensorRT
-    and/or models laid out for onnxruntime's CPU integer kernels (--target)."""
+    and/or models laid out for onnxruntime's CPU integer kernels (--target). On the CPU, an INT8 head that fails the
+    gate is kept in FP32. Exit status: 0 when a usable INT8 deployment was written (a refused target is a warning),
+    1 when the gate refused every target, 2 on bad input."""
     from converter.quantize import quantize_deploy
 
     try:
@@ -101,14 +103,19 @@ def quantize_cmd(
                         "  note: TensorRT-style Q/DQ runs no faster than FP32 on onnxruntime's CPU provider; "
                         f"the CPU runs {CPU_INT8} (--target cpu or both)"
                     )
-    failed = {t: v for t, v in report["targets"].items() if not v["passed"]}
-    if failed:
-        why = "; ".join(f"{t}: {v['reason']}" for t, v in failed.items())
-        names = " and ".join(failed)
-        if not force:
-            print(f"error: {why}; {names} INT8 models not written (use --force to keep them)", file=sys.stderr)
-            raise typer.Exit(1)
-        print(f"warning: {why}; {names} INT8 models written anyway (--force)", file=sys.stderr)
+    for line in report["summary"]:  # per target: what was written, what was refused
+        print(line, file=sys.stderr)
+    refused = {t: v for t, v in report["targets"].items() if not v["written"]}
+    if report["exit_code"] != 0:
+        why = "; ".join(f"{t}: {v['reason']}" for t, v in refused.items())
+        names = " and ".join(refused)
+        print(f"error: {why}; {names} INT8 models not written (use --force to keep them)", file=sys.stderr)
+        raise typer.Exit(report["exit_code"])
+    if refused:
+        names = " and ".join(refused)
+        print(f"warning: {names} INT8 models refused by the gate; the other target's were written", file=sys.stderr)
+    if force and any(not v["passed"] for v in report["targets"].values()):
+        print("warning: INT8 models that failed the gate were written anyway (--force)", file=sys.stderr)
 
 
 def build_engine_cmd(

@@ -25,7 +25,15 @@ the INT8 models are written.
 ``--target cpu`` (or ``both``, the default) also writes the CPU INT8 models: onnxruntime static QDQ
 laid out for its CPU integer kernels (:func:`quantize_cpu`; uint8 activations, int32 bias), which the
 TensorRT rules do not apply to and which are not checked against them, on the same calibration data,
-with its own report under ``cpu`` and the same gate.
+with its own report under ``cpu`` and the same gate. When the CPU INT8 temporal head fails the gate,
+the head stays FP32 (it runs once per hop; the frame encoder, run once per frame, carries the cost):
+the INT8 frame encoder with the FP32 head is gated again and, if it passes, only
+``frame_encoder.int8-cpu.onnx`` is written and the manifest's ``temporal_head.int8-cpu`` names the FP32
+head (``report["cpu"]["head_precision"] == "fp32"``, the refused INT8 head's numbers under ``int8_head``).
+
+The report says per target what was written and what was refused (``targets``, ``summary``) and
+``exit_code``: 0 when at least one usable INT8 deployment was written, 1 when the gate refused every
+requested target (bad input raises CezsarError, exit 2 in the CLI).
 """
 
 from __future__ import annotations
@@ -526,6 +534,22 @@ def _gate(report: dict[str, Any], min_cosine: float, max_top1_drop: float, force
     report["forced"] = bool(reasons) and force
 
 
+CPU_FP32_HEAD = "cpu_fp32_head"  # sessions key: CPU INT8 frame encoder + FP32 head
+EXIT_NOTHING_WRITTEN = 1  # every requested target refused by the gate (exit 0: something usable written)
+
+
+def _summary_line(target: str, t: dict[str, Any]) -> str:
+    """One line per target: what was written and what was refused, and why."""
+    if not t["written"]:
+        return f"{target}: refused, nothing written ({t['reason']})"
+    wrote = ", ".join(t["files"])
+    if t["head_precision"] == "fp32":
+        return f"{target}: wrote {wrote}; temporal head kept in FP32 ({t['reason']})"
+    if not t["passed"]:
+        return f"{target}: wrote {wrote} although the gate failed (--force: {t['reason']})"
+    return f"{target}: wrote {wrote} ({t['reason']})"
+
+
 def quantize_deploy(
     deploy_dir: str | Path,
     calib: str | Path,
@@ -622,41 +646,92 @@ def quantize_deploy(
         hold_frames = cal.frames[hold]
         groups_hold = group_order(cal.source_index[hold], cal.times[hold])
         sessions: dict[str, tuple[Any, Any]] = {"fp32": (fe32, th32)}
+        fallback: dict[str, Any] | None = None  # the CPU target with its head kept in FP32
         for t in run_targets:
             fe8 = ort_runner(paths[t]["frame_encoder"], threads)
             th8 = ort_runner(paths[t]["temporal_head"], threads)
             sessions[t] = (fe8, th8)
             reports[t].update(_accuracy(fe32, th32, fe8, th8, hold_frames, groups_hold, m.window))
+            if t == "cpu":
+                sessions[CPU_FP32_HEAD] = (fe8, th32)
+                fallback = {
+                    "method": reports[t]["method"],
+                    "top1_fp32": None,
+                    "top1_int8": None,
+                    **_accuracy(fe32, th32, fe8, th32, hold_frames, groups_hold, m.window),
+                }
         if eval_data is not None:
             top1 = _top1(deploy, m, Path(eval_data), sessions, threads)
             for t in run_targets:
                 reports[t].update({k: v for k, v in top1.items() if not k.startswith("top1_")})
                 reports[t]["top1_fp32"], reports[t]["top1_int8"] = top1["top1_fp32"], top1[f"top1_{t}"]
+            if fallback is not None:
+                fallback["top1_fp32"], fallback["top1_int8"] = top1["top1_fp32"], top1[f"top1_{CPU_FP32_HEAD}"]
         for t in run_targets:
             if measure_speed:
                 reports[t]["cpu_speed_frame_encoder"] = _speed(fe_path, paths[t]["frame_encoder"], m.pre.size)
             _gate(reports[t], min_cosine, max_top1_drop, force)
+        # the head runs once per hop, the frame encoder once per frame: on the CPU an INT8 frame encoder
+        # is most of the gain, so when the INT8 head fails the gate, keep the head in FP32
+        parts_written = {t: ["frame_encoder", "temporal_head"] for t in run_targets}
+        if fallback is not None:
+            _gate(fallback, min_cosine, max_top1_drop, False)
+            reports["cpu"]["fp32_head"] = {k: v for k, v in fallback.items() if k not in ("method", "forced")}
+            if fallback["passed"] and not reports["cpu"]["passed"] and not force:
+                int8_reason = reports["cpu"]["reason"]
+                keep = ("mean_cosine", "min_cosine", "top1_fp32", "top1_int8", "passed")
+                reports["cpu"]["int8_head"] = {
+                    "mean_cosine": reports["cpu"]["mean_cosine"],
+                    "min_cosine": reports["cpu"]["min_cosine"],
+                    "top1_int8": reports["cpu"]["top1_int8"],
+                    "reason": int8_reason,
+                }
+                reports["cpu"].update({k: fallback[k] for k in keep})
+                reports["cpu"]["head_precision"] = "fp32"
+                reports["cpu"]["reason"] = (
+                    f"INT8 head refused ({int8_reason}); INT8 frame encoder + FP32 head within the gate"
+                )
+                parts_written["cpu"] = ["frame_encoder"]
+        for t in run_targets:
+            reports[t].setdefault("head_precision", "int8")
 
         primary = reports.get("tensorrt", reports.get("cpu", {}))
         report: dict[str, Any] = dict(primary)
         if "cpu" in reports:
             report["cpu"] = reports["cpu"]
         report["target"] = target
+        write = [t for t in run_targets if reports[t]["passed"] or force]
         report["targets"] = {
-            t: {"passed": r["passed"], "written": r["passed"] or force, "reason": r["reason"]}
+            t: {
+                "passed": r["passed"],
+                "written": t in write,
+                "reason": r["reason"],
+                "files": [layout.int8_name(part, t) for part in parts_written[t]] if t in write else [],
+                "head_precision": r["head_precision"],
+            }
             for t, r in reports.items()
         }
+        report["summary"] = [_summary_line(t, report["targets"][t]) for t in run_targets]
+        report["exit_code"] = 0 if write else EXIT_NOTHING_WRITTEN
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        write = [t for t in run_targets if reports[t]["passed"] or force]
         if not write:
             return report
 
         # -- write: INT8 models first, the manifest last ------------------------------------------
         from cezsar.atomic import atomic_path
 
+        stale: list[Path] = []  # an earlier run's INT8 head, replaced by the FP32 one: removed after the manifest
         for t in write:
             for part, p in paths[t].items():
-                key, rel = layout.int8_key(part, t), layout.int8_name(part, t)
+                key = layout.int8_key(part, t)
+                if part not in parts_written[t]:  # kept in FP32: the int8 key names the FP32 file
+                    old_rel = m.files.get(key)
+                    m.files[key] = m.files[part]
+                    if old_rel and old_rel != m.files[part]:
+                        m.sha256.pop(old_rel, None)
+                        stale.append(deploy / old_rel)
+                    continue
+                rel = layout.int8_name(part, t)
                 with atomic_path(deploy / rel) as tmp:
                     shutil.copyfile(p, tmp)
                 m.files[key] = rel
@@ -672,4 +747,6 @@ def quantize_deploy(
             stored["cpu"] = reports["cpu"]
         m.extra["quantization"] = stored
         save_manifest(deploy, m)
+        for path in stale:
+            path.unlink(missing_ok=True)
     return report

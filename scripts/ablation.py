@@ -1,10 +1,18 @@
 #!/usr/bin/env python
-"""Ablation on the synthetic world: triplet + automatic negatives (the paper), triplet + random
-negatives, and InfoNCE, each trained with 3 seeds; unseen-class top-1 as mean and std.
+"""Ablation on synthetic worlds: recipe x negatives x loss, unseen-class top-1 as mean ± std over
+world seeds x training seeds, and the automatic negative sampler's false-negative rate per world.
 
-    .venv/bin/python scripts/ablation.py --out /tmp/ablation [--seeds 0 1 2] [--world /tmp/world]
+    .venv/bin/python scripts/ablation.py --out /tmp/ablation [--worlds 0 1 2 3 4] [--seeds 0 1] [--jobs 2]
+        [--variants default paper ...] [--train-clips 20] [--epochs 12]
 
-Prints the JSON report on stdout and a Markdown table on stderr (docs/ablation.md holds one run).
+The default protocol (5 worlds x 2 training seeds x 2 variants, default and paper = 20 runs) uses
+smaller worlds than `cezsar synth` (20 training clips per class instead of 40) and at most 12 epochs,
+two runs at a time with one torch thread each, to fit in about 30 minutes on 2 free CPU cores (not
+yet timed on a free machine: see docs/ablation.md). ``--variants`` adds the other rows of the table;
+``--train-clips 40 --epochs 0`` (0: the world's own dataset.json, 30) gives the full-size runs of
+docs/ablation.md.
+
+Prints the JSON report on stdout and a Markdown table on stderr (docs/ablation.md holds the runs).
 """
 
 from __future__ import annotations
@@ -12,68 +20,139 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-VARIANTS = {
-    "triplet + automatic negatives (paper)": ["--loss", "triplet", "--negatives", "auto"],
-    "triplet + random negatives": ["--loss", "triplet", "--negatives", "random"],
-    "InfoNCE (in-batch)": ["--loss", "infonce"],
+# name -> (recipe, loss, negatives, flags)
+PER_VIDEO = ["--per-video-negatives", "--extra-negatives", "10"]
+VARIANTS: dict[str, tuple[str, str, str, list[str]]] = {
+    "default": ("default", "InfoNCE", "in-batch + 1 automatic per positive, shared by the batch", []),
+    "infonce-per-video": ("default", "InfoNCE", "in-batch + 10 automatic per video", PER_VIDEO),
+    "infonce-per-video-filtered": (
+        "default",
+        "InfoNCE",
+        "in-batch + 10 automatic per video, filtered (d >= 0.4)",
+        [*PER_VIDEO, "--fn-distance", "0.4"],
+    ),
+    "infonce-cosine": ("default", "InfoNCE, cosine lr", "as default", ["--schedule", "cosine"]),
+    "paper": ("paper", "triplet (margin 1.0)", "10 automatic (0 < d < 0.8)", ["--recipe", "paper"]),
+    "paper-filtered": (
+        "paper",
+        "triplet (margin 1.0)",
+        "10 automatic (0 < d < 0.8), filtered (d >= 0.4)",
+        ["--recipe", "paper", "--fn-distance", "0.4"],
+    ),
+    "paper-random": ("paper", "triplet (margin 1.0)", "10 random", ["--recipe", "paper", "--negatives", "random"]),
 }
+DEFAULT_VARIANTS = ["default", "paper"]
 
 
 def cezsar(*args: str) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "cezsar", *args]
-    return subprocess.run(
-        cmd, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    ).stdout
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+
+
+def false_negative_rates(world: Path) -> dict[str, float]:
+    """The automatic sampler's false-negative rate on a synthetic world, without and with the filter."""
+    from training.model import DEFAULT_TEXT_MODEL, SentenceEncoder
+    from training.negatives import NegativeConfig, false_negative_rate, sample_negatives
+
+    recs = [json.loads(line) for line in (world / "captions.jsonl").read_text().splitlines() if line.strip()]
+    labels = [re.sub(r"_\d+\.mp4$", "", Path(r["video"]).name) for r in recs]  # videos/train/<class>_NNN.mp4
+    sent = SentenceEncoder(DEFAULT_TEXT_MODEL).encode([r["caption"] for r in recs])
+    out = {}
+    for key, cfg in {
+        "auto": NegativeConfig(),  # the paper's window, unfiltered
+        "auto_filtered": NegativeConfig(fn_distance=0.4),  # the filter the ablation's "filtered" rows use
+        "random": NegativeConfig(mode="random"),
+        "random_filtered": NegativeConfig(mode="random", fn_distance=0.4),
+    }.items():
+        out[key] = round(false_negative_rate(sample_negatives(sent, cfg), labels), 4)
+    return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/tmp/cezsar-ablation"))
-    ap.add_argument("--world", type=Path, default=None, help="existing synthetic world (default: OUT/world, seed 0)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--worlds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="world seeds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    ap.add_argument("--train-clips", type=int, default=20, help="training clips per class of each world")
+    ap.add_argument("--epochs", type=int, default=12, help="maximum epochs (0: the world's dataset.json)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = ap.parse_args()
-    world = args.world or args.out / "world"
-    if not (world / "captions.jsonl").is_file():
-        cezsar("synth", str(world), "--seed", "0")
-    results: dict[str, dict] = {}
-    for name, flags in VARIANTS.items():
-        runs = []
-        for seed in args.seeds:
-            model = args.out / f"{flags[1]}-{flags[3] if len(flags) > 3 else 'inbatch'}-{seed}"
-            t0 = time.time()
-            cezsar("train", "--data", str(world), "--out", str(model), "--seed", str(seed), *flags)
-            secs = time.time() - t0
-            rep = json.loads(
-                cezsar(
-                    "eval", "--model", str(model), "--data", str(world), "--split", str(world / "split.json"), "--json"
-                )
-                .strip()
-                .splitlines()[-1]
-            )
-            runs.append({"seed": seed, "top1": rep["top1"], "train_seconds": round(secs, 1)})
-            print(f"{name} seed {seed}: top1 {rep['top1']:.3f} ({secs:.0f} s)", file=sys.stderr)
-        tops = [r["top1"] for r in runs]
+    t_start = time.time()
+
+    worlds = {}
+    for w in args.worlds:
+        path = args.out / f"world-{w}-{args.train_clips}"
+        if not (path / "captions.jsonl").is_file():
+            cezsar("synth", str(path), "--seed", str(w), "--train-clips", str(args.train_clips))
+        worlds[w] = path
+    fn_rates = {w: false_negative_rates(p) for w, p in worlds.items()}
+
+    def one(job: tuple[str, int, int]) -> dict:
+        name, w, seed = job
+        model = args.out / "models" / f"{name}-w{w}-s{seed}"
+        flags = VARIANTS[name][3] + (["--epochs", str(args.epochs)] if args.epochs else [])
+        t0 = time.time()
+        cezsar("train", "--data", str(worlds[w]), "--out", str(model), "--seed", str(seed), "--threads", "1", *flags)
+        secs = time.time() - t0
+        split = str(worlds[w] / "split.json")
+        rep = json.loads(cezsar("eval", "--model", str(model), "--data", str(worlds[w]), "--split", split, "--json")
+                         .strip().splitlines()[-1])  # fmt: skip
+        epochs = json.loads((model / "config.json").read_text())["training"]["epochs_run"]
+        print(f"{name} world {w} seed {seed}: top-1 {rep['top1']:.3f} ({secs:.0f} s, {epochs} epochs)", file=sys.stderr)
+        return {"variant": name, "world": w, "seed": seed, "top1": rep["top1"], "chance": rep["chance"],
+                "train_seconds": round(secs, 1), "epochs": epochs}  # fmt: skip
+
+    jobs = [(n, w, s) for s in args.seeds for w in args.worlds for n in args.variants]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(one, jobs))
+
+    results = {}
+    for name in args.variants:
+        rs = [r for r in runs if r["variant"] == name]
+        tops = [r["top1"] for r in rs]
+        world_means = [statistics.mean(r["top1"] for r in rs if r["world"] == w) for w in args.worlds]
+        recipe, loss, negatives, flags = VARIANTS[name]
         results[name] = {
+            "recipe": recipe,
+            "loss": loss,
+            "negatives": negatives,
+            "flags": flags,
             "top1_mean": round(statistics.mean(tops), 4),
             "top1_std": round(statistics.pstdev(tops), 4),
-            "runs": runs,
-            "chance": rep["chance"],
-            "n_classes": rep["n_classes"],
-            "n_videos": rep["n_videos"],
+            "world_mean_std": round(statistics.pstdev(world_means), 4),
+            "train_seconds_mean": round(statistics.mean(r["train_seconds"] for r in rs), 1),
+            "runs": rs,
         }
-    print(json.dumps({"world": str(world), "seeds": args.seeds, "results": results}, indent=2))
-    print("\n| variant | unseen top-1 (mean ± std, 3 seeds) | per seed | train s/run |", file=sys.stderr)
-    print("| --- | --- | --- | --- |", file=sys.stderr)
-    for name, r in results.items():
-        per = ", ".join(f"{x['top1']:.3f}" for x in r["runs"])
-        secs = statistics.mean(x["train_seconds"] for x in r["runs"])
-        print(f"| {name} | {r['top1_mean']:.3f} ± {r['top1_std']:.3f} | {per} | {secs:.0f} |", file=sys.stderr)
+    report = {
+        "protocol": {
+            "worlds": args.worlds,
+            "seeds": args.seeds,
+            "train_clips_per_class": args.train_clips,
+            "max_epochs": args.epochs or "dataset.json",
+            "jobs": args.jobs,
+        },  # fmt: skip
+        "false_negative_rate": fn_rates,
+        "results": results,
+        "wall_seconds": round(time.time() - t_start, 1),
+    }
+    print(json.dumps(report, indent=2))
+    n = len(args.worlds) * len(args.seeds)
+    print(f"\n| recipe | loss | negatives | unseen top-1, mean ± std ({n} runs) | train s/run |", file=sys.stderr)
+    print("| --- | --- | --- | --- | --- |", file=sys.stderr)
+    for r in results.values():
+        print(f"| {r['recipe']} | {r['loss']} | {r['negatives']} | {r['top1_mean']:.3f} ± {r['top1_std']:.3f} "
+              f"| {r['train_seconds_mean']:.0f} |", file=sys.stderr)  # fmt: skip
+    print(f"\nfalse-negative rate per world: {fn_rates}; wall {report['wall_seconds']:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

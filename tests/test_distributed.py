@@ -36,7 +36,8 @@ def _gather_worker(rank: int, world: int, init: str, out: str) -> None:
     obj = _Objective(model, loss_fn, "frozen")
     b = 3
     feats = torch.randn(b, 4, model.frame_encoder.feature_dim) + rank
-    loss = obj(feats, torch.randn(b, 8), torch.randn(b, 8), torch.arange(b) + rank * b, True)
+    ids = torch.arange(b) + rank * b  # caption ids and clip ids: all distinct across the ranks
+    loss = obj(feats, torch.randn(b, 8), torch.randn(b, 8), ids, ids, None, True)
     (loss * world).backward()
     grad = model.temporal_head.parameters().__next__().grad
     assert grad is not None

@@ -375,3 +375,90 @@ def test_modelopt_at_opset_19_keeps_fp16_between_qdq_and_float32_io(tmp_path: Pa
     a = ort_session(src).run(None, {"features": x})[0]
     b = ort_session(dst).run(None, {"features": x})[0]
     assert cosine_distance(a, b).max() < 1e-2
+
+
+# -- the CPU path on a model trained here: INT8 head kept in FP32 when it fails the gate -------------
+
+
+@pytest.fixture(scope="module")
+def trained_deploy_and_calib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny model trained for 3 epochs on a small synthetic world, exported, with calibration frames
+    cut from the world's evaluation videos."""
+    from cezsar.data.calibration import CalibrationSet
+    from cezsar.data.formats import read_eval_set
+    from cezsar.data.synthetic import synthesize
+    from cezsar.video import sample_clip
+    from converter.export import export_model
+    from training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("qtrained")
+    synthesize(root / "world", seed=1, train_clips_per_class=2, eval_clips_per_class=1)
+    cfg = TrainConfig(frames=4, fps=2.0, image_size=32, resize=32, epochs=3, lr=1e-3, d_model=64, threads=1)
+    train(root / "world", root / "model", cfg, progress=False)
+    export_model(root / "model", root / "deploy")
+    pre = Preprocess(size=32, resize=32)
+    videos = read_eval_set(root / "world").videos[:12]
+    frames = np.concatenate([pre(sample_clip(v.path, 4.0, 12, v.start, v.end)) for v in videos])
+    cal = CalibrationSet(
+        frames=frames,
+        sources=[str(v.path) for v in videos],
+        source_index=np.repeat(np.arange(len(videos)), 12).astype(np.int32),
+        times=np.tile(np.arange(12) / 4.0, len(videos)).astype(np.float32),
+        preprocess=pre.to_dict(),
+    )
+    cal.save(root / "calib.npz")
+    return root / "deploy", root / "calib.npz"
+
+
+def test_cpu_int8_head_failing_the_gate_stays_fp32(
+    trained_deploy_and_calib: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import converter.quantize as q
+    from cezsar.cli import app
+    from cezsar.deploy.layout import onnx_file
+
+    deploy = tmp_path / "deploy"
+    shutil.copytree(trained_deploy_and_calib[0], deploy)
+    calib = trained_deploy_and_calib[1]
+    before = (deploy / "manifest.json").read_text()
+
+    # case 1: a gate nothing passes -> nothing written, exit status 1, the summary says why
+    real = q.quantize_deploy
+    gate = {"min_cosine": 1.01}
+
+    def gated(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        kwargs.update(measure_speed=False, threads=1, target="cpu", **gate)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(q, "quantize_deploy", gated)
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(calib), "--json"])
+    assert res.exit_code == 1, res.output
+    report = json.loads(res.stdout[res.stdout.index("{") :])
+    assert report["exit_code"] == 1 and not report["targets"]["cpu"]["written"]
+    assert report["summary"] == [f"cpu: refused, nothing written ({report['cpu']['reason']})"]
+    assert "cpu: refused, nothing written" in res.stderr
+    assert (deploy / "manifest.json").read_text() == before and not (deploy / "frame_encoder.int8-cpu.onnx").exists()
+
+    # INT8 frame encoder + FP32 head is closer to FP32 than both parts in INT8
+    full, fe_only = report["cpu"]["mean_cosine"], report["cpu"]["fp32_head"]["mean_cosine"]
+    assert full < fe_only <= 1.0 + 1e-6, (full, fe_only)
+
+    # case 2: a gate between the two -> the INT8 head is refused, kept in FP32; a usable deployment, exit 0
+    gate["min_cosine"] = (full + fe_only) / 2
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(calib), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout[res.stdout.index("{") :])
+    cpu = report["cpu"]
+    assert cpu["passed"] and cpu["head_precision"] == "fp32" and cpu["mean_cosine"] == fe_only
+    assert cpu["int8_head"]["mean_cosine"] == full and "INT8 head refused" in cpu["reason"]
+    assert report["targets"]["cpu"]["files"] == ["frame_encoder.int8-cpu.onnx"] and report["exit_code"] == 0
+    assert "temporal head kept in FP32" in res.stderr and "error:" not in res.stderr
+    assert (deploy / "frame_encoder.int8-cpu.onnx").is_file() and not (deploy / "temporal_head.int8-cpu.onnx").exists()
+    m = load_manifest(deploy)
+    assert m.files["temporal_head.int8-cpu"] == m.files["temporal_head"]
+    assert m.extra["quantization"]["cpu"]["head_precision"] == "fp32"
+    # the CPU backend at --precision int8 runs the INT8 frame encoder and the FP32 head
+    assert onnx_file(deploy, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
+    assert onnx_file(deploy, m, "temporal_head", "int8", "cpu") == onnx_file(deploy, m, "temporal_head", "fp32", "cpu")

@@ -182,3 +182,99 @@ def test_failed_training_keeps_existing_model(world, tmp_path):
     finally:
         (world / "captions.bak").rename(world / "captions.jsonl")
     assert (out / "model.safetensors").read_bytes() == before
+
+
+# -- recipes ---------------------------------------------------------------------------------------
+
+
+def test_recipes_default_and_paper():
+    from training.train import recipe_settings
+
+    paper = recipe_settings("paper")
+    assert paper["loss"] == "triplet" and paper["margin"] == 1.0
+    assert paper["negatives"] == {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8,
+                                  "fn_distance": 0.0}  # fmt: skip
+    default = recipe_settings("default")
+    assert default["loss"] == "infonce" and default["share_negatives"] and default["negatives"]["fn_distance"] == 0
+    cfg = TrainConfig()  # the dataclass defaults are the default recipe
+    assert cfg.loss == "infonce" and cfg.share_negatives and cfg.negatives.fn_distance == 0
+    with pytest.raises(CezsarError, match="--recipe"):
+        recipe_settings("vibes")
+
+
+@pytest.mark.parametrize("extra,shared", [(0, False), (3, False), (1, True)])
+def test_infonce_with_filtered_extra_negatives_trains(world, tmp_path, extra, shared):
+    neg = NegativeConfig(fn_distance=0.0 if shared else 0.4)
+    cfg = small_cfg(epochs=1, extra_negatives=extra, negatives=neg, share_negatives=shared)
+    res = train(world, tmp_path / "m", cfg, progress=False)
+    assert res.epochs_run == 1 and np.isfinite(res.history[0]["train_loss"])
+
+
+def test_train_cli_paper_recipe_is_recorded(world, tmp_path):
+    out = subprocess.run(
+        [*CLI, "train", "--data", str(world), "--out", str(tmp_path / "m"), "--recipe", "paper", "--epochs", "1",
+         "--threads", "1", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "recipe paper: loss triplet" in out.stderr
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())["training"]["config"]
+    assert cfg["loss"] == "triplet" and cfg["margin"] == 1.0
+    assert cfg["negatives"]["fn_distance"] == 0.0 and cfg["negatives"]["max_distance"] == 0.8
+
+
+# -- sampling defaults probed from the videos ------------------------------------------------------
+
+
+def _clip_folder(root: Path, seconds: float, fps: float, h: int, w: int, n: int = 4) -> Path:
+    from cezsar.video import write_video
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        frames = rng.integers(0, 255, size=(int(seconds * fps), h, w, 3), dtype=np.uint8)
+        write_video(root / f"v{i}.mp4", frames, fps)
+        lines.append(json.dumps({"video": f"v{i}.mp4", "caption": f"clip number {i} of a thing moving"}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_probe_fits_short_small_clips(tmp_path):
+    from training.probe import choose, probe_clips
+
+    folder = _clip_folder(tmp_path / "short", seconds=3.0, fps=10.0, h=96, w=128)
+    clips = [(folder / f"v{i}.mp4", None, None) for i in range(4)]
+    res = probe_clips(clips)
+    assert res.videos_probed == 4 and res.clip_seconds == pytest.approx(3.0, abs=0.15) and res.short_side == 96
+    # 8 frames spread over the 3-s clip (not 16 frames at 1 fps: 3 distinct frames repeated), 96 px not 224
+    assert res.frames == 8 and res.fps == pytest.approx(8 / 3, rel=0.06) and res.image_size == 96 == res.resize
+    # segments: the segment length counts, not the video's
+    assert probe_clips([(folder / "v0.mp4", 0.0, 1.0)]).fps == pytest.approx(min(8 / 1.0, 10.0))
+    # long full-resolution videos keep the paper's 16 frames over 16 s (1 fps) and 224-px crops of 256
+    assert choose(120.0, 30.0, 720) == (16, 1.0, 224, 256)
+    # a rate above the video's own is capped; a clip shorter than T frames gets fewer frames
+    assert choose(2.0, 3.0, 64) == (6, 3.0, 64, 64)
+
+
+def test_train_cli_prints_probed_defaults_and_flags_override(tmp_path):
+    folder = _clip_folder(tmp_path / "short", seconds=3.0, fps=10.0, h=96, w=128)
+    out = subprocess.run(
+        [*CLI, "train", "--data", str(folder), "--out", str(tmp_path / "m"), "--epochs", "1", "--threads", "1",
+         "--frames", "4", "--neg-count", "2"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "no dataset.json sampling settings; probed 4 video(s)" in out.stderr
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["frames"] == 4  # the flag wins
+    assert cfg["fps"] == pytest.approx(8 / 3, rel=0.06) and cfg["preprocess"]["size"] == 96
+
+
+def test_cosine_schedule_keeps_the_last_epoch(world, tmp_path):
+    from training.train import _cosine_factor
+
+    assert _cosine_factor(0.5, 10) == 0.5 and _cosine_factor(1.0, 10) == 1.0 and _cosine_factor(10, 10) == 0.0
+    assert _cosine_factor(5.5, 10) == pytest.approx(0.5)
+    res = train(world, tmp_path / "m", small_cfg(epochs=3, schedule="cosine", patience=0), progress=False)
+    assert res.epochs_run == 3 and res.best_epoch == 2  # no early stop, whatever the validation loss did
+    with pytest.raises(CezsarError, match="--schedule"):
+        train(world, tmp_path / "m2", small_cfg(schedule="step"), progress=False)

@@ -23,21 +23,48 @@ def train_cmd(
     pretrained: bool = typer.Option(False, help="Load the backbone library's pretrained weights (its own cache)."),
     backbone_checkpoint: Path | None = typer.Option(None, help="Local backbone weights (.safetensors or .pt)."),
     mode: str = typer.Option("auto", help="auto | frozen (cached features, heads only) | end2end."),
-    loss: str = typer.Option("triplet", help="triplet (paper) | infonce."),
-    negatives: str = typer.Option("auto", help="auto (cosine-distance window, paper) | random."),
+    recipe: str = typer.Option(
+        "default",
+        help="default (InfoNCE: in-batch + one automatic negative per positive, identical captions masked) | "
+        "paper (triplet, margin 1.0, 10 automatic negatives at 0 < d < 0.8, as published). Flags override it.",
+    ),
+    loss: str | None = typer.Option(None, help="infonce | triplet (default: the recipe's)."),
+    negatives: str | None = typer.Option(None, help="auto (cosine-distance window) | random (default: auto)."),
     neg_count: int = typer.Option(10, help="Negatives sampled per positive."),
+    fn_distance: float | None = typer.Option(
+        None,
+        help="False-negative filter: captions closer than this cosine distance to the positive are treated as "
+        "paraphrases, never negatives (default 0: off; only identical captions are masked).",
+    ),
+    extra_negatives: int | None = typer.Option(
+        None, help="InfoNCE with --per-video-negatives: sampled negatives per video added to its denominator."
+    ),
+    margin: float | None = typer.Option(None, help="Triplet margin (default 1.0, the paper's)."),
+    share_negatives: bool | None = typer.Option(
+        None,
+        "--share-negatives/--per-video-negatives",
+        help="InfoNCE: one sampled negative per positive shared by the whole batch (default recipe), or "
+        "--extra-negatives of them per video, in that video's denominator only.",
+    ),
     neg_min: float | None = typer.Option(None, help="Lower bound of the negatives' cosine distance window."),
     neg_max: float | None = typer.Option(None, help="Upper bound of the negatives' cosine distance window."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping on validation loss)."),
-    frames: int | None = typer.Option(None, help="Frames per clip T (default: dataset.json, else 16)."),
-    fps: float | None = typer.Option(None, help="Sampling rate (default: dataset.json, else 1.0)."),
-    image_size: int | None = typer.Option(None, help="Crop size (default: dataset.json, else 224)."),
+    frames: int | None = typer.Option(
+        None, help="Frames per clip T (default: dataset.json, else chosen from the probed clips)."
+    ),
+    fps: float | None = typer.Option(None, help="Sampling rate (default: dataset.json, else probed)."),
+    image_size: int | None = typer.Option(None, help="Crop size (default: dataset.json, else probed)."),
     resize: int | None = typer.Option(
-        None, help="Shorter-side resize before the crop (default: dataset.json, else 256)."
+        None, help="Shorter-side resize before the crop (default: dataset.json, else probed)."
     ),
     batch_size: int = typer.Option(32),
     lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
-    patience: int = typer.Option(6, help="Early-stopping patience in epochs."),
+    patience: int = typer.Option(6, help="Early-stopping patience in epochs (constant schedule)."),
+    schedule: str | None = typer.Option(
+        None,
+        help="constant (early stopping on validation loss; paper) | cosine (1-epoch warm-up, cosine decay to 0 "
+        "over --epochs, keeps the last epoch). Default: the recipe's.",
+    ),
     seed: int = typer.Option(0),
     text_model: str = typer.Option(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
@@ -56,16 +83,30 @@ def train_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Train the contrastive model on captioned clips."""
+    import os
     import time
 
     from rich.console import Console
 
     from cezsar.data.formats import read_captions
     from training.negatives import NegativeConfig
-    from training.train import TrainConfig, train
+    from training.train import TrainConfig, recipe_settings, train
 
-    read_captions(data)  # bad data fails here, before anything is printed or created
+    console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 reports
+    records = read_captions(data)  # bad data fails here, before anything is printed or created
     d = _defaults(data)
+    given = {"frames": frames, "fps": fps, "image_size": image_size, "resize": resize}
+    if any(v is None and k not in d for k, v in given.items()):
+        from training.probe import probe_clips
+
+        found = probe_clips([(r.video, r.start, r.end) for r in records], seed=seed)
+        filled = {k: v for k, v in found.defaults().items() if given[k] is None and k not in d}
+        d = {**found.defaults(), **d}
+        console.print(f"no dataset.json sampling settings; {found.describe()} (using {filled}; flags override)")
+    rs = recipe_settings(recipe)
+    rneg = rs.pop("negatives")
+    negatives = negatives or rneg["mode"]
+    loss = loss or rs["loss"]
     if negatives not in ("auto", "random"):
         raise CezsarError(f"--negatives {negatives!r}: expected auto or random")
     if loss not in ("triplet", "infonce"):
@@ -73,9 +114,10 @@ def train_cmd(
     neg = NegativeConfig(
         mode=negatives,
         count=neg_count,
-        min_distance=neg_min if neg_min is not None else float(d.get("neg_min", 0.0)),
-        max_distance=neg_max if neg_max is not None else float(d.get("neg_max", 0.8)),
+        min_distance=neg_min if neg_min is not None else float(d.get("neg_min", rneg.get("min_distance", 0.0))),
+        max_distance=neg_max if neg_max is not None else float(d.get("neg_max", rneg.get("max_distance", 0.8))),
         seed=seed,
+        fn_distance=fn_distance if fn_distance is not None else float(rneg["fn_distance"]),
     )
     cfg = TrainConfig(
         backbone=backbone,
@@ -84,11 +126,15 @@ def train_cmd(
         mode=mode,
         loss=loss,
         negatives=neg,
+        extra_negatives=extra_negatives if extra_negatives is not None else int(rs.get("extra_negatives", 1)),
+        margin=margin if margin is not None else float(rs.get("margin", 1.0)),
+        share_negatives=share_negatives if share_negatives is not None else bool(rs.get("share_negatives", False)),
+        schedule=schedule or str(rs.get("schedule", "constant")),
         epochs=epochs or int(d.get("epochs", 40)),
-        frames=frames or int(d.get("frames", 16)),
-        fps=fps or float(d.get("fps", 1.0)),
-        image_size=image_size or int(d.get("image_size", 224)),
-        resize=resize or int(d.get("resize", 256)),
+        frames=frames or int(d["frames"]),
+        fps=fps or float(d["fps"]),
+        image_size=image_size or int(d["image_size"]),
+        resize=resize or int(d["resize"]),
         batch_size=batch_size,
         lr=lr or float(d.get("lr", 1e-4)),
         patience=patience,
@@ -106,12 +152,10 @@ def train_cmd(
         cfg.init = str(init)
         cfg.backbone, cfg.text_model = icfg.backbone, icfg.text_model
         cfg.image_size, cfg.resize = icfg.pre.size, icfg.pre.resize
-    import os
-
-    console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 reports
     console.print(
-        f"training {cfg.backbone} ({cfg.resolved_mode()}), loss {cfg.loss}, negatives {neg.mode} "
-        f"[{neg.min_distance}, {neg.max_distance}], T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr}"
+        f"training {cfg.backbone} ({cfg.resolved_mode()}), recipe {recipe}: loss {cfg.loss}, negatives {neg.mode} "
+        f"({neg.min_distance}, {neg.max_distance}) x{neg.count}, false-negative filter d < {neg.fn_distance}, "
+        f"T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr} ({cfg.schedule}), {cfg.epochs} epochs"
     )
     t0 = time.time()
     res = train(data, out, cfg, resume=resume)

@@ -4,6 +4,13 @@
 sentence-embedding cosine distance to it lies inside a window (reference: 0.0 < d < 0.8),
 so negatives are related enough to be informative but not paraphrases of the positive.
 ``random`` draws any other caption uniformly, for comparison.
+
+A *false negative* is a sampled negative that describes the positive's action in other words (a
+paraphrase). On real data the classes are unknown, so the filter is label-free: ``fn_distance``
+drops candidates whose sentence-embedding cosine distance to the positive is below it (on top of
+the window), and :func:`paraphrase_mask` applies the same rule to in-batch negatives. With class
+labels (the synthetic world), :func:`false_negative_rate` measures how many sampled negatives share
+the positive's class.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ class NegativeConfig:
     min_distance: float = 0.0
     max_distance: float = 0.8
     seed: int = 0
+    fn_distance: float = 0.0  # false-negative filter: candidates closer than this are paraphrases (0: off)
 
 
 def sample_negatives(
@@ -41,16 +49,19 @@ def sample_negatives(
     rng = np.random.default_rng(cfg.seed)
     groups = np.asarray(group if group is not None else np.arange(n))
     out = np.empty((n, cfg.count), dtype=np.int64)
+    e = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     if cfg.mode == "random":
         for i in range(n):
-            cand = np.flatnonzero(groups != groups[i])
+            ok = groups != groups[i]
+            if cfg.fn_distance > 0:
+                ok &= (1.0 - (e @ e[i]).numpy()) >= cfg.fn_distance
+            cand = np.flatnonzero(ok)
             if cand.size == 0:
                 cand = np.delete(np.arange(n), i)
             out[i] = rng.choice(cand, size=cfg.count, replace=cand.size < cfg.count)
         return out
     if cfg.mode != "auto":
         raise ValueError(f"unknown negative mode {cfg.mode!r} (auto or random)")
-    e = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     mid = (cfg.min_distance + cfg.max_distance) / 2
     for start in range(0, n, 1024):
         dist = (1.0 - e[start : start + 1024] @ e.T).numpy()
@@ -58,6 +69,8 @@ def sample_negatives(
             d = dist[r]
             valid = groups != groups[i]
             valid[i] = False
+            if cfg.fn_distance > 0:
+                valid &= d >= cfg.fn_distance
             inside = np.flatnonzero(valid & (d > cfg.min_distance) & (d < cfg.max_distance))
             if inside.size >= cfg.count:
                 out[i] = rng.choice(inside, size=cfg.count, replace=False)
@@ -69,3 +82,17 @@ def sample_negatives(
             chosen = np.concatenate([inside, fill])
             out[i] = rng.choice(chosen, size=cfg.count, replace=chosen.size < cfg.count)
     return out
+
+
+def paraphrase_mask(anchors: torch.Tensor, texts: torch.Tensor, fn_distance: float) -> torch.Tensor:
+    """(A, K) bool: text k is a paraphrase of anchor caption a (cosine distance of the sentence
+    embeddings below ``fn_distance``, or the same sentence when ``fn_distance`` is 0)."""
+    a = torch.nn.functional.normalize(anchors.float(), dim=-1)
+    t = torch.nn.functional.normalize(texts.float(), dim=-1)
+    return (1.0 - a @ t.T) < max(fn_distance, 1e-5)
+
+
+def false_negative_rate(neg: np.ndarray, labels: list[str] | np.ndarray) -> float:
+    """Fraction of sampled negatives (N, count) whose class equals their positive's class."""
+    lab = np.asarray(labels)
+    return float(np.mean(lab[neg] == lab[:, None]))

@@ -1,5 +1,12 @@
 """Contrastive training of the CEZSAR model: align clips with their captions, push apart sampled
-unrelated captions (triplet, as in the paper) or in-batch captions (InfoNCE).
+unrelated captions (triplet, as in the paper) or in-batch captions plus the sampled ones (InfoNCE,
+the default; see docs/ablation.md for why).
+
+Two recipes: ``default`` (InfoNCE over the batch's captions plus one automatic negative per positive,
+shared by the batch; identical captions masked), the best measured in docs/ablation.md, and ``paper``
+(the paper's triplet loss with 10 automatic negatives per positive in the cosine-distance window
+0 < d < 0.8, margin 1.0, nothing filtered). Per-video hard negatives (``share_negatives=False``), a
+sentence-distance false-negative filter (``negatives.fn_distance``) and a cosine schedule are options.
 
 Two modes: ``frozen`` extracts per-frame features of a frozen backbone once and trains the heads on
 them (minutes, even for big backbones); ``end2end`` also trains the backbone on cached, decoded
@@ -29,10 +36,44 @@ from training.clips import ClipBank, Segment, build_bank, to_tensor
 from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
 from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
-from training.negatives import NegativeConfig, sample_negatives
+from training.negatives import NegativeConfig, paraphrase_mask, sample_negatives
 from training.stream import ClipBatches, WindowDraw, batch_loader
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_FN_DISTANCE = 0.0  # the sentence-distance false-negative filter is off by default (docs/ablation.md)
+RECIPES = ("default", "paper")
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def _cosine_factor(epoch: float, epochs: int, warmup: float = 1.0) -> float:
+    """Learning-rate factor at ``epoch`` (fractional): linear warm-up over ``warmup`` epochs, then cosine to 0."""
+    if epoch < warmup:
+        return max(epoch / warmup, 0.05)
+    t = (epoch - warmup) / max(epochs - warmup, 1e-9)
+    return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+def recipe_settings(recipe: str) -> dict[str, Any]:
+    """TrainConfig fields (and ``negatives`` fields under "negatives") that a recipe sets."""
+    if recipe == "default":
+        # the best measured (docs/ablation.md): in-batch InfoNCE plus one automatic negative per positive,
+        # shared by the batch; identical captions masked. Per-video hard negatives and the sentence-distance
+        # false-negative filter were measured and did not help.
+        negatives = {"mode": "auto", "min_distance": 0.0, "max_distance": 0.8, "fn_distance": DEFAULT_FN_DISTANCE}
+        return {"loss": "infonce", "share_negatives": True, "extra_negatives": 1, "negatives": negatives}
+    if recipe == "paper":
+        # the paper: triplet margin loss (Euclidean, margin 1.0), 10 automatic negatives per positive
+        # drawn from the cosine-distance window 0 < d < 0.8, no false-negative filter
+        return {
+            "loss": "triplet",
+            "margin": 1.0,
+            "negatives": {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8, "fn_distance": 0.0},
+        }
+    raise CezsarError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
 
 
 @dataclass
@@ -41,8 +82,11 @@ class TrainConfig:
     pretrained: bool = False
     backbone_checkpoint: str | None = None
     mode: str = "auto"  # auto | frozen | end2end
-    loss: str = "triplet"  # triplet | infonce
-    negatives: NegativeConfig = field(default_factory=NegativeConfig)
+    loss: str = "infonce"  # infonce | triplet (paper)
+    negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(fn_distance=DEFAULT_FN_DISTANCE))
+    extra_negatives: int = 1  # infonce: sampled negatives per positive added to its denominator
+    margin: float = 1.0  # triplet margin (Euclidean distance on unit vectors, as in the paper)
+    share_negatives: bool = True  # infonce: one sampled negative per positive, shared by the batch (the default)
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-4
@@ -50,6 +94,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.99)
     patience: int = 6
+    schedule: str = "constant"  # constant (early stopping on validation loss) | cosine (warm-up, decay, last epoch)
     frames: int = 16
     fps: float = 1.0
     image_size: int = 224
@@ -93,23 +138,44 @@ class TrainResult:
 class _Objective(torch.nn.Module):
     """One batch's loss from its inputs: what DDP wraps (every trained parameter is used in forward)."""
 
-    def __init__(self, model: CezsarModel, loss_fn: torch.nn.Module, mode: str) -> None:
+    def __init__(self, model: CezsarModel, loss_fn: torch.nn.Module, mode: str, fn_distance: float = 0.0) -> None:
         super().__init__()
-        self.model, self.loss_fn, self.mode = model, loss_fn, mode
+        self.model, self.loss_fn, self.mode, self.fn_distance = model, loss_fn, mode, fn_distance
 
     def forward(
-        self, inputs: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, cid: torch.Tensor, gather: bool
+        self,
+        inputs: torch.Tensor,
+        pos: torch.Tensor,
+        negs: torch.Tensor,
+        cid: torch.Tensor,
+        gid: torch.Tensor,
+        extra_ex: torch.Tensor | None,
+        gather: bool,
     ) -> torch.Tensor:
-        """``cid``: caption ids of the batch (equal ids: the same caption, not a negative of each other)."""
+        """``pos``: the positives' sentence embeddings; ``negs``: (B, D) negatives shared by the batch, (B, K, D)
+        per video, or (B*K, D) for the triplet loss. ``cid``/``gid``: caption and clip ids (equal ids: not
+        a negative of each other); ``extra_ex`` (B, K): per-video negatives that are false negatives."""
         m = self.model
         video = m.temporal_head(inputs) if self.mode == "frozen" else m.encode_video(inputs)
-        p, n = m.encode_text(pos), m.encode_text(negs)
-        if isinstance(self.loss_fn, InfoNCELoss):
-            if gather:  # issue 12: negatives from every rank (CLIP-style), gradient through the local rows
-                video, p, n, cid = (distributed.gather_with_grad(x) for x in (video, p, n, cid))
-            return self.loss_fn(video, p, n, same=cid[:, None] == cid[None, :])
-        k = len(n) // len(p)
-        return self.loss_fn(video.repeat_interleave(k, 0), p.repeat_interleave(k, 0), n)
+        p = m.encode_text(pos)
+        if not isinstance(self.loss_fn, InfoNCELoss):
+            n = m.encode_text(negs)
+            k = len(n) // len(p)
+            return self.loss_fn(video.repeat_interleave(k, 0), p.repeat_interleave(k, 0), n)
+        n = m.encode_text(negs.reshape(-1, negs.shape[-1])).view(*negs.shape[:-1], -1)
+        raw = pos
+        extra = None if extra_ex is None else extra_ex.to(torch.uint8)
+        if gather:  # issue 12: negatives from every rank (CLIP-style), gradient through the local rows
+            video, p, n, cid, gid, raw = (distributed.gather_with_grad(x) for x in (video, p, n, cid, gid, raw))
+            extra = None if extra is None else distributed.gather_with_grad(extra)
+        exclude = (cid[:, None] == cid[None, :]) | (gid[:, None] == gid[None, :])
+        if self.fn_distance > 0:
+            exclude |= paraphrase_mask(raw, raw, self.fn_distance)
+        if extra is not None:
+            exclude = torch.cat([exclude, extra.bool()], dim=1)
+        else:
+            exclude = torch.cat([exclude, torch.zeros((len(p), len(n)), dtype=torch.bool, device=p.device)], dim=1)
+        return self.loss_fn(video, p, n, exclude=exclude)
 
 
 def _log_step(path: str, dinfo: distributed.DistInfo, epoch: int, loss: float) -> None:
@@ -261,13 +327,13 @@ def train(
     elif not _stream(cfg, len(segs), pre):
         bank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
 
-    loss_fn = make_loss(cfg.loss).to(dev)
+    loss_fn = make_loss(cfg.loss, margin=cfg.margin).to(dev)
     head_params = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
     groups_opt: list[dict[str, Any]] = [{"params": head_params + list(loss_fn.parameters()), "lr": cfg.lr}]
     if mode == "end2end":
         groups_opt.append({"params": list(model.frame_encoder.parameters()), "lr": cfg.backbone_lr or cfg.lr})
     opt = torch.optim.AdamW(groups_opt, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    objective: torch.nn.Module = _Objective(model, loss_fn, mode)
+    objective: torch.nn.Module = _Objective(model, loss_fn, mode, cfg.negatives.fn_distance)
     step_fn: torch.nn.Module = objective
     if dinfo.enabled:  # issue 12: DDP averages the gradients of the ranks
         from torch.nn.parallel import DistributedDataParallel
@@ -287,8 +353,11 @@ def train(
         best_state = {k: v.clone() for k, v in model.state_dict().items()} if best["epoch"] >= 0 else None
         log.info("resuming at epoch %d", start_epoch)
 
-    # identical captions share an id: InfoNCE does not treat them as each other's negatives
+    # identical captions share an id, the captions of one clip a group id: InfoNCE does not treat them as
+    # each other's negatives (ids, not hashes: they must agree across torchrun ranks)
     cid = torch.from_numpy(np.unique(np.array(captions, dtype=object), return_inverse=True)[1].astype(np.int64))
+    gid = torch.from_numpy(np.unique(np.array(groups, dtype=object), return_inverse=True)[1].astype(np.int64))
+    fn_distance = cfg.negatives.fn_distance
     draw = WindowDraw  # issue 12: per-sample draws keyed by (seed, epoch, sample), whatever the batch split
     streamed = mode == "end2end" and _stream(cfg, len(segs), pre)
     if streamed:
@@ -312,26 +381,42 @@ def train(
             yield b.idx, b.inputs
 
     def run_batch(idx: np.ndarray, inputs: torch.Tensor, train_mode: bool, epoch: int = 0) -> torch.Tensor:
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        extra_ex: torch.Tensor | None = None
         if isinstance(loss_fn, InfoNCELoss):
-            if train_mode:  # one random negative column per sample, its own generator
-                col = np.array(
-                    [np.random.default_rng([cfg.seed, epoch, int(i), 1]).integers(0, neg.shape[1]) for i in idx]
-                )
-            else:
-                col = np.zeros(len(idx), dtype=np.int64)
-            negs = sent[neg[idx, col]]
+            # per-sample generators keyed by (seed, epoch, sample): the same draws whatever the batch split
+            gens = [np.random.default_rng([cfg.seed, epoch, int(i), 1]) for i in idx] if train_mode else None
+            if cfg.share_negatives:  # one drawn negative per positive, shared by the batch (the default)
+                col = np.array([g.integers(0, neg.shape[1]) for g in gens]) if gens else np.zeros(len(idx), np.int64)
+                negs = sent[neg[idx, col]]  # (B, D)
+            else:  # per video: its own k automatic negatives
+                k = max(1, min(cfg.extra_negatives, neg.shape[1]))
+                if gens:
+                    cols = np.stack([g.permutation(neg.shape[1])[:k] for g in gens])
+                else:
+                    cols = np.tile(np.arange(k), (len(idx), 1))
+                extra = torch.from_numpy(neg[np.asarray(idx)[:, None], cols])  # (B, k)
+                negs = sent[extra]  # (B, k, D)
+                unit = torch.nn.functional.normalize(sent.float(), dim=-1)
+                close = 1.0 - torch.einsum("bd,bkd->bk", unit[t], unit[extra]) < max(fn_distance, 1e-5)
+                extra_ex = close | (gid[extra] == gid[t][:, None])
         else:
             negs = sent[neg[idx].reshape(-1)]  # the paper's N negatives per positive: one triplet each
         fn = step_fn if train_mode else objective
-        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         return fn(
             inputs.to(dev, non_blocking=True),
             sent[t].to(dev),
             negs.to(dev),
             cid[t].to(dev),
+            gid[t].to(dev),
+            None if extra_ex is None else extra_ex.to(dev),
             train_mode and dinfo.enabled,
         )
 
+    if cfg.schedule not in SCHEDULES:
+        raise CezsarError(f"--schedule {cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    cosine = cfg.schedule == "cosine"
+    base_lrs = [cfg.lr] + ([cfg.backbone_lr or cfg.lr] if mode == "end2end" else [])  # not the resumed lr
     bs = cfg.batch_size
     from torch.utils.data import DistributedSampler
 
@@ -354,9 +439,15 @@ def train(
             perm = perm[: (len(perm) // bs) * bs or len(perm)]
             losses = []
             # every rank runs the same number of steps (DistributedSampler gives equal shares)
-            for idx, inputs in batches([perm[i : i + bs] for i in range(0, len(perm), bs)], epoch, True):
+            n_steps = max(1, -(-len(perm) // bs))
+            train_batches = batches([perm[i : i + bs] for i in range(0, len(perm), bs)], epoch, True)
+            for step_i, (idx, inputs) in enumerate(train_batches):
                 if len(idx) < 2 and not dinfo.enabled:
                     continue
+                if cosine:
+                    step = epoch + step_i / n_steps  # in epochs
+                    for g, base in zip(opt.param_groups, base_lrs, strict=True):
+                        g["lr"] = base * _cosine_factor(step, cfg.epochs)
                 loss = run_batch(idx, inputs, True, epoch)
                 opt.zero_grad(set_to_none=True)
                 # all-gathered InfoNCE: every rank holds the global loss and DDP averages, so scale back up
@@ -378,7 +469,9 @@ def train(
                 "seconds": round(time.time() - t0, 2),
             }
             history.append(rec)
-            improved = val_loss < best["val_loss"] - 1e-4
+            # cosine: the schedule ends at lr 0 and the last epoch is the model (a noisy validation
+            # loss picked under-trained early epochs); constant: early stopping on the validation loss
+            improved = cosine or val_loss < best["val_loss"] - 1e-4
             if improved:
                 best = {"val_loss": val_loss, "epoch": epoch}
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -387,7 +480,7 @@ def train(
                 with open(state.dir / "log.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(rec) + "\n")
             bar.update(task, advance=1, info=f"train {train_loss:.4f}  val {val_loss:.4f}  best@{best['epoch']}")
-            if epoch - best["epoch"] >= cfg.patience:
+            if not cosine and epoch - best["epoch"] >= cfg.patience:
                 log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
                 break
             over = bool(cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes)
