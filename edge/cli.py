@@ -78,9 +78,51 @@ def run_cmd(
     curve_clients: Path = typer.Option(
         None, "--curve-clients", help="Folder of the allowed clients' public key files (*.key)."
     ),
+    mqtt: str = typer.Option(
+        None,
+        "--mqtt",
+        help="Also publish to this MQTT broker: HOST[:PORT] (port 1883 by default).",
+    ),
+    mqtt_prefix: str = typer.Option("cezsar", "--mqtt-prefix", help="MQTT topic prefix: PREFIX/<stream>/<action> ..."),
+    mqtt_username: str = typer.Option(None, "--mqtt-username", help="MQTT user name."),
+    mqtt_password: str = typer.Option(
+        None,
+        "--mqtt-password",
+        envvar="CEZSAR_MQTT_PASSWORD",
+        show_envvar=True,
+        help="MQTT password; prefer the environment variable (a flag shows in the process list).",
+    ),
+    mqtt_tls_ca: Path = typer.Option(None, "--mqtt-tls-ca", help="CA file: MQTT over TLS."),
+    mqtt_tls_cert: Path = typer.Option(None, "--mqtt-tls-cert", help="Client certificate file for MQTT TLS."),
+    mqtt_tls_key: Path = typer.Option(None, "--mqtt-tls-key", help="Client key file for MQTT TLS."),
+    mqtt_tls_insecure: bool = typer.Option(
+        False, "--mqtt-tls-insecure", help="TLS without checking the broker's certificate and host name (tests only)."
+    ),
+    mqtt_discovery: bool = typer.Option(
+        True, "--mqtt-discovery/--no-mqtt-discovery", help="Home Assistant MQTT discovery (binary_sensor + score)."
+    ),
+    http: str = typer.Option(
+        None, "--http", help="Serve /healthz /readyz /metrics (/media) on [HOST:]PORT (default host 127.0.0.1)."
+    ),
+    http_token: str = typer.Option(
+        None,
+        "--http-token",
+        envvar="CEZSAR_HTTP_TOKEN",
+        show_envvar=True,
+        help="Bearer token for every HTTP path but /healthz; required for a non-loopback --http.",
+    ),
+    media: Path = typer.Option(None, "--media", help="Folder for a JPEG snapshot and an MP4 clip per event."),
+    pre_roll: float = typer.Option(3.0, "--pre-roll", help="Seconds of video before an event's start in its clip."),
+    media_max_age: float = typer.Option(
+        7 * 86400.0, "--media-max-age", help="Seconds a snapshot/clip is kept (retention; default 7 days)."
+    ),
+    media_max_mb: float = typer.Option(
+        2048.0, "--media-max-mb", help="Most megabytes the media folder may hold; the oldest files go first."
+    ),
 ) -> None:
-    """Recognise actions described in words on live video streams; publish events over ZeroMQ."""
-    from edge.runtime import Runtime, RuntimeConfig
+    """Recognise actions described in words on live video streams; publish events over ZeroMQ (and MQTT)."""
+    from edge.runtime import MediaOptions, MqttOptions, Runtime, RuntimeConfig, parse_host_port
+    from edge.sinks.mqtt import MqttTls
     from edge.sources import quiet_opencv
 
     if not log.isEnabledFor(logging.DEBUG):
@@ -110,6 +152,25 @@ def run_cmd(
         curve_secret=curve_secret,
         curve_clients=curve_clients,
     )
+    if mqtt:
+        host, port = parse_host_port(mqtt, None, 1883, "--mqtt")
+        tls = None
+        if mqtt_tls_ca or mqtt_tls_cert or mqtt_tls_insecure:
+            tls = MqttTls(ca=mqtt_tls_ca, cert=mqtt_tls_cert, key=mqtt_tls_key, insecure=mqtt_tls_insecure)
+        cfg.mqtt = MqttOptions(
+            host,
+            port,
+            prefix=mqtt_prefix,
+            username=mqtt_username,
+            password=mqtt_password,
+            tls=tls,
+            discovery=mqtt_discovery,
+        )
+    if http:
+        cfg.http = parse_host_port(http, "127.0.0.1", None, "--http")
+        cfg.http_token = http_token or None
+    if media:
+        cfg.media = MediaOptions(media, pre_roll=pre_roll, max_age=media_max_age, max_bytes=int(media_max_mb * 2**20))
     rt = Runtime(cfg)
     for line in rt.summary():
         log.info("%s", line)

@@ -31,6 +31,7 @@ SCHEMA = "cezsar/1"
 TOPIC_EVENT = "event"  # event.<stream>
 TOPIC_SCORES = "scores"  # scores.<stream>
 TOPIC_STATUS = "status"
+TOPIC_MEDIA = "media"  # media.<stream>
 
 
 class Message(NamedTuple):
@@ -96,8 +97,9 @@ def _ms(seconds: float) -> float:
     return round(1000 * seconds, 1)
 
 
-def event(ev: Event, now: float) -> Message:
-    """One phase (start/update/end) of an event; ``now``: publish time (Unix)."""
+def event(ev: Event, now: float, media: dict[str, Any] | None = None) -> Message:
+    """One phase (start/update/end) of an event; ``now``: publish time (Unix). ``media``: the end's
+    ``{"snapshot", "clip", "written": false}`` (paths or URLs) when --media records evidence."""
     payload = {
         "type": "event",
         "id": ev.id,
@@ -115,7 +117,24 @@ def event(ev: Event, now: float) -> Message:
         "time": now,
         "latency_ms": _ms(now - ev.wall) if ev.wall else None,
     }
+    if media is not None:
+        payload["media"] = media
     return Message(topic_for(TOPIC_EVENT, ev.stream), payload)
+
+
+def media(event_id: str, stream: str, files: dict[str, str], written: bool, error: str | None) -> Message:
+    """An ended event's snapshot and clip are on disk (``written``) or failed (``error``); sent once
+    the media writer is done, after the event's ``end`` (which already named the same files)."""
+    payload = {
+        "type": "media",
+        "event": event_id,
+        "stream": stream,
+        "snapshot": files.get("snapshot"),
+        "clip": files.get("clip"),
+        "written": written,
+        "error": error,
+    }
+    return Message(topic_for(TOPIC_MEDIA, stream), payload)
 
 
 def scores(r: WindowResult, now: float) -> Message:
@@ -179,6 +198,7 @@ def status(
     publisher: dict[str, Any],
     security: dict[str, Any],
     errors: list[str],
+    outputs: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Message:
     """The runtime's health, every ``--status-interval`` s and once more (``final``) at shutdown."""
@@ -204,6 +224,7 @@ def status(
         "publisher": publisher,
         "security": security,
         "errors": errors,
+        "outputs": outputs or {},
         **(extra or {}),
     }
     return Message(TOPIC_STATUS, payload)

@@ -3,8 +3,9 @@
     reader thread per source (decode -> sample -> preprocess -> FrameQueue)
         -> main loop: drain every queue -> Recognizer.push (edge/recognizer.py: frame encoder once per
            frame, rings, temporal head per hop, scorer, decisions; no threads)
-           -> edge/messages.py (scores, events, status) -> sinks (ZeroMQ PUB, events log, ...)
-           -> annotated video
+           -> edge/messages.py (scores, events, status) -> sinks (ZeroMQ PUB, events log, MQTT)
+           -> annotated video, media recorder (snapshot + clip per event), frame taps
+    HTTP server thread (--http: /healthz /readyz /metrics /media) reads Metrics fed by the main loop
     actions watcher thread (polls the actions file)      -> ActionStore -> Recognizer.set_actions
     control thread (REP socket)                           -> ActionStore -> Recognizer.set_actions
 
@@ -20,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +40,76 @@ from edge.control import ControlHandler, ControlServer
 from edge.decisions import Event
 from edge.embedder import WindowEmbedder
 from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
+from edge.http import HttpServer, Metrics
+from edge.media import MediaRecorder, MediaResult
 from edge.publisher import SNDHWM, Publisher
 from edge.recognizer import Recognizer, Step
 from edge.security import CurveServer
 from edge.sinks import Sink, Sinks
 from edge.sinks.events_log import EventsLog
+from edge.sinks.mqtt import MqttSink, MqttTls
 from edge.sources import Frame, Source
 from edge.text import TextEncoder
 
 log = logging.getLogger("cezsar.edge")
 
 FINAL_LINGER_MS = 500  # how long closing the PUB socket may take to hand the final messages to subscribers
+MEDIA_FLUSH_S = 10.0  # how long close() waits for the snapshots and clips of the last events
+
+FrameTap = Callable[[str, float, np.ndarray], None]
+
+
+@dataclass
+class MqttOptions:
+    """``--mqtt HOST[:PORT]`` and its options (edge/sinks/mqtt.py)."""
+
+    host: str
+    port: int = 1883
+    prefix: str = "cezsar"
+    username: str | None = None
+    password: str | None = None
+    tls: MqttTls | None = None
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    node_id: str | None = None
+    client_id: str | None = None
+    scores: bool = True
+    qos: int = 1
+
+
+@dataclass
+class MediaOptions:
+    """``--media DIR`` and its options (edge/media.py)."""
+
+    dir: Path
+    pre_roll: float = 3.0
+    max_clip: float = 120.0
+    max_bytes: int = 2 << 30
+    max_age: float = 7 * 86400.0
+
+
+def parse_host_port(value: str, default_host: str | None, default_port: int | None, what: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``PORT`` or ``[v6]:PORT`` -> (host, port); one clear line when wrong."""
+    v = value.strip()
+    host: str | None
+    port_s: str | None
+    if v.startswith("["):
+        host, sep, rest = v[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else (None if not rest else "x")
+    elif v.isdigit():
+        host, port_s = None, v
+    elif v.count(":") == 1:
+        host, port_s = v.split(":")
+    else:
+        host, port_s = v, None
+    host = host or default_host
+    try:
+        port = int(port_s) if port_s is not None else default_port
+    except ValueError:
+        port = None
+    if not host or port is None or not 0 <= port < 65536:
+        raise CezsarError(f"{what} {value!r}: expected [HOST:]PORT or HOST[:PORT] with a port 0-65535")
+    return host, port
 
 
 @dataclass
@@ -80,6 +141,10 @@ class RuntimeConfig:
     fallback_backend: str | None = None  # backend to use when --backend cannot load (e.g. onnxruntime-cpu)
     shutdown_timeout: float = 0.5  # seconds close() waits for reader threads (they are daemons)
     extra_status: dict[str, Any] = field(default_factory=dict)
+    mqtt: MqttOptions | None = None  # publish to an MQTT broker too (Home Assistant discovery)
+    http: tuple[str, int] | None = None  # (bind, port): /healthz /readyz /metrics (/media)
+    http_token: str | None = None  # bearer token; required beyond loopback
+    media: MediaOptions | None = None  # snapshot + clip per event
 
 
 class _Latency:
@@ -137,6 +202,15 @@ class Runtime:
         self._ended_streams: set[str] = set()
         self._reconnects: dict[str, int] = {}
         self._opened = self._started = self._closed = False
+        self.frame_taps: list[FrameTap] = []  # (stream, t, bgr) per frame from the main loop; must be cheap
+        self.tap_errors = 0
+        self.http: HttpServer | None = None
+        self.metrics: Metrics | None = None
+        self.media: MediaRecorder | None = None
+        self.mqtt: MqttSink | None = None
+        self._media_done: deque[MediaResult] = deque()  # written by the media thread, published by the main loop
+        self._counted: dict[str, tuple[int, int]] = {}  # stream -> (frames, dropped) already in the metrics
+        self.sources: list[Source] = []
         self.stop_reason = "running"
         with ExitStack() as stack:  # unwound here if anything below fails, else by close()
             self.loaded = self._load_backend()
@@ -164,6 +238,37 @@ class Runtime:
             self.add_sink(self.publisher)
             if cfg.events_log:
                 self.add_sink(EventsLog(cfg.events_log))
+            if cfg.mqtt is not None:
+                self.mqtt = self._mqtt_sink(cfg.mqtt)
+                self.add_sink(self.mqtt)
+            if cfg.http is not None:
+                self.metrics = Metrics()
+                self.http = HttpServer(
+                    cfg.http[0],
+                    cfg.http[1],
+                    metrics=self.metrics,
+                    ready=self.ready,
+                    token=cfg.http_token,
+                    media_dir=cfg.media.dir if cfg.media else None,
+                )
+                self.http.start()
+                stack.callback(self.http.stop)
+                self._init_metrics()
+            if cfg.media is not None:
+                mo = cfg.media
+                self.media = MediaRecorder(
+                    mo.dir,
+                    pre_roll=mo.pre_roll,
+                    start_delay=max(5.0, 2 * self.window / self.fps),
+                    max_clip=mo.max_clip,
+                    max_bytes=mo.max_bytes,
+                    max_age=mo.max_age,
+                    base_url=f"{self.http.url}/media" if self.http else None,
+                    on_written=self._media_done.append,
+                )
+                stack.callback(self.media.close)
+                if self.metrics is not None:
+                    self.metrics.watch_sink("media", self.media.stats)
             stack.callback(self._finish)  # before the sinks close: end open events, final status
             self.watcher = ActionsWatcher(self.store)
             stack.callback(self.watcher.stop)
@@ -195,6 +300,47 @@ class Runtime:
             loaded.reason = f"fallback: --backend {cfg.backend} failed ({e}); {loaded.reason}"
             self.errors.append(f"backend {cfg.backend}: {e}")
             return loaded
+
+    def _mqtt_sink(self, o: MqttOptions) -> MqttSink:
+        return MqttSink(
+            o.host,
+            o.port,
+            prefix=o.prefix,
+            username=o.username,
+            password=o.password,
+            tls=o.tls,
+            client_id=o.client_id,
+            node_id=o.node_id,
+            discovery=o.discovery,
+            discovery_prefix=o.discovery_prefix,
+            scores=o.scores and self.cfg.scores,
+            qos=o.qos,
+        )
+
+    def _init_metrics(self) -> None:
+        m = self.metrics
+        assert m is not None
+        backend = self.loaded.backend
+        m.set_info(backend.describe(), backend.precision, model=self.manifest.model_hash[:12])
+        m.set_actions(len(self.store.current.actions))
+        m.watch_sink("zmq", self.publisher.stats)
+        if self.mqtt is not None:
+            m.watch_sink("mqtt", self.mqtt.stats)
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """/readyz: models loaded (they are, once the runtime exists) and every source producing frames
+        (a file that played to its end counts; a failed or reconnecting source, or one with no frame yet,
+        does not)."""
+        reasons = []
+        if self._closed:
+            reasons.append("runtime stopped")
+        for s in list(self.sources):
+            snap = s.snapshot()
+            if snap["state"] in ("failed", "reconnecting", "connecting", "starting", "stopped"):
+                reasons.append(f"{s.name}: {snap['state']}" + (f" ({snap['error']})" if snap["error"] else ""))
+            elif snap["frames"] == 0:
+                reasons.append(f"{s.name}: no frame yet")
+        return not reasons, reasons
 
     def add_sink(self, sink: Sink) -> None:
         """One more output for every message (edge/sinks), from the next message on; closed after the
@@ -232,6 +378,12 @@ class Runtime:
             lines.append(f"events log: {cfg.events_log}")
         if cfg.output:
             lines.append(f"annotated video: {cfg.output}")
+        if self.mqtt is not None:
+            lines.append(f"mqtt: {self.mqtt.host}:{self.mqtt.port} prefix {self.mqtt.prefix}")
+        if self.http is not None:
+            lines.append(f"http: {self.http.url} (/healthz /readyz /metrics{' /media' if self.media else ''})")
+        if self.media is not None:
+            lines.append(f"media: {self.media.dir} (pre-roll {self.media.pre_roll:g} s)")
         return lines
 
     def _status_message(self, final: bool) -> messages.Message:
@@ -260,10 +412,21 @@ class Runtime:
             actions=messages.actions_state(aset.names(), self.store.version, self.store.error, self.store.error_line),
             events={"total": self.events_total, "open": len(rec.active()), **self.events_by_phase},
             publisher=self.publisher.stats(),
+            outputs=self._outputs(),
             security={"curve": self.curve is not None, "allowed_clients": self.curve.clients if self.curve else 0},
             errors=list(self.errors),
             extra=self.cfg.extra_status,
         )
+
+    def _outputs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.mqtt is not None:
+            out["mqtt"] = self.mqtt.stats()
+        if self.http is not None:
+            out["http"] = {"url": self.http.url}
+        if self.media is not None:
+            out["media"] = self.media.stats()
+        return out
 
     def status(self, final: bool = False) -> dict[str, Any]:
         return self._status_message(final).payload
@@ -292,7 +455,16 @@ class Runtime:
     # -- publishing ------------------------------------------------------------------------
     def _emit(self, events: list[Event]) -> None:
         for ev in events:
-            self.sinks.publish(*messages.event(ev, time.time()))
+            media: dict[str, Any] | None = None
+            if self.media is not None:
+                if ev.phase == "start":
+                    self.media.event_start(ev.id, ev.stream, ev.start)
+                elif ev.phase == "end":
+                    res = self.media.event_end(ev.id, ev.end if ev.end is not None else ev.start, ev.peak_time)
+                    media = None if res is None else {**res.as_message(), "written": False}
+            if self.metrics is not None and ev.phase == "start":
+                self.metrics.event(ev.stream, ev.action)
+            self.sinks.publish(*messages.event(ev, time.time(), media=media))
             self.events_total += 1
             self.events_by_phase[ev.phase] = self.events_by_phase.get(ev.phase, 0) + 1
             level = logging.INFO if ev.phase != "update" else logging.DEBUG
@@ -305,6 +477,8 @@ class Runtime:
         for r in step.windows:
             now = time.time()
             self.latency.add(1000 * (now - r.window.wall))
+            if self.metrics is not None:
+                self.metrics.window_latency(now - r.window.wall, r.window.stream)
             if self.cfg.scores:
                 self.sinks.publish(*messages.scores(r, now))
             self._emit(r.events)
@@ -354,8 +528,15 @@ class Runtime:
     def _process(self, frames: list[Frame]) -> None:
         """Frames -> Recognizer -> messages / video. A failure here (e.g. the inference backend) is
         reported and these frames are skipped; the runtime goes on with the next ones."""
+        self._tap(frames)
         try:
             self._publish(self.recognizer.push(frames))
+            if self.metrics is not None:
+                per: dict[str, int] = {}
+                for f in frames:
+                    per[f.stream] = per.get(f.stream, 0) + 1
+                for name, n in per.items():
+                    self.metrics.frame_encoded(name, n)
             if self.annotator is not None:
                 active = {(e.stream, e.action) for e in self.recognizer.active()}
                 self.annotator.write(frames, active, self.recognizer.smoothed)
@@ -368,6 +549,40 @@ class Runtime:
             self.errors.append(msg)
             for name in {f.stream for f in frames}:
                 self.recognizer.reset(name)
+
+    def _tap(self, frames: list[Frame]) -> None:
+        """Every frame to the media ring and the frame taps (cheap: references, no copies)."""
+        for f in frames:
+            if self.media is not None:
+                self.media.add_frame(f.stream, f.t, f.image)
+            for tap in list(self.frame_taps):
+                try:
+                    tap(f.stream, f.t, f.image)
+                except Exception as e:  # noqa: BLE001 - a broken tap must not stop recognition
+                    self.tap_errors += 1
+                    if self.tap_errors & (self.tap_errors - 1) == 0:
+                        log.warning(
+                            "frame tap %r failed (%s: %s) [%d so far]", tap, type(e).__name__, e, self.tap_errors
+                        )
+
+    def _publish_media(self) -> None:
+        """The media of ended events that the writer finished: one ``media.<stream>`` message each."""
+        while self._media_done:
+            res = self._media_done.popleft()
+            self.sinks.publish(*messages.media(res.event_id, res.stream, res.as_message(), res.written, res.error))
+
+    def _count_frames(self) -> None:
+        if self.metrics is None:
+            return
+        for s in self.sources:
+            frames, dropped = s.stats.frames, s.queue.dropped
+            f0, d0 = self._counted.get(s.name, (0, 0))
+            if frames > f0:
+                self.metrics.frame_in(s.name, frames - f0)
+            if dropped > d0:
+                self.metrics.frame_dropped(s.name, dropped - d0)
+            self._counted[s.name] = (frames, dropped)
+        self.metrics.set_actions(len(self.store.current.actions))
 
     def run(self) -> int:
         """Run until every source is finished, ``duration`` passed or stop(); returns the exit code."""
@@ -392,6 +607,8 @@ class Runtime:
                 if frames:
                     self._process(frames)
                 self._check_streams()
+                self._publish_media()
+                self._count_frames()
                 now = time.monotonic()
                 if now >= next_status:
                     self.publish_status()
@@ -421,6 +638,11 @@ class Runtime:
         if not self._opened:  # __init__ failed: nothing ran, nothing to report
             return
         self._emit(self.recognizer.end_all("shutdown"))
+        if self.media is not None:
+            if not self.media.flush(MEDIA_FLUSH_S):
+                log.warning("media: writer still busy after %g s; the last clips may be missing", MEDIA_FLUSH_S)
+            self._publish_media()
+        self._count_frames()
         final = self.publish_status(final=True)
         log.info("%s", self.stats_line())
         p50 = final["latency_ms"]["p50"]
