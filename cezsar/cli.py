@@ -32,7 +32,7 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for mod in ("training.cli", "training.cli_data", "converter.cli", "calibration.cli", "edge.cli"):
+    for mod in ("training.cli", "training.cli_data", "converter.cli", "calibration.cli", "edge.cli", "edge.config_cli"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

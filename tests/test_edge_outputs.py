@@ -279,3 +279,89 @@ def test_host_port_parsing_and_http_beyond_loopback_needs_a_token(tmp_path: Path
     with pytest.raises(CezsarError, match="needs a token") as e:
         Runtime(cfg)
     assert "\n" not in str(e.value)
+
+
+def test_cezsar_run_config_example_site(tmp_path: Path, videos: list[Path], broker: Broker) -> None:
+    """``cezsar run --config`` with examples/site.yaml (its sources pointed at two real video files,
+    its ports at free ones): ZeroMQ and MQTT at once, Home Assistant discovery per stream x action,
+    /metrics counting frames over real HTTP, a snapshot and a clip on disk per event."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from test_edge_support import free_port
+    from test_mqtt import mosquitto_sub
+
+    repo = Path(__file__).resolve().parents[1]
+    site = yaml.safe_load((repo / "examples" / "site.yaml").read_text())
+    shutil.copy(repo / "examples" / "site-actions.yaml", tmp_path / "site-actions.yaml")
+    (tmp_path / "videos").mkdir()
+    for src, dst in zip(videos, ("entrance", "yard"), strict=True):
+        shutil.copy(src, tmp_path / "videos" / f"{dst}.mp4")
+    pub, control, http_port = free_port(), free_port(), free_port()
+    site["deploy"] = str(deploy_dir())
+    site["outputs"]["zmq"] = {"pub": f"tcp://127.0.0.1:{pub}", "control": f"tcp://127.0.0.1:{control}"}
+    site["outputs"]["mqtt"]["port"] = broker.port
+    site["outputs"]["http"]["port"] = http_port
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
+    env = {**os.environ, "CEZSAR_MQTT_PASSWORD": "secret", "PYTHONPATH": str(repo)}
+    check = subprocess.run(
+        [sys.executable, "-m", "cezsar", "config", "check", str(tmp_path / "site.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    sub = Sub(broker.port, ["cezsar/events"])
+    zsub = Subscriber(f"tcp://127.0.0.1:{pub}", ["event.", "media."])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cezsar", "run", "--config", str(tmp_path / "site.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    got: list[dict[str, Any]] = []
+    frames_seen: dict[str, float] = {}
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            m = zsub.recv(0.1)
+            if m is not None:
+                got.append(m.data)
+            code, body = get(f"http://127.0.0.1:{http_port}/metrics")
+            if code == 200:
+                for fam in text_string_to_metric_families(body.decode()):
+                    if fam.name == "cezsar_frames_in":
+                        for smp in fam.samples:
+                            if smp.name.endswith("_total"):
+                                frames_seen[smp.labels["stream"]] = smp.value
+        while (m := zsub.recv(0.5)) is not None:
+            got.append(m.data)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.communicate(timeout=30)[0].decode()
+        zsub.close()
+    assert proc.returncode == 0, out[-3000:]
+    assert frames_seen.get("entrance", 0) > 20 and frames_seen.get("yard", 0) > 20, (frames_seen, out[-2000:])
+    events = [d for d in got if d["type"] == "event"]
+    ends = [e for e in events if e["phase"] == "end"]
+    assert ends, out[-3000:]
+    media_dir = tmp_path / "media"
+    for e in ends:
+        rel = e["media"]["clip"].split("/media/", 1)[1]
+        assert (media_dir / rel).stat().st_size > 0
+        assert (media_dir / rel).with_suffix(".jpg").stat().st_size > 0
+    wait_until(lambda: len(sub.on("cezsar/events")) >= len(events), 10, "the events over MQTT")
+    assert {json.loads(b)["id"] for b in sub.on("cezsar/events")} >= {e["id"] for e in events}
+    sub.close()
+    configs = {t for t, _ in mosquitto_sub(broker.port, "homeassistant/#", wait=1.5) if _}
+    actions = ["moving_left", "spinning"]
+    for stream in ("entrance", "yard"):
+        for a in actions:
+            assert any(t.endswith(f"/{stream}_{a}/config") and "/binary_sensor/" in t for t in configs), (stream, a)
+            assert any(t.endswith(f"/{stream}_{a}_score/config") and "/sensor/" in t for t in configs), (stream, a)
