@@ -436,7 +436,21 @@ def keys_cmd(
     print(f"secret key: {secret} (mode 600; keep it private)")
 
 
+def schemas_cmd(
+    out: Path = typer.Option(Path("schemas"), "--out", help="Folder for one JSON Schema file per topic."),
+) -> None:
+    """Write the JSON Schemas of every published message and control reply (generated from edge/messages.py)."""
+    from cezsar import atomic
+    from edge.messages import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        atomic.write_text(out / f"{name}.json", json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+        print(out / f"{name}.json")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("schemas")(schemas_cmd)
     app.command("run")(run_cmd)
     app.command("keys")(keys_cmd)
     app.command("listen")(listen_cmd)

@@ -145,6 +145,7 @@ class RuntimeConfig:
     http: tuple[str, int] | None = None  # (bind, port): /healthz /readyz /metrics (/media)
     http_token: str | None = None  # bearer token; required beyond loopback
     media: MediaOptions | None = None  # snapshot + clip per event
+    instance: str | None = None  # publisher instance id in every message (default: random, new per start)
 
 
 class _Latency:
@@ -211,6 +212,8 @@ class Runtime:
         self._media_done: deque[MediaResult] = deque()  # written by the media thread, published by the main loop
         self._counted: dict[str, tuple[int, int]] = {}  # stream -> (frames, dropped) already in the metrics
         self.sources: list[Source] = []
+        self.sequencer = messages.Sequencer(cfg.instance)
+        self._clocks: dict[str, str] = {sp.name: "wall" if sp.live else "media" for sp in specs}
         self.stop_reason = "running"
         with ExitStack() as stack:  # unwound here if anything below fails, else by close()
             self.loaded = self._load_backend()
@@ -432,9 +435,14 @@ class Runtime:
         return self._status_message(final).payload
 
     def publish_status(self, final: bool = False) -> dict[str, Any]:
-        msg = self._status_message(final)
-        self.sinks.publish(*msg)
+        msg = self._send(self._status_message(final))
         return msg.payload
+
+    def _send(self, msg: messages.Message) -> messages.Message:
+        """Stamp (seq, topic_seq, host, instance) and hand to every sink; returns the stamped message."""
+        stamped = self.sequencer.stamp(msg)
+        self.sinks.publish(*stamped)
+        return stamped
 
     def stats_line(self) -> str:
         parts = []
@@ -464,7 +472,16 @@ class Runtime:
                     media = None if res is None else {**res.as_message(), "written": False}
             if self.metrics is not None and ev.phase == "start":
                 self.metrics.event(ev.stream, ev.action)
-            self.sinks.publish(*messages.event(ev, time.time(), media=media))
+            self._send(
+                messages.event(
+                    ev,
+                    time.time(),
+                    media=media,
+                    clock=self._clocks.get(ev.stream, "media"),
+                    actions_version=self.store.version,
+                    model=self.manifest.model_hash,
+                )
+            )
             self.events_total += 1
             self.events_by_phase[ev.phase] = self.events_by_phase.get(ev.phase, 0) + 1
             level = logging.INFO if ev.phase != "update" else logging.DEBUG
@@ -480,7 +497,7 @@ class Runtime:
             if self.metrics is not None:
                 self.metrics.window_latency(now - r.window.wall, r.window.stream)
             if self.cfg.scores:
-                self.sinks.publish(*messages.scores(r, now))
+                self._send(messages.scores(r, now, clock=self._clocks.get(r.window.stream, "media")))
             self._emit(r.events)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -569,7 +586,7 @@ class Runtime:
         """The media of ended events that the writer finished: one ``media.<stream>`` message each."""
         while self._media_done:
             res = self._media_done.popleft()
-            self.sinks.publish(*messages.media(res.event_id, res.stream, res.as_message(), res.written, res.error))
+            self._send(messages.media(res.event_id, res.stream, res.as_message(), res.written, res.error))
 
     def _count_frames(self) -> None:
         if self.metrics is None:
