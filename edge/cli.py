@@ -45,6 +45,12 @@ def run_cmd(
         help="NAME=SRC: camera index, rtsp/http URL, video file or GStreamer pipeline (e.g. door=rtsp://cam2/stream); "
         "without NAME= the stream is s0, s1, ... Repeat for several; replaces the sources of --config.",
     ),
+    zone: list[str] = typer.Option(
+        [],
+        "--zone",
+        help="STREAM:NAME=x0,y0,x1,y1: a named rectangle of a stream (0..1, x right, y down) that actions can "
+        "require (zone: NAME); repeat; adds to / replaces the zones of --config.",
+    ),
     actions: Path = typer.Option(
         None, "--actions", "-a", help="Actions YAML file (watched; edits apply live); or actions: in --config."
     ),
@@ -190,6 +196,19 @@ def run_cmd(
         curve_secret=curve_secret,
         curve_clients=curve_clients,
     )
+    from cezsar.video import parse_sources
+    from edge.zones import Zone, parse_zone_flag
+
+    names = {sp.name for sp in parse_sources(sources)}
+    zones: dict[str, dict[str, Zone]] = {}
+    for src in site.sources if site else []:
+        if src.name in names:  # --source may have replaced the file's sources
+            for sz in src.zones:
+                zones.setdefault(src.name, {})[sz.name] = Zone(sz.name, tuple(sz.points()))
+    for text in zone:  # an unknown stream here is an error (Runtime)
+        name, fz = parse_zone_flag(text)
+        zones.setdefault(name, {})[fz.name] = fz
+    cfg.zones = zones
     mq = out.mqtt if out else None
     if mqtt or mq is not None:
         host, port = parse_host_port(mqtt, None, 1883, "--mqtt") if mqtt else (mq.host, mq.port)  # type: ignore[union-attr]

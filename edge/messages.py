@@ -41,6 +41,7 @@ TOPIC_EVENT = "event"  # event.<stream>
 TOPIC_SCORES = "scores"  # scores.<stream>
 TOPIC_STATUS = "status"
 TOPIC_MEDIA = "media"  # media.<stream>
+ZONE_SEP = "@"  # the Recognizer's name of a zone's crop: "<stream>@<zone>"; messages carry stream + zone
 
 
 class Message(NamedTuple):
@@ -102,6 +103,12 @@ def schema_major(data: dict[str, Any]) -> int | None:
 
 
 # -- published messages ------------------------------------------------------------------------
+def split_stream(name: str) -> tuple[str, str | None]:
+    """``cam1@door`` -> (``cam1``, ``door``); ``cam1`` -> (``cam1``, None)."""
+    base, _, zone = name.partition(ZONE_SEP)
+    return base, zone or None
+
+
 def _ms(seconds: float) -> float:
     return round(1000 * seconds, 1)
 
@@ -168,11 +175,12 @@ def event(
     ``{"snapshot", "clip", "written": false}`` (paths or URLs) when --media records evidence.
     ``clock``: what the capture times are (``media`` time of a file, ``wall`` time of a live source);
     ``actions_version``/``model``: the action set and model (hash) that produced the event."""
+    stream, zone = split_stream(ev.stream)
     payload = {
         "type": "event",
         "id": ev.id,
         "phase": ev.phase,
-        "stream": ev.stream,
+        "stream": stream,
         "action": ev.action,
         "start": round(ev.start, 3),
         "end": None if ev.end is None else round(ev.end, 3),
@@ -188,10 +196,11 @@ def event(
         "captured_at": ev.wall or None,
         "actions_version": actions_version,
         "model": model,
+        "zone": zone,
     }
     if media is not None:
         payload["media"] = media
-    return Message(topic_for(TOPIC_EVENT, ev.stream), payload)
+    return Message(topic_for(TOPIC_EVENT, stream), payload)
 
 
 def media(event_id: str, stream: str, files: dict[str, str], written: bool, error: str | None) -> Message:
@@ -212,9 +221,10 @@ def media(event_id: str, stream: str, files: dict[str, str], written: bool, erro
 def scores(r: WindowResult, now: float, *, clock: str = "media") -> Message:
     """The scores of one window; ``now``: publish time (Unix); ``clock`` as for :func:`event`."""
     w = r.window
+    stream, zone = split_stream(w.stream)
     payload = {
         "type": "scores",
-        "stream": w.stream,
+        "stream": stream,
         "window": {
             "start": round(w.start, 3),
             "end": round(w.end, 3),
@@ -231,8 +241,9 @@ def scores(r: WindowResult, now: float, *, clock: str = "media") -> Message:
         "latency_ms": _ms(now - w.wall),
         "clock": clock,
         "captured_at": w.wall,
+        "zone": zone,
     }
-    return Message(topic_for(TOPIC_SCORES, w.stream), payload)
+    return Message(topic_for(TOPIC_SCORES, stream), payload)
 
 
 def inference(frames_encoded: int, windows: int, encoder_seconds: float, head_seconds: float) -> dict[str, Any]:
@@ -390,6 +401,7 @@ EVENT_FIELDS: dict[str, dict[str, Any]] = {
     "captured_at": _CAPTURED_AT,
     "actions_version": {"type": ["integer", "null"], "description": "version of the action set that decided it"},
     "model": {**_STR_OR_NULL, "description": "model hash of the deploy folder"},
+    "zone": {**_STR_OR_NULL, "description": "the zone of the stream the action is bound to; null: whole frame"},
 }
 EVENT_OPTIONAL: dict[str, dict[str, Any]] = {
     "media": {
@@ -423,6 +435,7 @@ SCORES_FIELDS: dict[str, dict[str, Any]] = {
     "latency_ms": _NUM_OR_NULL,
     "clock": _CLOCK,
     "captured_at": _CAPTURED_AT,
+    "zone": {**_STR_OR_NULL, "description": "the zone whose crop this window is; null: whole frame"},
 }
 MEDIA_FIELDS: dict[str, dict[str, Any]] = {
     "type": {"const": "media"},

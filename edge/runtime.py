@@ -50,6 +50,7 @@ from edge.sinks.events_log import EventsLog
 from edge.sinks.mqtt import MqttSink, MqttTls
 from edge.sources import Frame, Source
 from edge.text import TextEncoder
+from edge.zones import Zone, split_stream, zone_stream
 
 log = logging.getLogger("cezsar.edge")
 
@@ -146,6 +147,7 @@ class RuntimeConfig:
     http_token: str | None = None  # bearer token; required beyond loopback
     media: MediaOptions | None = None  # snapshot + clip per event
     instance: str | None = None  # publisher instance id in every message (default: random, new per start)
+    zones: dict[str, dict[str, Zone]] = field(default_factory=dict)  # stream -> zone name -> Zone
 
 
 class _Latency:
@@ -214,6 +216,13 @@ class Runtime:
         self.sources: list[Source] = []
         self.sequencer = messages.Sequencer(cfg.instance)
         self._clocks: dict[str, str] = {sp.name: "wall" if sp.live else "media" for sp in specs}
+        names = {sp.name for sp in specs}
+        unknown = sorted(set(cfg.zones) - names)
+        if unknown:
+            raise CezsarError(f"zones for unknown stream(s) {', '.join(unknown)} (streams: {', '.join(sorted(names))})")
+        self.zones = {k: dict(v) for k, v in cfg.zones.items()}
+        self._zone_plan: tuple[int, dict[str, list[Zone]]] = (-1, {})  # (actions version, stream -> zones to crop)
+        self._discovery_version = -1
         self.stop_reason = "running"
         with ExitStack() as stack:  # unwound here if anything below fails, else by close()
             self.loaded = self._load_backend()
@@ -464,20 +473,21 @@ class Runtime:
     def _emit(self, events: list[Event]) -> None:
         for ev in events:
             media: dict[str, Any] | None = None
+            stream = split_stream(ev.stream)[0]
             if self.media is not None:
                 if ev.phase == "start":
-                    self.media.event_start(ev.id, ev.stream, ev.start)
+                    self.media.event_start(ev.id, stream, ev.start)
                 elif ev.phase == "end":
                     res = self.media.event_end(ev.id, ev.end if ev.end is not None else ev.start, ev.peak_time)
                     media = None if res is None else {**res.as_message(), "written": False}
             if self.metrics is not None and ev.phase == "start":
-                self.metrics.event(ev.stream, ev.action)
+                self.metrics.event(stream, ev.action)
             self._send(
                 messages.event(
                     ev,
                     time.time(),
                     media=media,
-                    clock=self._clocks.get(ev.stream, "media"),
+                    clock=self._clocks.get(stream, "media"),
                     actions_version=self.store.version,
                     model=self.manifest.model_hash,
                 )
@@ -495,9 +505,9 @@ class Runtime:
             now = time.time()
             self.latency.add(1000 * (now - r.window.wall))
             if self.metrics is not None:
-                self.metrics.window_latency(now - r.window.wall, r.window.stream)
+                self.metrics.window_latency(now - r.window.wall, split_stream(r.window.stream)[0])
             if self.cfg.scores:
-                self._send(messages.scores(r, now, clock=self._clocks.get(r.window.stream, "media")))
+                self._send(messages.scores(r, now, clock=self._clocks.get(split_stream(r.window.stream)[0], "media")))
             self._emit(r.events)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -523,14 +533,20 @@ class Runtime:
             rc = s.stats.reconnects
             if rc != self._reconnects.get(s.name, 0):
                 self._reconnects[s.name] = rc
-                self._emit(self.recognizer.end_stream(s.name, "stream_interrupted"))
+                for name in self._stream_names(s.name):
+                    self._emit(self.recognizer.end_stream(name, "stream_interrupted"))
                 self.errors.append(f"{s.name}: {s.stats.error or 'reconnecting'}")
             if s.finished and s.name not in self._ended_streams:
                 self._ended_streams.add(s.name)
-                self._emit(self.recognizer.end_stream(s.name, "stream_end"))
+                for name in self._stream_names(s.name):
+                    self._emit(self.recognizer.end_stream(name, "stream_end"))
                 if s.stats.state == "failed":
                     self.errors.append(f"{s.name}: {s.stats.error}")
                 log.info("source %s %s%s", s.name, s.stats.state, f": {s.stats.error}" if s.stats.error else "")
+
+    def _stream_names(self, stream: str) -> list[str]:
+        """A stream and its zones' crops, as the Recognizer names them."""
+        return [stream, *(zone_stream(stream, z) for z in self.zones.get(stream, {}))]
 
     def _gather(self, seconds: float) -> None:
         """Wait up to ``seconds`` for every running stream to have a frame queued (bigger batches
@@ -547,7 +563,7 @@ class Runtime:
         reported and these frames are skipped; the runtime goes on with the next ones."""
         self._tap(frames)
         try:
-            self._publish(self.recognizer.push(frames))
+            self._publish(self.recognizer.push(frames + self._zone_frames(frames)))
             if self.metrics is not None:
                 per: dict[str, int] = {}
                 for f in frames:
@@ -564,8 +580,57 @@ class Runtime:
             if n & (n - 1) == 0:
                 log.exception("%s [%d so far]", msg, n)
             self.errors.append(msg)
-            for name in {f.stream for f in frames}:
-                self.recognizer.reset(name)
+            for stream in {f.stream for f in frames}:
+                for name in self._stream_names(stream):
+                    self.recognizer.reset(name)
+
+    def _zones_needed(self) -> dict[str, list[Zone]]:
+        """stream -> the zones some action of the current set needs (recomputed per actions version)."""
+        version = self.store.version
+        if self._zone_plan[0] == version:
+            return self._zone_plan[1]
+        plan: dict[str, list[Zone]] = {}
+        for stream, zname in sorted(self.store.current.zones(), key=str):
+            targets = [stream] if stream is not None else [s.name for s in self.sources]
+            for name in targets:
+                z = self.zones.get(name, {}).get(zname)
+                if z is None:
+                    if stream is not None or not any(zname in zs for zs in self.zones.values()):
+                        msg = f"actions: zone '{zname}' is not defined for stream {name} (site config zones / --zone)"
+                        log.warning("%s", msg)
+                        self.errors.append(msg)
+                    continue
+                if z not in plan.setdefault(name, []):
+                    plan[name].append(z)
+        self._zone_plan = (version, plan)
+        return plan
+
+    def _zone_frames(self, frames: list[Frame]) -> list[Frame]:
+        """The crops of the zones that actions need, each as a frame of the stream ``<stream>@<zone>``."""
+        plan = self._zones_needed()
+        if not plan:
+            return []
+        out = []
+        for f in frames:
+            for z in plan.get(f.stream, ()):
+                out.append(
+                    Frame.from_image(
+                        zone_stream(f.stream, z.name), f.index, f.t, f.wall, z.crop(f.image), self.manifest.pre
+                    )
+                )
+        return out
+
+    def _sync_discovery(self) -> None:
+        """Tell the MQTT sink which stream x action pairs exist (per-stream actions), per actions version."""
+        if self.mqtt is None or self._discovery_version == self.store.version:
+            return
+        self._discovery_version = self.store.version
+        aset = self.store.current
+        pairs: dict[str, list[str]] = {}
+        for s in self.sources:
+            zones = [zone_stream(s.name, z) for z in self.zones.get(s.name, {})]
+            pairs[s.name] = [a.name for a in aset.actions if any(a.applies(n) for n in [s.name, *zones])]
+        self.mqtt.set_actions(pairs.keys(), pairs)
 
     def _tap(self, frames: list[Frame]) -> None:
         """Every frame to the media ring and the frame taps (cheap: references, no copies)."""
@@ -624,6 +689,7 @@ class Runtime:
                 if frames:
                     self._process(frames)
                 self._check_streams()
+                self._sync_discovery()
                 self._publish_media()
                 self._count_frames()
                 now = time.monotonic()
