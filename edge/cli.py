@@ -102,6 +102,12 @@ def run_cmd(
     curve_clients: Path = typer.Option(
         None, "--curve-clients", help="Folder of the allowed clients' public key files (*.key)."
     ),
+    runtime_files: Path = typer.Option(
+        None,
+        "--runtime-files",
+        help="Folder whose video files the control socket / HTTP may add as sources while running "
+        "(without it only URLs and cameras can be added).",
+    ),
     mqtt: str = typer.Option(
         None,
         "--mqtt",
@@ -195,6 +201,7 @@ def run_cmd(
         fallback_backend=fallback_backend or None,
         curve_secret=curve_secret,
         curve_clients=curve_clients,
+        runtime_files=runtime_files,
     )
     from cezsar.video import parse_sources
     from edge.zones import Zone, parse_zone_flag

@@ -17,11 +17,14 @@ authenticator and the models closed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,7 @@ import numpy as np
 from cezsar.backends.registry import load_backend
 from cezsar.deploy.manifest import load_manifest
 from cezsar.errors import CezsarError
-from cezsar.video import parse_sources
+from cezsar.video import default_stream_name, parse_source, parse_sources
 from edge import messages
 from edge.actions import ActionStore, ActionsWatcher, load_actions
 from edge.annotate import Annotator
@@ -148,6 +151,9 @@ class RuntimeConfig:
     media: MediaOptions | None = None  # snapshot + clip per event
     instance: str | None = None  # publisher instance id in every message (default: random, new per start)
     zones: dict[str, dict[str, Zone]] = field(default_factory=dict)  # stream -> zone name -> Zone
+    # sources added at run time (control socket, HTTP): network URLs and cameras; video files only
+    # under this folder; GStreamer pipelines never (they can read and write any file)
+    runtime_files: Path | None = None
 
 
 class _Latency:
@@ -222,7 +228,9 @@ class Runtime:
             raise CezsarError(f"zones for unknown stream(s) {', '.join(unknown)} (streams: {', '.join(sorted(names))})")
         self.zones = {k: dict(v) for k, v in cfg.zones.items()}
         self._zone_plan: tuple[int, dict[str, list[Zone]]] = (-1, {})  # (actions version, stream -> zones to crop)
-        self._discovery_version = -1
+        self._discovery_version: tuple[int, int] = (-1, -1)
+        self._sources_version = 0
+        self._source_ops: queue.Queue[tuple[Callable[[], dict[str, Any]], Future[dict[str, Any]]]] = queue.Queue()
         self.stop_reason = "running"
         with ExitStack() as stack:  # unwound here if anything below fails, else by close()
             self.loaded = self._load_backend()
@@ -263,6 +271,7 @@ class Runtime:
                     token=cfg.http_token,
                     media_dir=cfg.media.dir if cfg.media else None,
                 )
+                self._add_source_routes(self.http)
                 self.http.start()
                 stack.callback(self.http.stop)
                 self._init_metrics()
@@ -286,7 +295,9 @@ class Runtime:
             stack.callback(self.watcher.stop)
             self.control: ControlServer | None = None
             if cfg.control:
-                self.control = ControlServer(cfg.control, ControlHandler(self.store, self.status), curve=self.curve)
+                self.control = ControlServer(
+                    cfg.control, ControlHandler(self.store, self.status, sources=self), curve=self.curve
+                )
                 stack.callback(self.control.stop)
             self.annotator: Annotator | None = None
             if cfg.output:
@@ -622,15 +633,129 @@ class Runtime:
 
     def _sync_discovery(self) -> None:
         """Tell the MQTT sink which stream x action pairs exist (per-stream actions), per actions version."""
-        if self.mqtt is None or self._discovery_version == self.store.version:
+        key = (self.store.version, self._sources_version)
+        if self.mqtt is None or self._discovery_version == key:
             return
-        self._discovery_version = self.store.version
+        self._discovery_version = key
         aset = self.store.current
         pairs: dict[str, list[str]] = {}
         for s in self.sources:
             zones = [zone_stream(s.name, z) for z in self.zones.get(s.name, {})]
             pairs[s.name] = [a.name for a in aset.actions if any(a.applies(n) for n in [s.name, *zones])]
         self.mqtt.set_actions(pairs.keys(), pairs)
+
+    # -- sources added and removed while running (control socket, HTTP) ---------------------
+    def list_sources(self) -> dict[str, Any]:
+        return {"sources": [{"name": s.name, **s.snapshot()} for s in list(self.sources)]}
+
+    def add_source(self, text: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Start one more stream (``NAME=URL``); any thread. Returns its description once running."""
+        spec = parse_source(text, default_stream_name(text, len(self.sources), {s.name for s in self.sources}))
+        if spec.kind == "gstreamer":
+            raise CezsarError(f"source {text!r}: GStreamer pipelines cannot be added while running (start with them)")
+        if spec.kind == "file":
+            base = self.cfg.runtime_files
+            target = Path(spec.target).resolve()
+            if base is None or not target.is_relative_to(base.resolve()):
+                raise CezsarError(
+                    f"source {text!r}: video files can be added while running only from the --runtime-files folder"
+                    + ("" if base is None else f" ({base})")
+                )
+            if not target.is_file():
+                raise CezsarError(f"source {text!r}: {spec.target}: video file not found")
+
+        def apply() -> dict[str, Any]:
+            if any(s.name == spec.name for s in self.sources):
+                raise CezsarError(f"source {spec.name}: a stream of that name exists")
+            src = Source(spec, self.manifest.pre, self.fps, self.cfg.realtime, max(4, 2 * self.cfg.hop), self.notify)
+            self.sources.append(src)
+            self._clocks[spec.name] = "wall" if spec.live else "media"
+            self._ended_streams.discard(spec.name)
+            self._zone_plan = (-1, {})
+            self._sources_version += 1
+            src.start()
+            log.info("source added: %s", spec.describe())
+            return {"name": spec.name, "kind": spec.kind}
+
+        return self._on_main_loop(apply, timeout)
+
+    def remove_source(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Stop a stream and end its open events (``source_removed``); any thread."""
+
+        def apply() -> dict[str, Any]:
+            src = next((s for s in self.sources if s.name == name), None)
+            if src is None:
+                raise CezsarError(f"no source named {name!r} (sources: {', '.join(s.name for s in self.sources)})")
+            src.stop()
+            self.sources.remove(src)
+            self._ended_streams.add(name)
+            for n in self._stream_names(name):
+                self._emit(self.recognizer.end_stream(n, "source_removed"))
+            self._sources_version += 1
+            src.join(self.cfg.shutdown_timeout)
+            log.info("source removed: %s", name)
+            return {"name": name, "sources": [s.name for s in self.sources]}
+
+        return self._on_main_loop(apply, timeout)
+
+    def _add_source_routes(self, http: HttpServer) -> None:
+        """GET /sources, POST /sources {"source": "NAME=URL"}, DELETE /sources/NAME (behind the token)."""
+        import asyncio
+
+        web = http._web
+
+        async def call(fn: Callable[..., dict[str, Any]], *args: Any) -> Any:
+            try:
+                body = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            except CezsarError as e:
+                return web.json_response({"ok": False, "error": e.message}, status=400)
+            return web.json_response({"ok": True, **body})
+
+        async def get_sources(request: Any) -> Any:
+            return await call(self.list_sources)
+
+        async def post_source(request: Any) -> Any:
+            try:
+                data = await request.json()
+            except ValueError:
+                data = None
+            text = data.get("source") if isinstance(data, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                return web.json_response({"ok": False, "error": 'expected JSON {"source": "NAME=URL"}'}, status=400)
+            return await call(self.add_source, text.strip())
+
+        async def delete_source(request: Any) -> Any:
+            return await call(self.remove_source, request.match_info["name"])
+
+        http.app.router.add_get("/sources", get_sources)
+        http.app.router.add_post("/sources", post_source)
+        http.app.router.add_delete("/sources/{name}", delete_source)
+
+    def _on_main_loop(self, fn: Callable[[], dict[str, Any]], timeout: float) -> dict[str, Any]:
+        """Run ``fn`` between two frame batches of the main loop and wait for its result."""
+        if not self._started or self._closed or self.stop_event.is_set():
+            raise CezsarError("the runtime is not running")
+        fut: Future[dict[str, Any]] = Future()
+        self._source_ops.put((fn, fut))
+        self.notify.set()
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise CezsarError(f"the runtime did not apply the change within {timeout:g} s") from None
+
+    def _apply_source_ops(self) -> None:
+        while True:
+            try:
+                fn, fut = self._source_ops.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except Exception as e:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(e)
 
     def _tap(self, frames: list[Frame]) -> None:
         """Every frame to the media ring and the frame taps (cheap: references, no copies)."""
@@ -682,6 +807,7 @@ class Runtime:
                 if cfg.batch_wait > 0:
                     self._gather(cfg.batch_wait)
                 self.notify.clear()
+                self._apply_source_ops()
                 frames: list[Frame] = []
                 for s in self.sources:
                     frames.extend(s.queue.drain())
@@ -699,7 +825,7 @@ class Runtime:
                 if now >= next_stats:
                     log.info("%s", self.stats_line())
                     next_stats = now + cfg.stats_interval
-                if all(s.finished for s in self.sources):
+                if self.sources and all(s.finished for s in self.sources):
                     self.stop_reason = "finished"
                     break
         finally:
