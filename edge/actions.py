@@ -385,6 +385,17 @@ def actions_from_obj(obj: Any, source: str = "request") -> ActionSet:
     return _Checker(source).actions_set(_from_obj(obj))
 
 
+def warnings(aset: ActionSet) -> list[str]:
+    """Problems that are legal but probably unintended (``cezsar actions check`` and the runtime warn)."""
+    out = []
+    if aset.actions and not aset.background:
+        out.append(
+            "no 'background:' descriptions: the thresholds then apply to raw cosines, which are high for "
+            "almost any video; add what 'nothing happening' looks like (see docs/edge.md)"
+        )
+    return out
+
+
 def dump_actions(aset: ActionSet) -> str:
     body = yaml.safe_dump(aset.to_obj(), sort_keys=False, allow_unicode=True, width=100)
     return "# cezsar actions file (rewritten by a control-socket change; comments are not kept)\n" + body

@@ -365,10 +365,10 @@ def actions_list(
 def actions_add(
     name: str = typer.Argument(..., help="Action name."),
     description: list[str] = typer.Option(..., "--description", "-d", help="A description (repeat for several)."),
-    threshold: float = typer.Option(None, "--threshold"),
-    hysteresis: float = typer.Option(None, "--hysteresis"),
-    min_duration: float = typer.Option(None, "--min-duration"),
-    cooldown: float = typer.Option(None, "--cooldown"),
+    threshold: float = typer.Option(None, "--threshold", help="Smoothed score at which an event starts."),
+    hysteresis: float = typer.Option(None, "--hysteresis", help="The event ends below threshold minus this."),
+    min_duration: float = typer.Option(None, "--min-duration", help="Seconds above threshold before an event starts."),
+    cooldown: float = typer.Option(None, "--cooldown", help="Seconds after an end before the action can start again."),
     control: str = CONTROL_OPT,
     timeout: float = TIMEOUT_OPT,
     curve_secret: Path = CURVE_SECRET_OPT,
@@ -384,10 +384,10 @@ def actions_add(
 def actions_update(
     name: str = typer.Argument(..., help="Action name."),
     description: list[str] = typer.Option([], "--description", "-d", help="Replace the descriptions (repeat)."),
-    threshold: float = typer.Option(None, "--threshold"),
-    hysteresis: float = typer.Option(None, "--hysteresis"),
-    min_duration: float = typer.Option(None, "--min-duration"),
-    cooldown: float = typer.Option(None, "--cooldown"),
+    threshold: float = typer.Option(None, "--threshold", help="Smoothed score at which an event starts."),
+    hysteresis: float = typer.Option(None, "--hysteresis", help="The event ends below threshold minus this."),
+    min_duration: float = typer.Option(None, "--min-duration", help="Seconds above threshold before an event starts."),
+    cooldown: float = typer.Option(None, "--cooldown", help="Seconds after an end before the action can start again."),
     rename: str = typer.Option(None, "--rename", help="New name."),
     control: str = CONTROL_OPT,
     timeout: float = TIMEOUT_OPT,
@@ -422,19 +422,68 @@ def actions_remove(
 @actions_app.command("check")
 def actions_check(path: Path = typer.Argument(..., help="Actions YAML file.")) -> None:
     """Validate an actions file offline (exit 2 with the line of the first problem)."""
-    from edge.actions import load_actions
+    from edge.actions import load_actions, warnings
 
     aset = load_actions(path)
+    for w in warnings(aset):
+        print(f"warning: {path}: {w}", file=sys.stderr)
     print(
         f"{path}: ok, {len(aset.actions)} action(s): {', '.join(aset.names()) or 'none'}; "
         f"{len(aset.background)} background description(s)"
     )
 
 
+STARTER_ACTIONS = """\
+# Actions for `cezsar run --actions THIS_FILE`; edits apply live while it runs. Check it with
+# `cezsar actions check THIS_FILE`. Every key is described in docs/edge.md ("The actions file").
+defaults:
+  threshold: 0.05        # an event starts when the smoothed score (cosine - best background) reaches this
+  hysteresis: 0.03       # ... and ends when it falls below threshold - hysteresis
+  min_duration: 1.0      # seconds above threshold before an event starts
+  cooldown: 2.0          # seconds after an end before the same action can start again
+# What "nothing happening" looks like at your site. Scores are measured against the best of these;
+# without them the threshold applies to raw cosines and is rarely right.
+background:
+  - an empty room
+  - nobody moving
+  - a still scene with no one in it
+actions:
+  - name: person walking
+    descriptions:
+      - a person walking across the room
+      - someone walks past
+  - name: person falling
+    descriptions:
+      - a person falls to the floor
+      - someone collapses
+    threshold: 0.08
+  # - name: door opening
+  #   descriptions: [a door opens]
+  #   streams: [entrance]  # only on these streams
+  #   zone: door           # only inside this zone (site.yaml sources[].zones or --zone)
+"""
+
+
+@actions_app.command("init")
+def actions_init(
+    path: Path = typer.Argument(..., help="Actions YAML file to create."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Write a starter actions file (background + two actions, commented) to edit for your site."""
+    from cezsar import atomic
+    from edge.actions import parse_actions
+
+    if path.exists() and not force:
+        raise CezsarError(f"{path}: exists (use --force to replace it)")
+    parse_actions(STARTER_ACTIONS, "starter")  # the starter itself must be valid
+    atomic.write_text(path, STARTER_ACTIONS)
+    print(f"wrote {path}: edit the descriptions, then `cezsar run ... --actions {path}`")
+
+
 def demo_cmd(
     model: Path = typer.Option(None, "--model", help="Trained model folder (default: the bundled demo model)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the rendered stream."),
-    backend: str = typer.Option("auto", "--backend"),
+    backend: str = typer.Option("auto", "--backend", help="auto|tensorrt|onnxruntime|torch (see docs/edge.md)."),
     precision: str = typer.Option("auto", "--precision", help="auto|fp32|fp16|int8."),
     realtime: bool = typer.Option(False, "--realtime/--no-realtime", help="Play the stream in real time (~90 s)."),
     keep: Path = typer.Option(None, "--keep", help="Keep the rendered video, actions file and events log here."),

@@ -37,7 +37,7 @@ from cezsar.deploy.manifest import load_manifest
 from cezsar.errors import CezsarError
 from cezsar.video import default_stream_name, parse_source, parse_sources
 from edge import messages
-from edge.actions import ActionStore, ActionsWatcher, load_actions
+from edge.actions import ActionStore, ActionsWatcher, load_actions, warnings
 from edge.annotate import Annotator
 from edge.control import ControlHandler, ControlServer
 from edge.decisions import Event
@@ -248,6 +248,8 @@ class Runtime:
             self.recognizer = Recognizer(embedder, self.text, update_interval=cfg.update_interval)
             self.store = ActionStore(cfg.actions, on_change=self.recognizer.set_actions)
             self.store.load()
+            for w in warnings(self.store.current):
+                log.warning("actions file %s: %s", cfg.actions, w)
             if self.curve is not None:
                 import zmq
 

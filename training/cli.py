@@ -35,10 +35,10 @@ def train_cmd(
     resize: int | None = typer.Option(
         None, help="Shorter-side resize before the crop (default: dataset.json, else 256)."
     ),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, help="Clips per training batch."),
     lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
     patience: int = typer.Option(6, help="Early-stopping patience in epochs."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed (initialisation, shuffling, augmentation)."),
     text_model: str = typer.Option(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
     ),
@@ -134,7 +134,7 @@ def eval_cmd(
     ),
     runs: int = typer.Option(1, help="Random runs R."),
     classes_per_run: int | None = typer.Option(None, help="Classes N per random run (default: all)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the random runs (which classes each run draws)."),
     confusion: Path | None = typer.Option(None, help="Confusion-matrix PNG (default: MODEL/confusion.png)."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
 ) -> None:
