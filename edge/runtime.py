@@ -274,8 +274,7 @@ class Runtime:
                     media_dir=cfg.media.dir if cfg.media else None,
                 )
                 self._add_source_routes(self.http)
-                self.http.start()
-                stack.callback(self.http.stop)
+                stack.callback(self.http.stop)  # started by start(): routes can be added until then
                 self._init_metrics()
             if cfg.media is not None:
                 mo = cfg.media
@@ -286,7 +285,7 @@ class Runtime:
                     max_clip=mo.max_clip,
                     max_bytes=mo.max_bytes,
                     max_age=mo.max_age,
-                    base_url=f"{self.http.url}/media" if self.http else None,
+                    base_url=None,  # the HTTP server's /media URL, set by start() once it listens
                     on_written=self._media_done.append,
                 )
                 stack.callback(self.media.close)
@@ -525,9 +524,15 @@ class Runtime:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the HTTP server (its port is known from here on), the sources and the threads.
+        Until then more routes can be added to ``runtime.http.app`` (a web console)."""
         if self._started:
             return
         self._started = True
+        if self.http is not None:
+            self.http.start()
+            if self.media is not None:
+                self.media.base_url = f"{self.http.url}/media"
         self.started_at = time.time()
         for s in self.sources:
             s.start()

@@ -60,6 +60,7 @@ def test_add_and_remove_sources_while_running(tmp_path: Path, folder: Path) -> N
     assert rt.control is not None and rt.http is not None
     with pytest.raises(CezsarError, match="not running"):
         rt.add_source(f"x={folder / 'extra.mp4'}")
+    rt.start()  # the HTTP server listens (port known) and the sources start; run() below goes on from here
     sub = Subscriber(rt.publisher.endpoint, ["event.", "scores."])
     got: list[dict[str, Any]] = []
     done = threading.Event()

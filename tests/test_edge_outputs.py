@@ -71,7 +71,7 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
         actions=actions,
         pub="tcp://127.0.0.1:*",
         control=None,
-        realtime=False,
+        realtime=True,  # 6 s at the files' pace: readiness and scrapes happen while frames flow
         status_interval=0.2,
         mqtt=MqttOptions("127.0.0.1", broker.port),
         http=("127.0.0.1", 0),
@@ -82,6 +82,18 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
     assert rt.http is not None and rt.frame_taps == []
     tapped: list[tuple[str, float]] = []
     rt.frame_taps.append(lambda stream, t, bgr: tapped.append((stream, t)))
+    console_hits: list[int] = []
+
+    async def console(request: Any) -> Any:  # the web console's hook: routes added before start()
+        from aiohttp import web
+
+        console_hits.append(1)
+        return web.Response(text="console")
+
+    rt.http.app.router.add_get("/console", console)
+    ok, reasons = rt.ready()
+    assert not ok and reasons[0].startswith("a: starting")  # nothing decoded yet: not ready
+    rt.start()  # the HTTP server listens from here on (and the sources start; files wait for the loop)
     zsub = Subscriber(rt.publisher.endpoint, [""])
     for _ in range(100):  # slow joiner
         rt.publish_status()
@@ -90,8 +102,7 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
     wait_until(lambda: rt.mqtt is not None and rt.mqtt.connected, 10, "the MQTT sink to connect")
     base = rt.http.url
     assert get(base + "/healthz")[0] == 200
-    code, body = get(base + "/readyz")
-    assert code == 503 and "a: starting" in body.decode()  # nothing decoded before run()
+    assert get(base + "/console") == (200, b"console") and console_hits == [1]
     zmq_msgs: list[tuple[str, dict[str, Any]]] = []
     done = threading.Event()
 
