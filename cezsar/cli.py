@@ -20,8 +20,55 @@ app = typer.Typer(
 )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cezsar")
+    except PackageNotFoundError:
+        return "unknown (not installed; running from a source tree)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"cezsar {_version()}")
+        raise typer.Exit()
+
+
+# a module that only an optional extra installs -> that extra (pyproject.toml)
+EXTRAS = {
+    "zmq": "edge",
+    "pydantic": "edge",
+    "paho": "mqtt",
+    "aiohttp": "http",
+    "prometheus_client": "http",
+    "torch": "train",
+    "safetensors": "train",
+    "sentence_transformers": "train",
+    "onnx": "train",
+    "av": "train",
+    "modelopt": "quant",
+    "tensorrt": "tensorrt",
+}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """One line naming the extra that installs the missing module, or None when no extra does."""
+    root = (e.name or "").split(".")[0]
+    extra = EXTRAS.get(root)
+    if extra is None:
+        return None
+    return (
+        f"this command needs the optional '{extra}' dependencies (module {root} is missing): "
+        f"pip install 'cezsar[{extra}]'"
+    )
+
+
 @app.callback()
 def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
 ) -> None:
@@ -32,7 +79,7 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for mod in ("training.cli", "training.cli_data", "converter.cli", "calibration.cli", "edge.cli"):
+    for mod in ("training.cli", "training.cli_data", "converter.cli", "calibration.cli", "edge.cli", "edge.config_cli"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:
@@ -52,6 +99,12 @@ def main() -> None:
         app()
     except CezsarError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        line = missing_extra(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

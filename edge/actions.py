@@ -13,6 +13,8 @@
       - name: wave
         descriptions: [a hand waving, someone waves]   # or one string
         threshold: 0.1        # optional per action: threshold, hysteresis, min_duration, cooldown
+        streams: [door, yard] # optional: only these streams (default: every stream)
+        zone: porch           # optional: only inside this zone of a stream (site.yaml zones / --zone)
 
 Validation is strict and every message names the file, line and column (from the YAML node marks):
 unknown keys, missing ``name``/``descriptions``, wrong types, out-of-range numbers, descriptions
@@ -44,6 +46,7 @@ import yaml
 from cezsar.atomic import write_text
 from cezsar.errors import CezsarError
 from edge.decisions import PARAM_KEYS, Params
+from edge.messages import ZONE_SEP
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
 
 TOP_KEYS = ("version", "defaults", "background", "exclusive", "actions")
 DEFAULT_KEYS = PARAM_KEYS  # what ``defaults:`` may set: every decision parameter
-ACTION_KEYS = ("name", "descriptions", "threshold", "hysteresis", "min_duration", "cooldown")
+NUM_KEYS = ("threshold", "hysteresis", "min_duration", "cooldown")
+ACTION_KEYS = ("name", "descriptions", *NUM_KEYS, "streams", "zone")
+STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # stream and zone names (cezsar.video, edge/siteconfig.py)
+
 # (minimum, maximum) for every number; cosine margins lie in [-2, 2]
 RANGES: dict[str, tuple[float, float]] = {
     "threshold": (-2.0, 2.0),
@@ -84,15 +90,29 @@ class Action:
     hysteresis: float | None = None
     min_duration: float | None = None
     cooldown: float | None = None
+    streams: tuple[str, ...] = ()  # empty: every stream
+    zone: str | None = None  # None: the whole frame
 
     def explicit(self) -> dict[str, Any]:
         """The fields as written (what the file holds)."""
         d: dict[str, Any] = {"name": self.name, "descriptions": list(self.descriptions)}
-        for k in ACTION_KEYS[2:]:
+        for k in NUM_KEYS:
             v = getattr(self, k)
             if v is not None:
                 d[k] = v
+        if self.streams:
+            d["streams"] = list(self.streams)
+        if self.zone is not None:
+            d["zone"] = self.zone
         return d
+
+    def applies(self, stream: str) -> bool:
+        """Whether this action is decided on ``stream``: a real stream (``cam1``) or a zone's crop
+        (``cam1@door``, see :data:`ZONE_SEP`)."""
+        base, _, zone = stream.partition(ZONE_SEP)
+        if (zone or None) != self.zone:
+            return False
+        return not self.streams or base in self.streams
 
 
 @dataclass(frozen=True)
@@ -115,9 +135,21 @@ class ActionSet:
 
     def effective(self, action: Action) -> dict[str, Any]:
         d: dict[str, Any] = {"name": action.name, "descriptions": list(action.descriptions)}
-        for k in ACTION_KEYS[2:]:
+        for k in NUM_KEYS:
             d[k] = self.value(action, k)
+        if action.streams:
+            d["streams"] = list(action.streams)
+        if action.zone is not None:
+            d["zone"] = action.zone
         return d
+
+    def zones(self) -> set[tuple[str | None, str]]:
+        """(stream or None for every stream, zone) pairs that some action needs."""
+        out: set[tuple[str | None, str]] = set()
+        for a in self.actions:
+            if a.zone is not None:
+                out |= {(s, a.zone) for s in a.streams} if a.streams else {(None, a.zone)}
+        return out
 
     def to_obj(self) -> dict[str, Any]:
         """The file form: only what was written explicitly."""
@@ -257,8 +289,24 @@ class _Checker:
         if "descriptions" not in m:
             raise self.fail(v, where, "missing 'descriptions'")
         descs = self.texts(m["descriptions"][1], f"{where}.descriptions", MAX_DESCRIPTIONS)
-        nums = {k: self.number(m[k][1], f"{where}.{k}", k) for k in ACTION_KEYS[2:] if k in m}
-        return Action(name, descs, **nums)
+        nums = {k: self.number(m[k][1], f"{where}.{k}", k) for k in NUM_KEYS if k in m}
+        streams: tuple[str, ...] = ()
+        if "streams" in m:
+            sv = m["streams"][1]
+            items = [sv] if sv.kind == "scalar" else sv.value if sv.kind == "seq" else None
+            if not items:
+                raise self.fail(sv, f"{where}.streams", "expected a stream name or a non-empty list of them")
+            streams = tuple(dict.fromkeys(self.ident(x, f"{where}.streams") for x in items))
+        zone = self.ident(m["zone"][1], f"{where}.zone") if "zone" in m else None
+        return Action(name, descs, **nums, streams=streams, zone=zone)
+
+    def ident(self, v: _V, path: str) -> str:
+        if v.kind != "scalar" or not isinstance(v.value, str | int) or isinstance(v.value, bool):
+            raise self.fail(v, path, f"expected a name, got {self.what(v)}")
+        s = str(v.value).strip()
+        if not STREAM_RE.match(s):
+            raise self.fail(v, path, f"invalid name {s!r} (1-64 characters: letters, digits, _ -)")
+        return s
 
     def actions_set(self, v: _V | None) -> ActionSet:
         if v is None or (v.kind == "scalar" and v.value is None):
@@ -335,6 +383,17 @@ def parse_action_obj(obj: Any, source: str = "request", path: str = "action") ->
 
 def actions_from_obj(obj: Any, source: str = "request") -> ActionSet:
     return _Checker(source).actions_set(_from_obj(obj))
+
+
+def warnings(aset: ActionSet) -> list[str]:
+    """Problems that are legal but probably unintended (``cezsar actions check`` and the runtime warn)."""
+    out = []
+    if aset.actions and not aset.background:
+        out.append(
+            "no 'background:' descriptions: the thresholds then apply to raw cosines, which are high for "
+            "almost any video; add what 'nothing happening' looks like (see docs/edge.md)"
+        )
+    return out
 
 
 def dump_actions(aset: ActionSet) -> str:
@@ -491,7 +550,7 @@ class ActionStore:
                 raise ActionsError(f"{source}: fields: expected an object")
             merged = {**old.explicit(), **fields}
             for k, v in fields.items():
-                if v is None and k in ACTION_KEYS[2:]:
+                if v is None and k in (*NUM_KEYS, "streams", "zone"):
                     merged.pop(k)  # null resets a field to the default
             new = parse_action_obj(merged, source, path="action")
             if new.name != name and s.get(new.name) is not None:

@@ -32,19 +32,39 @@ def _install_signals(stop: Any) -> None:
 
 
 def run_cmd(
-    deploy: Path = typer.Option(..., "--deploy", help="Deploy folder (from `cezsar export`)."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="Site config file (site.yaml: sources, zones, outputs, actions, backend); flags given override it.",
+    ),
+    deploy: Path = typer.Option(None, "--deploy", help="Deploy folder (from `cezsar export`); or deploy: in --config."),
     source: list[str] = typer.Option(
-        ...,
+        [],
         "--source",
         "-s",
-        help="[NAME=]SRC: camera index, rtsp/http URL, video file or GStreamer pipeline. Repeat for several.",
+        help="NAME=SRC: camera index, rtsp/http URL, video file or GStreamer pipeline (e.g. door=rtsp://cam2/stream); "
+        "without NAME= the stream is s0, s1, ... Repeat for several; replaces the sources of --config.",
     ),
-    actions: Path = typer.Option(..., "--actions", "-a", help="Actions YAML file (watched; edits apply live)."),
-    pub: str = typer.Option(DEFAULT_PUB, "--pub", help="ZeroMQ PUB endpoint for events, scores and status."),
-    control: str = typer.Option(DEFAULT_CONTROL, "--control", help="ZeroMQ REP endpoint for actions; 'none' = off."),
-    backend: str = typer.Option("auto", "--backend", help="auto|tensorrt|onnxruntime|torch (see docs/edge.md)."),
+    zone: list[str] = typer.Option(
+        [],
+        "--zone",
+        help="STREAM:NAME=x0,y0,x1,y1: a named rectangle of a stream (0..1, x right, y down) that actions can "
+        "require (zone: NAME); repeat; adds to / replaces the zones of --config.",
+    ),
+    actions: Path = typer.Option(
+        None, "--actions", "-a", help="Actions YAML file (watched; edits apply live); or actions: in --config."
+    ),
+    pub: str = typer.Option(
+        None, "--pub", help=f"ZeroMQ PUB endpoint for events, scores and status [default: {DEFAULT_PUB}]."
+    ),
+    control: str = typer.Option(
+        None, "--control", help=f"ZeroMQ REP endpoint for actions; 'none' = off [default: {DEFAULT_CONTROL}]."
+    ),
+    backend: str = typer.Option(
+        None, "--backend", help="auto|tensorrt|onnxruntime|torch (see docs/edge.md) [default: auto]."
+    ),
     precision: str = typer.Option(
-        "auto", "--precision", help="auto|fp32|fp16|int8 (auto: the best the chosen backend runs)."
+        None, "--precision", help="auto|fp32|fp16|int8 (auto: the best the chosen backend runs) [default: auto]."
     ),
     realtime: bool = typer.Option(
         True,
@@ -52,7 +72,9 @@ def run_cmd(
         help="Files: play at their own pace, dropping like a camera (default), or process every sampled frame.",
     ),
     hop: int = typer.Option(2, "--hop", help="Sampled frames between two windows."),
-    fps: float = typer.Option(0.0, "--fps", help="Sampling rate (default: the model's, from the manifest)."),
+    fps: float = typer.Option(
+        None, "--fps", help="Sampling rate in frames/s [default: the model's, from the manifest]."
+    ),
     events_log: Path = typer.Option(None, "--events-log", help="Append every event as one JSON line."),
     output: Path = typer.Option(None, "--output", help="Annotated video (out.mp4; several streams: out.<stream>.mp4)."),
     duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0: run until done)."),
@@ -62,7 +84,9 @@ def run_cmd(
     stats_interval: float = typer.Option(5.0, "--stats-interval", help="Seconds between stats log lines."),
     threads: int = typer.Option(0, "--threads", help="Inference threads for onnxruntime (0: its default)."),
     batch_wait: float = typer.Option(
-        0.0, "--batch-wait", help="Milliseconds to wait for other streams' frames to batch them (adds latency)."
+        0.0,
+        "--batch-wait",
+        help="Seconds (e.g. 0.02) to wait for the other streams' frames to batch them; adds up to that latency.",
     ),
     hwm: int = typer.Option(
         1000, "--hwm", help="Messages queued per subscriber before it misses some (bounded memory)."
@@ -78,30 +102,95 @@ def run_cmd(
     curve_clients: Path = typer.Option(
         None, "--curve-clients", help="Folder of the allowed clients' public key files (*.key)."
     ),
-    # --- console (issue 15) BEGIN: minimal --http; issue 14's wiring replaces --http/--http-token ---
+    runtime_files: Path = typer.Option(
+        None,
+        "--runtime-files",
+        help="Folder whose video files the control socket / HTTP may add as sources while running "
+        "(without it only URLs and cameras can be added).",
+    ),
+    mqtt: str = typer.Option(
+        None,
+        "--mqtt",
+        help="Also publish to this MQTT broker: HOST[:PORT] (port 1883 by default).",
+    ),
+    mqtt_prefix: str = typer.Option(
+        None, "--mqtt-prefix", help="MQTT topic prefix: PREFIX/<stream>/<action> ... [default: cezsar]."
+    ),
+    mqtt_username: str = typer.Option(None, "--mqtt-username", help="MQTT user name."),
+    mqtt_password: str = typer.Option(
+        None,
+        "--mqtt-password",
+        envvar="CEZSAR_MQTT_PASSWORD",
+        show_envvar=True,
+        help="MQTT password; prefer the environment variable (a flag shows in the process list).",
+    ),
+    mqtt_tls_ca: Path = typer.Option(None, "--mqtt-tls-ca", help="CA file: MQTT over TLS."),
+    mqtt_tls_cert: Path = typer.Option(None, "--mqtt-tls-cert", help="Client certificate file for MQTT TLS."),
+    mqtt_tls_key: Path = typer.Option(None, "--mqtt-tls-key", help="Client key file for MQTT TLS."),
+    mqtt_tls_insecure: bool = typer.Option(
+        False, "--mqtt-tls-insecure", help="TLS without checking the broker's certificate and host name (tests only)."
+    ),
+    mqtt_discovery: bool = typer.Option(
+        None,
+        "--mqtt-discovery/--no-mqtt-discovery",
+        help="Home Assistant MQTT discovery (binary_sensor + score per stream x action) [default: on].",
+    ),
     http: str = typer.Option(
-        None, "--http", help="[HOST:]PORT: HTTP server with the web console at /console/ (loopback by default)."
+        None,
+        "--http",
+        help="Serve the web console (/console/) and /healthz /readyz /metrics (/media) on [HOST:]PORT "
+        "(default host 127.0.0.1).",
     ),
     http_token: str = typer.Option(
-        None, "--http-token", envvar="CEZSAR_HTTP_TOKEN", help="Bearer token for HTTP (needed beyond loopback)."
+        None,
+        "--http-token",
+        envvar="CEZSAR_HTTP_TOKEN",
+        show_envvar=True,
+        help="Bearer token for every HTTP path but /healthz; required for a non-loopback --http.",
     ),
-    console: bool = typer.Option(True, "--console/--no-console", help="Serve the web console when --http is on."),
-    # --- console (issue 15) END ---
+    media: Path = typer.Option(None, "--media", help="Folder for a JPEG snapshot and an MP4 clip per event."),
+    pre_roll: float = typer.Option(
+        None, "--pre-roll", help="Seconds of video before an event's start in its clip [default: 3]."
+    ),
+    media_max_age: float = typer.Option(
+        None, "--media-max-age", help="Seconds a snapshot/clip is kept (retention) [default: 604800, 7 days]."
+    ),
+    media_max_mb: float = typer.Option(
+        None, "--media-max-mb", help="Most megabytes the media folder may hold; oldest files go first [default: 2048]."
+    ),
+    console: bool = typer.Option(
+        True, "--console/--no-console", help="Serve the web console (/console/) when --http is on."
+    ),
 ) -> None:
-    """Recognise actions described in words on live video streams; publish events over ZeroMQ."""
-    from edge.runtime import Runtime, RuntimeConfig
+    """Recognise actions described in words on live video streams; publish events over ZeroMQ (and MQTT)."""
+    from edge.runtime import MediaOptions, MqttOptions, Runtime, RuntimeConfig, parse_host_port
+    from edge.sinks.mqtt import MqttTls
+    from edge.siteconfig import load_site_config
     from edge.sources import quiet_opencv
 
     if not log.isEnabledFor(logging.DEBUG):
         quiet_opencv()
+    site = load_site_config(config) if config else None
+    out = site.outputs if site else None
+    deploy_dir = deploy or (site.deploy if site else None)
+    actions_file = actions or (site.actions if site else None)
+    sources = list(source) or (site.source_specs() if site else [])
+    if deploy_dir is None:
+        raise CezsarError("give --deploy (or deploy: in --config)")
+    if actions_file is None:
+        raise CezsarError("give --actions (or actions: in --config)")
+    if not sources:
+        raise CezsarError("give at least one --source (or sources: in --config)")
+    if control is None:
+        control = (out.zmq.control or "none") if out else DEFAULT_CONTROL
     cfg = RuntimeConfig(
-        deploy=deploy,
-        sources=list(source),
-        actions=actions,
-        pub=pub,
+        deploy=deploy_dir,
+        sources=sources,
+        actions=actions_file,
+        pub=pub or (out.zmq.pub if out else DEFAULT_PUB),
         control=None if control.lower() in ("", "none", "off") else control,
-        backend=backend,
-        precision=precision,
+        backend=backend or (site.backend if site else "auto"),
+        precision=precision or (site.precision if site else "auto"),
         realtime=realtime,
         hop=hop,
         fps=fps or None,
@@ -113,15 +202,65 @@ def run_cmd(
         status_interval=status_interval,
         stats_interval=stats_interval,
         threads=threads or None,
-        batch_wait=max(0.0, batch_wait) / 1000.0,
+        batch_wait=max(0.0, batch_wait),
         hwm=max(1, hwm),
         fallback_backend=fallback_backend or None,
         curve_secret=curve_secret,
         curve_clients=curve_clients,
-        http=http or None,  # console (issue 15)
-        http_token=http_token or None,  # console (issue 15)
-        console=console,  # console (issue 15)
+        runtime_files=runtime_files,
+        console=console,
     )
+    from cezsar.video import parse_sources
+    from edge.zones import Zone, parse_zone_flag
+
+    names = {sp.name for sp in parse_sources(sources)}
+    zones: dict[str, dict[str, Zone]] = {}
+    for src in site.sources if site else []:
+        if src.name in names:  # --source may have replaced the file's sources
+            for sz in src.zones:
+                zones.setdefault(src.name, {})[sz.name] = Zone(sz.name, tuple(sz.points()))
+    for text in zone:  # an unknown stream here is an error (Runtime)
+        name, fz = parse_zone_flag(text)
+        zones.setdefault(name, {})[fz.name] = fz
+    cfg.zones = zones
+    mq = out.mqtt if out else None
+    if mqtt or mq is not None:
+        host, port = parse_host_port(mqtt, None, 1883, "--mqtt") if mqtt else (mq.host, mq.port)  # type: ignore[union-attr]
+        tls = None
+        if mqtt_tls_ca or mqtt_tls_cert or mqtt_tls_insecure:
+            tls = MqttTls(ca=mqtt_tls_ca, cert=mqtt_tls_cert, key=mqtt_tls_key, insecure=mqtt_tls_insecure)
+        elif mq is not None and mq.tls is not None:
+            tls = MqttTls(ca=mq.tls.ca, cert=mq.tls.cert, key=mq.tls.key, insecure=mq.tls.insecure)
+        cfg.mqtt = MqttOptions(
+            host,
+            port,
+            prefix=mqtt_prefix or (mq.prefix if mq else "cezsar"),
+            username=mqtt_username or (mq.username if mq else None),
+            password=mqtt_password or (mq.secret() if mq else None),
+            tls=tls,
+            discovery=mqtt_discovery if mqtt_discovery is not None else (mq.discovery if mq else True),
+            discovery_prefix=mq.discovery_prefix if mq else "homeassistant",
+            node_id=mq.node_id if mq else None,
+            client_id=mq.client_id if mq else None,
+            scores=mq.scores if mq else True,
+            qos=mq.qos if mq else 1,
+        )
+    ho = out.http if out else None
+    if http:
+        cfg.http = parse_host_port(http, "127.0.0.1", None, "--http")
+    elif ho is not None:
+        cfg.http = (ho.bind, ho.port)
+    if cfg.http is not None:
+        cfg.http_token = http_token or (ho.secret() if ho else None) or None
+    mo = out.media if out else None
+    if media or mo is not None:
+        cfg.media = MediaOptions(
+            media or mo.dir,  # type: ignore[union-attr]
+            pre_roll=pre_roll if pre_roll is not None else (mo.pre_roll if mo else 3.0),
+            max_clip=mo.max_clip if mo else 120.0,
+            max_age=media_max_age if media_max_age is not None else (mo.max_age if mo else 7 * 86400.0),
+            max_bytes=int(media_max_mb * 2**20) if media_max_mb is not None else (int(mo.max_bytes) if mo else 2 << 30),
+        )
     rt = Runtime(cfg)
     for line in rt.summary():
         log.info("%s", line)
@@ -233,10 +372,10 @@ def actions_list(
 def actions_add(
     name: str = typer.Argument(..., help="Action name."),
     description: list[str] = typer.Option(..., "--description", "-d", help="A description (repeat for several)."),
-    threshold: float = typer.Option(None, "--threshold"),
-    hysteresis: float = typer.Option(None, "--hysteresis"),
-    min_duration: float = typer.Option(None, "--min-duration"),
-    cooldown: float = typer.Option(None, "--cooldown"),
+    threshold: float = typer.Option(None, "--threshold", help="Smoothed score at which an event starts."),
+    hysteresis: float = typer.Option(None, "--hysteresis", help="The event ends below threshold minus this."),
+    min_duration: float = typer.Option(None, "--min-duration", help="Seconds above threshold before an event starts."),
+    cooldown: float = typer.Option(None, "--cooldown", help="Seconds after an end before the action can start again."),
     control: str = CONTROL_OPT,
     timeout: float = TIMEOUT_OPT,
     curve_secret: Path = CURVE_SECRET_OPT,
@@ -252,10 +391,10 @@ def actions_add(
 def actions_update(
     name: str = typer.Argument(..., help="Action name."),
     description: list[str] = typer.Option([], "--description", "-d", help="Replace the descriptions (repeat)."),
-    threshold: float = typer.Option(None, "--threshold"),
-    hysteresis: float = typer.Option(None, "--hysteresis"),
-    min_duration: float = typer.Option(None, "--min-duration"),
-    cooldown: float = typer.Option(None, "--cooldown"),
+    threshold: float = typer.Option(None, "--threshold", help="Smoothed score at which an event starts."),
+    hysteresis: float = typer.Option(None, "--hysteresis", help="The event ends below threshold minus this."),
+    min_duration: float = typer.Option(None, "--min-duration", help="Seconds above threshold before an event starts."),
+    cooldown: float = typer.Option(None, "--cooldown", help="Seconds after an end before the action can start again."),
     rename: str = typer.Option(None, "--rename", help="New name."),
     control: str = CONTROL_OPT,
     timeout: float = TIMEOUT_OPT,
@@ -290,19 +429,68 @@ def actions_remove(
 @actions_app.command("check")
 def actions_check(path: Path = typer.Argument(..., help="Actions YAML file.")) -> None:
     """Validate an actions file offline (exit 2 with the line of the first problem)."""
-    from edge.actions import load_actions
+    from edge.actions import load_actions, warnings
 
     aset = load_actions(path)
+    for w in warnings(aset):
+        print(f"warning: {path}: {w}", file=sys.stderr)
     print(
         f"{path}: ok, {len(aset.actions)} action(s): {', '.join(aset.names()) or 'none'}; "
         f"{len(aset.background)} background description(s)"
     )
 
 
+STARTER_ACTIONS = """\
+# Actions for `cezsar run --actions THIS_FILE`; edits apply live while it runs. Check it with
+# `cezsar actions check THIS_FILE`. Every key is described in docs/edge.md ("The actions file").
+defaults:
+  threshold: 0.05        # an event starts when the smoothed score (cosine - best background) reaches this
+  hysteresis: 0.03       # ... and ends when it falls below threshold - hysteresis
+  min_duration: 1.0      # seconds above threshold before an event starts
+  cooldown: 2.0          # seconds after an end before the same action can start again
+# What "nothing happening" looks like at your site. Scores are measured against the best of these;
+# without them the threshold applies to raw cosines and is rarely right.
+background:
+  - an empty room
+  - nobody moving
+  - a still scene with no one in it
+actions:
+  - name: person walking
+    descriptions:
+      - a person walking across the room
+      - someone walks past
+  - name: person falling
+    descriptions:
+      - a person falls to the floor
+      - someone collapses
+    threshold: 0.08
+  # - name: door opening
+  #   descriptions: [a door opens]
+  #   streams: [entrance]  # only on these streams
+  #   zone: door           # only inside this zone (site.yaml sources[].zones or --zone)
+"""
+
+
+@actions_app.command("init")
+def actions_init(
+    path: Path = typer.Argument(..., help="Actions YAML file to create."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Write a starter actions file (background + two actions, commented) to edit for your site."""
+    from cezsar import atomic
+    from edge.actions import parse_actions
+
+    if path.exists() and not force:
+        raise CezsarError(f"{path}: exists (use --force to replace it)")
+    parse_actions(STARTER_ACTIONS, "starter")  # the starter itself must be valid
+    atomic.write_text(path, STARTER_ACTIONS)
+    print(f"wrote {path}: edit the descriptions, then `cezsar run ... --actions {path}`")
+
+
 def demo_cmd(
     model: Path = typer.Option(None, "--model", help="Trained model folder (default: the bundled demo model)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the rendered stream."),
-    backend: str = typer.Option("auto", "--backend"),
+    backend: str = typer.Option("auto", "--backend", help="auto|tensorrt|onnxruntime|torch (see docs/edge.md)."),
     precision: str = typer.Option("auto", "--precision", help="auto|fp32|fp16|int8."),
     realtime: bool = typer.Option(False, "--realtime/--no-realtime", help="Play the stream in real time (~90 s)."),
     keep: Path = typer.Option(None, "--keep", help="Keep the rendered video, actions file and events log here."),
@@ -330,7 +518,21 @@ def keys_cmd(
     print(f"secret key: {secret} (mode 600; keep it private)")
 
 
+def schemas_cmd(
+    out: Path = typer.Option(Path("schemas"), "--out", help="Folder for one JSON Schema file per topic."),
+) -> None:
+    """Write the JSON Schemas of every published message and control reply (generated from edge/messages.py)."""
+    from cezsar import atomic
+    from edge.messages import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        atomic.write_text(out / f"{name}.json", json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+        print(out / f"{name}.json")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("schemas")(schemas_cmd)
     app.command("run")(run_cmd)
     app.command("keys")(keys_cmd)
     app.command("listen")(listen_cmd)

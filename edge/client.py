@@ -56,6 +56,8 @@ class Subscriber:
         rcvhwm: int = 100000,
         curve: CurveClient | None = None,
     ) -> None:
+        """``rcvhwm``: messages queued here before ZeroMQ drops (a slow reader then sees gaps in
+        ``topic_seq``, counted in ``gaps``)."""
         self.context = context or zmq.Context.instance()
         sock = self.context.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
@@ -75,6 +77,7 @@ class Subscriber:
         self.endpoint = endpoint
         self.socket = sock
         self.invalid = 0  # frames that were not "topic json"
+        self.gaps = messages.GapCounter()  # messages of the subscribed topics that never arrived
 
     def recv(self, timeout: float | None = None) -> Message | None:
         """The next message, or None after ``timeout`` seconds (None: wait forever)."""
@@ -88,6 +91,7 @@ class Subscriber:
             except ValueError:
                 self.invalid += 1
                 continue
+            self.gaps.see(topic, data)
             return Message(topic, data)
 
     def __iter__(self) -> Iterator[Message]:

@@ -9,6 +9,9 @@ objects:
     {"op": "remove", "name": "wave"}
     {"op": "status"}
     {"op": "ping"}
+    {"op": "sources"}                                                   # the running streams
+    {"op": "add_source", "source": "door=rtsp://cam2/stream"}           # start one more stream
+    {"op": "remove_source", "name": "door"}                             # stop one (its events end)
 
 An optional "id" is echoed. Replies (built by edge.messages): {"schema", "ok": true, "op", ...} or
 {"schema", "ok": false, "error": "one line"}. Requests over 64 KiB get an error reply; over 1 MiB the
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
 HARD_MAX_BYTES = 1024 * 1024
-OPS = ("list", "add", "update", "remove", "status", "ping")
+OPS = ("list", "add", "update", "remove", "status", "ping", "sources", "add_source", "remove_source")
 MAX_DEPTH = 8  # nesting of JSON objects/arrays in a request (the deepest valid one has 4)
 # the control socket never reads or writes a file the client names: only the runtime's own actions file
 PATH_KEYS = ("path", "file", "filename", "actions_file", "dir", "directory", "deploy", "output", "events_log")
@@ -73,9 +76,13 @@ def describe_set(store: ActionStore) -> dict[str, Any]:
 class ControlHandler:
     """Request dict -> reply dict. No sockets here (the server below owns them)."""
 
-    def __init__(self, store: ActionStore, status: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, store: ActionStore, status: Callable[[], dict[str, Any]] | None = None, sources: Any = None
+    ) -> None:
+        """``sources``: the runtime (``list_sources``, ``add_source``, ``remove_source``); None: those ops fail."""
         self.store = store
         self.status = status
+        self.sources = sources
 
     def handle_bytes(self, raw: bytes) -> dict[str, Any]:
         if len(raw) > MAX_REQUEST_BYTES:
@@ -108,7 +115,13 @@ class ControlHandler:
             return messages.reply_error(
                 f"unknown op {op!r} (one of: {', '.join(OPS)})", op if isinstance(op, str) else None, rid
             )
-        allowed = {"op", "id"} | {"add": {"action"}, "update": {"name", "fields"}, "remove": {"name"}}.get(op, set())
+        allowed = {"op", "id"} | {
+            "add": {"action"},
+            "update": {"name", "fields"},
+            "remove": {"name"},
+            "add_source": {"source"},
+            "remove_source": {"name"},
+        }.get(op, set())
         extra = sorted(set(req) - allowed)
         if extra:
             return messages.reply_error(f"{op}: unknown field(s) {', '.join(extra)}", op, rid)
@@ -134,6 +147,17 @@ class ControlHandler:
             return {"status": self.status() if self.status else None}
         if op == "list":
             return describe_set(self.store)
+        if op in ("sources", "add_source", "remove_source"):
+            if self.sources is None:
+                raise CezsarError(f"{op}: this runtime cannot change its sources")
+            if op == "add_source":
+                text = req.get("source")
+                if not isinstance(text, str) or not text.strip():
+                    raise CezsarError("add_source: 'source' must be a non-empty string (NAME=URL)")
+                return {**self.sources.add_source(text.strip()), **self.sources.list_sources()}
+            if op == "remove_source":
+                return {**self.sources.remove_source(self._name(req)), **self.sources.list_sources()}
+            return dict(self.sources.list_sources())
         if op == "add":
             if "action" not in req:
                 raise CezsarError("add: missing 'action' (an object with name and descriptions)")

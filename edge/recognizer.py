@@ -83,6 +83,8 @@ class Recognizer:
         self._staged: Scorer | None = None  # the newest set (written by set_actions, any thread)
         self.windows_by_stream: dict[str, int] = {}
         self.latest: dict[str, Window] = {}  # stream -> its newest window (the console's "try"; any thread reads)
+        self._columns_for: Scorer | None = None
+        self._columns_cache: dict[str, list[tuple[int, str]]] = {}
 
     # -- the action set (any thread) -------------------------------------------------------------
     def set_actions(self, aset: ActionSet) -> None:
@@ -131,19 +133,35 @@ class Recognizer:
         out = []
         for i, w in enumerate(windows):
             self.windows_by_stream[w.stream] = self.windows_by_stream.get(w.stream, 0) + 1
-            scores = {n: round(float(sc.scores[i, j]), 4) for j, n in enumerate(scorer.names)}
+            cols = self._columns(scorer, w.stream)
+            scores = {n: round(float(sc.scores[i, j]), 4) for j, n in cols}
             events = self.decisions.step(w.stream, w.center, w.wall, scores, scorer.params)
             out.append(
                 WindowResult(
                     w,
                     scores,
-                    {n: float(sc.cosine[i, j]) for j, n in enumerate(scorer.names)},
+                    {n: float(sc.cosine[i, j]) for j, n in cols},
                     None if sc.background is None else float(sc.background[i]),
                     self.decisions.smoothed(w.stream),
                     events,
                 )
             )
         return Step(ended, out)
+
+    def _columns(self, scorer: Scorer, stream: str) -> list[tuple[int, str]]:
+        """The (column, name) of the actions decided on ``stream`` (``streams:``/``zone:`` of each
+        action; a zone's crop is the stream ``<stream>@<zone>``), cached per action set."""
+        if self._columns_for is not scorer:
+            self._columns_for, self._columns_cache = scorer, {}
+        cols = self._columns_cache.get(stream)
+        if cols is None:
+            cols = []
+            for j, n in enumerate(scorer.names):
+                a = scorer.aset.get(n)
+                if a is None or a.applies(stream):
+                    cols.append((j, n))
+            self._columns_cache[stream] = cols
+        return cols
 
     def end_stream(self, stream: str, reason: str, wall: float | None = None) -> list[Event]:
         """The stream ended (``stream_end``) or was interrupted (``stream_interrupted``): end its open

@@ -54,19 +54,21 @@ def test_the_builders_make_the_documented_messages() -> None:
     from edge.embedder import Window
     from edge.recognizer import WindowResult
 
+    seq = messages.Sequencer("5c2e9f1a7b30", "edge-01")
     ev = Event("3f0c", "cam1", "moving left", "start", 6.375, None, 0.0831, 0.0831, 7.375, 3, wall=99.0)
-    got = messages.event(ev, 100.0)
+    got = seq.stamp(messages.event(ev, 100.0, actions_version=1, model="9b1d"))
     assert got.topic == "event.cam1" and got.payload["latency_ms"] == 1000.0
     assert _keys(messages.decode(messages.encode(*got))[1]) == _keys(_doc_example("event.cam1 {"))
     doc = _doc_example("scores.cam1 {")
     w = Window("cam1", 0.0, 1.75, 8, 0, 7, 99.5, np.ones(4, np.float32))
     r = WindowResult(w, doc["scores"], doc["cosine"], doc["background"], doc["smoothed"])
-    got = messages.scores(r, 100.0)
+    got = seq.stamp(messages.scores(r, 100.0))
     assert got.topic == "scores.cam1" and got.payload["window"] == doc["window"]
     assert _keys(messages.decode(messages.encode(*got))[1]) == _keys(doc)
     doc = _doc_example("status {")
-    parts = {k: v for k, v in doc.items() if k not in ("schema", "type", "time", "uptime", "latency_ms")}
-    got = messages.status(now=100.0, started_at=98.0, latency=doc["latency_ms"], **parts)
+    stamps = ("seq", "topic_seq", "host", "instance")
+    parts = {k: v for k, v in doc.items() if k not in ("schema", "type", "time", "uptime", "latency_ms", *stamps)}
+    got = seq.stamp(messages.status(now=100.0, started_at=98.0, latency=doc["latency_ms"], **parts))
     assert got.topic == "status" and got.payload["uptime"] == 2.0
     assert _keys(messages.decode(messages.encode(*got))[1]) == _keys(doc)
     aset = actions_from_obj({"background": ["still"], "actions": [{"name": "wave", "descriptions": "a hand waving"}]})

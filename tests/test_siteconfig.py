@@ -170,9 +170,12 @@ def test_backend_names_come_from_the_backend_registry(tmp_path: Path) -> None:
     from cezsar.backends.registry import names
 
     for name in names():
-        assert SiteConfig.model_validate(
-            {"actions": "a.yaml", "backend": name, "sources": [{"name": "a", "url": "file:///x.mp4"}]}
-        ).backend == name
+        assert (
+            SiteConfig.model_validate(
+                {"actions": "a.yaml", "backend": name, "sources": [{"name": "a", "url": "file:///x.mp4"}]}
+            ).backend
+            == name
+        )
 
 
 def test_config_check_command(tmp_path: Path) -> None:

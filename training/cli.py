@@ -57,7 +57,7 @@ def train_cmd(
     resize: int | None = typer.Option(
         None, help="Shorter-side resize before the crop (default: dataset.json, else probed)."
     ),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, help="Clips per training batch."),
     lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
     patience: int = typer.Option(6, help="Early-stopping patience in epochs (constant schedule)."),
     schedule: str | None = typer.Option(
@@ -65,7 +65,7 @@ def train_cmd(
         help="constant (early stopping on validation loss; paper) | cosine (1-epoch warm-up, cosine decay to 0 "
         "over --epochs, keeps the last epoch). Default: the recipe's.",
     ),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed (initialisation, shuffling, augmentation)."),
     text_model: str = typer.Option(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
     ),
@@ -191,7 +191,7 @@ def eval_cmd(
     ),
     runs: int = typer.Option(1, help="Random runs R."),
     classes_per_run: int | None = typer.Option(None, help="Classes N per random run (default: all)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the random runs (which classes each run draws)."),
     confusion: Path | None = typer.Option(None, help="Confusion-matrix PNG (default: MODEL/confusion.png)."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
 ) -> None:
@@ -232,7 +232,7 @@ def init_cmd(
     fps: float = typer.Option(1.0, help="Sampling rate of the window."),
     layers: int = typer.Option(1, help="Transformer layers of the temporal head (residual branches start at zero)."),
     heads: int | None = typer.Option(None, help="Attention heads (default: 8, 4, 2 or 1, whichever divides D)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the heads' random parts (the identity start itself is exact)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """A usable model from pretrained towers, no training: video embedding = normalised mean of frame embeddings."""
