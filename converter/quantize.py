@@ -28,7 +28,7 @@ TensorRT rules do not apply to and which are not checked against them, on the sa
 with its own report under ``cpu`` and the same gate. When the CPU INT8 temporal head fails the gate,
 the head stays FP32 (it runs once per hop; the frame encoder, run once per frame, carries the cost):
 the INT8 frame encoder with the FP32 head is gated again and, if it passes, only
-``frame_encoder.int8-cpu.onnx`` is written and the manifest's ``temporal_head.int8-cpu`` names the FP32
+the CPU INT8 frame encoder is written and the manifest's CPU INT8 key of the temporal head names the FP32
 head (``report["cpu"]["head_precision"] == "fp32"``, the refused INT8 head's numbers under ``int8_head``).
 
 The report says per target what was written and what was refused (``targets``, ``summary``) and

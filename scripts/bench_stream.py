@@ -392,7 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs.append(one_run(deploy, videos[: counts[0]], actions, args, cache=False))
         pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for i in range(max(0, args.console_reps)):  # the order alternates: a drifting load cancels out
-            watch = {"http": "127.0.0.1:0", "console": True}
+            watch = {"http": ("127.0.0.1", 0), "console": True}
             if i % 2:
                 watched = one_run(deploy, videos[:1], actions, args, **watch)
                 plain = one_run(deploy, videos[:1], actions, args)

@@ -118,7 +118,9 @@ def test_tokenizers_follow_the_checkpoint(ckpts: dict[str, Path]) -> None:
     long = sig.tokenize(["word " * 100])[0]
     assert long.shape == (1, 32)
     e = clip.encode(["a", "b", "a"])
-    assert e.shape == (3, 32) and torch.allclose(e[0], e[2]) and torch.allclose(e.norm(dim=-1), torch.ones(3))
+    # the same sentence twice in one batch: equal up to float rounding of the batched matmuls
+    assert e.shape == (3, 32) and torch.allclose(e[0], e[2], atol=1e-6)
+    assert torch.allclose(e.norm(dim=-1), torch.ones(3))
 
 
 # -- init: the identity start, in torch and ONNX -----------------------------------------------------

@@ -19,7 +19,7 @@ internet and ``HF_HUB_OFFLINE=0``; the ``cezsar`` command sets it to 1 unless to
 The image processor classes of transformers 5 need torchvision, so the checkpoint's
 ``preprocessor_config.json`` is read here into :class:`cezsar.preprocess.Preprocess` (size, resize
 mode, crop, mean/std, interpolation); it travels in the model config and the deploy manifest, and the
-torch-free edge preprocesses from it. Tokenizers come from the checkpoint's ``tokenizer.json`` (or the
+torch-free edge preprocesses from it. Tokenizers come from the checkpoint's fast-tokenizer file (or the
 transformers fast tokenizer converted from a slow one) and are used through the ``tokenizers`` library,
 in training exactly as at the edge.
 """
@@ -262,8 +262,9 @@ def _token(value: Any) -> str | None:
 def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None) -> tuple[Any, dict[str, Any]]:
     """The checkpoint's tokenizer as a ``tokenizers.Tokenizer`` set up for its text tower, and its settings."""
     from tokenizers import Tokenizer
+    from transformers.tokenization_utils_base import FULL_TOKENIZER_FILE  # the checkpoint's fast-tokenizer file
 
-    tj = ck.folder / "tokenizer.json"
+    tj = ck.folder / FULL_TOKENIZER_FILE
     if tj.is_file():
         tok = Tokenizer.from_file(str(tj))
     else:
@@ -274,7 +275,7 @@ def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None)
             tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
         except Exception as e:  # noqa: BLE001
             raise CezsarError(
-                f"{ck.folder}: no tokenizer.json and no fast tokenizer can be made ({type(e).__name__}); "
+                f"{ck.folder}: no {FULL_TOKENIZER_FILE} and no fast tokenizer can be made ({type(e).__name__}); "
                 "save the tokenizer with a fast tokenizer first"
             ) from None
     tcfg: dict[str, Any] = {}
@@ -302,7 +303,7 @@ def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None)
         "truncation": True,
         "inputs": ["input_ids", "attention_mask"],
         "dtype": "int64",
-        "note": "tokenizer.json already truncates and pads: encode_batch(), then ids and attention_mask as int64",
+        "note": "the tokenizer file already truncates and pads: encode_batch(), then ids and attention_mask as int64",
     }
     return tok, info
 

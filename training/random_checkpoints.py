@@ -1,7 +1,7 @@
 """Randomly initialised CLIP / SigLIP checkpoint folders in the exact on-disk layout of a downloaded one.
 
 For tests, speed benchmarks and the fine-tuning check on a machine without internet: the folder holds
-``config.json`` + ``model.safetensors`` (``save_pretrained``), a fast tokenizer (``tokenizer.json``, built
+``config.json`` + ``model.safetensors`` (``save_pretrained``), a fast tokenizer (transformers' file, built
 with the ``tokenizers`` library: byte-level BPE for CLIP, WordPiece for SigLIP) and a
 ``preprocessor_config.json`` written the way the Hugging Face processors write it. The loaders in
 :mod:`training.pretrained` read these folders by the same code path as a real checkpoint.
