@@ -107,11 +107,13 @@ def _pooling_modes(module: Any) -> list[str]:
     return [m for m in order if cfg.get(keys[m], getattr(module, keys[m], False))]
 
 
-def build_text_tower(st: Any, text_head: Any) -> tuple[Any, dict[str, Any]]:
-    """sentence-transformers model + TextHead -> (torch module (input_ids, attention_mask) -> embedding, info).
+def build_text_tower(st: Any, text_head: Any, text_input: str = "pooled", layer: int = 0) -> tuple[Any, dict[str, Any]]:
+    """sentence-transformers model + text head -> (torch module (input_ids, attention_mask) -> embedding, info).
 
     Reads the modules of the sentence model (modules.json order): Transformer, Pooling, optional
-    Dense and Normalize. Anything else cannot be exported faithfully and is refused.
+    Dense and Normalize. Anything else cannot be exported faithfully and is refused. With the per-token
+    text input (``text_input`` "tokens") the head reads the transformer's hidden states at ``layer``
+    (training.model.token_states, as in training); pooling, Dense and Normalize are then unused.
     """
     import torch
     import torch.nn.functional as F
@@ -149,7 +151,10 @@ def build_text_tower(st: Any, text_head: Any) -> tuple[Any, dict[str, Any]]:
             log.debug("text model: cannot switch to eager attention")
     import inspect
 
+    from training.model import token_states
+
     takes_token_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
+    per_token = text_input == "tokens"
 
     class TextTower(nn.Module):
         def __init__(self) -> None:
@@ -159,6 +164,8 @@ def build_text_tower(st: Any, text_head: Any) -> tuple[Any, dict[str, Any]]:
             self.head = text_head
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            if per_token:
+                return self.head.pool(token_states(self.transformer, input_ids, attention_mask, layer), attention_mask)
             kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
             if takes_token_types:
                 kwargs["token_type_ids"] = torch.zeros_like(input_ids)
@@ -182,7 +189,9 @@ def build_text_tower(st: Any, text_head: Any) -> tuple[Any, dict[str, Any]]:
                 x = F.normalize(x, dim=-1)
             return self.head(x)
 
-    info = {"modules": names, "pooling": pooling, "normalize": normalize, "dense": len(dense)}
+    info: dict[str, Any] = {"modules": names, "pooling": pooling, "normalize": normalize, "dense": len(dense)}
+    if per_token:
+        info = {"modules": names, "input": "tokens", "layer": layer}
     return TextTower().eval(), info
 
 
@@ -523,25 +532,25 @@ def export_model(
     import torch
 
     from cezsar.atomic import atomic_dir
-    from training.model import load_sentence_model
+    from training.model import SentenceEncoder
 
     model_dir, out_dir, cfg, model = _prepare(model_dir, out_dir, opset)
     joint = cfg.joint_dim
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
-    st = load_sentence_model(cfg.text_model)
+    text = SentenceEncoder.for_config(cfg)
+    st = text.model
     st.eval()
     # Reference embeddings of real sentences through the training path (sentence-transformers' own
     # tokenizer and attention), computed before the export switches attention to "eager".
     with torch.no_grad():
-        st_emb = st.encode(PARITY_SENTENCES, convert_to_tensor=True, show_progress_bar=False).float().cpu()
-        ref_sentences = model.encode_text(st_emb).numpy()
+        ref_sentences = model.encode_text(text.encode(PARITY_SENTENCES)).numpy()
     if hasattr(st, "export_tower"):  # text tower of an image-text checkpoint (training/pretrained.py)
         tower, text_info = st.export_tower(model.text_head)
         vocab = int(st.vocab_size)
     else:
-        tower, text_info = build_text_tower(st, model.text_head)
+        tower, text_info = build_text_tower(st, model.text_head, cfg.text_input, cfg.text_layer)
         vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
     probe = tower(torch.ones((1, 2), dtype=torch.long), torch.ones((1, 2), dtype=torch.long))
     if probe.shape[-1] != joint:

@@ -39,7 +39,19 @@ VARIANTS: dict[str, tuple[str, str, str, list[str]]] = {
         "in-batch + 10 automatic per video, filtered (d >= 0.4)",
         [*PER_VIDEO, "--fn-distance", "0.4"],
     ),
-    "infonce-cosine": ("default", "InfoNCE, cosine lr", "as default", ["--schedule", "cosine"]),
+    "default-constant": (
+        "default",
+        "InfoNCE, early stopping (constant lr)",
+        "as default",
+        ["--schedule", "constant"],
+    ),
+    "default-pooled": ("default", "InfoNCE, pooled text input", "as default", ["--text-input", "pooled"]),
+    "paper-tokens": (
+        "paper",
+        "triplet (margin 1.0), per-token text input",
+        "10 automatic (0 < d < 0.8)",
+        ["--recipe", "paper", "--text-input", "tokens"],
+    ),
     "paper": ("paper", "triplet (margin 1.0)", "10 automatic (0 < d < 0.8)", ["--recipe", "paper"]),
     "paper-filtered": (
         "paper",

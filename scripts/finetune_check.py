@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--world", type=Path, default=None, help="existing synthetic world (default: OUT/world, seed 0)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--text-tower", default=None, help="default: the CLIP checkpoint's own text tower")
-    ap.add_argument("--loss", default="triplet")
+    ap.add_argument("--loss", default=None, help="default: the default recipe's (InfoNCE)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--mode", default="auto", help="auto (frozen for pretrained towers) | frozen | end2end")
     ap.add_argument("--threads", type=int, default=1)
@@ -77,9 +77,9 @@ def main() -> None:
                    "--fps", str(ds["fps"]), "--seed", str(seed), *extra)  # fmt: skip
         before = top1(init, world)
         tuned = d / "tuned"
+        loss = ["--loss", args.loss] if args.loss else []
         cezsar("train", "--data", str(world), "--out", str(tuned), "--init", str(init), "--seed", str(seed),
-               "--loss", args.loss, "--mode", args.mode, "--epochs", str(args.epochs),
-               "--threads", str(args.threads))  # fmt: skip
+               *loss, "--mode", args.mode, "--epochs", str(args.epochs), "--threads", str(args.threads))  # fmt: skip
         after = top1(tuned, world)
         runs.append({"seed": seed, "init_top1": before, "tuned_top1": after, "gain": after - before})
         print(f"seed {seed}: init {before:.3f} -> tuned {after:.3f}", file=sys.stderr)
@@ -91,7 +91,7 @@ def main() -> None:
     report = {
         "what": "unseen-class top-1 on the synthetic world, tiny random-weight CLIP, cezsar init vs train --init",
         "text_tower": args.text_tower or "the CLIP checkpoint's text tower",
-        "loss": args.loss,
+        "loss": args.loss or "the default recipe's",
         "mode": args.mode,
         "init_factor": args.init_factor,
         "seeds": args.seeds,

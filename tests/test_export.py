@@ -18,21 +18,23 @@ from cezsar.preprocess import Preprocess  # noqa: E402
 torch.set_num_threads(1)
 
 
-def make_model_dir(path: Path, frames: int = 4, seed: int = 0) -> Path:
+def make_model_dir(path: Path, frames: int = 4, seed: int = 0, text_input: str = "pooled") -> Path:
     from training.model import CezsarModel, ModelConfig
 
     torch.manual_seed(seed)
-    cfg = ModelConfig(frames=frames, fps=4.0, d_model=64, preprocess=Preprocess(size=32, resize=36).to_dict())
+    cfg = ModelConfig(frames=frames, fps=4.0, d_model=64, preprocess=Preprocess(size=32, resize=36).to_dict(),
+                      text_input=text_input, text_token_dropout=0.3 if text_input == "tokens" else 0.0)  # fmt: skip
     CezsarModel(cfg).save(path)
     return path
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+# both text heads: the sentence-embedding projection (the paper's, older models) and the per-token head
+@pytest.fixture(scope="module", params=["pooled", "tokens"])
+def exported(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, Path]:
     from converter.export import export_model
 
     root = tmp_path_factory.mktemp("export")
-    model_dir = make_model_dir(root / "model")
+    model_dir = make_model_dir(root / "model", text_input=request.param)
     export_model(model_dir, root / "deploy")
     return model_dir, root / "deploy"
 
@@ -89,7 +91,7 @@ def test_text_encoder_with_tokenizer_json_matches_training_path(exported: tuple[
     model = CezsarModel.load(model_dir)
     sentences = ["a man is juggling three balls", "Waving.", "people clap their hands in a crowded stadium"]
     with torch.no_grad():
-        ref = model.encode_text(SentenceEncoder(model.config.text_model).encode(sentences)).numpy()
+        ref = model.encode_text(SentenceEncoder.for_config(model.config).encode(sentences)).numpy()
     got = ort_session(deploy / "text_encoder.onnx", threads=1).run(
         None, SentenceTokenizer(deploy / "tokenizer.json")(sentences)
     )[0]

@@ -137,3 +137,51 @@ def test_backbone_local_checkpoint(tmp_path):
     save_file({"x": torch.zeros(3)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(CezsarError, match="does not match"):
         create_backbone("tiny", checkpoint=tmp_path / "bad.safetensors")
+
+
+# -- the per-token text head (issue 10) -------------------------------------------------------------
+
+
+def test_token_text_head_ignores_padding_and_drops_tokens_only_in_training():
+    from training.model import TokenTextHead, pack_tokens
+
+    torch.manual_seed(0)
+    head = TokenTextHead(8, 4, dropout=0.0, token_dropout=0.5).eval()
+    a, b = torch.randn(3, 8), torch.randn(5, 8)
+    packed = pack_tokens([a, b], 8)  # a is padded to 5 tokens
+    assert packed.shape == (2, 5 * 9)
+    alone = head(pack_tokens([a], 8))
+    both = head(packed)
+    assert torch.allclose(both[:1], alone, atol=1e-6), "padding must not change a sentence's embedding"
+    assert torch.allclose(both.norm(dim=-1), torch.ones(2), atol=1e-5)
+    # word order does not matter to the mean over the word-embedding layer's tokens
+    assert torch.allclose(head(pack_tokens([a.flip(0)], 8)), alone, atol=1e-6)
+    assert torch.equal(head(packed), both), "no token dropout at inference"
+    head.train()
+    outs = {tuple(head(packed)[1].round(decimals=4).tolist()) for _ in range(8)}
+    assert len(outs) > 1, "training drops tokens at random"
+
+
+def test_token_config_roundtrip_and_errors(tmp_path):
+    m = CezsarModel(small_config(text_input="tokens", text_token_dropout=0.3))
+    m.save(tmp_path / "m")
+    assert type(CezsarModel.load(tmp_path / "m").text_head).__name__ == "TokenTextHead"
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    for key, value, message in (("text_input", "words", "text_input"), ("text_token_dropout", 1.0, "text_token_dropout")):
+        bad = {**cfg, key: value}
+        bad.pop("weights_sha256")
+        (tmp_path / "m" / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(CezsarError, match=message):
+            read_config(tmp_path / "m")
+
+
+def test_sentence_encoder_token_states_are_the_word_embedding_layer():
+    from training.model import DEFAULT_TEXT_MODEL, SentenceEncoder
+
+    text = SentenceEncoder(DEFAULT_TEXT_MODEL, "tokens", layer=0)
+    states = text.states(["a circle moves left", "a circle moves left quickly"])
+    assert states[0].shape == (len(states[0]), text.dim) and len(states[1]) == len(states[0]) + 1
+    # layer 0 is before any attention: the shared words have the same states in both sentences
+    assert torch.allclose(states[0][:-1].float(), states[1][:-2].float(), atol=1e-2)
+    packed = text.encode(["a circle moves left", "a circle moves left quickly"])
+    assert packed.shape == (2, len(states[1]) * (text.dim + 1))

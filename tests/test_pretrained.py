@@ -169,9 +169,11 @@ def test_shared_space_text_is_the_checkpoints_text_embedding(inits: dict[str, Pa
     raw = text.encode(["a person falls to the floor", "someone waves"])
     with torch.no_grad():
         assert cos_dist(model.encode_text(raw).numpy(), raw.numpy()) < 1e-6
-    # CLIP frames + MiniLM text: not one space, the text projection maps 384 -> 32
+    # CLIP frames + MiniLM text: not one space; a trained per-token head (issue 10) maps 384 -> 32
     other = CezsarModel.load(inits["clip+minilm"])
     assert other.config.text_dim == 384 and other.config.text_model == MINILM
+    assert other.config.text_input == "tokens" and type(other.text_head).__name__ == "TokenTextHead"
+    assert model.config.text_input == "pooled"  # the checkpoint's own text tower keeps its embedding
 
 
 @pytest.fixture(scope="module")
@@ -210,10 +212,10 @@ def test_onnx_text_tower_matches_training_path(deploys: dict[str, Path], inits: 
     from training.model import CezsarModel, SentenceEncoder
 
     sentences = ["a person falls to the floor", "a customer picks up an item", "x"]
-    for name in ("clip", "siglip"):
+    for name in ("clip", "siglip", "clip+minilm"):  # the last: MiniLM's per-token states through the token head
         model = CezsarModel.load(inits[name])
         with torch.no_grad():
-            ref = model.encode_text(SentenceEncoder(model.config.text_model).encode(sentences)).numpy()
+            ref = model.encode_text(SentenceEncoder.for_config(model.config).encode(sentences)).numpy()
         got = ort_session(deploys[name] / "text_encoder.onnx").run(
             None, SentenceTokenizer(deploys[name] / "tokenizer.json")(sentences)
         )[0]

@@ -194,8 +194,11 @@ def test_recipes_default_and_paper():
     assert paper["loss"] == "triplet" and paper["margin"] == 1.0
     assert paper["negatives"] == {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8,
                                   "fn_distance": 0.0}  # fmt: skip
+    assert paper["text_input"] == "pooled"  # the paper projects the sentence embedding
     default = recipe_settings("default")
     assert default["loss"] == "infonce" and default["share_negatives"] and default["negatives"]["fn_distance"] == 0
+    assert default["text_input"] == "auto" and TrainConfig().resolved_text_input() == "tokens"
+    assert default["schedule"] == TrainConfig().schedule == "cosine" and paper["schedule"] == "constant"
     cfg = TrainConfig()  # the dataclass defaults are the default recipe
     assert cfg.loss == "infonce" and cfg.share_negatives and cfg.negatives.fn_distance == 0
     with pytest.raises(CezsarError, match="--recipe"):

@@ -69,6 +69,13 @@ def train_cmd(
     text_model: str = typer.Option(
         "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
     ),
+    text_input: str | None = typer.Option(
+        None,
+        help="What the text head reads: tokens (the sentence model's word-embedding states, a per-token MLP, "
+        "then a mean), pooled (the sentence embedding, as in the paper) or auto (tokens for "
+        "sentence-transformers models, pooled for image-text towers). Default: the recipe's (default: auto; "
+        "paper: pooled). Ignored with --init.",
+    ),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     device: str = typer.Option("cpu", help="cpu or cuda (under torchrun: each process its LOCAL_RANK GPU)."),
     workers: int = typer.Option(0, help="DataLoader worker processes decoding videos (frozen-mode extraction)."),
@@ -140,6 +147,7 @@ def train_cmd(
         patience=patience,
         seed=seed,
         text_model=text_model,
+        text_input=text_input or str(rs.get("text_input", "auto")),
         threads=threads,
         workers=workers,
         device=device,
@@ -155,7 +163,8 @@ def train_cmd(
     console.print(
         f"training {cfg.backbone} ({cfg.resolved_mode()}), recipe {recipe}: loss {cfg.loss}, negatives {neg.mode} "
         f"({neg.min_distance}, {neg.max_distance}) x{neg.count}, false-negative filter d < {neg.fn_distance}, "
-        f"T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr} ({cfg.schedule}), {cfg.epochs} epochs"
+        f"T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr} ({cfg.schedule}), {cfg.epochs} epochs, "
+        f"text input {'of ' + str(init) if init else cfg.resolved_text_input()}"
     )
     t0 = time.time()
     res = train(data, out, cfg, resume=resume)

@@ -103,7 +103,7 @@ def evaluate(
     if runs < 1:
         raise CezsarError("--runs must be >= 1")
 
-    text = SentenceEncoder(model.config.text_model)
+    text = SentenceEncoder.for_config(model.config)
     protos = class_prototypes(model, text, evalset.classes, pool)
     emb = video_embeddings(model, [Segment(Path(v.path), v.start, v.end) for v in videos], progress=progress)
     sims = zeroshot.cosine_scores(emb.numpy(), protos)  # (V, C)

@@ -20,7 +20,7 @@ import torch
 
 from cezsar.errors import CezsarError
 from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
-from training.pretrained import KINDS, checkpoint_preprocess, same_space, split_name
+from training.pretrained import KINDS, checkpoint_preprocess, is_pretrained_name, same_space, split_name
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,11 @@ def init_model(
         raise CezsarError(f"--frames {frames} / --fps {fps}: need at least one frame and a positive rate")
     text_tower = text_tower or default_text_tower(frame_encoder)
     torch.manual_seed(seed)
-    text = SentenceEncoder(text_tower)
+    shared = same_space(frame_encoder, text_tower)
+    # a text tower from another checkpoint gets a trained head anyway: for a sentence-transformers model,
+    # the per-token head that `cezsar train` uses (docs/ablation.md); the checkpoint's own tower stays pooled
+    text_input = "pooled" if shared or is_pretrained_name(text_tower) else "tokens"
+    text = SentenceEncoder(text_tower, text_input)
     text_dim = text.dim
     pre = checkpoint_preprocess(frame_encoder)
     if pre is None:
@@ -76,7 +80,6 @@ def init_model(
         from cezsar.preprocess import Preprocess
 
         pre = Preprocess()
-    shared = same_space(frame_encoder, text_tower)
     # feature_dim, d_model and joint_dim are the frame embedding size: the identity start needs that
     cfg = ModelConfig(
         backbone=frame_encoder,
@@ -88,6 +91,8 @@ def init_model(
         text_dim=text_dim,
         preprocess=pre.to_dict(),
         head="residual",
+        text_input=text_input,
+        text_token_dropout=0.3 if text_input == "tokens" else 0.0,
     )
     from training.backbones import create_backbone
 

@@ -3,8 +3,10 @@
 Video tower = FrameEncoder (image backbone, one frame -> feature) + TemporalHead (a window of
 frame features -> L2-normalised joint embedding). The edge runtime caches per-frame features,
 and the converter exports the two halves separately. Text tower = a frozen sentence-transformers
-encoder + TextHead (projection). Both outputs pass through LayerNorm, then L2 normalisation, in
-training and at inference alike.
+encoder + a trained head: TokenTextHead (the default since issue 10: a per-token MLP over the text
+model's word-embedding layer, then a masked mean) or TextHead (a projection of the pooled sentence
+embedding, the paper's form and that of models written before). Both outputs pass through LayerNorm,
+then L2 normalisation, in training and at inference alike.
 
 Unlike the reference implementation, attention runs across time (``batch_first=True`` with
 (batch, time, dim) inputs), not across the videos of a batch.
@@ -32,6 +34,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 HEADS = ("cezsar", "residual")
+TEXT_INPUTS = ("pooled", "tokens")
 
 
 @dataclass
@@ -51,6 +54,13 @@ class ModelConfig:
     # "cezsar": the from-scratch heads below; "residual": identity-initialisable heads for pretrained
     # image-text towers (training/towers.py, written by `cezsar init`)
     head: str = "cezsar"
+    # what the text head reads (issue 10): "pooled" = the sentence embedding (TextHead); "tokens" = the
+    # text model's per-token states at hidden layer ``text_layer`` (0: the word-embedding layer, before
+    # any attention; -1: the last layer), each through an MLP, then a masked mean (TokenTextHead), with
+    # ``text_token_dropout`` of the tokens dropped in training
+    text_input: str = "pooled"
+    text_layer: int = 0
+    text_token_dropout: float = 0.0
 
     @property
     def pre(self) -> Preprocess:
@@ -74,6 +84,10 @@ class ModelConfig:
             _ = cfg.pre  # validates the preprocessing block
             if cfg.head not in HEADS:
                 raise ValueError(f"head {cfg.head!r}: expected one of {', '.join(HEADS)}")
+            if cfg.text_input not in TEXT_INPUTS:
+                raise ValueError(f"text_input {cfg.text_input!r}: expected one of {', '.join(TEXT_INPUTS)}")
+            if not 0.0 <= cfg.text_token_dropout < 1.0:
+                raise ValueError(f"text_token_dropout {cfg.text_token_dropout}: expected 0 <= p < 1")
         except (TypeError, KeyError, ValueError) as e:
             raise CezsarError(f"{source}: invalid model config ({e})") from None
         return cfg
@@ -154,6 +168,46 @@ class TextHead(nn.Module):
         return F.normalize(self.norm(self.proj(self.drop(sentence_embeddings))), dim=-1)
 
 
+class TokenTextHead(nn.Module):
+    """Per-token text states -> (N, joint_dim), L2-normalised.
+
+    Each token state goes through LayerNorm -> Linear -> GELU -> dropout -> Linear on its own; the
+    sentence is the masked mean of the results, then LayerNorm and L2 normalisation. Read from the
+    text model's word-embedding layer (``text_layer`` 0), the words add up: "a cross" and "moving
+    right" each bring their own part, whatever words they were seen with in training, which is what
+    recognising an unseen combination needs (docs/ablation.md). In training a fraction of the tokens
+    (``token_dropout``) is dropped, so no single word carries a sentence.
+
+    :meth:`forward` takes the packed form that training batches carry (see :class:`TextBank`):
+    (N, L * (text_dim + 1)), each token's state followed by its mask value. :meth:`pool` takes the
+    states and the mask apart (the ONNX text tower).
+    """
+
+    def __init__(self, text_dim: int, joint_dim: int, dropout: float, token_dropout: float, hidden: int = 512):
+        super().__init__()
+        self.text_dim = text_dim
+        self.token_dropout = token_dropout
+        self.inp_norm = nn.LayerNorm(text_dim)
+        self.fc1 = nn.Linear(text_dim, hidden)
+        self.fc2 = nn.Linear(hidden, joint_dim)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(joint_dim)
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``states`` (N, L, text_dim), ``mask`` (N, L) (1: a token, 0: padding) -> (N, joint_dim)."""
+        m = mask.unsqueeze(-1).to(states.dtype)
+        if self.training and self.token_dropout > 0:
+            keep = (torch.rand_like(m) >= self.token_dropout).to(m.dtype) * m
+            m = torch.where(keep.sum(dim=1, keepdim=True) > 0, keep, m)  # never drop every token
+        y = self.fc2(self.drop(F.gelu(self.fc1(self.inp_norm(states)))))
+        y = (y * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        return F.normalize(self.norm(y), dim=-1)
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        x = packed.reshape(packed.shape[0], -1, self.text_dim + 1)
+        return self.pool(x[..., :-1], x[..., -1])
+
+
 def resolve_text_model(name: str) -> str:
     """A sentence-transformers model name or path -> what to load, offline where possible.
 
@@ -190,13 +244,43 @@ def load_sentence_model(name: str) -> Any:
         ) from None
 
 
-class SentenceEncoder:
-    """The frozen sentence-transformers half of the text tower, with an in-memory cache."""
+def token_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """The text transformer's hidden states at ``layer`` (0: word-embedding layer; -1: last): (N, L, dim).
 
-    def __init__(self, name: str) -> None:
+    The one definition of the text head's input: training (:class:`SentenceEncoder`) and the ONNX text
+    tower (converter/export.py) both call it."""
+    import inspect
+
+    kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        kwargs["token_type_ids"] = torch.zeros_like(input_ids)
+    out = model(**kwargs, output_hidden_states=True)
+    return out.hidden_states[layer]
+
+
+class SentenceEncoder:
+    """The frozen half of the text tower, with an in-memory cache.
+
+    ``text_input`` "pooled": :meth:`encode` gives sentence embeddings (N, dim). "tokens": it gives the
+    packed per-token states that :class:`TokenTextHead` reads, (N, L * (dim + 1)) with L the longest
+    sentence of the call (the states are cached per sentence in float16, unpadded)."""
+
+    def __init__(self, name: str, text_input: str = "pooled", layer: int = 0) -> None:
         self.name = name
+        self.text_input = text_input
+        self.layer = layer
         self.model = load_sentence_model(name)
+        if text_input == "tokens" and not hasattr(self.model, "preprocess"):
+            raise CezsarError(
+                f"text model '{name}': per-token text input needs a sentence-transformers model "
+                "(image-text towers give one pooled embedding: use the pooled text input)"
+            )
         self._cache: dict[str, torch.Tensor] = {}
+        self._tokens: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def for_config(cls, cfg: ModelConfig) -> SentenceEncoder:
+        return cls(cfg.text_model, cfg.text_input, cfg.text_layer)
 
     @property
     def dim(self) -> int:
@@ -204,7 +288,8 @@ class SentenceEncoder:
         return int(get())
 
     @torch.no_grad()
-    def encode(self, sentences: list[str], batch_size: int = 256) -> torch.Tensor:
+    def pooled(self, sentences: list[str], batch_size: int = 256) -> torch.Tensor:
+        """(N, dim) sentence embeddings (the automatic negatives' distances use these in both modes)."""
         todo = [s for s in dict.fromkeys(sentences) if s not in self._cache]
         if todo:
             emb = self.model.encode(todo, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
@@ -213,6 +298,58 @@ class SentenceEncoder:
         if not sentences:
             return torch.zeros((0, self.dim))
         return torch.stack([self._cache[s] for s in sentences])
+
+    @torch.no_grad()
+    def states(self, sentences: list[str], batch_size: int = 128) -> list[torch.Tensor]:
+        """Per sentence, its (tokens, dim) states at ``layer`` (float16, padding removed)."""
+        todo = [s for s in dict.fromkeys(sentences) if s not in self._tokens]
+        transformer = self.model[0].auto_model
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            f = self.model.preprocess(chunk)
+            h = token_states(transformer, f["input_ids"], f["attention_mask"], self.layer)
+            for s, hs, m in zip(chunk, h.float().cpu(), f["attention_mask"], strict=True):
+                self._tokens[s] = hs[m.bool()].to(torch.float16)
+        return [self._tokens[s] for s in sentences]
+
+    def encode(self, sentences: list[str], batch_size: int = 256) -> torch.Tensor:
+        if self.text_input != "tokens":
+            return self.pooled(sentences, batch_size)
+        return pack_tokens(self.states(sentences), self.dim)
+
+
+def pack_tokens(states: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Per-sentence (L_i, dim) states -> (N, L * (dim + 1)) float32: each token's state, then its mask."""
+    n, length = len(states), max((len(s) for s in states), default=1)
+    out = torch.zeros((n, length, dim + 1))
+    for i, s in enumerate(states):
+        out[i, : len(s), :dim] = s.float()
+        out[i, : len(s), dim] = 1.0
+    return out.view(n, length * (dim + 1))
+
+
+class TextBank:
+    """The text head's inputs of a caption set, gathered by index arrays of any shape.
+
+    ``bank[idx]`` -> (*idx.shape, W): sentence embeddings (pooled input) or packed token states padded
+    to the longest caption gathered (token input). ``pooled`` holds the sentence embeddings in both
+    modes (negative sampling and the false-negative filter measure distances on them)."""
+
+    def __init__(self, text: SentenceEncoder, captions: list[str]) -> None:
+        self.pooled = text.pooled(captions)
+        self.dim = text.dim
+        self.states = text.states(captions) if text.text_input == "tokens" else None
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        i = torch.as_tensor(idx, dtype=torch.long)
+        if self.states is None:
+            return self.pooled[i]
+        flat = i.reshape(-1).tolist()
+        packed = pack_tokens([self.states[j] for j in flat], self.dim)
+        return packed.view(*i.shape, packed.shape[-1])
 
 
 class CezsarModel(nn.Module):
@@ -230,12 +367,22 @@ class CezsarModel(nn.Module):
             self.temporal_head = ResidualTemporalHead(
                 dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
             )
-            self.text_head = LinearTextHead(config.text_dim, config.joint_dim, config.dropout)
+            if config.text_input == "tokens":  # a sentence-transformers text tower beside an image tower
+                self.text_head = TokenTextHead(
+                    config.text_dim, config.joint_dim, config.dropout, config.text_token_dropout
+                )
+            else:
+                self.text_head = LinearTextHead(config.text_dim, config.joint_dim, config.dropout)
         else:
             self.temporal_head = TemporalHead(
                 dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
             )
-            self.text_head = TextHead(config.text_dim, config.joint_dim, config.dropout)
+            if config.text_input == "tokens":
+                self.text_head = TokenTextHead(
+                    config.text_dim, config.joint_dim, config.dropout, config.text_token_dropout
+                )
+            else:
+                self.text_head = TextHead(config.text_dim, config.joint_dim, config.dropout)
 
     def encode_video(self, clips: torch.Tensor) -> torch.Tensor:
         """Fused forward: (B, T, 3, H, W) -> (B, joint_dim)."""
@@ -243,8 +390,9 @@ class CezsarModel(nn.Module):
         feats = self.frame_encoder(clips.flatten(0, 1)).view(b, t, -1)
         return self.temporal_head(feats)
 
-    def encode_text(self, sentence_embeddings: torch.Tensor) -> torch.Tensor:
-        return self.text_head(sentence_embeddings)
+    def encode_text(self, text_inputs: torch.Tensor) -> torch.Tensor:
+        """What :meth:`SentenceEncoder.encode` gives (sentence embeddings or packed token states) -> (N, joint_dim)."""
+        return self.text_head(text_inputs)
 
     # -- checkpoint folder: config.json + model.safetensors -------------------------------------
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> None:

@@ -35,7 +35,7 @@ from training import distributed
 from training.clips import ClipBank, Segment, build_bank, to_tensor
 from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
-from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
+from training.model import DEFAULT_TEXT_MODEL, TEXT_INPUTS, CezsarModel, ModelConfig, SentenceEncoder, TextBank
 from training.negatives import NegativeConfig, paraphrase_mask, sample_negatives
 from training.stream import ClipBatches, WindowDraw, batch_loader
 
@@ -64,13 +64,25 @@ def recipe_settings(recipe: str) -> dict[str, Any]:
         # shared by the batch; identical captions masked. Per-video hard negatives and the sentence-distance
         # false-negative filter were measured and did not help.
         negatives = {"mode": "auto", "min_distance": 0.0, "max_distance": 0.8, "fn_distance": DEFAULT_FN_DISTANCE}
-        return {"loss": "infonce", "share_negatives": True, "extra_negatives": 1, "negatives": negatives}
+        return {
+            "loss": "infonce",
+            "share_negatives": True,
+            "extra_negatives": 1,
+            "text_input": "auto",  # per-token word-embedding states for sentence-transformers models
+            # a fixed length with cosine decay, the last epoch kept: early stopping on the seen classes'
+            # validation loss stopped runs at a noisy plateau, far from their best unseen top-1
+            "schedule": "cosine",
+            "negatives": negatives,
+        }
     if recipe == "paper":
         # the paper: triplet margin loss (Euclidean, margin 1.0), 10 automatic negatives per positive
-        # drawn from the cosine-distance window 0 < d < 0.8, no false-negative filter
+        # drawn from the cosine-distance window 0 < d < 0.8, no false-negative filter; the text head
+        # projects the pooled sentence embedding
         return {
             "loss": "triplet",
             "margin": 1.0,
+            "text_input": "pooled",
+            "schedule": "constant",  # early stopping on the validation loss
             "negatives": {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8, "fn_distance": 0.0},
         }
     raise CezsarError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
@@ -94,7 +106,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.99)
     patience: int = 6
-    schedule: str = "constant"  # constant (early stopping on validation loss) | cosine (warm-up, decay, last epoch)
+    schedule: str = "cosine"  # cosine (warm-up, decay, last epoch; the default recipe) | constant (early stopping on validation loss)
     frames: int = 16
     fps: float = 1.0
     image_size: int = 224
@@ -116,6 +128,20 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
     step_log: str | None = None  # JSONL of every training step's loss (rank 0; the ranks' mean)
     init: str | None = None  # a model folder to fine-tune (cezsar init / an earlier training run)
+    # the text head's input (issue 10, docs/ablation.md): auto = per-token states of the sentence model's
+    # word-embedding layer for sentence-transformers models, the pooled embedding for image-text towers
+    text_input: str = "auto"  # auto | tokens | pooled
+    text_layer: int = 0
+    text_token_dropout: float = 0.3
+
+    def resolved_text_input(self) -> str:
+        from training.pretrained import is_pretrained_name
+
+        if self.text_input == "auto":
+            return "pooled" if is_pretrained_name(self.text_model) else "tokens"
+        if self.text_input not in TEXT_INPUTS:
+            raise CezsarError(f"--text-input {self.text_input!r}: expected auto, {' or '.join(TEXT_INPUTS)}")
+        return self.text_input
 
     def resolved_mode(self) -> str:
         if self.mode == "auto":
@@ -149,12 +175,14 @@ class _Objective(torch.nn.Module):
         negs: torch.Tensor,
         cid: torch.Tensor,
         gid: torch.Tensor,
+        raw: torch.Tensor,
         extra_ex: torch.Tensor | None,
         gather: bool,
     ) -> torch.Tensor:
-        """``pos``: the positives' sentence embeddings; ``negs``: (B, D) negatives shared by the batch, (B, K, D)
-        per video, or (B*K, D) for the triplet loss. ``cid``/``gid``: caption and clip ids (equal ids: not
-        a negative of each other); ``extra_ex`` (B, K): per-video negatives that are false negatives."""
+        """``pos``: the positives' text-head inputs (:class:`TextBank` rows); ``negs``: (B, W) negatives shared
+        by the batch, (B, K, W) per video, or (B*K, W) for the triplet loss. ``cid``/``gid``: caption and
+        clip ids (equal ids: not a negative of each other); ``raw``: the positives' sentence embeddings (the
+        false-negative filter's distances); ``extra_ex`` (B, K): per-video negatives that are false negatives."""
         m = self.model
         video = m.temporal_head(inputs) if self.mode == "frozen" else m.encode_video(inputs)
         p = m.encode_text(pos)
@@ -163,7 +191,6 @@ class _Objective(torch.nn.Module):
             k = len(n) // len(p)
             return self.loss_fn(video.repeat_interleave(k, 0), p.repeat_interleave(k, 0), n)
         n = m.encode_text(negs.reshape(-1, negs.shape[-1])).view(*negs.shape[:-1], -1)
-        raw = pos
         extra = None if extra_ex is None else extra_ex.to(torch.uint8)
         if gather:  # issue 12: negatives from every rank (CLIP-style), gradient through the local rows
             video, p, n, cid, gid, raw = (distributed.gather_with_grad(x) for x in (video, p, n, cid, gid, raw))
@@ -270,13 +297,17 @@ def train(
         mcfg.frames, mcfg.fps = cfg.frames, cfg.fps
         cfg.backbone, cfg.text_model = mcfg.backbone, mcfg.text_model
         pre = mcfg.pre
-        text = SentenceEncoder(mcfg.text_model)
+        text = SentenceEncoder.for_config(mcfg)
     else:
         from training.pretrained import checkpoint_preprocess
 
         pre = checkpoint_preprocess(cfg.backbone) or Preprocess(size=cfg.image_size, resize=cfg.resize)
-        text = SentenceEncoder(cfg.text_model)
+        text_input = cfg.resolved_text_input()
+        text = SentenceEncoder(cfg.text_model, text_input, cfg.text_layer)
         mcfg = ModelConfig(
+            text_input=text_input,
+            text_layer=cfg.text_layer,
+            text_token_dropout=cfg.text_token_dropout if text_input == "tokens" else 0.0,
             backbone=cfg.backbone,
             frames=cfg.frames,
             fps=cfg.fps,
@@ -291,9 +322,9 @@ def train(
     model.to(dev)
 
     captions = [r.caption for r in records]
-    sent = text.encode(captions)
+    sent = TextBank(text, captions)
     groups = [f"{r.video}:{r.start}:{r.end}" for r in records]
-    neg = sample_negatives(sent, cfg.negatives, group=[hash(g) for g in groups])
+    neg = sample_negatives(sent.pooled, cfg.negatives, group=[hash(g) for g in groups])
     train_idx, val_idx = _split_by_group(groups, cfg.val_fraction, cfg.seed)
 
     segs = [Segment(Path(r.video), r.start, r.end) for r in records]
@@ -397,7 +428,7 @@ def train(
                     cols = np.tile(np.arange(k), (len(idx), 1))
                 extra = torch.from_numpy(neg[np.asarray(idx)[:, None], cols])  # (B, k)
                 negs = sent[extra]  # (B, k, D)
-                unit = torch.nn.functional.normalize(sent.float(), dim=-1)
+                unit = torch.nn.functional.normalize(sent.pooled, dim=-1)
                 close = 1.0 - torch.einsum("bd,bkd->bk", unit[t], unit[extra]) < max(fn_distance, 1e-5)
                 extra_ex = close | (gid[extra] == gid[t][:, None])
         else:
@@ -409,6 +440,7 @@ def train(
             negs.to(dev),
             cid[t].to(dev),
             gid[t].to(dev),
+            sent.pooled[t].to(dev),
             None if extra_ex is None else extra_ex.to(dev),
             train_mode and dinfo.enabled,
         )
