@@ -167,7 +167,8 @@ def test_token_config_roundtrip_and_errors(tmp_path):
     m.save(tmp_path / "m")
     assert type(CezsarModel.load(tmp_path / "m").text_head).__name__ == "TokenTextHead"
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    for key, value, message in (("text_input", "words", "text_input"), ("text_token_dropout", 1.0, "text_token_dropout")):
+    bad_values = (("text_input", "words", "text_input"), ("text_token_dropout", 1.0, "text_token_dropout"))
+    for key, value, message in bad_values:
         bad = {**cfg, key: value}
         bad.pop("weights_sha256")
         (tmp_path / "m" / "config.json").write_text(json.dumps(bad))

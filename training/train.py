@@ -106,7 +106,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.99)
     patience: int = 6
-    schedule: str = "cosine"  # cosine (warm-up, decay, last epoch; the default recipe) | constant (early stopping on validation loss)
+    # cosine (warm-up, decay, last epoch; the default recipe) | constant (early stopping on validation loss)
+    schedule: str = "cosine"
     frames: int = 16
     fps: float = 1.0
     image_size: int = 224
