@@ -37,7 +37,8 @@ def _gather_worker(rank: int, world: int, init: str, out: str) -> None:
     b = 3
     feats = torch.randn(b, 4, model.frame_encoder.feature_dim) + rank
     ids = torch.arange(b) + rank * b  # caption ids and clip ids: all distinct across the ranks
-    loss = obj(feats, torch.randn(b, 8), torch.randn(b, 8), ids, ids, None, True)
+    pos = torch.randn(b, 8)
+    loss = obj(feats, pos, torch.randn(b, 8), ids, ids, pos, None, True)  # raw: the positives' sentence embeddings
     (loss * world).backward()
     grad = model.temporal_head.parameters().__next__().grad
     assert grad is not None
