@@ -7,10 +7,10 @@ world seeds x training seeds, and the automatic negative sampler's false-negativ
 
 The default protocol (5 worlds x 2 training seeds x 2 variants, default and paper = 20 runs) uses
 smaller worlds than `cezsar synth` (20 training clips per class instead of 40) and at most 12 epochs,
-two runs at a time with one torch thread each, to fit in about 30 minutes on 2 free CPU cores (not
-yet timed on a free machine: see docs/ablation.md). ``--variants`` adds the other rows of the table;
-``--train-clips 40 --epochs 0`` (0: the world's own dataset.json, 30) gives the full-size runs of
-docs/ablation.md.
+two runs at a time with one torch thread each: 741 s on 2 free CPU cores, but it under-trains (default
+0.50, paper 0.47), so it ranks variants rather than giving the figures. ``--variants`` adds the other
+rows of the table; ``--train-clips 40 --epochs 0 --variants default`` (0: the world's own dataset.json,
+30 epochs) is the full-size protocol of docs/ablation.md's first row (about 25 minutes).
 
 Prints the JSON report on stdout and a Markdown table on stderr (docs/ablation.md holds the runs).
 """
