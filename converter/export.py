@@ -149,11 +149,8 @@ def build_text_tower(st: Any, text_head: Any, text_input: str = "pooled", layer:
             transformer.set_attn_implementation("eager")
         except Exception:  # noqa: BLE001 - keep the model's own attention if it cannot switch
             log.debug("text model: cannot switch to eager attention")
-    import inspect
+    from training.model import token_states, transformer_inputs
 
-    from training.model import token_states
-
-    takes_token_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
     per_token = text_input == "tokens"
 
     class TextTower(nn.Module):
@@ -166,10 +163,7 @@ def build_text_tower(st: Any, text_head: Any, text_input: str = "pooled", layer:
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             if per_token:
                 return self.head.pool(token_states(self.transformer, input_ids, attention_mask, layer), attention_mask)
-            kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if takes_token_types:
-                kwargs["token_type_ids"] = torch.zeros_like(input_ids)
-            out = self.transformer(**kwargs)
+            out = self.transformer(**transformer_inputs(self.transformer, input_ids, attention_mask))
             h = out[0] if isinstance(out, (tuple, list)) else out.last_hidden_state
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             parts = []

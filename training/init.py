@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from cezsar.errors import CezsarError
-from training.model import DEFAULT_TEXT_MODEL, CezsarModel, ModelConfig, SentenceEncoder
+from training.model import DEFAULT_TEXT_MODEL, TOKEN_DROPOUT, CezsarModel, ModelConfig, SentenceEncoder
 from training.pretrained import KINDS, checkpoint_preprocess, is_pretrained_name, same_space, split_name
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def init_model(
         preprocess=pre.to_dict(),
         head="residual",
         text_input=text_input,
-        text_token_dropout=0.3 if text_input == "tokens" else 0.0,
+        text_token_dropout=TOKEN_DROPOUT if text_input == "tokens" else 0.0,
     )
     from training.backbones import create_backbone
 

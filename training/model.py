@@ -35,6 +35,7 @@ WEIGHTS_FILE = "model.safetensors"
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 HEADS = ("cezsar", "residual")
 TEXT_INPUTS = ("pooled", "tokens")
+TOKEN_DROPOUT = 0.3  # share of a caption's tokens the per-token text head drops in training (docs/ablation.md)
 
 
 @dataclass
@@ -244,17 +245,22 @@ def load_sentence_model(name: str) -> Any:
         ) from None
 
 
-def token_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
-    """The text transformer's hidden states at ``layer`` (0: word-embedding layer; -1: last): (N, L, dim).
-
-    The one definition of the text head's input: training (:class:`SentenceEncoder`) and the ONNX text
-    tower (converter/export.py) both call it."""
+def transformer_inputs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The keyword inputs of a Hugging Face text transformer: ids, mask, and zero token types where it takes them."""
     import inspect
 
     kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
     if "token_type_ids" in inspect.signature(model.forward).parameters:
         kwargs["token_type_ids"] = torch.zeros_like(input_ids)
-    out = model(**kwargs, output_hidden_states=True)
+    return kwargs
+
+
+def token_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """The text transformer's hidden states at ``layer`` (0: word-embedding layer; -1: last): (N, L, dim).
+
+    The one definition of the text head's input: training (:class:`SentenceEncoder`) and the ONNX text
+    tower (converter/export.py) both call it."""
+    out = model(**transformer_inputs(model, input_ids, attention_mask), output_hidden_states=True)
     return out.hidden_states[layer]
 
 
@@ -367,22 +373,16 @@ class CezsarModel(nn.Module):
             self.temporal_head = ResidualTemporalHead(
                 dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
             )
-            if config.text_input == "tokens":  # a sentence-transformers text tower beside an image tower
-                self.text_head = TokenTextHead(
-                    config.text_dim, config.joint_dim, config.dropout, config.text_token_dropout
-                )
-            else:
-                self.text_head = LinearTextHead(config.text_dim, config.joint_dim, config.dropout)
         else:
             self.temporal_head = TemporalHead(
                 dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
             )
-            if config.text_input == "tokens":
-                self.text_head = TokenTextHead(
-                    config.text_dim, config.joint_dim, config.dropout, config.text_token_dropout
-                )
-            else:
-                self.text_head = TextHead(config.text_dim, config.joint_dim, config.dropout)
+        if config.text_input == "tokens":  # either head kind (residual: a sentence model beside an image tower)
+            self.text_head = TokenTextHead(config.text_dim, config.joint_dim, config.dropout, config.text_token_dropout)
+        elif config.head == "residual":
+            self.text_head = LinearTextHead(config.text_dim, config.joint_dim, config.dropout)
+        else:
+            self.text_head = TextHead(config.text_dim, config.joint_dim, config.dropout)
 
     def encode_video(self, clips: torch.Tensor) -> torch.Tensor:
         """Fused forward: (B, T, 3, H, W) -> (B, joint_dim)."""

@@ -35,7 +35,15 @@ from training import distributed
 from training.clips import ClipBank, Segment, build_bank, to_tensor
 from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
-from training.model import DEFAULT_TEXT_MODEL, TEXT_INPUTS, CezsarModel, ModelConfig, SentenceEncoder, TextBank
+from training.model import (
+    DEFAULT_TEXT_MODEL,
+    TEXT_INPUTS,
+    TOKEN_DROPOUT,
+    CezsarModel,
+    ModelConfig,
+    SentenceEncoder,
+    TextBank,
+)
 from training.negatives import NegativeConfig, paraphrase_mask, sample_negatives
 from training.stream import ClipBatches, WindowDraw, batch_loader
 
@@ -133,7 +141,7 @@ class TrainConfig:
     # word-embedding layer for sentence-transformers models, the pooled embedding for image-text towers
     text_input: str = "auto"  # auto | tokens | pooled
     text_layer: int = 0
-    text_token_dropout: float = 0.3
+    text_token_dropout: float = TOKEN_DROPOUT
 
     def resolved_text_input(self) -> str:
         from training.pretrained import is_pretrained_name
@@ -326,6 +334,7 @@ def train(
     sent = TextBank(text, captions)
     groups = [f"{r.video}:{r.start}:{r.end}" for r in records]
     neg = sample_negatives(sent.pooled, cfg.negatives, group=[hash(g) for g in groups])
+    unit = torch.nn.functional.normalize(sent.pooled, dim=-1)  # per-video negatives' false-negative test
     train_idx, val_idx = _split_by_group(groups, cfg.val_fraction, cfg.seed)
 
     segs = [Segment(Path(r.video), r.start, r.end) for r in records]
@@ -429,7 +438,6 @@ def train(
                     cols = np.tile(np.arange(k), (len(idx), 1))
                 extra = torch.from_numpy(neg[np.asarray(idx)[:, None], cols])  # (B, k)
                 negs = sent[extra]  # (B, k, D)
-                unit = torch.nn.functional.normalize(sent.pooled, dim=-1)
                 close = 1.0 - torch.einsum("bd,bkd->bk", unit[t], unit[extra]) < max(fn_distance, 1e-5)
                 extra_ex = close | (gid[extra] == gid[t][:, None])
         else:
