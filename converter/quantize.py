@@ -197,10 +197,8 @@ def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, cali
         quantize_static,
     )
 
-    g = onnx.load(src).graph
-    weights = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     # attention's batched MatMuls (activation x activation) stay in high precision, as with ModelOpt
-    mha = [n.name for n in g.node if n.op_type == "MatMul" and n.name and not any(i in weights for i in n.input)]
+    mha = _activation_matmuls(onnx.load(src).graph)
     # onnxruntime's entropy calibrator fails on these graphs (ragged histogram arrays); MinMax always
     method = CalibrationMethod.MinMax
     with _quiet_stdout():
@@ -222,15 +220,19 @@ def _ort_static_inproc(src: str, dst: str, name: str, npy: str, batch: int, cali
 CPU_METHOD = "ort-cpu (QDQ, U8S8, per-channel, int32 bias)"
 
 
-def quantize_cpu(src: str | Path, dst: str | Path, name: str, data: np.ndarray, batch: int = 16) -> dict[str, Any]:
+def quantize_cpu(
+    src: str | Path, dst: str | Path, name: str, data: np.ndarray, batch: int = 16, scope: str = "auto"
+) -> dict[str, Any]:
     """INT8 for onnxruntime's CPU execution provider (``--target cpu``); returns {"method", "opset"}.
 
     onnxruntime static QDQ in the form its CPU integer kernels fuse: uint8 activations (asymmetric),
-    int8 per-channel weights, int32 biases, every op type onnxruntime quantizes, MinMax calibration on
-    ``data``. The TensorRT rules (int8 symmetric activations, float bias) do not apply and are not
-    checked: onnxruntime does not fuse a Conv with a float bias, so a TensorRT-style model runs FP32
-    kernels between Q/DQ pairs on the CPU, no faster than FP32. Runs in a fresh interpreter (ModelOpt's
-    process-wide patches of onnxruntime's calibrators, see :func:`_in_fresh_interpreter`).
+    int8 per-channel weights, int32 biases, MinMax calibration on ``data``; every op type onnxruntime quantizes for
+    convolutional graphs, the weight layers only for transformers (:func:`_cpu_scope`). The TensorRT rules (int8
+    symmetric activations, float bias) do not apply and are not checked: onnxruntime does not fuse a Conv with a
+    float bias, so a TensorRT-style model runs FP32 kernels between Q/DQ pairs on the CPU, no faster than FP32. Runs
+    in a fresh interpreter (ModelOpt's process-wide patches of onnxruntime's calibrators, see
+    :func:`_in_fresh_interpreter`). ``scope="all"`` quantizes every op type for transformers too (the
+    benchmark's comparison, scripts/bench_tower.py).
     """
     import onnx
 
@@ -238,7 +240,7 @@ def quantize_cpu(src: str | Path, dst: str | Path, name: str, data: np.ndarray, 
     with tempfile.TemporaryDirectory(prefix="cezsar-quant-cpu-") as td:
         out = Path(td) / dst.name
         try:
-            _in_fresh_interpreter("_quantize_cpu_inproc", src, out, name, data, batch)
+            _in_fresh_interpreter("_quantize_cpu_inproc", src, out, name, data, batch, scope)
         except RuntimeError as e:
             raise CezsarError(f"{src.name}: CPU INT8 quantization failed ({e})") from None
         if not out.is_file():
@@ -247,10 +249,11 @@ def quantize_cpu(src: str | Path, dst: str | Path, name: str, data: np.ndarray, 
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         n_q = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
         shutil.copyfile(out, dst)
-    return {"method": CPU_METHOD, "calibration": "max", "opset": int(opset), "quantize_linear": n_q}
+    res = {"method": CPU_METHOD, "calibration": "max", "opset": int(opset), "quantize_linear": n_q}
+    return {**res, "scope": "all" if scope == "all" or not _cpu_scope(str(src)) else "weight layers"}
 
 
-def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int) -> None:
+def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int, scope: str = "auto") -> None:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -264,6 +267,7 @@ def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int) ->
         quant_pre_process(src, str(pre))
     except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs (Reshape in the head)
         quant_pre_process(src, str(pre), skip_symbolic_shape=True)
+    limits = _cpu_scope(str(pre)) if scope == "auto" else {}
     with _quiet_stdout():
         quantize_static(
             str(pre),
@@ -274,8 +278,31 @@ def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int) ->
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            **limits,
         )
     pre.unlink()
+
+
+def _cpu_scope(path: str) -> dict[str, Any]:
+    """What the CPU INT8 model quantizes: everything onnxruntime can, for convolutional graphs (their
+    ReLU/pooling/Add chains then stay in integer kernels); for transformers (a Softmax or a
+    LayerNormalization in the graph) only the weight layers (Conv, MatMul, Gemm with an initializer
+    operand), the ViT guidance ModelOpt follows for TensorRT. Softmax, LayerNorm, GELU, residual Adds and
+    attention's activation x activation MatMuls keep float: with per-tensor MinMax ranges they are where
+    a ViT's INT8 error comes from (the bench's ViT-B/32: mean cosine 0.961 with all ops, see
+    docs/models.md), while the weight MatMuls carry nearly all of the compute."""
+    import onnx
+
+    g = onnx.load(path, load_external_data=False).graph
+    if not any(n.op_type in KEEP_HIGH_PRECISION for n in g.node):
+        return {}
+    return {"op_types_to_quantize": list(QUANT_OPS), "nodes_to_exclude": _activation_matmuls(g)}
+
+
+def _activation_matmuls(g: Any) -> list[str]:
+    """Names of the MatMuls with no weight operand (attention's Q.K^T and P.V)."""
+    weights = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in g.node if n.op_type == "MatMul" and n.name and not any(i in weights for i in n.input)]
 
 
 def fold_weight_quantizers(path: Path) -> int:

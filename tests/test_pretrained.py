@@ -205,6 +205,46 @@ def test_export_parity_and_identity_in_onnx(deploys: dict[str, Path], name: str)
     assert cos_dist(video, feats.mean(1)) < 1e-5
 
 
+def test_cpu_int8_of_a_vit_quantizes_the_weight_layers_only(deploys: dict[str, Path], tmp_path: Path) -> None:
+    """ViT guidance on the CPU INT8 path: Softmax, LayerNorm and attention's activation x activation MatMuls
+    read float tensors; scope="all" (the benchmark's comparison) quantizes them too."""
+    import onnx
+
+    from converter.common import cosine_rows, synthetic_frames
+    from converter.quantize import quantize_cpu
+
+    src = deploys["clip"] / "frame_encoder.onnx"
+    pre = Preprocess(size=32, resize=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    calib = pre(synthetic_frames(24, 48, 64, seed=5))
+
+    def float_inputs(path: Path) -> dict[str, bool]:
+        g = onnx.load(str(path)).graph
+        dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+        inits = {t.name for t in g.initializer}
+        weights = inits | {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+        kinds: dict[str, bool] = {}
+        for n in g.node:  # Softmax, LayerNorm and the MatMuls without a weight operand: is their input float?
+            if n.op_type in ("Softmax", "LayerNormalization") or (
+                n.op_type == "MatMul" and not any(i in weights for i in n.input)
+            ):
+                kinds[n.op_type] = kinds.get(n.op_type, True) and not any(i in dq for i in n.input[:1])
+        return kinds
+
+    out, every = tmp_path / "fe.int8.onnx", tmp_path / "fe.all.int8.onnx"
+    assert quantize_cpu(src, out, "frames", calib, 8)["scope"] == "weight layers"
+    assert quantize_cpu(src, every, "frames", calib, 8, scope="all")["scope"] == "all"
+    assert float_inputs(out) == {"Softmax": True, "LayerNormalization": True, "MatMul": True}
+    assert float_inputs(every)["Softmax"] is False and float_inputs(every)["LayerNormalization"] is False
+    g = onnx.load(str(out)).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in g.node) >= 4  # the weight MatMuls/Conv are INT8
+    x = pre(synthetic_frames(8, 48, 64, seed=6))
+    from cezsar.backends.onnxruntime import ort_session
+
+    f32 = ort_session(src).run(None, {"frames": x})[0]
+    f8 = ort_session(out).run(None, {"frames": x})[0]
+    assert cosine_rows(f32, f8).mean() > 0.99
+
+
 def test_onnx_text_tower_matches_training_path(deploys: dict[str, Path], inits: dict[str, Path]) -> None:
     """tokenizer.json + text_encoder.onnx (no torch, no transformers) == the training-time text path."""
     from cezsar.backends.onnxruntime import ort_session
