@@ -371,3 +371,26 @@ def test_train_init_fine_tunes_the_heads(inits: dict[str, Path], tmp_path: Path)
         from training.train import TrainConfig, train
 
         train(world, tmp_path / "x", TrainConfig(init=str(tmp_path)), progress=False)
+
+
+def test_train_init_end2end_trains_the_vit_at_its_own_rate(inits: dict[str, Path], tmp_path: Path) -> None:
+    """`train --init --mode end2end`: the ViT trains too; `--backbone-lr 0` keeps it as it is."""
+    from cezsar.data.synthetic import synthesize
+    from training.model import CezsarModel
+
+    world = tmp_path / "w"
+    synthesize(world, seed=4, train_clips_per_class=2, eval_clips_per_class=1)
+    before = CezsarModel.load(inits["clip"]).state_dict()
+    moved = {}
+    for lr in ("0.001", "0"):
+        out = tmp_path / f"tuned-{lr}"
+        _cezsar("train", "--data", str(world), "--out", str(out), "--init", str(inits["clip"]), "--epochs", "2",
+                "--mode", "end2end", "--backbone-lr", lr, "--threads", "1")  # fmt: skip
+        assert json.loads((out / "config.json").read_text())["training"]["mode"] == "end2end"
+        after = CezsarModel.load(out).state_dict()
+        moved[lr] = [k for k in before if k.startswith("frame_encoder.") and not torch.equal(before[k], after[k])]
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("temporal_head."))
+    assert len(moved["0.001"]) > 10 and moved["0"] == []
+    bad = _cezsar("train", "--data", str(world), "--out", str(tmp_path / "bad"), "--init", str(inits["clip"]),
+                  "--mode", "end2end", "--backbone-lr", "-1", check=False)  # fmt: skip
+    assert bad.returncode == 2 and "--backbone-lr -1.0: must be >= 0" in bad.stderr

@@ -59,6 +59,9 @@ def train_cmd(
     ),
     batch_size: int = typer.Option(32, help="Clips per training batch."),
     lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
+    backbone_lr: float | None = typer.Option(
+        None, help="end2end: the frame encoder's learning rate (default: --lr); lower it to fine-tune pretrained."
+    ),
     patience: int = typer.Option(6, help="Early-stopping patience in epochs (constant schedule)."),
     schedule: str | None = typer.Option(
         None,
@@ -144,6 +147,7 @@ def train_cmd(
         resize=resize or int(d["resize"]),
         batch_size=batch_size,
         lr=lr or float(d.get("lr", 1e-4)),
+        backbone_lr=backbone_lr,
         patience=patience,
         seed=seed,
         text_model=text_model,
@@ -153,6 +157,7 @@ def train_cmd(
         device=device,
         feature_cache=str(feature_cache) if feature_cache else None,
     )
+    cfg.resolved_backbone_lr()  # a bad value fails before anything is loaded
     if init is not None:
         from training.model import read_config
 

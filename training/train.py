@@ -152,6 +152,12 @@ class TrainConfig:
             raise CezsarError(f"--text-input {self.text_input!r}: expected auto, {' or '.join(TEXT_INPUTS)}")
         return self.text_input
 
+    def resolved_backbone_lr(self) -> float:
+        """end2end: the frame encoder's learning rate (0 keeps it as it is; None follows ``lr``)."""
+        if self.backbone_lr is not None and self.backbone_lr < 0:
+            raise CezsarError(f"--backbone-lr {self.backbone_lr}: must be >= 0")
+        return self.lr if self.backbone_lr is None else self.backbone_lr
+
     def resolved_mode(self) -> str:
         if self.mode == "auto":
             return "end2end" if self.backbone == "tiny" else "frozen"
@@ -372,7 +378,7 @@ def train(
     head_params = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
     groups_opt: list[dict[str, Any]] = [{"params": head_params + list(loss_fn.parameters()), "lr": cfg.lr}]
     if mode == "end2end":
-        groups_opt.append({"params": list(model.frame_encoder.parameters()), "lr": cfg.backbone_lr or cfg.lr})
+        groups_opt.append({"params": list(model.frame_encoder.parameters()), "lr": cfg.resolved_backbone_lr()})
     opt = torch.optim.AdamW(groups_opt, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     objective: torch.nn.Module = _Objective(model, loss_fn, mode, cfg.negatives.fn_distance)
     step_fn: torch.nn.Module = objective
@@ -457,7 +463,7 @@ def train(
     if cfg.schedule not in SCHEDULES:
         raise CezsarError(f"--schedule {cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
     cosine = cfg.schedule == "cosine"
-    base_lrs = [cfg.lr] + ([cfg.backbone_lr or cfg.lr] if mode == "end2end" else [])  # not the resumed lr
+    base_lrs = [cfg.lr] + ([cfg.resolved_backbone_lr()] if mode == "end2end" else [])  # not the resumed lr
     bs = cfg.batch_size
     from torch.utils.data import DistributedSampler
 
