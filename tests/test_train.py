@@ -281,3 +281,26 @@ def test_cosine_schedule_keeps_the_last_epoch(world, tmp_path):
     assert res.epochs_run == 3 and res.best_epoch == 2  # no early stop, whatever the validation loss did
     with pytest.raises(CezsarError, match="--schedule"):
         train(world, tmp_path / "m2", small_cfg(schedule="step"), progress=False)
+
+
+def test_shift_augmentation_moves_whole_clips(world, tmp_path):
+    import torch
+
+    from training.clips import shift_clips
+
+    x = torch.zeros(2, 3, 1, 8, 8)
+    x[:, :, :, 4, 4] = 1.0
+    x[:, :, :, 0, 7] = 5.0  # top-right corner: repeated into the uncovered border
+    y = shift_clips(x, np.array([[1, -2], [0, 0]]))
+    for t in range(3):  # every frame of a clip moves alike
+        assert torch.nonzero(y[0, t, 0] == 1.0).tolist() == [[5, 2]]
+    assert torch.equal(y[1], x[1])
+    assert y[0, 0, 0, 0, 7] == 5.0 and y[0, 0, 0, 1, 7] == 5.0  # row 0 moved down, the edge repeats above it
+    plain = train(world, tmp_path / "a", small_cfg(epochs=1, seed=4), progress=False)
+    again = train(world, tmp_path / "b", small_cfg(epochs=1, seed=4), progress=False)
+    shifted = train(world, tmp_path / "c", small_cfg(epochs=1, seed=4, augment_shift=0.125), progress=False)
+    loss = [r.history[0]["train_loss"] for r in (plain, again, shifted)]
+    assert loss[0] == loss[1] != loss[2] and np.isfinite(loss[2])  # deterministic, and the shift is applied
+    assert shifted.history[0]["val_loss"] != plain.history[0]["val_loss"]
+    with pytest.raises(CezsarError, match="--augment-shift 0.6"):
+        train(world, tmp_path / "d", small_cfg(augment_shift=0.6), progress=False)

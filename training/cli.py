@@ -62,6 +62,12 @@ def train_cmd(
     backbone_lr: float | None = typer.Option(
         None, help="end2end: the frame encoder's learning rate (default: --lr); lower it to fine-tune pretrained."
     ),
+    weight_decay: float = typer.Option(1e-5, help="AdamW weight decay (every trained parameter)."),
+    augment_shift: float = typer.Option(
+        0.0,
+        help="end2end: translate each training clip at random by up to this fraction of the crop (every frame "
+        "alike, so motion is kept; edges repeat). 0: off. Frozen mode ignores it.",
+    ),
     patience: int = typer.Option(6, help="Early-stopping patience in epochs (constant schedule)."),
     schedule: str | None = typer.Option(
         None,
@@ -148,6 +154,8 @@ def train_cmd(
         batch_size=batch_size,
         lr=lr or float(d.get("lr", 1e-4)),
         backbone_lr=backbone_lr,
+        weight_decay=weight_decay,
+        augment_shift=augment_shift,
         patience=patience,
         seed=seed,
         text_model=text_model,
@@ -157,7 +165,8 @@ def train_cmd(
         device=device,
         feature_cache=str(feature_cache) if feature_cache else None,
     )
-    cfg.resolved_backbone_lr()  # a bad value fails before anything is loaded
+    cfg.resolved_backbone_lr()  # bad values fail before anything is loaded
+    cfg.check_augment()
     if init is not None:
         from training.model import read_config
 

@@ -126,6 +126,18 @@ def to_tensor(crops: np.ndarray, pre: Preprocess) -> torch.Tensor:
     return torch.from_numpy(pre.normalize(flat)).view(*lead, 3, pre.size, pre.size)
 
 
+def shift_clips(x: torch.Tensor, shifts: np.ndarray) -> torch.Tensor:
+    """Translate each clip of ``x`` (B, T, 3, S, S) by its own ``shifts[b] = (dy, dx)`` pixels, every frame
+    of a clip alike (motion directions and speeds are kept); uncovered borders repeat the edge pixels."""
+    b, t, c, size = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
+    pad = int(np.abs(shifts).max()) if len(shifts) else 0
+    if pad == 0:
+        return x
+    padded = torch.nn.functional.pad(x.reshape(b, t * c, size, size), (pad, pad, pad, pad), mode="replicate")
+    crops = [padded[i, :, pad - dy : pad - dy + size, pad - dx : pad - dx + size] for i, (dy, dx) in enumerate(shifts)]
+    return torch.stack(crops).view(b, t, c, size, size)
+
+
 @torch.no_grad()
 def extract_features(
     encoder: torch.nn.Module, bank: ClipBank, pre: Preprocess, batch: int = 256, progress: bool = True

@@ -32,7 +32,7 @@ from cezsar.atomic import write_json, write_text
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
 from training import distributed
-from training.clips import ClipBank, Segment, build_bank, to_tensor
+from training.clips import ClipBank, Segment, build_bank, shift_clips, to_tensor
 from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
 from training.model import (
@@ -112,6 +112,9 @@ class TrainConfig:
     lr: float = 1e-4
     backbone_lr: float | None = None  # end2end: backbone learning rate (default: lr)
     weight_decay: float = 1e-5
+    # end2end: random translation of each training clip (all its frames alike), at most this fraction of
+    # the crop size in x and y (0: none). The frozen mode's features are computed once, unaugmented.
+    augment_shift: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     patience: int = 6
     # cosine (warm-up, decay, last epoch; the default recipe) | constant (early stopping on validation loss)
@@ -157,6 +160,10 @@ class TrainConfig:
         if self.backbone_lr is not None and self.backbone_lr < 0:
             raise CezsarError(f"--backbone-lr {self.backbone_lr}: must be >= 0")
         return self.lr if self.backbone_lr is None else self.backbone_lr
+
+    def check_augment(self) -> None:
+        if not 0.0 <= self.augment_shift < 0.5:
+            raise CezsarError(f"--augment-shift {self.augment_shift}: expected a fraction of the crop in [0, 0.5)")
 
     def resolved_mode(self) -> str:
         if self.mode == "auto":
@@ -300,6 +307,7 @@ def train(
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     mode = cfg.resolved_mode()
+    cfg.check_augment()
     dinfo = distributed.setup(cfg.device)  # issue 12: torchrun sets WORLD_SIZE > 1
     dev = torch.device(distributed.rank_device(cfg.device, dinfo))
 
@@ -449,6 +457,11 @@ def train(
         else:
             negs = sent[neg[idx].reshape(-1)]  # the paper's N negatives per positive: one triplet each
         fn = step_fn if train_mode else objective
+        if train_mode and mode == "end2end" and cfg.augment_shift > 0:
+            most = int(round(cfg.augment_shift * inputs.shape[-1]))
+            shifts = np.stack([np.random.default_rng([cfg.seed, epoch, int(i), 2]).integers(-most, most + 1, 2)
+                               for i in idx])  # fmt: skip
+            inputs = shift_clips(inputs, shifts)
         return fn(
             inputs.to(dev, non_blocking=True),
             sent[t].to(dev),
