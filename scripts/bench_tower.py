@@ -133,7 +133,7 @@ def quantize(files: dict[str, Path], cfg: Any, method: str, n_calib: int) -> dic
             res = quantize_cpu(files[part], dst, name, data, 16)
             out[part] = {"method": res["method"], "scope": res["scope"], "fallback_reason": None}
             if res["scope"] != "all":  # a transformer: also every op type, to compare (variant ...-allops)
-                every = dst.with_name("frame_encoder.allops.int8.onnx")
+                every = dst.with_name(dst.stem + "-allops.onnx")  # beside the deploy-named file
                 quantize_cpu(files[part], every, name, data, 16, scope="all")
                 files["frame_encoder.int8.allops"] = every
         else:
