@@ -3,18 +3,21 @@
 
 For each seed: a tiny CLIP checkpoint with RANDOM weights (training/random_checkpoints.py; nothing is
 pretrained, so every gain comes from learning), `cezsar init` from it, `cezsar eval` of the untrained
-init, `cezsar train --init` (frozen-feature mode: the ViT is frozen, the heads train), `cezsar eval`
+init, `cezsar train --init` (by default ``--mode end2end``: the ViT trains with the heads), `cezsar eval`
 again. Reports mean ± std over the seeds of both top-1s and of the gain.
 
     nice -n 5 .venv/bin/python scripts/finetune_check.py --out /tmp/finetune [--seeds 0 1 2] [--world W]
-        [--text-tower sentence-transformers/all-MiniLM-L6-v2] [--loss infonce] [--mode end2end]
+        [--text-tower sentence-transformers/all-MiniLM-L6-v2] [--loss infonce] [--mode frozen]
+        [--patch 16] [--width 64] [--layers 2] [--init-factor 1] [--lr X] [--backbone-lr Y]
 
-Prints the JSON report on stdout and a one-line summary on stderr. docs/finetune_check_frozen.json is
+Prints the JSON report on stdout and a one-line summary on stderr. docs/finetune_check.json holds the
+runs of ``--seeds 0 1 2 3 4 5`` and ``--seeds 6 7 8`` of
 
-    nice -n 5 .venv/bin/python scripts/finetune_check.py --out /tmp/ft --loss infonce \
+    nice -n 5 .venv/bin/python scripts/finetune_check.py --out /tmp/ft \
         --text-tower sentence-transformers/all-MiniLM-L6-v2
 
-(add ``--mode end2end`` for docs/finetune_check.json); docs/models.md discusses the figures.
+(defaults: 60 epochs; the tiny ViT 64 px, patch 16, width 64, 2 layers, the library's init scale);
+docs/models.md gives the variants' commands and figures.
 """
 
 from __future__ import annotations
@@ -51,10 +54,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--text-tower", default=None, help="default: the CLIP checkpoint's own text tower")
     ap.add_argument("--loss", default=None, help="default: the default recipe's (InfoNCE)")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--mode", default="auto", help="auto (frozen for pretrained towers) | frozen | end2end")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--mode", default="end2end", help="end2end | frozen | auto (frozen for image-text towers)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--init-factor", type=float, default=3.0, help="random init scale of the tiny CLIP (see make_clip)")
+    ap.add_argument("--init-factor", type=float, default=1.0, help="random init scale of the tiny CLIP (see make_clip)")
+    ap.add_argument("--patch", type=int, default=16, help="tiny CLIP ViT patch size (pixels)")
+    ap.add_argument("--width", type=int, default=64, help="tiny CLIP ViT width (and projection size)")
+    ap.add_argument("--layers", type=int, default=2, help="tiny CLIP ViT layers")
+    ap.add_argument("--lr", type=float, default=None, help="default: the world's (dataset.json)")
+    ap.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: train's)")
+    ap.add_argument("--augment-shift", type=float, default=None, help="train --augment-shift (default: train's)")
+    ap.add_argument("--backbone-lr", type=float, default=None, help="end2end: the ViT's learning rate (default: --lr)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from training.random_checkpoints import make_clip
@@ -68,8 +78,9 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         d = args.out / f"seed{seed}"
-        ck = make_clip(d / "clip", image_size=int(ds["image_size"]), patch=8, hidden=64, layers=2, heads=4,
-                       projection_dim=64, seed=seed, initializer_factor=args.init_factor)  # fmt: skip
+        ck = make_clip(d / "clip", image_size=int(ds["image_size"]), patch=args.patch, hidden=args.width,
+                       layers=args.layers, heads=4, projection_dim=args.width, seed=seed,
+                       initializer_factor=args.init_factor)  # fmt: skip
         init = d / "init"
         if not (init / "config.json").is_file():
             extra = ["--text-tower", args.text_tower] if args.text_tower else []
@@ -78,6 +89,10 @@ def main() -> None:
         before = top1(init, world)
         tuned = d / "tuned"
         loss = ["--loss", args.loss] if args.loss else []
+        loss += ["--lr", str(args.lr)] if args.lr else []
+        loss += ["--backbone-lr", str(args.backbone_lr)] if args.backbone_lr else []
+        loss += ["--weight-decay", str(args.weight_decay)] if args.weight_decay is not None else []
+        loss += ["--augment-shift", str(args.augment_shift)] if args.augment_shift is not None else []
         cezsar("train", "--data", str(world), "--out", str(tuned), "--init", str(init), "--seed", str(seed),
                *loss, "--mode", args.mode, "--epochs", str(args.epochs), "--threads", str(args.threads))  # fmt: skip
         after = top1(tuned, world)
@@ -94,6 +109,11 @@ def main() -> None:
         "loss": args.loss or "the default recipe's",
         "mode": args.mode,
         "init_factor": args.init_factor,
+        "vit": {"patch": args.patch, "width": args.width, "layers": args.layers},
+        "lr": args.lr,
+        "backbone_lr": args.backbone_lr,
+        "weight_decay": args.weight_decay,
+        "augment_shift": args.augment_shift,
         "seeds": args.seeds,
         "runs": runs,
         "init_top1": ms("init_top1"),
