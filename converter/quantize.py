@@ -248,9 +248,10 @@ def quantize_cpu(
         model = onnx.load(str(out))
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         n_q = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
+        transformer = any(n.op_type in KEEP_HIGH_PRECISION for n in model.graph.node)  # the test _cpu_scope makes
         shutil.copyfile(out, dst)
     res = {"method": CPU_METHOD, "calibration": "max", "opset": int(opset), "quantize_linear": n_q}
-    return {**res, "scope": "all" if scope == "all" or not _cpu_scope(str(src)) else "weight layers"}
+    return {**res, "scope": "weight layers" if transformer and scope != "all" else "all"}
 
 
 def _quantize_cpu_inproc(src: str, dst: str, name: str, npy: str, batch: int, scope: str = "auto") -> None:

@@ -88,13 +88,13 @@ def main() -> None:
                    "--fps", str(ds["fps"]), "--seed", str(seed), *extra)  # fmt: skip
         before = top1(init, world)
         tuned = d / "tuned"
-        loss = ["--loss", args.loss] if args.loss else []
-        loss += ["--lr", str(args.lr)] if args.lr else []
-        loss += ["--backbone-lr", str(args.backbone_lr)] if args.backbone_lr else []
-        loss += ["--weight-decay", str(args.weight_decay)] if args.weight_decay is not None else []
-        loss += ["--augment-shift", str(args.augment_shift)] if args.augment_shift is not None else []
+        flags = ["--loss", args.loss] if args.loss else []
+        flags += ["--lr", str(args.lr)] if args.lr else []
+        flags += ["--backbone-lr", str(args.backbone_lr)] if args.backbone_lr is not None else []
+        flags += ["--weight-decay", str(args.weight_decay)] if args.weight_decay is not None else []
+        flags += ["--augment-shift", str(args.augment_shift)] if args.augment_shift is not None else []
         cezsar("train", "--data", str(world), "--out", str(tuned), "--init", str(init), "--seed", str(seed),
-               *loss, "--mode", args.mode, "--epochs", str(args.epochs), "--threads", str(args.threads))  # fmt: skip
+               *flags, "--mode", args.mode, "--epochs", str(args.epochs), "--threads", str(args.threads))  # fmt: skip
         after = top1(tuned, world)
         runs.append({"seed": seed, "init_top1": before, "tuned_top1": after, "gain": after - before})
         print(f"seed {seed}: init {before:.3f} -> tuned {after:.3f}", file=sys.stderr)

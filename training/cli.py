@@ -165,8 +165,7 @@ def train_cmd(
         device=device,
         feature_cache=str(feature_cache) if feature_cache else None,
     )
-    cfg.resolved_backbone_lr()  # bad values fail before anything is loaded
-    cfg.check_augment()
+    cfg.check_end2end()  # bad values fail before anything is loaded or printed
     if init is not None:
         from training.model import read_config
 

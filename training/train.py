@@ -157,11 +157,12 @@ class TrainConfig:
 
     def resolved_backbone_lr(self) -> float:
         """end2end: the frame encoder's learning rate (0 keeps it as it is; None follows ``lr``)."""
-        if self.backbone_lr is not None and self.backbone_lr < 0:
-            raise CezsarError(f"--backbone-lr {self.backbone_lr}: must be >= 0")
         return self.lr if self.backbone_lr is None else self.backbone_lr
 
-    def check_augment(self) -> None:
+    def check_end2end(self) -> None:
+        """Bad end2end settings (``--backbone-lr``, ``--augment-shift``) fail here, before any work."""
+        if self.backbone_lr is not None and self.backbone_lr < 0:
+            raise CezsarError(f"--backbone-lr {self.backbone_lr}: must be >= 0")
         if not 0.0 <= self.augment_shift < 0.5:
             raise CezsarError(f"--augment-shift {self.augment_shift}: expected a fraction of the crop in [0, 0.5)")
 
@@ -307,7 +308,7 @@ def train(
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     mode = cfg.resolved_mode()
-    cfg.check_augment()
+    cfg.check_end2end()
     dinfo = distributed.setup(cfg.device)  # issue 12: torchrun sets WORLD_SIZE > 1
     dev = torch.device(distributed.rank_device(cfg.device, dinfo))
 
