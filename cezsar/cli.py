@@ -1,5 +1,6 @@
-"""The ``cezsar`` command. Each stage registers its own verbs; heavy imports happen inside the verbs,
-so ``cezsar --help`` and the edge verbs start without torch."""
+"""The ``cezsar`` command (also ``python -m cezsar``, and ``torchrun ... -m cezsar train`` for several
+processes). The verbs live in cezsar/commands, one module per stage; heavy imports happen inside the
+verbs, so ``cezsar --help`` and the edge verbs start without torch."""
 
 from __future__ import annotations
 
@@ -73,23 +74,14 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    rank = os.environ.get("RANK")  # under torchrun (`torchrun ... -m cezsar train ...`): which process logs
+    who = f" rank{rank}" if rank is not None else ""
+    logging.basicConfig(level=level, format=f"%(asctime)s{who} %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _register() -> None:
-    import importlib
+from cezsar.commands import register_all  # noqa: E402 - after the app they register on
 
-    for mod in ("training.cli", "training.cli_data", "converter.cli", "calibration.cli", "edge.cli", "edge.config_cli"):
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:
-                continue
-            raise
-        module.register(app)
-
-
-_register()
+register_all(app)
 
 
 def main() -> None:
@@ -98,7 +90,8 @@ def main() -> None:
     try:
         app()
     except CezsarError as e:
-        print(f"error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK")
+        print(f"error{f' (rank {rank})' if rank is not None else ''}: {e}", file=sys.stderr)
         sys.exit(2)
     except ModuleNotFoundError as e:
         line = missing_extra(e)

@@ -123,7 +123,7 @@ def main() -> int:
     ap.add_argument("--log", type=Path, default=None, help="the runtime's log (default: a temporary file)")
     args = ap.parse_args()
 
-    from edge.demo import bundled_model_dir, ensure_deploy
+    from cezsar.app.demo import bundled_model_dir, ensure_deploy
 
     deploy = args.deploy or ensure_deploy(bundled_model_dir())
     total = args.minutes * 60.0

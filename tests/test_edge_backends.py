@@ -96,7 +96,7 @@ def test_onnxruntime_path_never_imports_torch() -> None:
         "from cezsar.deploy.manifest import load_manifest\n"
         "from cezsar.backends.registry import load_backend\n"
         "from edge.text import TextEncoder\n"
-        "import edge.runtime, edge.client, edge.cli\n"
+        "import edge.runtime, edge.client, cezsar.cli\n"
         f"d = {str(d)!r}\n"
         "m = load_manifest(d)\n"
         "load_backend('auto', 'fp32', d, m)\n"

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from test_edge_support import deploy_dir, free_port, trained_model_dir
 
+from cezsar.app.demo import DEMO_DEFAULTS
 from edge.client import ControlClient, Subscriber
-from edge.demo import DEMO_DEFAULTS
 from edge.event_scoring import match_events
 
 pytestmark = pytest.mark.slow

@@ -49,7 +49,7 @@ _deploy: Path | None = None
 
 def trained_model_dir() -> Path | None:
     """The trained demo model: $CEZSAR_TEST_MODEL (to try a candidate), else the bundled one."""
-    from edge.demo import bundled_model_dir
+    from cezsar.app.demo import bundled_model_dir
 
     d = Path(os.environ["CEZSAR_TEST_MODEL"]) if os.environ.get("CEZSAR_TEST_MODEL") else bundled_model_dir()
     return d if (d / "config.json").is_file() and (d / "model.safetensors").is_file() else None
@@ -78,7 +78,7 @@ def deploy_dir() -> Path:
     global _deploy
     with _lock:
         if _deploy is None:
-            from edge.demo import ensure_deploy
+            from cezsar.app.demo import ensure_deploy
 
             _deploy = ensure_deploy(model_dir(), CACHE)
         return _deploy

@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cezsar.commands import config as config_cli
 from cezsar.errors import CezsarError
-from edge import config_cli
 from edge.siteconfig import (
     SiteConfig,
     SiteConfigError,

@@ -1,6 +1,6 @@
 """torch.distributed for training: process group from torchrun's environment, CLIP-style all-gather.
 
-``torchrun --nproc_per_node N -m training ...`` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+``torchrun --nproc_per_node N -m cezsar train ...`` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
 MASTER_PORT; :func:`setup` joins the group (gloo for CPU tensors, NCCL for CUDA ones). Without those
 variables everything runs in one process and every helper here is the identity.
 """

@@ -1,6 +1,6 @@
 """``cezsar config check site.yaml``: validate a site config file (edge/siteconfig.py).
 
-Register with ``edge.config_cli.register(app)`` (cezsar/cli.py's ``_register`` list).
+Registered by cezsar/cli.py.
 """
 
 from __future__ import annotations

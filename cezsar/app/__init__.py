@@ -1,0 +1,1 @@
+"""Applications built from several stages (above the edge and the converter): ``cezsar demo``."""
