@@ -80,7 +80,7 @@ def test_torchrun_two_process_training_writes_a_model_that_evaluates(world, tmp_
     out = tmp_path / "m"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training", "train", "--data", str(world), "--out", str(out), "--mode", "frozen",
+        "-m", "cezsar", "train", "--data", str(world), "--out", str(out), "--mode", "frozen",
         "--loss", "infonce", "--epochs", "2", "--frames", "4", "--fps", "2", "--image-size", "32",
         "--resize", "32", "--batch-size", "4", "--threads", "1", "--json",
     ]  # fmt: skip
@@ -107,7 +107,7 @@ def test_resume_after_a_killed_two_process_run_on_one_process(world, tmp_path):
     args = ["train", "--data", str(world), "--out", str(out), "--mode", "end2end", "--frames", "4", "--fps", "2",
             "--image-size", "32", "--resize", "32", "--batch-size", "4", "--threads", "1",
             "--patience", "100"]  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cezsar"]
     proc = subprocess.Popen([*cmd, *args, "--epochs", "200"], env=env, start_new_session=True)
     try:
         deadline = time.time() + 400
@@ -135,7 +135,7 @@ def test_resume_after_a_killed_two_process_run_on_one_process(world, tmp_path):
     done = json.loads((out / ".resume" / "state.json").read_text())["epoch"]
     assert done < 199
     p = subprocess.run(
-        [sys.executable, "-m", "training", *args, "--epochs", str(done + 3), "--resume", "--json"],
+        [sys.executable, "-m", "cezsar", *args, "--epochs", str(done + 3), "--resume", "--json"],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
