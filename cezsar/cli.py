@@ -68,10 +68,10 @@ def missing_extra(e: ModuleNotFoundError) -> str | None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit.", metavar=""
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.", metavar=""),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only.", metavar=""),
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     rank = os.environ.get("RANK")  # under torchrun (`torchrun ... -m cezsar train ...`): which process logs

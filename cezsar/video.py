@@ -50,6 +50,22 @@ class SourceSpec:
         return f"{self.name}: {self.kind} {self.target}"
 
 
+def is_url(text: str) -> bool:
+    """``scheme://...`` (rtsp, http, file ...): a URL, never a file path."""
+    return bool(_URL.match(text))
+
+
+def source_kind(target: str) -> str:
+    """What a source target is: ``camera`` (an index), ``url``, ``gstreamer`` (has ``!``) or ``file``."""
+    if target.isdigit():
+        return "camera"
+    if is_url(target):
+        return "url"
+    if "!" in target:
+        return "gstreamer"
+    return "file"
+
+
 def parse_source(text: str, default_name: str) -> SourceSpec:
     """``[NAME=]SPEC`` -> SourceSpec (see the module docstring)."""
     raw = text.strip()
@@ -61,13 +77,7 @@ def parse_source(text: str, default_name: str) -> SourceSpec:
         name, raw = head, rest.strip()
     if not STREAM_NAME.match(name):
         raise CezsarError(f"--source {text!r}: stream name {name!r} must be 1-64 of A-Z a-z 0-9 _ -")
-    if raw.isdigit():
-        return SourceSpec(name, "camera", raw)
-    if _URL.match(raw):
-        return SourceSpec(name, "url", raw)
-    if "!" in raw:
-        return SourceSpec(name, "gstreamer", raw)
-    return SourceSpec(name, "file", raw)
+    return SourceSpec(name, source_kind(raw), raw)
 
 
 def default_stream_name(spec_text: str, index: int, taken: set[str]) -> str:

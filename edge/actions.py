@@ -61,7 +61,7 @@ TOP_KEYS = ("version", "defaults", "background", "exclusive", "actions")
 DEFAULT_KEYS = PARAM_KEYS  # what ``defaults:`` may set: every decision parameter
 NUM_KEYS = ("threshold", "hysteresis", "min_duration", "cooldown")
 ACTION_KEYS = ("name", "descriptions", *NUM_KEYS, "streams", "zone")
-STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # stream and zone names (cezsar.video, edge/siteconfig.py)
+STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # stream and zone names (cezsar.video, edge/settings)
 
 # (minimum, maximum) for every number; cosine margins lie in [-2, 2]
 RANGES: dict[str, tuple[float, float]] = {

@@ -32,8 +32,7 @@ import zmq
 from cezsar.errors import CezsarError
 from edge import messages
 from edge.actions import ActionStore, parse_action_obj
-from edge.publisher import bind
-from edge.security import CurveServer
+from edge.security import CurveServer, bind
 
 log = logging.getLogger(__name__)
 

@@ -10,3 +10,4 @@ from __future__ import annotations
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"  # PUB socket: events, scores, status
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"  # REP socket: list/add/update/remove actions, status
+DEFAULT_HWM = 1000  # messages queued per subscriber before PUB drops for it (4 streams at 8 msg/s: 2 minutes)

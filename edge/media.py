@@ -3,8 +3,8 @@ to its end, cut from a ring of recent frames (no second decode), written off the
 
 How the runtime uses it (every call is cheap and never waits for a disk)::
 
-    rec = MediaRecorder("media/", pre_roll=3.0, max_bytes=2 << 30, max_age=7 * 86400,
-                        base_url="http://127.0.0.1:8080/media", on_written=publish_update)
+    rec = MediaRecorder(settings.outputs.media, base_url="http://127.0.0.1:8080/media",
+                        on_written=publish_update)
     rec.add_frame("cam1", t, frame_bgr)          # every frame kept for inference (capture time t)
     rec.event_start(ev_id, "cam1", start)        # on an event's "start" message
     res = rec.event_end(ev_id, end, peak_time)   # on its "end": res.as_message() -> {"snapshot", "clip"}
@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -55,13 +55,12 @@ import numpy as np
 from cezsar import atomic
 from cezsar.errors import CezsarError
 
+if TYPE_CHECKING:
+    from edge.settings import MediaSettings
+
 log = logging.getLogger(__name__)
 
-DEFAULT_PRE_ROLL = 3.0
 DEFAULT_START_DELAY = 5.0
-DEFAULT_MAX_CLIP = 120.0
-DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB
-DEFAULT_MAX_AGE = 7 * 86400.0
 MEDIA_SUFFIXES = (".jpg", ".mp4")
 _STOP = object()
 
@@ -110,20 +109,20 @@ class MediaRecorder:
 
     def __init__(
         self,
-        directory: str | os.PathLike[str],
+        settings: MediaSettings,
         *,
-        pre_roll: float = DEFAULT_PRE_ROLL,
         start_delay: float = DEFAULT_START_DELAY,
-        max_clip: float = DEFAULT_MAX_CLIP,
         clip_fps: float | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        max_age: float = DEFAULT_MAX_AGE,
         base_url: str | None = None,
         queue_size: int = 8,
         jpeg_quality: int = 90,
         copy: bool = False,
         on_written: Callable[[MediaResult], None] | None = None,
     ) -> None:
+        """``settings``: the ``outputs.media`` section (folder, pre-roll, longest clip, retention); the
+        rest is how the runtime drives it."""
+        directory, pre_roll, max_clip = settings.dir, settings.pre_roll, settings.max_clip
+        max_bytes, max_age = int(settings.max_bytes), settings.max_age
         if pre_roll < 0 or start_delay < 0 or max_clip <= 0:
             raise CezsarError(f"media: pre_roll ({pre_roll}) and start_delay must be >= 0, max_clip > 0")
         if max_bytes <= 0 or max_age <= 0:

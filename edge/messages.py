@@ -494,7 +494,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "event": _object("event", {**STAMP_FIELDS, **EVENT_FIELDS}, EVENT_OPTIONAL, closed=True),
         "scores": _object("scores", {**STAMP_FIELDS, **SCORES_FIELDS}, {}, closed=True),
         "media": _object("media", {**STAMP_FIELDS, **MEDIA_FIELDS}, {}, closed=True),
-        # status may carry extra fields (RuntimeConfig.extra_status), so it stays open
+        # a newer runtime may add status fields, so it stays open
         "status": _object("status", {**STAMP_FIELDS, **STATUS_FIELDS}, {}, closed=False),
         "control-reply": _object("control-reply", REPLY_FIELDS, {"op": _STR, "id": {}, "error": _STR}, closed=False),
     }

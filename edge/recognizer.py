@@ -8,7 +8,7 @@
         -> Decisions.step (edge/decisions.py): EMA, hysteresis, minimum duration, cooldown, with
            each action's Params -> start / update / end events
 
-The runtime (edge/runtime.py) feeds it from its reader threads and turns a Step into messages
+The runtime (edge/runtime/) feeds it from its reader threads and turns a Step into messages
 (edge/messages.py) for its sinks; a test or an offline tool can call it directly on frames
 (``edge.sources.Frame.from_image`` preprocesses a decoded image).
 

@@ -127,6 +127,13 @@ class CurveServer:
     clients: int
 
     @classmethod
+    def from_settings(cls, zmq_settings: Any) -> CurveServer | None:
+        """From ``outputs.zmq`` (``curve_secret`` + ``curve_clients``); None when CURVE is off."""
+        if zmq_settings.curve_secret is None or zmq_settings.curve_clients is None:
+            return None
+        return cls.load(zmq_settings.curve_secret, zmq_settings.curve_clients)
+
+    @classmethod
     def load(cls, secret_file: str | Path, clients_dir: str | Path) -> CurveServer:
         import zmq.auth
 
@@ -150,11 +157,11 @@ class CurveServer:
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
         sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
 
-    def start_authenticator(self, context: zmq.Context) -> Any:
+    def start_authenticator(self, context: zmq.Context | None = None) -> Any:
         """The ZAP handler that admits only the allowed public keys; stop() it at shutdown."""
         from zmq.auth.thread import ThreadAuthenticator
 
-        auth = ThreadAuthenticator(context, log=logging.getLogger("cezsar.edge.auth"))
+        auth = ThreadAuthenticator(context or zmq.Context.instance(), log=logging.getLogger("cezsar.edge.auth"))
         auth.start()
         auth.configure_curve(domain=ZAP_DOMAIN, location=str(self.clients_dir))
         return auth
@@ -188,3 +195,30 @@ class CurveClient:
         sock.setsockopt(zmq.CURVE_SERVERKEY, self.server)
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
+
+
+def bind(sock: zmq.Socket, endpoint: str, what: str, curve: CurveServer | None = None) -> str:
+    """Bind (as a CURVE server when ``curve``); warn when a non-loopback address has no authentication.
+
+    Without CURVE the socket still gets a ZAP domain: libzmq then refuses ZMTP/1.0 peers, and any
+    non-ZeroMQ client (an HTTP request, a port scan) looks like one. Accepted, such bytes can leave a
+    half-received message in a REP socket, which then answers nobody again (libzmq 4.3)."""
+    if curve is not None:
+        curve.apply(sock)
+    else:
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    if curve is None and not is_loopback(endpoint):
+        log.warning(
+            "%s %s: listening beyond this machine WITHOUT authentication or encryption; anyone who can reach it "
+            "can %s (use --curve-secret/--curve-clients, see docs/reliability.md)",
+            what,
+            endpoint,
+            "read every message" if what == "--pub" else "change the actions",
+        )
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise CezsarError(f"{what} {endpoint}: cannot bind ({e})") from None
+    last = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if isinstance(last, bytes) else str(last)

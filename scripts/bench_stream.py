@@ -176,15 +176,15 @@ class ConsoleClient:
         self.frames, self.sse_bytes = counts
 
 
-def runtime_cfg(deploy: Path, videos: list[Path], actions: Path, args: argparse.Namespace, **kw: Any) -> Any:
-    from edge.runtime import RuntimeConfig
+def runtime_settings(deploy: Path, videos: list[Path], actions: Path, args: argparse.Namespace, **kw: Any) -> Any:
+    from edge.settings import settings_from
 
     base: dict[str, Any] = dict(
         deploy=deploy,
-        sources=[f"s{i}={v}" for i, v in enumerate(videos)],
+        source=[f"s{i}={v}" for i, v in enumerate(videos)],
         actions=actions,
         pub="tcp://127.0.0.1:*",
-        control=None,
+        control="none",
         backend=args.backend,
         precision=args.precision,
         realtime=False,
@@ -194,25 +194,19 @@ def runtime_cfg(deploy: Path, videos: list[Path], actions: Path, args: argparse.
         threads=args.threads or None,
     )
     base.update(kw)
-    return RuntimeConfig(**base)
-
-
-def warm(rt: Any, window: int, size: int, dim: int) -> None:
-    for b in (1, 2, 4):
-        rt.loaded.frame_encoder(np.zeros((b, 3, size, size), np.float32))
-        rt.loaded.temporal_head(np.zeros((b, window, dim), np.float32))
+    return settings_from(**base)
 
 
 def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
     from edge.runtime import Runtime
 
-    rt = Runtime(runtime_cfg(deploy, videos, actions, args, **kw))
-    warm(rt, rt.window, rt.manifest.pre.size, rt.manifest.feature_dim)
+    rt = Runtime(runtime_settings(deploy, videos, actions, args, **kw))
+    rt.warm_up()
     listener = Listener(rt)
     client = None
     if kw.get("http") and rt.http is not None:
-        rt.http.start()  # the port is known once it listens; run() starts the sources (start() is idempotent)
-        client = ConsoleClient(rt.http.url, rt.sources[0].name)
+        rt.start()  # the port is known once it listens (files wait for the main loop: nothing is lost)
+        client = ConsoleClient(rt.http.url, "s0")
     time.sleep(1.0)  # the console client's processes connect before the frames start (the same pause without)
     rss0 = bc.rss_mb()
     t0 = time.time()
@@ -220,28 +214,28 @@ def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Name
     if client is not None:
         client.stop()
     listener.stop()
-    e = rt.embedder
+    status = rt.status(final=True)
+    inference = status["inference"]
     per_stream: dict[str, Any] = {}
-    for s in rt.sources:
-        ts = listener.recv_times.get(s.name, [])
-        sampled = s.stats.sampled
+    for name, st in status["streams"].items():
+        ts = listener.recv_times.get(name, [])
         elapsed = (ts[-1] - t0) if ts else float("nan")
-        per_stream[s.name] = {
-            "frames": sampled,
+        per_stream[name] = {
+            "frames": st["sampled"],
             "windows": len(ts),
-            "frames_per_s": round(sampled / elapsed, 2) if ts else 0.0,
-            "dropped": s.dropped,
+            "frames_per_s": round(st["sampled"] / elapsed, 2) if ts else 0.0,
+            "dropped": st["dropped"],
         }
     all_ts = sorted(t for v in listener.recv_times.values() for t in v)
-    total_frames = sum(s.stats.sampled for s in rt.sources)
+    total_frames = sum(st["sampled"] for st in status["streams"].values())
     elapsed = (all_ts[-1] - t0) if all_ts else float("nan")
     # steady state: per published window between the first and the last window (fill excluded)
     hop_cost = (all_ts[-1] - all_ts[0]) / (len(all_ts) - 1) if len(all_ts) > 1 else float("nan")
     lat = bc.stats_ms(listener.latency)
     return {
         "streams": len(videos),
-        "cache": rt.cfg.cache,
-        "backend": rt.loaded.backend.describe(),
+        "cache": status["cache"],
+        "backend": status["backend"],
         "frames": total_frames,
         "windows": len(all_ts),
         "seconds": round(elapsed, 3),
@@ -250,10 +244,10 @@ def one_run(deploy: Path, videos: list[Path], actions: Path, args: argparse.Name
         "per_stream": per_stream,
         "seconds_per_window": round(hop_cost, 5),
         "latency_ms": {"median": lat["median_ms"], "p99": lat["p99_ms"], "n": lat["n"]},
-        "dropped_frames": sum(s.dropped for s in rt.sources),
-        "publisher_dropped": rt.publisher.dropped,
-        "encoder_ms_per_frame": round(1000 * e.encoder_seconds / max(1, e.frames_encoded), 3),
-        "frames_encoded": e.frames_encoded,
+        "dropped_frames": sum(st["dropped"] for st in status["streams"].values()),
+        "publisher_dropped": status["publisher"]["dropped"],
+        "encoder_ms_per_frame": inference["encoder_ms_per_frame"],
+        "frames_encoded": inference["frames_encoded"],
         "rss_mb_start": rss0,
         "rss_mb_end": bc.rss_mb(),
         "console": None
@@ -291,7 +285,7 @@ def soak(deploy: Path, folder: Path, actions: Path, args: argparse.Namespace, fp
 
     frames = int(args.soak * fps) + 16
     videos = render_videos(folder, args.soak_streams, frames, fps, args.video_size)
-    rt = Runtime(runtime_cfg(deploy, videos, actions, args, realtime=True, duration=args.soak))
+    rt = Runtime(runtime_settings(deploy, videos, actions, args, realtime=True, duration=args.soak))
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
 
@@ -325,7 +319,7 @@ def soak(deploy: Path, folder: Path, actions: Path, args: argparse.Namespace, fp
         "rss_slope_mb_per_min": round(slope, 3),
         "windows": len(listener.latency),
         "latency_ms": {"median": lat["median_ms"], "p99": lat["p99_ms"]},
-        "dropped_frames": sum(s.dropped for s in rt.sources),
+        "dropped_frames": sum(st["dropped"] for st in rt.status(final=True)["streams"].values()),
     }
 
 
@@ -395,7 +389,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs.append(one_run(deploy, videos[: counts[0]], actions, args, cache=False))
         pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for i in range(max(0, args.console_reps)):  # the order alternates: a drifting load cancels out
-            watch = {"http": ("127.0.0.1", 0), "console": True}
+            watch = {"http": "127.0.0.1:0", "console": True}
             if i % 2:
                 watched = one_run(deploy, videos[:1], actions, args, **watch)
                 plain = one_run(deploy, videos[:1], actions, args)

@@ -40,7 +40,7 @@ def test_version_and_run_help() -> None:
     root = typer.main.get_command(app)
     ctx = root.make_context("cezsar", ["--help"], resilient_parsing=True)
     run = {p.name: p for p in root.get_command(ctx, "run").params}  # type: ignore[attr-defined]
-    assert run["fps"].default is None and "from the manifest" in run["fps"].help  # not "[default: 0.0]"
+    assert run["fps"].default is None and "from its manifest" in run["fps"].help  # not "[default: 0.0]"
     assert run["batch_wait"].help.startswith("Seconds")  # like every other time option
     assert "NAME=" in run["source"].help
 

@@ -25,10 +25,11 @@ from typing import Any
 
 import pytest
 import yaml
-from test_edge_e2e import actions_doc
-from test_edge_support import deploy_dir, free_port, trained_model_dir
 
 from edge.client import ControlClient
+from tests.helpers.models import deploy_dir, trained_model_dir
+from tests.helpers.net import free_port
+from tests.helpers.procs import actions_doc
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_edge_support import deploy_dir
 
 from cezsar.backends.base import Runner
 from cezsar.backends.registry import load_backend
 from cezsar.deploy.manifest import load_manifest
 from cezsar.errors import CezsarError
+from tests.helpers.models import deploy_dir
 
 
 def test_auto_picks_the_best_available_and_says_why() -> None:

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_edge_support import CACHE, deploy_dir, model_dir, trained_model_dir
+
+from tests.helpers.models import CACHE, deploy_dir, model_dir, trained_model_dir
 
 pytestmark = pytest.mark.slow
 

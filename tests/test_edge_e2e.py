@@ -13,18 +13,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_edge_support import deploy_dir, free_port, trained_model_dir
 
-from cezsar.app.demo import DEMO_DEFAULTS
-from edge.client import ControlClient, Subscriber
+from edge.client import ControlClient
 from edge.event_scoring import match_events
+from tests.helpers.collect import Collector
+from tests.helpers.models import deploy_dir, trained_model_dir
+from tests.helpers.net import free_port
+from tests.helpers.procs import actions_doc
 
 pytestmark = pytest.mark.slow
 
@@ -46,53 +47,6 @@ PLANS = {
 }
 
 
-def actions_doc(names: list[str]) -> str:
-    from cezsar.data.synthetic import IDLE, motion_descriptions
-
-    return yaml.safe_dump(
-        {
-            "defaults": DEMO_DEFAULTS,
-            "background": motion_descriptions(IDLE),
-            "actions": [{"name": n, "descriptions": motion_descriptions(n)} for n in names],
-        },
-        sort_keys=False,
-    )
-
-
-class Collector(threading.Thread):
-    def __init__(self, endpoint: str) -> None:
-        super().__init__(daemon=True)
-        self.sub = Subscriber(endpoint)
-        self.msgs: list[tuple[float, str, dict[str, Any]]] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            m = self.sub.recv(0.1)
-            if m is not None:
-                with self.lock:
-                    self.msgs.append((time.time(), m.topic, m.data))
-        self.sub.close()
-
-    def of(self, kind: str, since: float = 0.0) -> list[dict[str, Any]]:
-        with self.lock:
-            return [d for t, _, d in self.msgs if d.get("type") == kind and t >= since]
-
-    def wait(self, kind: str, cond: Any, timeout: float, since: float = 0.0) -> tuple[float, dict[str, Any]]:
-        t0 = time.time()
-        seen = 0
-        while time.time() - t0 < timeout:
-            with self.lock:
-                new = [(t, d) for t, _, d in self.msgs[seen:] if d.get("type") == kind and t >= since]
-                seen = len(self.msgs)
-            for t, d in new:
-                if cond(d):
-                    return t, d
-            time.sleep(0.02)
-        raise AssertionError(f"no {kind} message matching the condition within {timeout} s")
-
-
 def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
     from cezsar.data.synthetic import render_stream
 
@@ -105,7 +59,6 @@ def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
     pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     events_log = tmp_path / "events.jsonl"
     collector = Collector(pub)
-    collector.start()
     cmd = [
         sys.executable,
         "-m",
@@ -140,13 +93,13 @@ def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
         collector.wait("scores", lambda d: d["window"]["end"] >= 1.0, 30)
         actions.write_text(actions_doc(["moving left", "moving right", "spinning"]))
         t_edit = time.time()
-        t_seen, _ = collector.wait("scores", lambda d: "spinning" in d["scores"], 5, since=t_edit)
+        t_seen, _ = collector.wait_timed("scores", lambda d: "spinning" in d["scores"], 5, since=t_edit)
         assert t_seen - t_edit < 1.5
         assert all("spinning" not in d["scores"] for d in collector.of("scores") if d["time"] < t_edit - 0.3)
         # 2. an invalid edit: reported in the status with its line, the set stays, nothing stops
         actions.write_text(actions_doc(["moving left", "moving right", "spinning"]) + "treshold: 0.1\n")
         t_bad = time.time()
-        _, st = collector.wait("status", lambda d: d["actions"]["error"] is not None, 5, since=t_bad)
+        _, st = collector.wait_timed("status", lambda d: d["actions"]["error"] is not None, 5, since=t_bad)
         assert "unknown key 'treshold'" in st["actions"]["error"] and st["actions"]["error_line"] > 10
         assert st["actions"]["names"] == ["moving left", "moving right", "spinning"]
         collector.wait("scores", lambda d: "spinning" in d["scores"], 5, since=time.time())
@@ -171,7 +124,7 @@ def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
         time.sleep(0.3)
-        collector.stop.set()
+        collector.close()
         collector.join(2)
     assert proc.returncode == 0, err[-3000:]
     assert "backend: onnxruntime" in err and "source left: file" in err and "source right: file" in err

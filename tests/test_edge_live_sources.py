@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from test_edge_support import deploy_dir
 
 from cezsar.errors import CezsarError
 from edge.client import ControlClient, ControlError, Subscriber
-from edge.runtime import Runtime, RuntimeConfig
+from edge.runtime import Runtime
+from edge.settings import settings_from
+from tests.helpers.models import deploy_dir
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +46,21 @@ def test_add_and_remove_sources_while_running(tmp_path: Path, folder: Path) -> N
             {"background": ["a shape staying still"], "actions": [{"name": "left", "descriptions": "moving left"}]}
         )
     )
-    cfg = RuntimeConfig(
+    cfg = settings_from(
         deploy=deploy_dir(),
-        sources=[f"main={folder / 'long.mp4'}"],
+        source=[f"main={folder / 'long.mp4'}"],
         actions=actions,
         pub="tcp://127.0.0.1:*",
         control="tcp://127.0.0.1:*",
         realtime=True,
         status_interval=0.2,
-        http=("127.0.0.1", 0),
+        http="127.0.0.1:0",
         runtime_files=folder,
     )
     rt = Runtime(cfg)
     assert rt.control is not None and rt.http is not None
     with pytest.raises(CezsarError, match="not running"):
-        rt.add_source(f"x={folder / 'extra.mp4'}")
+        rt.host.add_source(f"x={folder / 'extra.mp4'}")
     rt.start()  # the HTTP server listens (port known) and the sources start; run() below goes on from here
     sub = Subscriber(rt.publisher.endpoint, ["event.", "scores."])
     got: list[dict[str, Any]] = []

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import zmq
-from test_edge_support import free_port
 
 from cezsar.errors import CezsarError
 from edge import messages
 from edge.actions import ActionStore, load_actions
 from edge.client import ControlClient, ControlError, Subscriber
 from edge.control import ControlHandler, ControlServer
-from edge.publisher import Publisher
+from edge.sinks.zmq import Publisher
+from tests.helpers.net import free_port
 
 
 def test_message_format_round_trip() -> None:

@@ -7,20 +7,21 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import pytest
 import yaml
-from test_edge_support import deploy_dir
-from test_mqtt import MOSQUITTO, Broker, Sub, wait_until
 
 from edge.client import Subscriber
-from edge.runtime import MediaOptions, MqttOptions, Runtime, RuntimeConfig
+from edge.runtime import Runtime
+from edge.settings import settings_from
+from tests.helpers.models import deploy_dir
+from tests.helpers.mqtt import MOSQUITTO, NO_BROKER, Broker, Sub
+from tests.helpers.net import wait_until
 
-pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto broker not installed (apt-get install mosquitto)")
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason=NO_BROKER)
 
 ACTIONS = {
     "background": ["a shape staying still"],
@@ -29,14 +30,6 @@ ACTIONS = {
         {"name": "right", "descriptions": "something moving right"},
     ],
 }
-
-
-@pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    b.kill()
 
 
 @pytest.fixture(scope="module")
@@ -65,32 +58,38 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
 
     actions = tmp_path / "actions.yaml"
     actions.write_text(yaml.safe_dump(ACTIONS))
-    cfg = RuntimeConfig(
+    cfg = settings_from(
         deploy=deploy_dir(),
-        sources=[f"a={videos[0]}", f"b={videos[1]}"],
+        source=[f"a={videos[0]}", f"b={videos[1]}"],
         actions=actions,
         pub="tcp://127.0.0.1:*",
-        control=None,
+        control="none",
         realtime=True,  # 6 s at the files' pace: readiness and scrapes happen while frames flow
         status_interval=0.2,
-        mqtt=MqttOptions("127.0.0.1", broker.port),
-        http=("127.0.0.1", 0),
-        media=MediaOptions(tmp_path / "media", pre_roll=1.0),
+        mqtt=f"127.0.0.1:{broker.port}",
+        http="127.0.0.1:0",
+        media=tmp_path / "media",
+        media_pre_roll=1.0,
     )
     sub = Sub(broker.port, ["cezsar/#", "homeassistant/#"])
     rt = Runtime(cfg)
-    assert rt.http is not None and [type(getattr(t, "__self__", t)).__name__ for t in rt.frame_taps] == ["Console"]
+    mqtt = rt.outputs.sink("mqtt")
+    assert rt.http is not None and [type(getattr(t, "__self__", t)).__name__ for t in rt.outputs.taps] == ["Console"]
     tapped: list[tuple[str, float]] = []
-    rt.frame_taps.append(lambda stream, t, bgr: tapped.append((stream, t)))
+    rt.outputs.taps.append(lambda stream, t, bgr: tapped.append((stream, t)))
     console_hits: list[int] = []
 
-    async def console(request: Any) -> Any:  # the web console's hook: routes added before start()
-        from aiohttp import web
+    class Extra:  # one more router: its routes are added before start()
+        def attach(self, app: Any) -> None:
+            app.router.add_get("/extra-hook", self.hook)
 
-        console_hits.append(1)
-        return web.Response(text="console")
+        async def hook(self, request: Any) -> Any:
+            from aiohttp import web
 
-    rt.http.app.router.add_get("/extra-hook", console)
+            console_hits.append(1)
+            return web.Response(text="console")
+
+    rt.http.add_router(Extra(), "/extra-hook")
     ok, reasons = rt.ready()
     assert not ok and reasons[0].startswith("a: starting")  # nothing decoded yet: not ready
     rt.start()  # the HTTP server listens from here on (and the sources start; files wait for the loop)
@@ -99,7 +98,7 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
         rt.publish_status()
         if zsub.recv(0.05) is not None:
             break
-    wait_until(lambda: rt.mqtt is not None and rt.mqtt.connected, 10, "the MQTT sink to connect")
+    wait_until(lambda: mqtt.connected, 10, "the MQTT sink to connect")
     base = rt.http.url
     assert get(base + "/healthz")[0] == 200
     assert get(base + "/extra-hook") == (200, b"console") and console_hits == [1]
@@ -210,19 +209,20 @@ def test_broker_killed_and_restarted_mid_run(tmp_path: Path, broker: Broker) -> 
     render_stream(video, plan, seed=7)
     actions = tmp_path / "actions.yaml"
     actions.write_text(yaml.safe_dump(ACTIONS))
-    cfg = RuntimeConfig(
+    cfg = settings_from(
         deploy=deploy_dir(),
-        sources=[f"cam={video}"],
+        source=[f"cam={video}"],
         actions=actions,
         pub="tcp://127.0.0.1:*",
-        control=None,
+        control="none",
         realtime=True,  # plays at the file's pace (13 s), so the outage falls mid-run
         status_interval=0.2,
-        mqtt=MqttOptions("127.0.0.1", broker.port),
+        mqtt=f"127.0.0.1:{broker.port}",
     )
     rt = Runtime(cfg)
-    assert rt.mqtt is not None
-    rt.mqtt._client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # reconnect quickly in a test
+    mqtt = rt.outputs.sink("mqtt")
+    assert mqtt is not None
+    mqtt._client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # reconnect quickly in a test
     zsub = Subscriber(rt.publisher.endpoint, ["event.", "status"])
     zmq_events: list[tuple[float, dict[str, Any]]] = []
     zmq_status: list[float] = []
@@ -240,7 +240,7 @@ def test_broker_killed_and_restarted_mid_run(tmp_path: Path, broker: Broker) -> 
     t.start()
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(rt.run()), daemon=True)
-    wait_until(lambda: rt.mqtt is not None and rt.mqtt.connected, 10, "the MQTT sink to connect")
+    wait_until(lambda: mqtt.connected, 10, "the MQTT sink to connect")
     runner.start()
     time.sleep(3.0)
     broker.kill()
@@ -255,7 +255,7 @@ def test_broker_killed_and_restarted_mid_run(tmp_path: Path, broker: Broker) -> 
     t.join(2)
     zsub.close()
     assert result == [0] and rt.stop_reason == "finished"
-    assert rt.mqtt.unsent > 0  # what fell into the outage was counted, not queued without bound
+    assert mqtt.unsent > 0  # what fell into the outage was counted, not queued without bound
     assert sum(killed + 0.5 < ts < restarted for ts in zmq_status) >= 5  # ZeroMQ went on during the outage
     after = [json.loads(b) for b in sub.on("cezsar/events")]
     zmq_after = [d for ts, d in zmq_events if ts > restarted + 1.0]
@@ -267,7 +267,7 @@ def test_broker_killed_and_restarted_mid_run(tmp_path: Path, broker: Broker) -> 
 
 def test_host_port_parsing_and_http_beyond_loopback_needs_a_token(tmp_path: Path, videos: list[Path]) -> None:
     from cezsar.errors import CezsarError
-    from edge.runtime import parse_host_port
+    from edge.settings import parse_host_port
 
     assert parse_host_port("8080", "127.0.0.1", None, "--http") == ("127.0.0.1", 8080)
     assert parse_host_port("0.0.0.0:9000", "127.0.0.1", None, "--http") == ("0.0.0.0", 9000)
@@ -279,16 +279,17 @@ def test_host_port_parsing_and_http_beyond_loopback_needs_a_token(tmp_path: Path
             parse_host_port(bad, None, None, "--http")
     actions = tmp_path / "actions.yaml"
     actions.write_text(yaml.safe_dump(ACTIONS))
-    cfg = RuntimeConfig(
-        deploy=deploy_dir(),
-        sources=[str(videos[0])],
-        actions=actions,
-        pub="tcp://127.0.0.1:*",
-        control=None,
-        http=("0.0.0.0", 0),
-    )
     with pytest.raises(CezsarError, match="needs a token") as e:
-        Runtime(cfg)
+        Runtime(
+            settings_from(
+                deploy=deploy_dir(),
+                source=[str(videos[0])],
+                actions=actions,
+                pub="tcp://127.0.0.1:*",
+                control="none",
+                http="0.0.0.0:0",
+            )
+        )
     assert "\n" not in str(e.value)
 
 
@@ -301,8 +302,8 @@ def test_cezsar_run_config_example_site(tmp_path: Path, videos: list[Path], brok
     import subprocess
     import sys
 
-    from test_edge_support import free_port
-    from test_mqtt import mosquitto_sub
+    from tests.helpers.mqtt import mosquitto_sub
+    from tests.helpers.net import free_port
 
     repo = Path(__file__).resolve().parents[1]
     site = yaml.safe_load((repo / "examples" / "site.yaml").read_text())

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_edge_support import deploy_dir, model_dir
 
 from cezsar.backends.registry import load_backend
 from cezsar.deploy.manifest import load_manifest
 from cezsar.video import probe, read_frames
 from edge.embedder import WindowEmbedder
 from edge.sources import Source, SourceSpec
+from tests.helpers.models import deploy_dir, model_dir
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_edge_support import deploy_dir, trained_model_dir
 
 from cezsar.backends.base import Runner
 from cezsar.backends.registry import load_backend
@@ -23,6 +22,7 @@ from edge.event_scoring import match_events
 from edge.recognizer import Recognizer, Step
 from edge.sources import Frame
 from edge.text import TextEncoder
+from tests.helpers.models import deploy_dir, trained_model_dir
 
 PLAN = [("staying still", 3.0), ("moving left", 6.0), ("staying still", 4.0)]
 

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from test_edge_support import deploy_dir
 
 from cezsar.backends.base import Runner
 from cezsar.errors import CezsarError
 from edge.client import Subscriber
-from edge.runtime import Runtime, RuntimeConfig
+from edge.runtime import Runtime
+from edge.settings import RuntimeSettings, settings_from
+from tests.helpers.models import deploy_dir
 
 ACTIONS = {
     "background": ["a shape staying still"],
@@ -32,21 +33,21 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
-def cfg(tmp_path: Path, sources: list[str], **kw: Any) -> RuntimeConfig:
+def cfg(tmp_path: Path, sources: list[str], **kw: Any) -> RuntimeSettings:
     actions = tmp_path / "actions.yaml"
     if not actions.exists():
         actions.write_text(yaml.safe_dump(ACTIONS))
     base: dict[str, Any] = dict(
         deploy=deploy_dir(),
-        sources=sources,
+        source=sources,
         actions=actions,
         pub="tcp://127.0.0.1:*",
-        control=None,
+        control="none",
         realtime=False,
         status_interval=0.2,
     )
     base.update(kw)
-    return RuntimeConfig(**base)
+    return settings_from(**base)
 
 
 def test_startup_errors_are_clear_and_early(tmp_path: Path, video: Path) -> None:

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
-from test_edge_support import deploy_dir
 
 from cezsar.deploy.manifest import load_manifest
 from edge.actions import parse_actions
 from edge.scorer import Scorer
 from edge.text import TextEncoder
+from tests.helpers.models import deploy_dir
 
 SET = parse_actions(
     "background: [still, empty]\nactions:\n  - {name: a, descriptions: [a1, a2]}\n  - {name: b, descriptions: b1}\n"

@@ -5,12 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_edge_support import FakeCamera, frame_index, write_index_video
 
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
 from cezsar.video import SourceSpec, parse_source
 from edge.sources import Frame, FrameQueue, Source
+from tests.helpers.video import FakeCamera, frame_index, write_index_video
 
 PRE = Preprocess(size=32, resize=32)
 

@@ -4,10 +4,10 @@ import importlib.util
 
 import numpy as np
 import pytest
-from test_edge_support import deploy_dir, model_dir
 
 from cezsar.deploy.manifest import load_manifest
 from edge.text import TextEncoder
+from tests.helpers.models import deploy_dir, model_dir
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_edge_support import deploy_dir
 
 from cezsar.backends.base import Runner
 from cezsar.backends.registry import load_backend
@@ -10,6 +9,7 @@ from cezsar.deploy.manifest import load_manifest
 from edge.embedder import WindowEmbedder
 from edge.sources import Frame
 from edge.window import FeatureRing
+from tests.helpers.models import deploy_dir
 
 
 class RecordingRunner(Runner):

@@ -10,12 +10,13 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from test_edge_support import deploy_dir
 
 from cezsar.errors import CezsarError
 from edge.actions import parse_actions
-from edge.runtime import Runtime, RuntimeConfig
-from edge.zones import Zone, parse_zone_flag, rect
+from edge.runtime import Runtime
+from edge.settings import settings_from
+from edge.zones import Zone, parse_zone_flag
+from tests.helpers.models import deploy_dir
 
 
 def _side_by_side(left: Path, right: Path, out: Path) -> None:
@@ -49,19 +50,19 @@ def two_halves(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d / "both.mp4"
 
 
-def _run(tmp_path: Path, video: Path, actions: dict, zones: dict[str, dict[str, Zone]]) -> list[dict]:  # type: ignore[type-arg]
+def _run(tmp_path: Path, video: Path, actions: dict, zones: list[str]) -> list[dict]:  # type: ignore[type-arg]
     af = tmp_path / "actions.yaml"
     af.write_text(yaml.safe_dump(actions))
     log = tmp_path / "events.jsonl"
-    cfg = RuntimeConfig(
+    cfg = settings_from(
         deploy=deploy_dir(),
-        sources=[f"cam={video}"],
+        source=[f"cam={video}"],
         actions=af,
         pub="tcp://127.0.0.1:*",
-        control=None,
+        control="none",
         realtime=False,
         events_log=log,
-        zones=zones,
+        zone=zones,
     )
     assert Runtime(cfg).run() == 0
     return [json.loads(x) for x in log.read_text().splitlines() if json.loads(x)["type"] == "event"]
@@ -76,7 +77,7 @@ def test_an_action_bound_to_a_zone_fires_only_for_motion_inside_it(tmp_path: Pat
         "background": ["a shape staying still"],
         "actions": [{"name": "left", "descriptions": "something moving left", "zone": "right_half"}],
     }
-    zones = {"cam": {"right_half": rect("right_half", 0.5, 0.0, 1.0, 1.0)}}
+    zones = ["cam:right_half=0.5,0.0,1.0,1.0"]
     events = _run(tmp_path, two_halves, actions, zones)
     ends = [e for e in events if e["phase"] == "end"]
     print("zone:", [(e["start"], e["end"]) for e in ends])

@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from cezsar.errors import CezsarError  # noqa: E402
 from edge.http import HttpServer, Metrics, is_loopback_host  # noqa: E402
+from edge.http.health import HealthRoutes  # noqa: E402
+from tests.helpers.http import serve  # noqa: E402
 
 
 def get(url: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -43,7 +45,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_healthz_readyz_follow_the_ready_callback() -> None:
     state: dict[str, Any] = {"ok": False, "reasons": ["models not loaded", "cam1: connecting"]}
-    with HttpServer(port=0, ready=lambda: (state["ok"], state["reasons"])) as srv:
+    health = HealthRoutes(ready=lambda: (state["ok"], state["reasons"]))
+    with HttpServer("127.0.0.1", 0).add_router(health) as srv:
         assert srv.port != 0
         code, _, body = get(srv.url + "/healthz")
         assert code == 200 and json.loads(body)["status"] == "ok"
@@ -57,7 +60,7 @@ def test_healthz_readyz_follow_the_ready_callback() -> None:
         def broken() -> tuple[bool, list[str]]:
             raise RuntimeError("status unavailable")
 
-        srv.ready = broken
+        health.ready = broken
         code, _, body = get(srv.url + "/readyz")
         assert code == 503 and "status unavailable" in json.loads(body)["reasons"][0]
         assert get(srv.url + "/nope")[0] == 404
@@ -67,7 +70,7 @@ def test_healthz_readyz_follow_the_ready_callback() -> None:
 
 def test_metrics_in_prometheus_text() -> None:
     zmq = pytest.importorskip("zmq")
-    from edge.publisher import Publisher
+    from edge.sinks.zmq import Publisher
 
     m = Metrics()
     for _ in range(3):
@@ -86,7 +89,7 @@ def test_metrics_in_prometheus_text() -> None:
     m.watch_sink("zmq", lambda: {"sent": pub.sent, "dropped": pub.dropped})
     m.watch_sink("mqtt", lambda: {"sent": 7, "dropped": 1, "unsent": 12, "connected": False})
     try:
-        with HttpServer(port=0, metrics=m) as srv:
+        with serve(metrics=m) as srv:
             code, headers, body = get(srv.url + "/metrics")
     finally:
         pub.close(0)
@@ -117,7 +120,7 @@ def test_token_guards_everything_but_healthz(tmp_path: Path) -> None:
     media = tmp_path / "media"
     (media / "cam1").mkdir(parents=True)
     (media / "cam1" / "e1.jpg").write_bytes(b"\xff\xd8jpeg")
-    with HttpServer(port=0, metrics=Metrics(process=False), token="t0ken", media_dir=media) as srv:
+    with serve(metrics=Metrics(process=False), token="t0ken", media_dir=media) as srv:
         assert get(srv.url + "/healthz")[0] == 200
         for path in ("/readyz", "/metrics", "/media/cam1/e1.jpg"):
             code, headers, _ = get(srv.url + path)
@@ -130,7 +133,7 @@ def test_token_guards_everything_but_healthz(tmp_path: Path) -> None:
 
 def test_browser_token_as_cookie_or_query() -> None:
     """A browser cannot set headers on <img> or EventSource: the cookie (or ?token= once) stands in."""
-    with HttpServer(port=0, metrics=Metrics(process=False), token="t0ken") as srv:
+    with serve(metrics=Metrics(process=False), token="t0ken") as srv:
 
         def code(path: str, cookie: str | None = None) -> int:
             req = urllib.request.Request(srv.url + path)
@@ -163,7 +166,7 @@ def test_port_in_use_is_one_clear_error() -> None:
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(CezsarError, match=rf"http 127\.0\.0\.1:{port}: cannot listen"):
-            HttpServer(port=port).start()
+            HttpServer("127.0.0.1", port).start()
 
 
 def test_grafana_dashboard_queries_exported_metrics() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from cezsar.errors import CezsarError
 from edge.media import MediaRecorder, MediaResult
+from edge.settings import MediaSettings, settings_from
 
 FPS = 10.0
 
@@ -53,7 +54,7 @@ def read_clip(path: Path) -> tuple[float, list[np.ndarray]]:
 
 
 def test_snapshot_and_clip_from_pre_roll_to_end(tmp_path: Path) -> None:
-    rec = MediaRecorder(tmp_path / "media", pre_roll=3.0)
+    rec = MediaRecorder(MediaSettings(dir=tmp_path / "media", pre_roll=3.0))
     try:
         feed(rec, 0, 50)  # 0 .. 5.0 s
         rec.event_start("e1", "cam1", 5.0)
@@ -84,7 +85,7 @@ def test_snapshot_and_clip_from_pre_roll_to_end(tmp_path: Path) -> None:
 
 
 def test_urls_with_a_base_url_and_unknown_or_empty_events(tmp_path: Path) -> None:
-    with_url = MediaRecorder(tmp_path, base_url="http://127.0.0.1:8080/media/")
+    with_url = MediaRecorder(MediaSettings(dir=tmp_path), base_url="http://127.0.0.1:8080/media/")
     try:
         assert with_url.event_end("never-started", 1.0) is None
         with_url.event_start("e2", "cam1", 1.0)  # no frame at all
@@ -101,7 +102,7 @@ def test_urls_with_a_base_url_and_unknown_or_empty_events(tmp_path: Path) -> Non
 
 
 def test_ring_and_clip_stay_bounded(tmp_path: Path) -> None:
-    rec = MediaRecorder(tmp_path, pre_roll=1.0, start_delay=1.0, max_clip=2.0)
+    rec = MediaRecorder(MediaSettings(dir=tmp_path, pre_roll=1.0, max_clip=2.0), start_delay=1.0)
     try:
         feed(rec, 0, 300)
         assert len(rec._rings["cam1"]) <= 2.0 * FPS + 1
@@ -131,7 +132,7 @@ def test_retention_removes_oldest_and_expired(tmp_path: Path) -> None:
     os.utime(old, (month, month))
     notes = tmp_path / "notes.txt"
     notes.write_text("not media")
-    rec = MediaRecorder(tmp_path, pre_roll=1.0, max_age=7 * 86400)
+    rec = MediaRecorder(MediaSettings(dir=tmp_path, pre_roll=1.0, max_age=7 * 86400))
     try:
         a = _event(rec, "a", 0)
         assert rec.flush(30)
@@ -156,7 +157,7 @@ def test_writing_never_blocks_the_caller_and_overload_drops(tmp_path: Path) -> N
         entered.set()
         gate.wait(30)
 
-    rec = MediaRecorder(tmp_path, pre_roll=1.0, queue_size=1, on_written=slow_consumer)
+    rec = MediaRecorder(MediaSettings(dir=tmp_path, pre_roll=1.0), queue_size=1, on_written=slow_consumer)
     results: list[MediaResult | None] = []
     try:
         results.append(_event(rec, "e1", 0))
@@ -184,9 +185,9 @@ def test_writing_never_blocks_the_caller_and_overload_drops(tmp_path: Path) -> N
 
 
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(CezsarError, match="max_bytes"):
-        MediaRecorder(tmp_path, max_bytes=0)
+    with pytest.raises(CezsarError, match=r"^--media-max-bytes '0': Input should be greater than 0$"):
+        settings_from(media=tmp_path, media_max_bytes="0")
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(CezsarError, match="cannot create"):
-        MediaRecorder(blocker / "sub")
+        MediaRecorder(MediaSettings(dir=blocker / "sub"))

@@ -6,12 +6,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,123 +18,14 @@ import pytest
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed (pip install 'cezsar[mqtt]')")
 
 from cezsar.errors import CezsarError  # noqa: E402
-from edge.sinks.mqtt import MqttSink, MqttTls, slug  # noqa: E402
+from edge.settings import MqttSettings, MqttTls  # noqa: E402
+from edge.sinks.mqtt import MqttSink, slug  # noqa: E402
+from tests.helpers.mqtt import MOSQUITTO, MOSQUITTO_PASSWD, NO_BROKER, Broker, Sub, mosquitto_sub  # noqa: E402
+from tests.helpers.net import wait_until  # noqa: E402
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-MOSQUITTO_SUB = shutil.which("mosquitto_sub")
-MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
-OPENSSL = shutil.which("openssl")
-pytestmark = pytest.mark.skipif(
-    MOSQUITTO is None, reason="mosquitto broker not installed (apt-get install mosquitto mosquitto-clients)"
-)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Broker:
-    """A mosquitto process on a loopback port that can be killed and started again on the same port."""
-
-    def __init__(self, folder: Path, extra: str = "allow_anonymous true\n") -> None:
-        self.port = free_port()
-        self.conf = folder / "mosquitto.conf"
-        # as root mosquitto would drop to its own user, who cannot read files under pytest's 0700 tmp folders
-        user = "user root\n" if os.geteuid() == 0 else ""
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{extra}{user}persistence false\nlog_dest stderr\n")
-        self.log = folder / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert MOSQUITTO is not None
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(up, 10, "mosquitto to listen")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-
-
-@pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    b.kill()
-
-
-class Sub:
-    """A real paho subscriber that records (topic, payload, retain)."""
-
-    def __init__(self, port: int, topics: list[str], ca: Path | None = None, **auth: Any) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{os.urandom(4).hex()}")
-        if auth:
-            c.username_pw_set(auth["username"], auth["password"])
-        if ca is not None:
-            c.tls_set(ca_certs=str(ca))
-        c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe([(t, 1) for t in topics])
-        c.on_subscribe = lambda *a: self._subscribed.set()
-        c.on_message = self._on_message
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        self.client = c
-        assert self._subscribed.wait(10), "subscription not acknowledged"
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
-
-    def on(self, topic: str) -> list[bytes]:
-        with self._lock:
-            return [p for t, p, _ in self.messages if t == topic]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def mosquitto_sub(port: int, topic: str, wait: float = 1.5, count: int | None = None) -> list[tuple[str, str]]:
-    """The retained and live messages mosquitto_sub (the C client) sees within ``wait`` seconds."""
-    if MOSQUITTO_SUB is None:
-        pytest.skip("mosquitto_sub not installed (apt-get install mosquitto-clients)")
-    cmd = [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-v", "-W", str(max(1, round(wait)))]
-    if count is not None:
-        cmd += ["-C", str(count)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=wait + 10).stdout
-    rows = []
-    for line in out.splitlines():
-        t, _, p = line.partition(" ")
-        rows.append((t, p))
-    return rows
+OPENSSL = shutil.which("openssl")
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason=NO_BROKER)
 
 
 def event(phase: str, stream: str, action: str, n: int = 0) -> dict[str, Any]:
@@ -162,7 +51,7 @@ def test_slug() -> None:
 
 def test_events_states_scores_and_status_reach_paho_and_mosquitto_sub(broker: Broker) -> None:
     sub = Sub(broker.port, ["cezsar/#"])
-    with MqttSink("127.0.0.1", broker.port, node_id="box1") as sink:
+    with MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, node_id="box1")) as sink:
         wait_until(lambda: sink.connected, what="sink to connect")
         sink.publish("event.cam1", event("start", "cam1", "moving left", 1))
         sink.publish("scores.cam1", {"type": "scores", "stream": "cam1", "smoothed": {"moving left": 0.25}})
@@ -192,8 +81,8 @@ def _discovery(rows: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
 
 def test_home_assistant_discovery_appears_and_disappears_live(broker: Broker) -> None:
     sub = Sub(broker.port, ["homeassistant/#"])
-    with MqttSink("127.0.0.1", broker.port, node_id="box1", prefix="site/a") as sink:
-        sink.set_actions(["cam1", "cam2"], ["moving left", "wave"])
+    with MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, node_id="box1", prefix="site/a")) as sink:
+        sink.set_catalog(["cam1", "cam2"], ["moving left", "wave"])
         wait_until(lambda: len(sub.messages) >= 8, what="8 discovery configs")
         configs = _discovery(mosquitto_sub(broker.port, "homeassistant/#", count=8))
         assert len(configs) == 8
@@ -207,7 +96,7 @@ def test_home_assistant_discovery_appears_and_disappears_live(broker: Broker) ->
         assert len({c["unique_id"] for c in configs.values()}) == 8
 
         # remove "wave", add "clap": wave's configs are emptied (HA removes the entities), clap's appear
-        sink.set_actions(["cam1", "cam2"], ["moving left", "clap"])
+        sink.set_catalog(["cam1", "cam2"], ["moving left", "clap"])
         wave = "homeassistant/binary_sensor/box1/cam1_wave/config"
         wait_until(lambda: sub.on(wave)[-1:] == [b""], what="wave config removed")
         configs = _discovery(mosquitto_sub(broker.port, "homeassistant/#", wait=1.5))
@@ -220,9 +109,9 @@ def test_home_assistant_discovery_appears_and_disappears_live(broker: Broker) ->
     sub.close()
 
 
-def test_discovery_taken_from_status_until_set_actions(broker: Broker) -> None:
+def test_discovery_taken_from_status_until_set_catalog(broker: Broker) -> None:
     sub = Sub(broker.port, ["homeassistant/#"])
-    with MqttSink("127.0.0.1", broker.port, node_id="n") as sink:
+    with MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, node_id="n")) as sink:
         status = {"type": "status", "streams": {"door": {}}, "actions": {"names": ["knock"]}}
         sink.publish("status", status)
         topic = "homeassistant/binary_sensor/n/door_knock/config"
@@ -234,9 +123,9 @@ def test_discovery_taken_from_status_until_set_actions(broker: Broker) -> None:
 
 
 def test_broker_killed_and_restarted_mid_stream(broker: Broker) -> None:
-    sink = MqttSink("127.0.0.1", broker.port, node_id="box1", min_backoff=0.1, max_backoff=0.5)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, node_id="box1"), min_backoff=0.1, max_backoff=0.5)
     try:
-        sink.set_actions(["cam1"], ["wave"])
+        sink.set_catalog(["cam1"], ["wave"])
         wait_until(lambda: sink.connected, what="sink to connect")
         sub = Sub(broker.port, ["cezsar/events"])
         assert sink.publish("event.cam1", event("start", "cam1", "wave", 1))
@@ -270,7 +159,7 @@ def test_broker_killed_and_restarted_mid_stream(broker: Broker) -> None:
 
 
 def test_publish_never_waits_for_a_stuck_worker_and_counts_drops(broker: Broker) -> None:
-    sink = MqttSink("127.0.0.1", broker.port, queue_size=5, discovery=False)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, discovery=False), queue_size=5)
     try:
         wait_until(lambda: sink.connected and sink.sent >= 1, what="sink to connect and announce itself")
         with sink._lock:  # the worker stops inside its first event (it takes this lock), as if stuck
@@ -293,7 +182,7 @@ def test_publish_never_waits_for_a_stuck_worker_and_counts_drops(broker: Broker)
 
 def test_sink_started_before_the_broker_connects_later(tmp_path: Path) -> None:
     b = Broker(tmp_path)
-    sink = MqttSink("127.0.0.1", b.port, min_backoff=0.1, max_backoff=0.3)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=b.port), min_backoff=0.1, max_backoff=0.3)
     try:
         assert sink.publish("status", {"type": "status"})
         wait_until(lambda: sink.unsent >= 1, what="unsent count while no broker")
@@ -309,8 +198,9 @@ def test_last_will_marks_a_killed_runtime_offline(broker: Broker) -> None:
     sub = Sub(broker.port, ["lw/availability"])
     code = (
         "import sys, time\n"
+        "from edge.settings import MqttSettings\n"
         "from edge.sinks.mqtt import MqttSink\n"
-        f"s = MqttSink('127.0.0.1', {broker.port}, prefix='lw', discovery=False)\n"
+        f"s = MqttSink(MqttSettings(host='127.0.0.1', port={broker.port}, prefix='lw', discovery=False))\n"
         "while not s.connected: time.sleep(0.02)\n"
         "print('up', flush=True)\n"
         "time.sleep(60)\n"
@@ -336,8 +226,12 @@ def test_username_password(tmp_path: Path) -> None:
     b = Broker(tmp_path, extra=f"allow_anonymous false\npassword_file {pw}\n")
     b.start()
     try:
-        bad = MqttSink("127.0.0.1", b.port, username="cam", password="wrong", min_backoff=0.2, max_backoff=0.5)
-        good = MqttSink("127.0.0.1", b.port, username="cam", password="s3cret")
+        bad = MqttSink(
+            MqttSettings(host="127.0.0.1", port=b.port, username="cam", password="wrong"),
+            min_backoff=0.2,
+            max_backoff=0.5,
+        )
+        good = MqttSink(MqttSettings(host="127.0.0.1", port=b.port, username="cam", password="s3cret"))
         try:
             wait_until(lambda: good.connected, what="authenticated connection")
             sub = Sub(b.port, ["cezsar/status"], username="cam", password="s3cret")
@@ -381,9 +275,13 @@ def test_tls_verified_by_ca_refused_without_it_and_insecure_flag(tmp_path: Path)
     b.start()
     sinks = []
     try:
-        verified = MqttSink("127.0.0.1", b.port, tls=MqttTls(ca=c["ca.crt"]), min_backoff=0.2, max_backoff=0.5)
-        untrusted = MqttSink("127.0.0.1", b.port, tls=MqttTls(), min_backoff=0.2, max_backoff=0.5)  # system CAs
-        insecure = MqttSink("127.0.0.1", b.port, prefix="insecure", tls=MqttTls(insecure=True))
+        verified = MqttSink(
+            MqttSettings(host="127.0.0.1", port=b.port, tls=MqttTls(ca=c["ca.crt"])), min_backoff=0.2, max_backoff=0.5
+        )
+        untrusted = MqttSink(
+            MqttSettings(host="127.0.0.1", port=b.port, tls=MqttTls()), min_backoff=0.2, max_backoff=0.5
+        )  # system CAs
+        insecure = MqttSink(MqttSettings(host="127.0.0.1", port=b.port, prefix="insecure", tls=MqttTls(insecure=True)))
         sinks = [verified, untrusted, insecure]
         wait_until(lambda: verified.connected and insecure.connected, what="TLS connections")
         sub = Sub(b.port, ["cezsar/status", "insecure/status"], ca=c["ca.crt"])
@@ -400,7 +298,7 @@ def test_tls_verified_by_ca_refused_without_it_and_insecure_flag(tmp_path: Path)
             s.close()
         b.kill()
     with pytest.raises(CezsarError, match="mqtt TLS CA .*: no such file"):
-        MqttSink("127.0.0.1", 1883, tls=MqttTls(ca=tmp_path / "missing.crt"))
+        MqttSink(MqttSettings(host="127.0.0.1", port=1883, tls=MqttTls(ca=tmp_path / "missing.crt")))
 
 
 def test_outputs_together_zmq_mqtt_metrics_and_media(broker: Broker, tmp_path: Path) -> None:
@@ -414,19 +312,21 @@ def test_outputs_together_zmq_mqtt_metrics_and_media(broker: Broker, tmp_path: P
     zmq = pytest.importorskip("zmq")
     pytest.importorskip("aiohttp")
     from edge.client import Subscriber
-    from edge.http import HttpServer, Metrics
+    from edge.http import Metrics
     from edge.media import MediaRecorder
-    from edge.publisher import Publisher
+    from edge.settings import MediaSettings
+    from edge.sinks.zmq import Publisher
+    from tests.helpers.http import serve
 
     metrics = Metrics(process=False)
-    with HttpServer(port=0, metrics=metrics, media_dir=tmp_path / "media") as srv:
-        media = MediaRecorder(tmp_path / "media", pre_roll=1.0, base_url=srv.url + "/media")
+    with serve(metrics=metrics, media_dir=tmp_path / "media") as srv:
+        media = MediaRecorder(MediaSettings(dir=tmp_path / "media", pre_roll=1.0), base_url=srv.url + "/media")
         ctx = zmq.Context()
         pub = Publisher("tcp://127.0.0.1:*", context=ctx)
-        sink = MqttSink("127.0.0.1", broker.port, node_id="box")
+        sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, node_id="box"))
         metrics.watch_sink("zmq", lambda: {"sent": pub.sent, "dropped": pub.dropped})
         metrics.watch_sink("mqtt", sink.stats)
-        sink.set_actions(["cam1"], ["wave"])
+        sink.set_catalog(["cam1"], ["wave"])
         mqtt_sub = Sub(broker.port, ["cezsar/events"])
         zmq_sub = Subscriber(pub.endpoint, topics=["event."], context=ctx)
         try:

@@ -276,10 +276,9 @@ def _cezsar(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["clip", "siglip", "clip+minilm"])
 def test_chain_init_export_quantize_run(ckpts: dict[str, Path], tmp_path: Path, name: str) -> None:
-    from test_edge_e2e import Collector
-    from test_edge_support import free_port
-
     from cezsar.data.synthetic import render_stream
+    from tests.helpers.collect import Collector
+    from tests.helpers.net import free_port
 
     fe = {"clip": f"hf-clip:{ckpts['clip']}", "siglip": f"hf-siglip:{ckpts['siglip']}"}.get(name.split("+")[0])
     extra = ["--text-tower", MINILM] if name == "clip+minilm" else []
@@ -308,13 +307,12 @@ def test_chain_init_export_quantize_run(ckpts: dict[str, Path], tmp_path: Path, 
     )
     pub = f"tcp://127.0.0.1:{free_port()}"
     collector = Collector(pub)
-    collector.start()
     try:
         run = _cezsar("run", "--deploy", str(deploy), "--source", f"cam={video}", "--actions", str(actions),
                       "--pub", pub, "--backend", "onnxruntime", check=False)  # fmt: skip
         collector.wait("event", lambda d: d["phase"] == "start", 10)
     finally:
-        collector.stop.set()
+        collector.close()
         collector.join(2)
     assert run.returncode == 0, run.stderr[-3000:]
     scores = collector.of("scores")

@@ -12,11 +12,12 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from test_edge_support import deploy_dir
 
 from edge import messages
 from edge.client import ControlClient, Subscriber
-from edge.runtime import MediaOptions, Runtime, RuntimeConfig
+from edge.runtime import Runtime
+from edge.settings import RuntimeSettings, settings_from
+from tests.helpers.models import deploy_dir
 
 REPO = Path(__file__).resolve().parents[1]
 ACTIONS = {
@@ -57,20 +58,20 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
-def _cfg(tmp_path: Path, video: Path, **kw: Any) -> RuntimeConfig:
+def _cfg(tmp_path: Path, video: Path, **kw: Any) -> RuntimeSettings:
     actions = tmp_path / "actions.yaml"
     actions.write_text(yaml.safe_dump(ACTIONS))
     base: dict[str, Any] = dict(
         deploy=deploy_dir(),
-        sources=[f"cam={video}"],
+        source=[f"cam={video}"],
         actions=actions,
         pub="tcp://127.0.0.1:*",
-        control=None,
+        control="none",
         realtime=False,
         status_interval=0.2,
     )
     base.update(kw)
-    return RuntimeConfig(**base)
+    return settings_from(**base)
 
 
 def _join(rt: Runtime, sub: Subscriber) -> None:
@@ -83,7 +84,7 @@ def _join(rt: Runtime, sub: Subscriber) -> None:
 def test_every_message_of_a_real_run_validates(tmp_path: Path, video: Path) -> None:
     v = validators()
     rt = Runtime(
-        _cfg(tmp_path, video, control="tcp://127.0.0.1:*", media=MediaOptions(tmp_path / "media", pre_roll=1.0))
+        _cfg(tmp_path, video, control="tcp://127.0.0.1:*", media=tmp_path / "media", media_pre_roll=1.0)
     )
     assert rt.control is not None
     sub = Subscriber(rt.publisher.endpoint)
@@ -113,7 +114,7 @@ def test_every_message_of_a_real_run_validates(tmp_path: Path, video: Path) -> N
     assert kinds == {"event", "scores", "status", "media"}, kinds
     for tp, data in got:
         v[messages.schema_for_topic(tp)].validate(data)
-        assert data["host"] == rt.sequencer.host and data["instance"] == rt.sequencer.instance
+        assert data["host"] == rt.outputs.sequencer.host and data["instance"] == rt.outputs.sequencer.instance
     events = [d for _, d in got if d["type"] == "event"]
     assert all(e["clock"] == "media" and e["model"] == rt.manifest.model_hash for e in events)
     assert all(e["actions_version"] == rt.store.version for e in events)
@@ -153,8 +154,8 @@ def test_a_slow_subscriber_detects_its_sequence_gap(tmp_path: Path, video: Path)
     run.join(30)
     slow.close()
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    assert gaps.missed > 0 and gaps.gaps, (received, rt.sequencer.seq, rt.publisher.stats(), seqs[:50])
-    assert received + gaps.missed <= rt.sequencer.seq
+    assert gaps.missed > 0 and gaps.gaps, (received, rt.outputs.sequencer.seq, rt.publisher.stats(), seqs[:50])
+    assert received + gaps.missed <= rt.outputs.sequencer.seq
 
 
 def test_the_documented_examples_validate() -> None:

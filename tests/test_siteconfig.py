@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cezsar.commands import config as config_cli
 from cezsar.errors import CezsarError
-from edge.siteconfig import (
-    SiteConfig,
+from edge.settings import RuntimeSettings as SiteConfig
+from edge.settings import (
     SiteConfigError,
     check_site_config,
     load_site_config,

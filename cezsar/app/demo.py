@@ -150,7 +150,8 @@ def run_demo(
 ) -> dict[str, Any]:
     from cezsar.data.synthetic import default_stream_plan, render_stream
     from edge.event_scoring import match_events
-    from edge.runtime import Runtime, RuntimeConfig
+    from edge.runtime import Runtime
+    from edge.settings import settings_from
 
     t0 = time.time()
     model_dir = Path(model) if model is not None else bundled_model_dir()
@@ -174,20 +175,21 @@ def run_demo(
             f"watching {', '.join(motions)}",
             flush=True,
         )
-        cfg = RuntimeConfig(
-            deploy=deploy,
-            sources=[f"synthetic={video}"],
-            actions=actions,
-            pub="tcp://127.0.0.1:*",
-            control="tcp://127.0.0.1:*",
-            backend=backend,
-            precision=precision,
-            realtime=realtime,
-            events_log=work / "events.jsonl",
-            output=output,
-            status_interval=1.0,
+        rt = Runtime(
+            settings_from(
+                deploy=deploy,
+                source=[f"synthetic={video}"],
+                actions=actions,
+                pub="tcp://127.0.0.1:*",
+                control="tcp://127.0.0.1:*",
+                backend=backend,
+                precision=precision,
+                realtime=realtime,
+                events_log=work / "events.jsonl",
+                output=output,
+                status_interval=1.0,
+            )
         )
-        rt = Runtime(cfg)
         for line in rt.summary():
             log.info("%s", line)
         listener = _Listener(rt.publisher.endpoint, echo)

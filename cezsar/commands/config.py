@@ -1,4 +1,4 @@
-"""``cezsar config check site.yaml``: validate a site config file (edge/siteconfig.py).
+"""``cezsar config check site.yaml``: validate a site config file (edge/settings).
 
 Registered by cezsar/cli.py.
 """
@@ -22,7 +22,7 @@ def config_check(
     ),
 ) -> None:
     """Validate a site config file: every problem on one line as FILE:LINE:COLUMN: KEY: PROBLEM."""
-    from edge.siteconfig import SiteConfigError, check_site_config
+    from edge.settings import SiteConfigError, check_site_config
 
     try:
         cfg = check_site_config(path, files=files)

@@ -1,16 +1,17 @@
 """The live web console (issue 15): watch every stream with its scores and events, and edit the
 action descriptions while the runtime runs. Plain HTML/JS/CSS (``static/``, package data), no build.
 
-One entry point, :func:`attach_console`, called once on a runtime whose ``http`` server
-(edge/http.py) is created but not started yet. It
+:class:`Console` sees the runtime through a small typed interface (edge/host.py's ``ConsoleHost``:
+the action store, the stream names, the text tower, the newest windows, the scorer), never the
+runtime object. The runtime's server builder (edge/runtime/server.py) makes one when ``--http`` is on
+and the console is not switched off. The console is three things at once:
 
-- registers its routes on ``runtime.http.app`` under ``/console``;
-- adds a :class:`Console` as a sink (``runtime.add_sink``): it sees the scores, event and status
-  payloads that edge/messages.py builds for every other sink, and forwards them to the browsers
-  over Server-Sent Events;
-- appends a frame tap to ``runtime.frame_taps``: the tap only keeps a reference to the newest
-  decoded frame of each stream; one encoder thread downscales and JPEG-encodes it at the frame-rate
-  cap, and only while a browser is watching that stream (MJPEG, ``multipart/x-mixed-replace``).
+- a router: its routes are added to the HTTP server (``HttpServer.add_router``) under ``/console``;
+- a sink: it sees the scores, event and status payloads that edge/messages.py builds for every
+  other sink, and forwards them to the browsers over Server-Sent Events;
+- a frame tap: it only keeps a reference to the newest decoded frame of each stream; one encoder
+  thread downscales and JPEG-encodes it at the frame-rate cap, and only while a browser is watching
+  that stream (MJPEG, ``multipart/x-mixed-replace``).
 
 Routes (all behind the HTTP server's token, when it has one):
 
@@ -45,6 +46,8 @@ from cezsar.errors import CezsarError
 from edge import messages
 from edge.actions import Action, ActionSet, parse_action_obj
 from edge.control import ControlHandler, describe_set
+from edge.host import ConsoleHost
+from edge.http import HttpServer
 from edge.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -67,13 +70,17 @@ def _static(name: str) -> bytes:
 class Console:
     """The console's state: a sink, a frame tap and an encoder thread; ``routes`` serve it."""
 
-    def __init__(self, runtime: Any, fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH) -> None:
+    name = "console"
+
+    def __init__(
+        self, host: ConsoleHost, http: HttpServer, fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH
+    ) -> None:
         if not fps > 0:
             raise CezsarError(f"console fps {fps}: must be > 0")
-        self.rt = runtime
+        self.host = host
         self.fps, self.width = float(fps), int(width)
-        self.http = runtime.http
-        self.handler = ControlHandler(runtime.store, None)
+        self.http = http
+        self.handler = ControlHandler(host.store, None)
         self._frames: dict[str, tuple[int, float, Any]] = {}  # stream -> (seq, t, bgr): the newest frame
         self._seq = 0
         self._jpeg: dict[str, tuple[int, bytes]] = {}  # stream -> (frame seq, jpeg)
@@ -207,12 +214,12 @@ class Console:
             ev.set()
 
     def actions_state(self) -> dict[str, Any]:
-        store = self.rt.store
+        store = self.host.store
         aset: ActionSet = store.current
         out = describe_set(store)
         out["explicit"] = [a.explicit() for a in aset.actions]
         out["error_line"] = store.error_line
-        out["streams"] = [s.name for s in self.rt.sources]
+        out["streams"] = self.host.stream_names()
         return out
 
     def hello(self) -> dict[str, Any]:
@@ -221,7 +228,7 @@ class Console:
             events = list(self._events)
             status = self._status
         return {
-            "streams": [s.name for s in self.rt.sources],
+            "streams": self.host.stream_names(),
             "history": history,
             "events": events,
             "status": status,
@@ -240,16 +247,15 @@ class Console:
         sentence = action.descriptions[0]
         emb = self._try.pop(sentence, None)
         if emb is None:
-            emb = self.rt.text.encode([sentence])[0]
-            self.rt.text.forget(self.rt.store.current.descriptions())  # the action set's strings stay cached
+            emb = self.host.encode_text([sentence])[0]
+            self.host.forget_text(self.host.store.current.descriptions())  # the action set's strings stay cached
         self._try[sentence] = emb  # newest last
         while len(self._try) > TRY_CACHE:
             self._try.pop(next(iter(self._try)))
-        rec = self.rt.recognizer
-        scorer: Scorer | None = rec.scorer
+        scorer: Scorer | None = self.host.scorer()
         aset = ActionSet((Action("try", (sentence,)),), background=scorer.aset.background if scorer else ())
         bg = scorer.background_emb if scorer is not None else np.zeros((0, emb.shape[0]), np.float32)
-        latest = dict(rec.latest)
+        latest = self.host.latest_windows()
         streams: dict[str, Any] = {}
         if latest:
             names = sorted(latest)
@@ -265,7 +271,8 @@ class Console:
         return {"ok": True, "text": sentence, "streams": streams}
 
     # -- routes ------------------------------------------------------------------------------------
-    def add_routes(self, app: Any) -> None:
+    def attach(self, app: Any) -> None:
+        """Its routes on the HTTP server (a router: edge/http)."""
         from aiohttp import web
 
         r = app.router
@@ -349,7 +356,7 @@ class Console:
         self._clients.add(q)
         try:
             await resp.write(f"event: hello\ndata: {messages.to_json(self.hello())}\n\n".encode())
-            store = self.rt.store
+            store = self.host.store
             seen = (store.version, store.error)
             while True:
                 try:
@@ -375,7 +382,7 @@ class Console:
     async def _mjpeg(self, request: Any) -> Any:
         web = self._web
         stream = request.match_info["stream"]
-        if stream not in {s.name for s in self.rt.sources}:
+        if stream not in self.host.stream_names():
             return self._json(messages.reply_error(f"no stream named '{stream}'"), 404)
         resp = web.StreamResponse(
             headers={
@@ -407,16 +414,3 @@ class Console:
         finally:
             self._watchers[stream] -= 1
         return resp
-
-
-def attach_console(runtime: Any, fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH) -> Console:
-    """Register the console on ``runtime.http`` (created, not yet started), as a sink and a frame tap."""
-    http = getattr(runtime, "http", None)
-    if http is None:
-        raise CezsarError("the console needs the HTTP server: add --http [HOST:]PORT")
-    console = Console(runtime, fps, width)
-    console.add_routes(http.app)
-    runtime.add_sink(console)
-    runtime.frame_taps.append(console.tap)
-    console.start()
-    return console

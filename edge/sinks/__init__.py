@@ -1,20 +1,32 @@
-"""Output sinks: where the runtime's messages go.
+"""Output sinks: where the runtime's messages go, one module each, found by discovery.
 
-A sink takes the messages exactly as the runtime publishes them: ``publish(topic, payload)`` with
-the topic (``event.<stream>``, ``scores.<stream>``, ``status``) and the payload dict of an
-:class:`edge.messages.Message` (built by edge/messages.py, the one message builder), returns ``True``
-when it accepted the message, never blocks the caller for long, and ``close()`` ends it (the runtime
-closes its sinks after the final status). A sink picks the topics it wants and ignores the others.
+A sink takes the messages exactly as the runtime publishes them: ``publish(topic, payload)`` with the
+topic (``event.<stream>``, ``scores.<stream>``, ``media.<stream>``, ``status``) and the payload dict of
+an :class:`edge.messages.Message` (built by edge/messages.py, the one message builder), returns
+``True`` when it accepted the message, never blocks the caller for long, and ``close()`` ends it (the
+runtime closes its sinks after the final status). A sink picks the topics it wants.
 
-Sinks of the runtime: the ZeroMQ PUB socket (:class:`edge.publisher.Publisher`) and the events log
-(:class:`edge.sinks.events_log.EventsLog`). A new output (:class:`edge.sinks.mqtt.MqttSink`, ...) is one more class
-with these two methods, added with ``Runtime.add_sink``; the Recognizer never sees sinks.
+A new output is one module in this package: a class decorated with ``@register_sink("KEY")``, where
+``KEY`` is its section of the settings (``outputs.KEY`` in edge/settings/model.py), with
+
+- ``name``: what /metrics and the status call it;
+- ``from_settings(section, ctx)``: build it from its settings section and the :class:`SinkContext`;
+- optional ``stats()``: its counters (``sent``, ``dropped``, ``unsent``, ``connected`` ...), exported
+  in /metrics (``cezsar_sink_messages_total{sink}``) and the status's ``outputs``;
+- optional ``set_catalog(streams, pairs)``: which stream x action pairs exist (Home Assistant
+  discovery), called when the actions or the sources change.
+
+The runtime builds every sink whose section is set (edge/runtime/outputs.py); nothing else is edited.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from typing import Any, Protocol, runtime_checkable
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +36,43 @@ class Sink(Protocol):
     def publish(self, topic: str, payload: dict[str, Any]) -> bool: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CatalogSink(Protocol):
+    def set_catalog(self, streams: Iterable[str], pairs: Mapping[str, list[str]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may need beyond its own section: whether scores are published at all
+    (``outputs.scores``) and the ZeroMQ CURVE server (``outputs.zmq.curve_*``)."""
+
+    scores: bool = True
+    curve: Any = None  # edge.security.CurveServer | None
+
+
+T = TypeVar("T")
+_REGISTRY: dict[str, Any] = {}
+
+
+def register_sink(key: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: this class is the sink of ``outputs.<key>``."""
+
+    def deco(cls: type[T]) -> type[T]:
+        if key in _REGISTRY and _REGISTRY[key] is not cls:
+            raise ValueError(f"sink {key!r} is registered twice ({_REGISTRY[key].__name__}, {cls.__name__})")
+        _REGISTRY[key] = cls
+        return cls
+
+    return deco
+
+
+def sink_types() -> dict[str, Any]:
+    """Every sink of this package, by settings key (its modules are imported once, here)."""
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+    return dict(_REGISTRY)
 
 
 class Sinks:
@@ -55,6 +104,23 @@ class Sinks:
             except Exception as e:  # noqa: BLE001 - one broken output must not stop the others
                 self._failed(sink, f"publish {topic}", e)
         return accepted
+
+    def set_catalog(self, streams: Iterable[str], pairs: Mapping[str, list[str]]) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, CatalogSink):
+                try:
+                    sink.set_catalog(list(streams), pairs)
+                except Exception as e:  # noqa: BLE001
+                    self._failed(sink, "set_catalog", e)
+
+    def stats(self) -> dict[str, Any]:
+        """Each named sink's counters (``stats()``), by name."""
+        out: dict[str, Any] = {}
+        for sink in self.sinks:
+            fn, name = getattr(sink, "stats", None), getattr(sink, "name", None)
+            if callable(fn) and isinstance(name, str):
+                out[name] = fn()
+        return out
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from edge import messages
+from edge.sinks import SinkContext, register_sink
 
 
+@register_sink("events_log")
 class EventsLog:
+    name = "events_log"
+
+    @classmethod
+    def from_settings(cls, path: Path, ctx: SinkContext) -> EventsLog:
+        return cls(path)
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

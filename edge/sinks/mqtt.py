@@ -24,9 +24,9 @@ Home Assistant discovery (``discovery=True``): per stream x action a ``binary_se
 topic) and a score ``sensor`` (the action's smoothed score from the scores topic), configs under
 ``<discovery_prefix>/binary_sensor/<node>/<stream>_<action>/config`` and
 ``<discovery_prefix>/sensor/<node>/<stream>_<action>_score/config``, retained, with the
-availability topic and one device per node. :meth:`MqttSink.set_actions` publishes configs for new
+availability topic and one device per node. :meth:`MqttSink.set_catalog` publishes configs for new
 pairs and an empty retained payload (HA's "remove") for pairs that went away. Until
-``set_actions`` is called, the set is taken from each ``status`` message (its ``streams`` and
+``set_catalog`` is called, the set is taken from each ``status`` message (its ``streams`` and
 ``actions.names``), so that a runtime that only calls ``publish`` still gets live discovery.
 
 Never blocks, never raises for a broker that is down: :meth:`publish` only puts the message on a
@@ -50,17 +50,17 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cezsar.errors import CezsarError
 from edge import messages
+from edge.sinks import SinkContext, register_sink
+
+if TYPE_CHECKING:
+    from edge.settings import MqttSettings, MqttTls
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "cezsar"
-DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 QUEUE_SIZE = 1000
 _STOP = object()
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -82,17 +82,6 @@ def _check_level(value: str, what: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class MqttTls:
-    """TLS to the broker. ``ca``: CA bundle to verify the broker (None: the system's); ``cert``/``key``:
-    a client certificate; ``insecure``: no verification of the broker's certificate or host name."""
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    insecure: bool = False
-
-
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -102,6 +91,7 @@ def _version() -> str:
         return "dev"
 
 
+@register_sink("mqtt")
 class MqttSink:
     """See the module docstring. Counters (read them any time): ``sent`` (MQTT messages handed to a
     connected client), ``unsent`` (MQTT messages discarded because the broker was unreachable),
@@ -109,42 +99,34 @@ class MqttSink:
 
     name = "mqtt"
 
+    @classmethod
+    def from_settings(cls, settings: MqttSettings, ctx: SinkContext) -> MqttSink:
+        return cls(settings, scores=settings.scores and ctx.scores)
+
     def __init__(
         self,
-        host: str,
-        port: int = 1883,
+        settings: MqttSettings,
         *,
-        prefix: str = DEFAULT_PREFIX,
-        username: str | None = None,
-        password: str | None = None,
-        tls: MqttTls | None = None,
-        client_id: str | None = None,
-        node_id: str | None = None,
-        discovery: bool = True,
-        discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
-        scores: bool = True,
-        qos: int = 1,
+        scores: bool | None = None,
         keepalive: int = 30,
         queue_size: int = QUEUE_SIZE,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
+        """``settings``: the ``outputs.mqtt`` section; ``scores`` overrides its ``scores`` (the runtime
+        passes ``outputs.scores and mqtt.scores``); the rest are transport tunables."""
         try:
             import paho.mqtt.client as mqtt
         except ModuleNotFoundError:
             raise CezsarError("MQTT output needs paho-mqtt: pip install 'cezsar[mqtt]'") from None
         self._mqtt = mqtt
-        if not host:
-            raise CezsarError("mqtt host: empty")
-        if not 0 < int(port) < 65536:
-            raise CezsarError(f"mqtt port {port}: must be 1-65535")
-        if qos not in (0, 1, 2):
-            raise CezsarError(f"mqtt qos {qos}: must be 0, 1 or 2")
-        self.host, self.port = host, int(port)
-        self.prefix = _check_level(prefix.rstrip("/") if prefix != "/" else prefix, "prefix")
-        self.discovery_prefix = _check_level(discovery_prefix, "discovery prefix")
-        self.node_id = slug(node_id or socket.gethostname())
-        self.discovery, self.scores, self.qos = discovery, scores, qos
+        o = self.settings = settings
+        self.host, self.port = o.host, int(o.port)
+        self.prefix = _check_level(o.prefix.rstrip("/") if o.prefix != "/" else o.prefix, "prefix")
+        self.discovery_prefix = _check_level(o.discovery_prefix, "discovery prefix")
+        self.node_id = slug(o.node_id or socket.gethostname())
+        self.discovery, self.qos = o.discovery, o.qos
+        self.scores = o.scores if scores is None else scores
         self.availability_topic = f"{self.prefix}/availability"
 
         self.sent = 0
@@ -165,12 +147,12 @@ class MqttSink:
         self._explicit_actions = False
         self._outage_logged = False
 
-        cid = client_id or f"cezsar-{self.node_id}-{os.getpid()}-{os.urandom(3).hex()}"
+        cid = o.client_id or f"cezsar-{self.node_id}-{os.getpid()}-{os.urandom(3).hex()}"
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
-        if username is not None:
-            client.username_pw_set(username, password)
-        if tls is not None:
-            self._apply_tls(client, tls)
+        if o.username is not None:
+            client.username_pw_set(o.username, o.secret())
+        if o.tls is not None:
+            self._apply_tls(client, o.tls)
         client.will_set(self.availability_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=max(0.01, min_backoff), max_delay=max(min_backoff, max_backoff))  # type: ignore[arg-type]
         client.max_queued_messages_set(max(1, queue_size))
@@ -204,7 +186,7 @@ class MqttSink:
             return False
         return True
 
-    def set_actions(self, streams: Iterable[str], actions: Iterable[str] | Mapping[str, Iterable[str]]) -> None:
+    def set_catalog(self, streams: Iterable[str], actions: Iterable[str] | Mapping[str, Iterable[str]]) -> None:
         """The current streams and actions: ``actions`` is one list for every stream, or a mapping
         stream -> its actions. Discovery configs of new pairs are published, those of pairs gone are
         removed (empty retained payloads). Calling it turns off taking the set from status messages."""
@@ -471,10 +453,8 @@ class MqttSink:
     @staticmethod
     def _apply_tls(client: Any, tls: MqttTls) -> None:
         for what, p in (("CA", tls.ca), ("certificate", tls.cert), ("key", tls.key)):
-            if p is not None and not Path(p).is_file():
+            if p is not None and not p.is_file():
                 raise CezsarError(f"mqtt TLS {what} {p}: no such file")
-        if tls.key is not None and tls.cert is None:
-            raise CezsarError("mqtt TLS: a key needs its certificate (cert)")
         try:
             client.tls_set(
                 ca_certs=str(tls.ca) if tls.ca else None,

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from faultkit import Collector, Runtime, actions_yaml, run_args
-from test_edge_support import free_port
 
 from edge.client import ControlClient
+from tests.helpers.collect import Collector
+from tests.helpers.net import free_port
+from tests.helpers.procs import RunProcess, actions_yaml, run_args
 
 
 def test_actions_file_broken_while_running(tmp_path: Path, deploy: Path, long_video: Path) -> None:
@@ -25,7 +26,7 @@ def test_actions_file_broken_while_running(tmp_path: Path, deploy: Path, long_vi
     actions.write_text(actions_yaml(["a", "b"]))
     pub = f"tcp://127.0.0.1:{free_port()}"
     col = Collector(pub, ("status",))
-    rt = Runtime(
+    rt = RunProcess(
         run_args(deploy, [f"v={long_video}"], actions, pub, None, "--status-interval", "0.2"), tmp_path / "log"
     )
     try:
@@ -94,7 +95,7 @@ def test_hostile_control_requests(tmp_path: Path, deploy: Path, long_video: Path
     actions.write_text(actions_yaml(["a", "b"]))
     before_file = actions.read_bytes()
     pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    rt = Runtime(run_args(deploy, [f"v={long_video}"], actions, pub, ctl), tmp_path / "log")
+    rt = RunProcess(run_args(deploy, [f"v={long_video}"], actions, pub, ctl), tmp_path / "log")
     try:
         with ControlClient(ctl, timeout=30) as c:
             before = c.list()

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from faultkit import ROOT, actions_yaml
-from test_edge_support import free_port
 
 from cezsar.deploy.sidecar import SIDECAR_FORMAT
+from tests.helpers.net import free_port
+from tests.helpers.procs import ROOT, actions_yaml
 
 
 def deploy_copy(src: Path, dst: Path) -> Path:

@@ -11,14 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from faultkit import ROOT, Collector, Runtime, actions_yaml, run_args
-from test_edge_support import free_port
-
 from cezsar.errors import CezsarError
 from edge.client import ControlClient, Subscriber
 from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
-from edge.runtime import RuntimeConfig
 from edge.security import CurveClient, is_loopback
+from edge.settings import ZmqSettings
+from tests.helpers.collect import Collector
+from tests.helpers.net import free_port
+from tests.helpers.procs import ROOT, RunProcess, actions_yaml, run_args
 
 
 def _listening(port: int) -> set[str]:
@@ -36,13 +36,13 @@ def test_loopback_by_default_and_a_warning_otherwise(tmp_path: Path, deploy: Pat
     """Subprocess: the PUB socket on 127.0.0.1 (checked in /proc/net/tcp), the control socket on all
     interfaces: a warning names the control socket, none for the loopback one."""
     assert is_loopback(DEFAULT_PUB) and is_loopback(DEFAULT_CONTROL)
-    field = RuntimeConfig.__dataclass_fields__
+    field = ZmqSettings.model_fields
     assert field["pub"].default == DEFAULT_PUB and field["control"].default == DEFAULT_CONTROL
     assert not is_loopback("tcp://*:5556") and not is_loopback("tcp://0.0.0.0:1") and not is_loopback("tcp://eth0:1")
     actions = tmp_path / "actions.yaml"
     actions.write_text(actions_yaml(["moving"]))
     pp, cp = free_port(), free_port()
-    rt = Runtime(
+    rt = RunProcess(
         run_args(deploy, [f"v={long_video}"], actions, f"tcp://127.0.0.1:{pp}", f"tcp://0.0.0.0:{cp}"), tmp_path / "log"
     )
     try:
@@ -91,7 +91,7 @@ def test_curve_only_allowed_clients_get_messages_and_control(tmp_path: Path, dep
     alice_col = Collector(pub, curve=alice)
     args = run_args(deploy, [f"v={long_video}"], actions, pub, ctl, "--status-interval", "0.25")
     args += ["--curve-secret", str(keys / "server.key_secret"), "--curve-clients", str(allowed)]
-    rt = Runtime(args, tmp_path / "log")
+    rt = RunProcess(args, tmp_path / "log")
     try:
         st = alice_col.wait("status", lambda d: d["streams"]["v"]["windows"] >= 2, 60)
         assert st["security"] == {"curve": True, "allowed_clients": 1}

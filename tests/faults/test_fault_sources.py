@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from faultkit import Collector, MjpegCamera, Runtime, actions_yaml, frame, run_args, write_video
-from test_edge_support import free_port
 
 from edge.runtime import Runtime as InProcessRuntime
-from edge.runtime import RuntimeConfig
+from edge.settings import settings_from
+from tests.helpers.collect import Collector
+from tests.helpers.net import free_port
+from tests.helpers.procs import RunProcess, actions_yaml, run_args
+from tests.helpers.video import MjpegCamera, frame, write_video
 
 
 def test_corrupt_truncated_and_videoless_files(tmp_path: Path, deploy: Path, long_video: Path) -> None:
@@ -40,7 +42,7 @@ def test_corrupt_truncated_and_videoless_files(tmp_path: Path, deploy: Path, lon
     pub = f"tcp://127.0.0.1:{free_port()}"
     col = Collector(pub, ("status",))
     sources = [f"good={long_video}", f"garbage={garbage}", f"audio={audio}", f"truncated={truncated}", f"empty={empty}"]
-    rt = Runtime(run_args(deploy, sources, actions, pub, None, "--status-interval", "0.25"), tmp_path / "log")
+    rt = RunProcess(run_args(deploy, sources, actions, pub, None, "--status-interval", "0.25"), tmp_path / "log")
     try:
         bad = ("garbage", "audio", "empty")
 
@@ -115,8 +117,8 @@ def test_frames_of_the_wrong_size_or_type_mid_stream(tmp_path: Path, deploy: Pat
     actions = tmp_path / "actions.yaml"
     actions.write_text(actions_yaml(["moving"]))
     pub = f"tcp://127.0.0.1:{free_port()}"
-    cfg = RuntimeConfig(
-        deploy=deploy, sources=["cam=0"], actions=actions, pub=pub, control=None, status_interval=0.25, fps=25.0
+    cfg = settings_from(
+        deploy=deploy, source=["cam=0"], actions=actions, pub=pub, control="none", status_interval=0.25, fps=25.0
     )
     rt = InProcessRuntime(cfg)
     cam = ShapeShiftingCamera()
@@ -149,7 +151,7 @@ def test_live_camera_unplugged_and_back(tmp_path: Path, deploy: Path, long_video
     actions.write_text(actions_yaml(["moving"], always=True))
     pub = f"tcp://127.0.0.1:{free_port()}"
     col = Collector(pub)
-    rt = Runtime(
+    rt = RunProcess(
         run_args(deploy, [f"cam={cam.url}", f"file={long_video}"], actions, pub, None, "--status-interval", "0.25"),
         tmp_path / "log",
     )

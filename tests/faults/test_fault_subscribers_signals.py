@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import zmq
-from faultkit import Collector, Runtime, actions_yaml, rss_kib, run_args, write_video
-from test_edge_support import free_port
 
 from edge.client import Subscriber
+from tests.helpers.collect import Collector
+from tests.helpers.net import free_port
+from tests.helpers.procs import RunProcess, actions_yaml, rss_kib, run_args
+from tests.helpers.video import write_video
 
 LONG_NAME = "a-rather-long-action-name-to-make-big-messages-{:02d}"
 
@@ -38,7 +40,7 @@ def test_stalled_subscriber_never_blocks_the_runtime(tmp_path: Path, deploy: Pat
     stalled.connect(pub)
     col = Collector(pub)
     args = run_args(deploy, [f"v={video}"], actions, pub, None, "--no-realtime", "--fps", "8", "--hop", "1")
-    rt = Runtime([*args, "--hwm", "100", "--status-interval", "0.2"], tmp_path / "log")
+    rt = RunProcess([*args, "--hwm", "100", "--status-interval", "0.2"], tmp_path / "log")
     rss: list[int] = []
     try:
         col.wait("status", lambda d: True, 60)
@@ -82,7 +84,9 @@ def test_late_absent_and_reconnecting_subscribers(tmp_path: Path, deploy: Path, 
     actions = tmp_path / "actions.yaml"
     actions.write_text(actions_yaml(["moving"]))
     pub = f"tcp://127.0.0.1:{free_port()}"
-    rt = Runtime(run_args(deploy, [f"v={long_video}"], actions, pub, None, "--status-interval", "1"), tmp_path / "log")
+    rt = RunProcess(
+        run_args(deploy, [f"v={long_video}"], actions, pub, None, "--status-interval", "1"), tmp_path / "log"
+    )
     try:
         rt.wait_log("publish: ", 60)
         time.sleep(2.5)  # nobody listens for a while
@@ -147,7 +151,7 @@ def test_signal_closes_events_publishes_final_status_exits_0_fast(
     pub = f"tcp://127.0.0.1:{free_port()}"
     col = Collector(pub)
     sources = [f"v={long_video}", f"frozen=http://127.0.0.1:{hang.port}/video.mjpg"]
-    rt = Runtime(run_args(deploy, sources, actions, pub, None, "--status-interval", "0.5"), tmp_path / "log")
+    rt = RunProcess(run_args(deploy, sources, actions, pub, None, "--status-interval", "0.5"), tmp_path / "log")
     try:
         start = col.wait("event", lambda d: d["phase"] == "start" and d["stream"] == "v", 40)
         code, seconds = rt.signal(sig, timeout=10)

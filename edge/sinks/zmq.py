@@ -1,5 +1,5 @@
 """ZeroMQ PUB socket for events, scores and status ("topic json" single-frame messages): the
-runtime's first sink (edge/sinks: ``publish(topic, payload)``, ``close()``).
+runtime's first sink (edge/sinks: ``publish(topic, payload)``, ``close()``), from ``outputs.zmq``.
 
 The socket never blocks the runtime: PUB drops messages for a subscriber whose queue is full
 (SNDHWM), sends are non-blocking, and LINGER bounds how long closing waits for queued messages.
@@ -14,53 +14,39 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from cezsar.errors import CezsarError
 from edge import messages
-from edge.security import ZAP_DOMAIN, CurveServer, is_loopback
+from edge.endpoints import DEFAULT_HWM
+from edge.security import CurveServer, bind
+from edge.sinks import SinkContext, register_sink
+
+if TYPE_CHECKING:
+    from edge.settings import ZmqSettings
 
 log = logging.getLogger(__name__)
 
-SNDHWM = 1000  # messages queued per subscriber (4 streams at 8 msg/s: 2 minutes)
 LINGER_MS = 1000
+FINAL_LINGER_MS = 500  # how long closing the PUB socket may take to hand the final messages to subscribers
 
 
-def bind(sock: zmq.Socket, endpoint: str, what: str, curve: CurveServer | None = None) -> str:
-    """Bind (as a CURVE server when ``curve``); warn when a non-loopback address has no authentication.
-
-    Without CURVE the socket still gets a ZAP domain: libzmq then refuses ZMTP/1.0 peers, and any
-    non-ZeroMQ client (an HTTP request, a port scan) looks like one. Accepted, such bytes can leave a
-    half-received message in a REP socket, which then answers nobody again (libzmq 4.3)."""
-    if curve is not None:
-        curve.apply(sock)
-    else:
-        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
-    if curve is None and not is_loopback(endpoint):
-        log.warning(
-            "%s %s: listening beyond this machine WITHOUT authentication or encryption; anyone who can reach it "
-            "can %s (use --curve-secret/--curve-clients, see docs/reliability.md)",
-            what,
-            endpoint,
-            "read every message" if what == "--pub" else "change the actions",
-        )
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError as e:
-        sock.close(0)
-        raise CezsarError(f"{what} {endpoint}: cannot bind ({e})") from None
-    last = sock.getsockopt(zmq.LAST_ENDPOINT)
-    return last.decode() if isinstance(last, bytes) else str(last)
-
-
+@register_sink("zmq")
 class Publisher:
+    """The ZeroMQ PUB socket (``outputs.zmq``): every message, as ``topic json``."""
+
+    name = "zmq"
+
+    @classmethod
+    def from_settings(cls, settings: ZmqSettings, ctx: SinkContext) -> Publisher:
+        return cls(settings.pub, hwm=settings.hwm, linger_ms=FINAL_LINGER_MS, curve=ctx.curve)
+
     def __init__(
         self,
         endpoint: str,
         context: zmq.Context | None = None,
-        hwm: int = SNDHWM,
+        hwm: int = DEFAULT_HWM,
         linger_ms: int = LINGER_MS,
         curve: CurveServer | None = None,
     ) -> None:

@@ -1,0 +1,55 @@
+"""What the runtime offers to its HTTP routes, the web console and the control socket: small typed
+interfaces, never the runtime object itself (edge/runtime/host.py implements them).
+
+- :class:`SourcesHost`: list, add and remove streams while running (``/sources``, control socket);
+- :class:`ConsoleHost`: the action store, the stream names, the text tower, the newest window of
+  every stream and the scorer in use (the console's live view, editor and "try");
+- :class:`StatusHost`: readiness and the status payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from edge.actions import ActionStore
+    from edge.embedder import Window
+    from edge.scorer import Scorer
+
+
+class SourcesHost(Protocol):
+    def list_sources(self) -> dict[str, Any]: ...
+
+    def add_source(self, text: str) -> dict[str, Any]: ...
+
+    def remove_source(self, name: str) -> dict[str, Any]: ...
+
+
+class StatusHost(Protocol):
+    def ready(self) -> tuple[bool, list[str]]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class ConsoleHost(SourcesHost, StatusHost, Protocol):
+    @property
+    def store(self) -> ActionStore: ...
+
+    def stream_names(self) -> list[str]: ...
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm text embeddings (the text tower, cached)."""
+        ...
+
+    def forget_text(self, keep: Sequence[str]) -> None:
+        """Drop cached text embeddings but ``keep``'s."""
+        ...
+
+    def latest_windows(self) -> dict[str, Window]:
+        """The newest window of every stream (and zone stream)."""
+        ...
+
+    def scorer(self) -> Scorer | None: ...

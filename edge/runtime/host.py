@@ -1,0 +1,68 @@
+"""The runtime as its HTTP routes, web console and control socket see it (edge/host.py's interfaces):
+a few methods over its parts, never the runtime object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edge.actions import ActionStore
+from edge.embedder import Window
+from edge.recognizer import Recognizer
+from edge.runtime.status import StatusReporter
+from edge.runtime.streams import StreamManager
+from edge.scorer import Scorer
+from edge.text import TextEncoder
+
+
+class RuntimeHost:
+    """Implements :class:`edge.host.ConsoleHost` (and so SourcesHost and StatusHost)."""
+
+    def __init__(
+        self,
+        store: ActionStore,
+        streams: StreamManager,
+        text: TextEncoder,
+        recognizer: Recognizer,
+        reporter: StatusReporter,
+        on_added: Callable[[str], None],
+        on_removed: Callable[[str], None],
+    ) -> None:
+        self._store, self._streams, self._text, self._rec = store, streams, text, recognizer
+        self._reporter, self._on_added, self._on_removed = reporter, on_added, on_removed
+
+    @property
+    def store(self) -> ActionStore:
+        return self._store
+
+    def stream_names(self) -> list[str]:
+        return self._streams.names
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return self._text.encode(list(texts))
+
+    def forget_text(self, keep: Sequence[str]) -> None:
+        self._text.forget(list(keep))
+
+    def latest_windows(self) -> dict[str, Window]:
+        return dict(self._rec.latest)
+
+    def scorer(self) -> Scorer | None:
+        return self._rec.scorer
+
+    def list_sources(self) -> dict[str, Any]:
+        return self._streams.list_sources()
+
+    def add_source(self, text: str) -> dict[str, Any]:
+        return self._streams.add(text, self._on_added)
+
+    def remove_source(self, name: str) -> dict[str, Any]:
+        return self._streams.remove(name, self._on_removed)
+
+    def ready(self) -> tuple[bool, list[str]]:
+        return self._reporter.ready()
+
+    def status(self) -> dict[str, Any]:
+        return self._reporter.message(False).payload

@@ -1,0 +1,136 @@
+"""What the runtime says about itself: the start summary, the status message, the stats log line and
+readiness (/readyz). Read-only: it looks at the runtime's parts and changes nothing."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from cezsar.deploy.manifest import Manifest
+from edge import messages
+from edge.actions import ActionStore
+from edge.recognizer import Recognizer
+from edge.runtime.outputs import Outputs
+from edge.runtime.streams import StreamManager
+from edge.settings import RuntimeSettings
+
+
+@dataclass
+class StatusReporter:
+    settings: RuntimeSettings
+    manifest: Manifest
+    fps: float
+    loaded: Any  # cezsar.backends.registry.Loaded
+    recognizer: Recognizer
+    store: ActionStore
+    streams: StreamManager
+    outputs: Outputs
+    curve: Any  # edge.security.CurveServer | None
+    errors: deque[str]
+    started_at: float = 0.0
+    state: str = "running"  # running, then why it stopped: finished, duration, stopped, SIGTERM ...
+    closed: bool = False
+    http_url: str | None = None
+    control_endpoint: str | None = None
+
+    def summary(self) -> list[str]:
+        s, m = self.settings, self.manifest
+        aset = self.store.current
+        hop = s.sampling.hop
+        lines = [
+            f"deploy: {s.deploy} (model {m.model_hash[:12]}, window T={m.window} at {m.fps:g} fps, {m.pre.size}px)",
+            f"backend: {self.loaded.backend.describe()} - {self.loaded.reason}",
+            *(f"  skipped {x}" for x in self.loaded.skipped),
+            f"sampling: {self.fps:g} fps, window {m.window} frames ({m.window / self.fps:.2f} s), hop "
+            f"{hop} ({hop / self.fps:.2f} s), feature cache {'on' if s.sampling.cache else 'off'}, "
+            f"{'real time' if s.sampling.realtime else 'every frame (--no-realtime)'}",
+            *(f"source {src.spec.describe()}" for src in self.streams.sources),
+            f"actions: {s.actions}: {len(aset.actions)} ({', '.join(aset.names()) or 'none'}); "
+            f"background: {len(aset.background)} description(s)",
+            f"publish: {self.outputs.publisher.endpoint}"
+            + (f", control: {self.control_endpoint}" if self.control_endpoint else ""),
+        ]
+        out = s.outputs
+        if out.events_log:
+            lines.append(f"events log: {out.events_log}")
+        if out.video:
+            lines.append(f"annotated video: {out.video}")
+        mqtt = self.outputs.sink("mqtt")
+        if mqtt is not None:
+            lines.append(f"mqtt: {mqtt.host}:{mqtt.port} prefix {mqtt.prefix}")
+        webhook = self.outputs.sink("webhook")
+        if webhook is not None:
+            lines.append(f"webhook: {webhook.shown}")
+        if self.http_url is not None:
+            lines.append(f"http: {self.http_url} (/console/ /healthz /readyz /metrics /sources)")
+        if self.outputs.media is not None:
+            lines.append(f"media: {self.outputs.media.dir} (pre-roll {self.outputs.media.pre_roll:g} s)")
+        return lines
+
+    def message(self, final: bool) -> messages.Message:
+        rec, e, aset, s = self.recognizer, self.recognizer.embedder, self.store.current, self.settings
+        streams = {}
+        for src in self.streams.sources:
+            snap = src.snapshot()
+            snap["windows"] = rec.windows_by_stream.get(src.name, 0)
+            streams[src.name] = snap
+        outputs = self.outputs.status()
+        if self.http_url is not None:
+            outputs["http"] = {"url": self.http_url}
+        o = self.outputs
+        return messages.status(
+            now=time.time(),
+            started_at=self.started_at,
+            final=final,
+            state=self.state,
+            backend=self.loaded.backend.describe(),
+            backend_reason=self.loaded.reason,
+            precision=self.loaded.backend.precision,
+            fps=self.fps,
+            window=self.manifest.window,
+            hop=s.sampling.hop,
+            cache=s.sampling.cache,
+            realtime=s.sampling.realtime,
+            streams=streams,
+            latency=o.latency.summary(),
+            inference=messages.inference(e.frames_encoded, e.windows_out, e.encoder_seconds, e.head_seconds),
+            actions=messages.actions_state(aset.names(), self.store.version, self.store.error, self.store.error_line),
+            events={"total": o.events_total, "open": len(rec.active()), **o.events_by_phase},
+            publisher=o.publisher.stats(),
+            outputs=outputs,
+            security={"curve": self.curve is not None, "allowed_clients": self.curve.clients if self.curve else 0},
+            errors=list(self.errors),
+        )
+
+    def stats_line(self) -> str:
+        parts = []
+        for src in self.streams.sources:
+            snap = src.snapshot()
+            parts.append(
+                f"{src.name} {snap['state']} in {snap['input_fps']:.1f} fps, sampled {snap['sampled']}, "
+                f"dropped {snap['dropped']}, windows {self.recognizer.windows_by_stream.get(src.name, 0)}"
+            )
+        lat = self.outputs.latency.summary()
+        lat_s = f"latency p50 {lat['p50']} ms p95 {lat['p95']} ms" if lat["n"] else "latency -"
+        err = f" | actions file: {self.store.error}" if self.store.error else ""
+        return (
+            f"stats | {' | '.join(parts)} | {lat_s} | events {self.outputs.events_total} "
+            f"(open {len(self.recognizer.active())}) | actions {len(self.store.current.actions)}{err}"
+        )
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """/readyz: models loaded (they are, once the runtime exists) and every source producing frames
+        (a file that played to its end counts; a failed or reconnecting source, or one with no frame yet,
+        does not)."""
+        reasons = []
+        if self.closed:
+            reasons.append("runtime stopped")
+        for src in list(self.streams.sources):
+            snap = src.snapshot()
+            if snap["state"] in ("failed", "reconnecting", "connecting", "starting", "stopped"):
+                reasons.append(f"{src.name}: {snap['state']}" + (f" ({snap['error']})" if snap["error"] else ""))
+            elif snap["frames"] == 0:
+                reasons.append(f"{src.name}: no frame yet")
+        return not reasons, reasons

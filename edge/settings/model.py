@@ -1,0 +1,537 @@
+"""``RuntimeSettings``: the one configuration type of ``cezsar run``, section by section.
+
+The site file (``site.yaml``) is this model written out; every command-line flag of ``cezsar run`` is an
+override of one of its keys (edge/settings/options.py); each output takes its own section
+(``MqttSink(settings.outputs.mqtt)``). A key's default, help text and flag are written here once, on
+its field: ``opt(default, "help", flag="--name")``, or ``file_only="why"`` for a key with no flag. The
+option tables of docs/edge.md and docs/integrations.md are generated from this model and a test checks
+them (edge/settings/reference.py).
+
+Relative paths in a site file are relative to its folder; paths from flags are relative to the
+working directory (made absolute before they are merged). Secrets can stay out of the file:
+``password_env`` / ``token_env`` / ``secret_env`` name an environment variable read when the output
+starts (:func:`env_secret`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from cezsar.errors import CezsarError
+from cezsar.video import is_url
+from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|localhost)$")
+_LEVEL = r"^[^+#\s]+$"  # one or more MQTT topic levels without wildcards
+
+
+def opt(
+    default: Any = ...,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    env: str | None = None,
+    file_only: str | None = None,
+    **kw: Any,
+) -> Any:
+    """A settings key: its default, its help (docs and ``--help``) and its flag (with the environment
+    variable that may give it), or why it has none (``file_only``)."""
+    extra: dict[str, Any] = {}
+    if flag is not None:
+        extra["flag"] = flag
+    if env is not None:
+        extra["env"] = env
+    if file_only is not None:
+        extra["file_only"] = file_only
+    if "default_factory" in kw:
+        return Field(description=help, json_schema_extra=extra or None, **kw)
+    return Field(default, description=help, json_schema_extra=extra or None, **kw)
+
+
+def _seconds(value: Any) -> Any:
+    """``30``, ``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"500ms"`` -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration (seconds, or a number with ms/s/m/h/d)")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"expected a duration (seconds, or a number with ms/s/m/h/d), got {value!r}")
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(p: Path | None, info: ValidationInfo) -> Path | None:
+    """A relative path of the site file -> relative to its folder (``context["base"]``)."""
+    if p is None:
+        return None
+    p = p.expanduser()
+    base = (info.context or {}).get("base")
+    return p if p.is_absolute() or base is None else Path(base) / p
+
+
+def env_secret(value: str | None, env: str | None, what: str) -> str | None:
+    """``value``, or the environment variable ``env`` when one is named (one line when it is unset)."""
+    if env is None:
+        return value
+    got = os.environ.get(env)
+    if got is None:
+        raise CezsarError(f"{what}: environment variable {env} is not set")
+    return got
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+class ZoneSettings(Section):
+    """A named region in normalised coordinates (0..1, x to the right, y down): exactly one of
+    ``rect: [x0, y0, x1, y1]`` or ``polygon: [[x, y], ...]`` (3 or more points)."""
+
+    name: str = opt(help="Zone name (actions name it in `zone:`).", pattern=NAME_PATTERN)
+    rect: tuple[float, float, float, float] | None = opt(None, "[x0, y0, x1, y1], normalised.")
+    polygon: list[tuple[float, float]] | None = opt(None, "[[x, y], ...], normalised, 3 or more points.")
+
+    @field_validator("rect")
+    @classmethod
+    def _rect(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if v is None:
+            return v
+        if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in v):
+            raise ValueError(f"coordinates must be normalised to 0..1 (got {list(v)})")
+        if not (v[0] < v[2] and v[1] < v[3]):
+            raise ValueError(f"x0 must be < x1 and y0 < y1 (got {list(v)})")
+        return v
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is None:
+            return v
+        if len(v) < 3:
+            raise ValueError(f"a polygon needs at least 3 points (got {len(v)})")
+        if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for pt in v for c in pt):
+            raise ValueError("coordinates must be normalised to 0..1")
+        area2 = sum(v[i][0] * v[(i + 1) % len(v)][1] - v[(i + 1) % len(v)][0] * v[i][1] for i in range(len(v)))
+        if abs(area2) < 1e-9:
+            raise ValueError("the polygon has no area (its points are on one line)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ZoneSettings:
+        if (self.rect is None) == (self.polygon is None):
+            raise ValueError("give exactly one of rect: [x0, y0, x1, y1] or polygon: [[x, y], ...]")
+        return self
+
+    def points(self) -> list[tuple[float, float]]:
+        """The zone as a polygon (a rect as its 4 corners, clockwise from top-left)."""
+        if self.rect is not None:
+            x0, y0, x1, y1 = self.rect
+            return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        assert self.polygon is not None
+        return list(self.polygon)
+
+
+class SourceSettings(Section):
+    """A stream: ``name`` (topics, events) and ``url`` as for ``--source`` (camera index, URL, GStreamer
+    pipeline or video file; a relative file path is relative to the site file)."""
+
+    name: str = opt(help="Stream name: topics, events, MQTT entities.", pattern=NAME_PATTERN)
+    url: str = opt(help="Camera index, rtsp/http URL, GStreamer pipeline or video file.", min_length=1)
+    zones: list[ZoneSettings] = opt(help="Named regions that actions can require.", default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        v = v.strip()
+        if v.isdigit() or is_url(v) or "!" in v:
+            return v
+        return str(_resolve(Path(v), info))
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, v: list[ZoneSettings]) -> list[ZoneSettings]:
+        _unique([z.name for z in v], "zone names must be unique in a source")
+        return v
+
+    @property
+    def spec(self) -> str:
+        """As a ``--source`` value: ``NAME=URL``."""
+        return f"{self.name}={self.url}"
+
+
+def _unique(names: list[str], what: str) -> None:
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{what} (repeated: {', '.join(dup)})")
+
+
+# ---------------------------------------------------------------------------------------------- recognition
+
+
+class SamplingSettings(Section):
+    """How frames become windows."""
+
+    fps: float | None = opt(
+        None, "Sampling rate in frames/s (default: the model's, from its manifest).", flag="--fps", gt=0
+    )
+    hop: int = opt(2, "Sampled frames between two windows.", flag="--hop", ge=1, le=1000)
+    realtime: bool = opt(
+        True,
+        "Files: play at their own pace, dropping like a camera; off: process every sampled frame.",
+        flag="--realtime",
+    )
+    cache: bool = opt(True, "Per-frame feature cache (off: re-encode whole windows).", flag="--cache")
+    batch_wait: Seconds = opt(
+        0.0,
+        "Seconds to wait for the other streams' frames to batch them (adds that much latency).",
+        flag="--batch-wait",
+        ge=0,
+        le=1,
+    )
+    max_gap: Seconds = opt(
+        10.0, "A stream whose frames stop for longer starts its window again.", flag="--max-gap", gt=0
+    )
+    update_interval: Seconds = opt(
+        1.0,
+        "Seconds of capture time between two `update` messages of an open event.",
+        flag="--update-interval",
+        gt=0,
+    )
+
+
+class RunSettings(Section):
+    """How long the runtime runs and what it reports."""
+
+    duration: Seconds | None = opt(
+        None, "Stop after this long (default: until every source ends).", flag="--duration", gt=0
+    )
+    status_interval: Seconds = opt(2.0, "Seconds between status messages.", flag="--status-interval", gt=0)
+    stats_interval: Seconds = opt(5.0, "Seconds between stats log lines.", flag="--stats-interval", gt=0)
+    shutdown_timeout: Seconds = opt(
+        0.5,
+        "Seconds a stop waits for each reader thread (a camera stuck in a read is left behind).",
+        flag="--shutdown-timeout",
+        gt=0,
+        le=60,
+    )
+    instance: str | None = opt(
+        None,
+        "Publisher instance id in every message (default: a new random one per start).",
+        flag="--instance",
+        pattern=NAME_PATTERN,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def _check_endpoint(v: str | None) -> str | None:
+    if v is None or v.lower() in ("", "none", "off"):
+        return None
+    if not re.match(r"^(tcp|ipc|inproc)://\S+$", v):
+        raise ValueError(f"expected a ZeroMQ endpoint such as tcp://127.0.0.1:5556 (got {v!r})")
+    return v
+
+
+class ZmqSettings(Section):
+    pub: str = opt(DEFAULT_PUB, "ZeroMQ PUB endpoint: events, scores, status.", flag="--pub")
+    control: str | None = opt(
+        DEFAULT_CONTROL, "ZeroMQ REP endpoint for actions and sources; none: off.", flag="--control"
+    )
+    hwm: int = opt(1000, "Messages queued per subscriber before it misses some (bounded memory).", flag="--hwm", ge=1)
+    curve_secret: Path | None = opt(
+        None,
+        "This runtime's CURVE secret key file (`cezsar keys`): encrypt and authenticate both sockets.",
+        flag="--curve-secret",
+    )
+    curve_clients: Path | None = opt(
+        None, "Folder of the allowed clients' CURVE public key files (*.key).", flag="--curve-clients"
+    )
+
+    @field_validator("pub", "control")
+    @classmethod
+    def _endpoint(cls, v: str | None, info: ValidationInfo) -> str | None:
+        checked = _check_endpoint(v)
+        if checked is None and info.field_name == "pub":
+            raise ValueError("the PUB socket cannot be off")
+        return checked
+
+    @field_validator("curve_secret", "curve_clients")
+    @classmethod
+    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(v, info)
+
+    @model_validator(mode="after")
+    def _curve_pair(self) -> ZmqSettings:
+        if (self.curve_secret is None) != (self.curve_clients is None):
+            raise ValueError("CURVE needs both curve_secret (--curve-secret) and curve_clients (--curve-clients)")
+        return self
+
+
+class MqttTls(Section):
+    ca: Path | None = opt(None, "CA file to verify the broker (default: the system's).", flag="--mqtt-tls-ca")
+    cert: Path | None = opt(None, "Client certificate file.", flag="--mqtt-tls-cert")
+    key: Path | None = opt(None, "Client key file (needs cert).", flag="--mqtt-tls-key")
+    insecure: bool = opt(
+        False, "TLS without checking the broker's certificate and host name (tests only).", flag="--mqtt-tls-insecure"
+    )
+
+    @field_validator("ca", "cert", "key")
+    @classmethod
+    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(v, info)
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> MqttTls:
+        if self.key is not None and self.cert is None:
+            raise ValueError("key: a client key needs its certificate (cert)")
+        return self
+
+
+class MqttSettings(Section):
+    host: str = opt(help="Broker host (--mqtt HOST[:PORT]).", flag="--mqtt", min_length=1)
+    port: int = opt(1883, "Broker port (--mqtt HOST:PORT).", flag="--mqtt", ge=1, le=65535)
+    prefix: str = opt("cezsar", "Topic prefix: PREFIX/<stream>/<action> ...", flag="--mqtt-prefix", pattern=_LEVEL)
+    username: str | None = opt(None, "User name.", flag="--mqtt-username")
+    password: str | None = opt(
+        None,
+        "Password; prefer its environment variable or password_env (a flag shows in the process list).",
+        flag="--mqtt-password",
+        env="CEZSAR_MQTT_PASSWORD",
+    )
+    password_env: str | None = opt(
+        None, "Environment variable that holds the password.", file_only="the flag's own environment variable does this"
+    )
+    client_id: str | None = opt(None, "MQTT client id (default: random per start).", flag="--mqtt-client-id")
+    node_id: str | None = opt(
+        None, "Home Assistant node id (default: the host name).", flag="--mqtt-node-id", pattern=NAME_PATTERN
+    )
+    discovery: bool = opt(
+        True, "Home Assistant MQTT discovery (a binary_sensor + a score per stream x action).", flag="--mqtt-discovery"
+    )
+    discovery_prefix: str = opt(
+        "homeassistant", "Home Assistant's discovery prefix.", flag="--mqtt-discovery-prefix", pattern=_LEVEL
+    )
+    scores: bool = opt(True, "Publish scores on MQTT (off: events and status only).", flag="--mqtt-scores")
+    qos: Literal[0, 1, 2] = opt(1, "MQTT quality of service of every message.", flag="--mqtt-qos")
+    tls: MqttTls | None = opt(None, "TLS to the broker (any --mqtt-tls-* flag turns it on).")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSettings:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        return self
+
+    def secret(self) -> str | None:
+        """The password (from ``password_env`` when set)."""
+        return env_secret(self.password, self.password_env, "outputs.mqtt.password_env")
+
+
+class HttpSettings(Section):
+    bind: str = opt(
+        "127.0.0.1", "Address to listen on (--http HOST:PORT); beyond loopback needs a token.", flag="--http"
+    )
+    port: int = opt(8080, "Port (--http [HOST:]PORT; 0: any free port).", flag="--http", ge=0, le=65535)
+    token: str | None = opt(
+        None,
+        "Bearer token for every path but /healthz; prefer its environment variable or token_env.",
+        flag="--http-token",
+        env="CEZSAR_HTTP_TOKEN",
+        min_length=8,
+    )
+    token_env: str | None = opt(
+        None, "Environment variable that holds the token.", file_only="the flag's own environment variable does this"
+    )
+    console: bool = opt(True, "Serve the web console (/console/) on the HTTP server.", flag="--console")
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> HttpSettings:
+        if self.token is not None and self.token_env is not None:
+            raise ValueError("give token or token_env, not both")
+        if not _LOOPBACK.match(self.bind) and self.token is None and self.token_env is None:
+            raise ValueError(f"bind {self.bind}: listening beyond this machine needs a token (token or token_env)")
+        return self
+
+    def secret(self) -> str | None:
+        """The bearer token (from ``token_env`` when set)."""
+        return env_secret(self.token, self.token_env, "outputs.http.token_env")
+
+
+class MediaSettings(Section):
+    dir: Path = opt(help="Folder for a JPEG snapshot and an MP4 clip per event.", flag="--media")
+    pre_roll: Seconds = opt(
+        3.0, "Seconds of video before an event's start in its clip.", flag="--media-pre-roll", ge=0, le=60
+    )
+    max_clip: Seconds = opt(
+        120.0, "Longest clip; a longer event's clip is cut there.", flag="--media-max-clip", gt=0, le=3600
+    )
+    max_bytes: ByteSize = opt(
+        ByteSize(2 << 30),
+        "Most the folder may hold (500MB, 2GiB); oldest files go first.",
+        flag="--media-max-bytes",
+        gt=0,
+    )
+    max_age: Seconds = opt(7 * 86400.0, "How long a snapshot or clip is kept (7d).", flag="--media-max-age", gt=0)
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: Path, info: ValidationInfo) -> Path | None:
+        return _resolve(v, info)
+
+
+class WebhookSettings(Section):
+    url: str = opt(help="POST every event as JSON to this http(s) URL.", flag="--webhook", pattern=r"^https?://\S+$")
+    token: str | None = opt(
+        None,
+        "Bearer token sent with each POST; prefer its environment variable or token_env.",
+        flag="--webhook-token",
+        env="CEZSAR_WEBHOOK_TOKEN",
+    )
+    token_env: str | None = opt(
+        None, "Environment variable that holds the token.", file_only="the flag's own environment variable does this"
+    )
+    secret: str | None = opt(
+        None,
+        "HMAC-SHA256 key: each POST carries X-Cezsar-Signature: sha256=<hex of the body>.",
+        flag="--webhook-secret",
+        env="CEZSAR_WEBHOOK_SECRET",
+        min_length=8,
+    )
+    secret_env: str | None = opt(
+        None, "Environment variable that holds the HMAC key.", file_only="the flag's own environment variable does this"
+    )
+    topics: list[Literal["event", "media", "status"]] = opt(
+        ["event"], "Message types to POST.", file_only="a list; rarely changed", min_length=1
+    )
+    timeout: Seconds = opt(5.0, "Seconds one POST may take.", flag="--webhook-timeout", gt=0, le=120)
+    retries: int = opt(
+        5, "Attempts after the first one, with exponential backoff.", flag="--webhook-retries", ge=0, le=100
+    )
+    max_backoff: Seconds = opt(30.0, "Longest wait between two attempts.", flag="--webhook-max-backoff", gt=0)
+    queue: int = opt(
+        1000, "Messages waiting to be sent; beyond it new ones are dropped (counted).", flag="--webhook-queue", ge=1
+    )
+
+    @model_validator(mode="after")
+    def _one_each(self) -> WebhookSettings:
+        if self.token is not None and self.token_env is not None:
+            raise ValueError("give token or token_env, not both")
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give secret or secret_env, not both")
+        return self
+
+    def bearer(self) -> str | None:
+        return env_secret(self.token, self.token_env, "outputs.webhook.token_env")
+
+    def hmac_key(self) -> str | None:
+        return env_secret(self.secret, self.secret_env, "outputs.webhook.secret_env")
+
+
+class Outputs(Section):
+    scores: bool = opt(True, "Publish per-window scores (ZeroMQ, MQTT, console).", flag="--scores")
+    zmq: ZmqSettings = opt(help="The ZeroMQ sockets.", default_factory=ZmqSettings)
+    events_log: Path | None = opt(None, "Append every event as one JSON line to this file.", flag="--events-log")
+    video: Path | None = opt(None, "Annotated video (out.mp4; several streams: out.<stream>.mp4).", flag="--output")
+    mqtt: MqttSettings | None = opt(None, "An MQTT broker (Home Assistant discovery).")
+    http: HttpSettings | None = opt(None, "The HTTP server: console, health, metrics, media.")
+    media: MediaSettings | None = opt(None, "A snapshot and a clip per event.")
+    webhook: WebhookSettings | None = opt(None, "An HTTP endpoint that receives every event.")
+
+    @field_validator("events_log", "video")
+    @classmethod
+    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(v, info)
+
+
+# ---------------------------------------------------------------------------------------------- the whole
+
+
+class RuntimeSettings(Section):
+    version: Literal[1] = opt(1, "Site file format version.", file_only="the format's own version")
+    deploy: Path | None = opt(None, "Deploy folder (from `cezsar export`).", flag="--deploy")
+    actions: Path | None = opt(None, "Actions YAML file (watched: edits apply live).", flag="--actions")
+    backend: str = opt("auto", "Inference backend: auto, or one the registry lists.", flag="--backend")
+    precision: str = opt("auto", "auto (the best the backend runs), fp32, fp16 or int8.", flag="--precision")
+    fallback_backend: str | None = opt(
+        None, "Backend to use when --backend cannot load (e.g. onnxruntime-cpu).", flag="--fallback-backend"
+    )
+    threads: int | None = opt(None, "Inference threads for onnxruntime (default: its own).", flag="--threads", ge=1)
+    sources: list[SourceSettings] = opt(
+        help="The streams: name, url and zones (rect or polygon).", flag="--source", default_factory=list
+    )
+    runtime_files: Path | None = opt(
+        None,
+        "Folder whose video files the control socket and HTTP may add as sources while running.",
+        flag="--runtime-files",
+    )
+    sampling: SamplingSettings = opt(help="How frames become windows.", default_factory=SamplingSettings)
+    run: RunSettings = opt(help="How long to run, what to report.", default_factory=RunSettings)
+    outputs: Outputs = opt(help="Where results go.", default_factory=Outputs)
+
+    @field_validator("deploy", "actions", "runtime_files")
+    @classmethod
+    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(v, info)
+
+    @field_validator("backend", "fallback_backend")
+    @classmethod
+    def _backend(cls, v: str | None) -> str | None:
+        from cezsar.backends.registry import names  # the backends' own declarations
+
+        if v is not None and v not in names():
+            raise ValueError(f"unknown backend {v!r}; choose one of {', '.join(names())}")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        from cezsar.backends.registry import PRECISIONS
+
+        if v not in PRECISIONS:
+            raise ValueError(f"unknown precision {v!r}; choose one of {', '.join(PRECISIONS)}")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, v: list[SourceSettings]) -> list[SourceSettings]:
+        _unique([s.name for s in v], "source names must be unique")
+        return v
+
+    def require(self) -> RuntimeSettings:
+        """What a run needs beyond a valid file: a deploy folder, an actions file, a source."""
+        if self.deploy is None:
+            raise CezsarError("give --deploy (or deploy: in --config)")
+        if self.actions is None:
+            raise CezsarError("give --actions (or actions: in --config)")
+        if not self.sources:
+            raise CezsarError("give at least one --source (or sources: in --config)")
+        return self
+
+    def source_specs(self) -> list[str]:
+        """The sources as ``--source`` values (``NAME=URL``)."""
+        return [s.spec for s in self.sources]

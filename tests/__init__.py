@@ -1,0 +1,1 @@
+"""The test suite: shared pieces in tests/helpers, fixtures in tests/conftest.py."""

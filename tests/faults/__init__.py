@@ -1,0 +1,1 @@
+"""Fault tests: the runtime as an operator and an attacker would meet it."""
