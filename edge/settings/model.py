@@ -41,6 +41,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|localhost)$")
 _LEVEL = r"^[^+#\s]+$"  # one or more MQTT topic levels without wildcards
+ENV_ONLY = "the flag's own environment variable does this"
 
 
 def opt(
@@ -93,6 +94,13 @@ def _resolve(p: Path | None, info: ValidationInfo) -> Path | None:
     p = p.expanduser()
     base = (info.context or {}).get("base")
     return p if p.is_absolute() or base is None else Path(base) / p
+
+
+def _one_of(model: BaseModel, *names: str) -> None:
+    """``name`` or ``name_env`` (a secret in the file, or the variable that holds it), not both."""
+    for name in names:
+        if getattr(model, name) is not None and getattr(model, f"{name}_env") is not None:
+            raise ValueError(f"give {name} or {name}_env, not both")
 
 
 def env_secret(value: str | None, env: str | None, what: str) -> str | None:
@@ -324,9 +332,7 @@ class MqttSettings(Section):
         flag="--mqtt-password",
         env="CEZSAR_MQTT_PASSWORD",
     )
-    password_env: str | None = opt(
-        None, "Environment variable that holds the password.", file_only="the flag's own environment variable does this"
-    )
+    password_env: str | None = opt(None, "Environment variable that holds the password.", file_only=ENV_ONLY)
     client_id: str | None = opt(None, "MQTT client id (default: random per start).", flag="--mqtt-client-id")
     node_id: str | None = opt(
         None, "Home Assistant node id (default: the host name).", flag="--mqtt-node-id", pattern=NAME_PATTERN
@@ -343,8 +349,7 @@ class MqttSettings(Section):
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttSettings:
-        if self.password is not None and self.password_env is not None:
-            raise ValueError("give password or password_env, not both")
+        _one_of(self, "password")
         return self
 
     def secret(self) -> str | None:
@@ -364,15 +369,12 @@ class HttpSettings(Section):
         env="CEZSAR_HTTP_TOKEN",
         min_length=8,
     )
-    token_env: str | None = opt(
-        None, "Environment variable that holds the token.", file_only="the flag's own environment variable does this"
-    )
+    token_env: str | None = opt(None, "Environment variable that holds the token.", file_only=ENV_ONLY)
     console: bool = opt(True, "Serve the web console (/console/) on the HTTP server.", flag="--console")
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> HttpSettings:
-        if self.token is not None and self.token_env is not None:
-            raise ValueError("give token or token_env, not both")
+        _one_of(self, "token")
         if not _LOOPBACK.match(self.bind) and self.token is None and self.token_env is None:
             raise ValueError(f"bind {self.bind}: listening beyond this machine needs a token (token or token_env)")
         return self
@@ -412,9 +414,7 @@ class WebhookSettings(Section):
         flag="--webhook-token",
         env="CEZSAR_WEBHOOK_TOKEN",
     )
-    token_env: str | None = opt(
-        None, "Environment variable that holds the token.", file_only="the flag's own environment variable does this"
-    )
+    token_env: str | None = opt(None, "Environment variable that holds the token.", file_only=ENV_ONLY)
     secret: str | None = opt(
         None,
         "HMAC-SHA256 key: each POST carries X-Cezsar-Signature: sha256=<hex of the body>.",
@@ -422,9 +422,7 @@ class WebhookSettings(Section):
         env="CEZSAR_WEBHOOK_SECRET",
         min_length=8,
     )
-    secret_env: str | None = opt(
-        None, "Environment variable that holds the HMAC key.", file_only="the flag's own environment variable does this"
-    )
+    secret_env: str | None = opt(None, "Environment variable that holds the HMAC key.", file_only=ENV_ONLY)
     topics: list[Literal["event", "media", "status"]] = opt(
         ["event"], "Message types to POST.", file_only="a list; rarely changed", min_length=1
     )
@@ -439,10 +437,7 @@ class WebhookSettings(Section):
 
     @model_validator(mode="after")
     def _one_each(self) -> WebhookSettings:
-        if self.token is not None and self.token_env is not None:
-            raise ValueError("give token or token_env, not both")
-        if self.secret is not None and self.secret_env is not None:
-            raise ValueError("give secret or secret_env, not both")
+        _one_of(self, "token", "secret")
         return self
 
     def bearer(self) -> str | None:

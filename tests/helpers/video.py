@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,8 @@ def frame_index(image: np.ndarray) -> int:
 
 
 def write_index_video(path: Path, n: int, fps: float = 8.0, size: int = 64) -> Path:
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (size, size))
-    assert vw.isOpened()
-    for i in range(n):
-        vw.write(index_frame(i, size))
-    vw.release()
-    return path
+    """``n`` frames of :func:`index_frame` as an MJPG video."""
+    return write_video(path, n, fps, size, index_frame)
 
 
 class FakeCamera:
@@ -85,12 +82,14 @@ def frame(i: int, size: int = 64) -> np.ndarray:
     return f
 
 
-def write_video(path: Path, n: int, fps: float = 8.0, size: int = 64) -> Path:
-    """``n`` frames of :func:`frame` as an MJPG video."""
+def write_video(
+    path: Path, n: int, fps: float = 8.0, size: int = 64, draw: Callable[[int, int], np.ndarray] | None = None
+) -> Path:
+    """``n`` frames of ``draw(i, size)`` (default :func:`frame`) as an MJPG video."""
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (size, size))
     assert vw.isOpened()
     for i in range(n):
-        vw.write(frame(i, size))
+        vw.write((draw or frame)(i, size))
     vw.release()
     return path
 
