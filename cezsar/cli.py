@@ -11,6 +11,7 @@ import sys
 import typer
 
 from cezsar.errors import CezsarError
+from cezsar.redact import install_log_filter
 
 app = typer.Typer(
     name="cezsar",
@@ -77,6 +78,7 @@ def _root(
     rank = os.environ.get("RANK")  # under torchrun (`torchrun ... -m cezsar train ...`): which process logs
     who = f" rank{rank}" if rank is not None else ""
     logging.basicConfig(level=level, format=f"%(asctime)s{who} %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_filter()  # camera passwords and tokens never reach the log (cezsar/redact.py)
 
 
 from cezsar.commands import register_all  # noqa: E402 - after the app they register on

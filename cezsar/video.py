@@ -7,7 +7,10 @@ name the stream:
 - a camera index: ``0``, ``1`` ...
 - a URL: ``rtsp://...``, ``rtsp(s)/http(s)/udp/tcp://...``
 - a GStreamer pipeline (contains ``!``; needs an OpenCV built with GStreamer)
-- a video file path (an existing path is always a file, even if it contains ``=``)
+- a video file path, or a ``file://`` URL (a file named ``a=b.mp4`` is given as ``NAME=a=b.mp4``)
+
+Secrets in a URL (user info, password-like query values) are registered with cezsar.redact when the
+spec is parsed; ``SourceSpec.shown`` is the URL as logs, status and errors may show it.
 
 :func:`parse_source` reads one, :func:`open_capture` opens it and :func:`open_video` opens a video
 file: the one place that turns a path into a ``cv2.VideoCapture``.
@@ -24,11 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from cezsar.errors import CezsarError
 from cezsar.opencv import cv2
+from cezsar.redact import SECRETS, redact_url
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -46,8 +51,17 @@ class SourceSpec:
     def live(self) -> bool:
         return self.kind != "file"
 
+    @property
+    def shown(self) -> str:
+        """The target as it may be shown: no user info, no password-like query values."""
+        return redact_url(self.target)
+
+    @property
+    def scheme(self) -> str | None:
+        return self.target.split("://", 1)[0].lower() if self.kind == "url" else None
+
     def describe(self) -> str:
-        return f"{self.name}: {self.kind} {self.target}"
+        return f"{self.name}: {self.kind} {self.shown}"
 
 
 def is_url(text: str) -> bool:
@@ -67,16 +81,20 @@ def source_kind(target: str) -> str:
 
 
 def parse_source(text: str, default_name: str) -> SourceSpec:
-    """``[NAME=]SPEC`` -> SourceSpec (see the module docstring)."""
+    """``[NAME=]SPEC`` -> SourceSpec (see the module docstring). Reads nothing from the disk: whether a
+    file exists is checked where files are opened or allowed."""
     raw = text.strip()
     if not raw:
         raise CezsarError("--source: empty source")
     name = default_name
     head, sep, rest = raw.partition("=")
-    if sep and STREAM_NAME.match(head) and rest and not Path(raw).exists():
+    if sep and STREAM_NAME.match(head) and rest:
         name, raw = head, rest.strip()
+    SECRETS.add_url(raw)
     if not STREAM_NAME.match(name):
-        raise CezsarError(f"--source {text!r}: stream name {name!r} must be 1-64 of A-Z a-z 0-9 _ -")
+        raise CezsarError(f"--source {redact_url(text)!r}: stream name {name!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    if raw.lower().startswith("file://"):  # a local file, paced and checked as a file
+        return SourceSpec(name, "file", unquote(urlsplit(raw).path) or raw)
     return SourceSpec(name, source_kind(raw), raw)
 
 
@@ -105,7 +123,7 @@ def parse_sources(texts: Sequence[str]) -> list[SourceSpec]:
     for i, text in enumerate(texts):
         spec = parse_source(text, default_stream_name(text, i, taken))
         if spec.name in taken:
-            raise CezsarError(f"--source {text!r}: stream name {spec.name!r} is used twice")
+            raise CezsarError(f"--source {redact_url(text)!r}: stream name {spec.name!r} is used twice")
         if spec.kind == "file" and not Path(spec.target).is_file():
             raise CezsarError(f"--source {text!r}: {spec.target}: video file not found")
         taken.add(spec.name)

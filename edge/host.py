@@ -33,6 +33,10 @@ class StatusHost(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def streams_health(self) -> dict[str, dict[str, Any]]:
+        """Every stream's health (edge/health.py), by name."""
+        ...
+
 
 class ConsoleHost(SourcesHost, StatusHost, Protocol):
     @property

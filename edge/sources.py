@@ -32,6 +32,7 @@ import numpy as np
 
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
+from cezsar.redact import scrub
 from cezsar.video import Capture, SourceSpec, open_capture
 from edge.sampler import Sampler
 
@@ -156,6 +157,7 @@ class SourceStats:
     bad_frames: int = 0  # decoded frames that could not be used (wrong type or shape), skipped
     reconnects: int = 0
     last_frame_wall: float | None = None
+    since: float = field(default_factory=time.time)  # when ``state`` last changed (Unix time)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))
 
     def input_fps(self) -> float:
@@ -221,6 +223,8 @@ class Source:
 
     def _set(self, state: str, error: str | None = None) -> None:
         with self._lock:
+            if state != self.stats.state:
+                self.stats.since = time.time()
             self.stats.state = state
             if error is not None or state == "running":
                 self.stats.error = error
@@ -238,6 +242,8 @@ class Source:
                 "dropped": self.queue.dropped,
                 "reconnects": s.reconnects,
                 "input_fps": round(s.input_fps(), 2),
+                "since": round(s.since, 3),
+                "last_frame": None if s.last_frame_wall is None else round(s.last_frame_wall, 3),
             }
 
     # -- reader thread ----------------------------------------------------------------------
@@ -251,12 +257,12 @@ class Source:
                     cap: Capture | None = self.opener(self.spec)
                 except CezsarError as e:
                     log.error("%s", e)
-                    self._set("failed", str(e))
+                    self._set("failed", scrub(str(e)))
                     return
                 except Exception as e:  # noqa: BLE001 - a backend failure is reported, not fatal
-                    cap, err = None, f"{type(e).__name__}: {e}"
+                    cap, err = None, scrub(f"{type(e).__name__}: {e}")
                 else:
-                    err = f"cannot open {self.spec.kind} {self.spec.target}"
+                    err = f"cannot open {self.spec.kind} {self.spec.shown}"
                 if cap is not None and cap.isOpened():
                     delay = self.backoff_start
                     self._set("running")
@@ -264,7 +270,7 @@ class Source:
                     try:
                         err = self._read(cap)
                     except Exception as e:  # noqa: BLE001 - a decoder failure is the stream's fault, not fatal
-                        err = f"reading failed ({type(e).__name__}: {e})"
+                        err = scrub(f"reading failed ({type(e).__name__}: {e})")
                         log.warning("source %s: %s", self.name, err)
                     finally:
                         cap.release()

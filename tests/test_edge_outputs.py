@@ -91,7 +91,7 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
 
     rt.http.add_router(Extra(), "/extra-hook")
     ok, reasons = rt.ready()
-    assert not ok and reasons[0].startswith("a: starting")  # nothing decoded yet: not ready
+    assert not ok and reasons == ["runtime not started yet"]  # the process is ready once it runs
     rt.start()  # the HTTP server listens from here on (and the sources start; files wait for the loop)
     zsub = Subscriber(rt.publisher.endpoint, [""])
     for _ in range(100):  # slow joiner
@@ -115,10 +115,14 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
     t.start()
     ready_codes: list[int] = []
     scraped: list[str] = []
+    healths: list[dict[str, Any]] = []
 
     def probe() -> None:  # real HTTP requests while the runtime runs
         while not done.is_set():
             ready_codes.append(get(base + "/readyz")[0])
+            code, body = get(base + "/health/streams")
+            if code == 200:
+                healths.append(json.loads(body))
             code, body = get(base + "/metrics")
             if code == 200:
                 scraped.append(body.decode())
@@ -133,7 +137,9 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
         t.join(2)
         p.join(5)
         zsub.close()
-    assert 200 in ready_codes  # ready once both sources produced
+    assert 200 in ready_codes  # ready once it runs
+    live = [h for h in healths if h["live"] == 2]
+    assert live and set(live[0]["streams"]) == {"a", "b"} and live[0]["streams"]["a"]["state"] == "live"
 
     # ZeroMQ: events with media on their end, then a media message once written
     events = [d for tp, d in zmq_msgs if d["type"] == "event"]

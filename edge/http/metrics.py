@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 SinkStats = Callable[[], Mapping[str, Any]]
+StreamsHealth = Callable[[], Mapping[str, Mapping[str, Any]]]
 
 
 def _prometheus() -> Any:
@@ -45,6 +46,11 @@ class Metrics:
     ``cezsar_sink_messages_total{sink,outcome}``  per output: ``sent``, ``dropped``, ``unsent``, read
                                                   from the sink at each scrape (:meth:`watch_sink`)
     ``cezsar_sink_connected{sink}``               1/0 for sinks that report ``connected``
+    ``cezsar_stream_up{stream}``                  1 while the stream is live, else 0 (edge/health.py),
+                                                  from start, read at each scrape (:meth:`watch_streams`)
+    ``cezsar_stream_state{stream,state}``         1 for the stream's health state, 0 for the others
+    ``cezsar_stream_last_frame_age_seconds``      seconds since the stream's last frame (none yet: absent)
+    ``cezsar_stream_reconnects_total{stream}``    reconnects of the stream
     ``cezsar_actions``                            active actions (:meth:`set_actions`)
     ``cezsar_runtime_info{backend,precision,..}``  always 1; the labels say what runs (:meth:`set_info`)
     ``process_*``                                 CPU, memory, open files of this process (Linux)
@@ -76,9 +82,20 @@ class Metrics:
         self._info = pc.Info("cezsar_runtime", "What the runtime runs (labels).", registry=r)
         self._sinks: dict[str, SinkStats] = {}
         self._sinks_lock = threading.Lock()
+        self._streams: StreamsHealth | None = None
         r.register(_SinkCollector(self))
+        r.register(_StreamCollector(self))
         if process:
             pc.ProcessCollector(registry=r)
+
+    def add_stream(self, stream: str) -> None:
+        """A stream's per-stream series exist from now on (at 0), before its first frame."""
+        for c in (self._frames_in, self._frames_dropped, self._frames_encoded):
+            c.labels(stream)
+
+    def watch_streams(self, health: StreamsHealth) -> None:
+        """Export every stream's health at each scrape: ``health()`` -> name -> edge.health.stream_health."""
+        self._streams = health
 
     def frame_in(self, stream: str, n: int = 1) -> None:
         self._frames_in.labels(stream).inc(n)
@@ -155,3 +172,39 @@ class _SinkCollector:
                 connected.add_metric([name], 1.0 if s["connected"] else 0.0)
         yield messages
         yield connected
+
+
+class _StreamCollector:
+    """Every stream's health at scrape time (so a camera that never connected has its series, at 0)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from edge.health import STATES, UP
+
+        up = GaugeMetricFamily("cezsar_stream_up", "1 while the stream is live (frames arriving).", labels=["stream"])
+        state = GaugeMetricFamily("cezsar_stream_state", "1 for the stream's health state.", labels=["stream", "state"])
+        age = GaugeMetricFamily(
+            "cezsar_stream_last_frame_age_seconds", "Seconds since the stream's last frame.", labels=["stream"]
+        )
+        reconnects = CounterMetricFamily("cezsar_stream_reconnects", "Reconnects of the stream.", labels=["stream"])
+        fn = self.metrics._streams
+        try:
+            health = dict(fn()) if fn is not None else {}
+        except Exception as e:  # a failing read must not break the scrape
+            log.debug("metrics: stream health failed: %s", e)
+            health = {}
+        for name, h in health.items():
+            up.add_metric([name], 1.0 if h["state"] == UP else 0.0)
+            for s in STATES:
+                state.add_metric([name, s], 1.0 if h["state"] == s else 0.0)
+            if h.get("last_frame_age") is not None:
+                age.add_metric([name], float(h["last_frame_age"]))
+            reconnects.add_metric([name], float(h.get("reconnects", 0)))
+        yield from (up, state, age, reconnects)

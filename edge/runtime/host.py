@@ -66,3 +66,6 @@ class RuntimeHost:
 
     def status(self) -> dict[str, Any]:
         return self._reporter.message(False).payload
+
+    def streams_health(self) -> dict[str, dict[str, Any]]:
+        return self._reporter.streams_health()

@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from cezsar.deploy.manifest import load_manifest
+from cezsar.redact import install_log_filter
 from cezsar.video import SourceSpec, parse_sources
 from edge.actions import ActionStore, ActionsWatcher, load_actions, warnings
 from edge.control import ControlHandler, ControlServer
@@ -62,6 +63,8 @@ class Runtime:
     def __init__(self, settings: RuntimeSettings) -> None:
         s = self.settings = settings.require()
         assert s.deploy is not None and s.actions is not None
+        s.register_secrets()
+        install_log_filter()
         specs = _specs(s)  # everything that can be checked without a model fails first, in one line
         self.manifest = load_manifest(s.deploy)
         self.fps = float(s.sampling.fps or self.manifest.fps)
@@ -236,6 +239,7 @@ class Runtime:
                 if deadline is not None and time.monotonic() >= deadline:
                     self.reporter.state = "duration"
                     break
+                self.reporter.loop_seen = time.time()
                 self.notify.wait(0.1)
                 if self.settings.sampling.batch_wait > 0:
                     self.streams.gather(self.settings.sampling.batch_wait)

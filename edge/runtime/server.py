@@ -46,6 +46,8 @@ class MetricsFeed:
 
     def count(self, streams: StreamManager, actions: int) -> None:
         for s in streams.sources:
+            if s.name not in self._counted:
+                self.metrics.add_stream(s.name)
             frames, dropped = s.stats.frames, s.queue.dropped
             f0, d0 = self._counted.get(s.name, (0, 0))
             if frames > f0:
@@ -57,11 +59,7 @@ class MetricsFeed:
 
 
 def _watchable(outputs: Outputs) -> list[tuple[str, Any]]:
-    out = [
-        (s.name, s.stats)
-        for s in outputs.sinks.sinks
-        if hasattr(s, "stats") and hasattr(s, "name")
-    ]
+    out = [(s.name, s.stats) for s in outputs.sinks.sinks if hasattr(s, "stats") and hasattr(s, "name")]
     if outputs.media is not None:
         out.append(("media", outputs.media.stats))
     return out
@@ -86,7 +84,10 @@ def build_server(settings: RuntimeSettings, host: RuntimeHost, outputs: Outputs,
     http = HttpServer(o.bind, o.port, token=o.secret())
     metrics = Metrics()
     outputs.metrics = metrics
-    http.add_router(HealthRoutes(host.ready, metrics), "/healthz", "/readyz", "/metrics")
+    http.add_router(
+        HealthRoutes(host.ready, metrics, host.streams_health), "/healthz", "/readyz", "/health/streams", "/metrics"
+    )
+    metrics.watch_streams(host.streams_health)
     http.add_router(SourceRoutes(host), "/sources")
     if outputs.media is not None:
         http.add_router(MediaRoutes(outputs.media.dir), "/media")

@@ -11,10 +11,13 @@ from typing import Any
 from cezsar.deploy.manifest import Manifest
 from edge import messages
 from edge.actions import ActionStore
+from edge.health import stream_health
 from edge.recognizer import Recognizer
 from edge.runtime.outputs import Outputs
 from edge.runtime.streams import StreamManager
 from edge.settings import RuntimeSettings
+
+LOOP_STALL = 30.0  # seconds without a main-loop round before the process counts as not ready
 
 
 @dataclass
@@ -34,6 +37,7 @@ class StatusReporter:
     closed: bool = False
     http_url: str | None = None
     control_endpoint: str | None = None
+    loop_seen: float = 0.0  # when the main loop last went round (Unix time)
 
     def summary(self) -> list[str]:
         s, m = self.settings, self.manifest
@@ -71,10 +75,11 @@ class StatusReporter:
 
     def message(self, final: bool) -> messages.Message:
         rec, e, aset, s = self.recognizer, self.recognizer.embedder, self.store.current, self.settings
-        streams = {}
+        streams, now = {}, time.time()
         for src in self.streams.sources:
             snap = src.snapshot()
             snap["windows"] = rec.windows_by_stream.get(src.name, 0)
+            snap["health"] = stream_health(snap, now)
             streams[src.name] = snap
         outputs = self.outputs.status()
         if self.http_url is not None:
@@ -121,16 +126,20 @@ class StatusReporter:
         )
 
     def ready(self) -> tuple[bool, list[str]]:
-        """/readyz: models loaded (they are, once the runtime exists) and every source producing frames
-        (a file that played to its end counts; a failed or reconnecting source, or one with no frame yet,
-        does not)."""
+        """/readyz: this process can do its job: the models are loaded (they are, once the runtime
+        exists), it has started and its main loop is running. A camera that is down does not make the
+        process unready (restarting the container would not bring the camera back): per-stream health is
+        :meth:`streams_health` (/health/streams)."""
         reasons = []
         if self.closed:
             reasons.append("runtime stopped")
-        for src in list(self.streams.sources):
-            snap = src.snapshot()
-            if snap["state"] in ("failed", "reconnecting", "connecting", "starting", "stopped"):
-                reasons.append(f"{src.name}: {snap['state']}" + (f" ({snap['error']})" if snap["error"] else ""))
-            elif snap["frames"] == 0:
-                reasons.append(f"{src.name}: no frame yet")
+        elif not self.started_at:
+            reasons.append("runtime not started yet")
+        elif self.loop_seen and time.time() - self.loop_seen > LOOP_STALL:
+            reasons.append(f"main loop has not run for {time.time() - self.loop_seen:.0f} s")
         return not reasons, reasons
+
+    def streams_health(self) -> dict[str, dict[str, Any]]:
+        """Every stream's health (edge/health.py), by name."""
+        now = time.time()
+        return {src.name: stream_health(src.snapshot(), now) for src in list(self.streams.sources)}

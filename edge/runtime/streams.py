@@ -26,6 +26,9 @@ from edge.sources import Frame, Source
 
 log = logging.getLogger("cezsar.edge")
 
+CAMERA_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
+MAX_SOURCE_TEXT = 2048
+
 
 class StreamManager:
     def __init__(
@@ -44,6 +47,8 @@ class StreamManager:
         self.capacity = max(4, 2 * hop)
         self.shutdown_timeout = shutdown_timeout
         self.runtime_files = runtime_files
+        # schemes a source added while running may use: the cameras' own, and those the site started with
+        self.schemes = CAMERA_SCHEMES | {s.scheme for s in specs if s.scheme}
         self.sources: list[Source] = [self._source(s) for s in specs]
         self.clocks: dict[str, str] = {s.name: "wall" if s.live else "media" for s in specs}
         self.version = 0  # bumped on every add/remove
@@ -130,20 +135,30 @@ class StreamManager:
         return {"sources": [{"name": s.name, **s.snapshot()} for s in list(self.sources)]}
 
     def check_addable(self, text: str) -> SourceSpec:
-        """``NAME=URL`` -> its spec, or one line saying why it cannot be added while running."""
+        """``NAME=URL`` -> its spec, or one line saying why it cannot be added while running: a camera
+        index, a URL of a scheme cameras use (``schemes``), or a video file inside --runtime-files;
+        never a GStreamer pipeline (it can read and write any file)."""
+        if len(text) > MAX_SOURCE_TEXT:
+            raise CezsarError(f"source: {len(text)} characters (at most {MAX_SOURCE_TEXT})")
         spec = parse_source(text, default_stream_name(text, len(self.sources), set(self.names)))
+        shown = f"{spec.name}={spec.shown}"
         if spec.kind == "gstreamer":
-            raise CezsarError(f"source {text!r}: GStreamer pipelines cannot be added while running (start with them)")
+            raise CezsarError(f"source {shown!r}: GStreamer pipelines cannot be added while running (start with them)")
+        if spec.kind == "url" and spec.scheme not in self.schemes:
+            raise CezsarError(
+                f"source {shown!r}: {spec.scheme}:// cannot be added while running "
+                f"(allowed: {', '.join(f'{x}://' for x in sorted(self.schemes))}; files: from --runtime-files)"
+            )
         if spec.kind == "file":
             base = self.runtime_files
             target = Path(spec.target).resolve()
             if base is None or not target.is_relative_to(base.resolve()):
                 raise CezsarError(
-                    f"source {text!r}: video files can be added while running only from the --runtime-files folder"
+                    f"source {shown!r}: video files can be added while running only from the --runtime-files folder"
                     + ("" if base is None else f" ({base})")
                 )
             if not target.is_file():
-                raise CezsarError(f"source {text!r}: {spec.target}: video file not found")
+                raise CezsarError(f"source {shown!r}: no such video file in --runtime-files")
         return spec
 
     def add(self, text: str, on_added: Callable[[str], None], timeout: float = 10.0) -> dict[str, Any]:

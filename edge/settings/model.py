@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from cezsar.errors import CezsarError
+from cezsar.redact import SECRETS
 from cezsar.video import is_url
 from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
 
@@ -516,6 +517,20 @@ class RuntimeSettings(Section):
     def _unique_sources(cls, v: list[SourceSettings]) -> list[SourceSettings]:
         _unique([s.name for s in v], "source names must be unique")
         return v
+
+    def register_secrets(self) -> None:
+        """Tell cezsar.redact every secret these settings hold (camera URLs' credentials, passwords,
+        tokens), so that no log line, status or answer shows them."""
+        for src in self.sources:
+            SECRETS.add_url(src.url)
+        out = self.outputs
+        if out.mqtt is not None:
+            SECRETS.add(out.mqtt.secret())
+        if out.http is not None:
+            SECRETS.add(out.http.secret())
+        if out.webhook is not None:
+            SECRETS.add_url(out.webhook.url)
+            SECRETS.add(out.webhook.bearer(), out.webhook.hmac_key())
 
     def require(self) -> RuntimeSettings:
         """What a run needs beyond a valid file: a deploy folder, an actions file, a source."""
