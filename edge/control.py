@@ -21,7 +21,6 @@ connection is dropped by ZeroMQ (MAXMSGSIZE). Changes go through ActionStore.mod
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any
 import zmq
 
 from cezsar.errors import CezsarError
+from cezsar.jsonfile import parse_request
 from edge import messages
 from edge.actions import ActionStore, parse_action_obj
 from edge.security import CurveServer, bind
@@ -42,16 +42,6 @@ OPS = ("list", "add", "update", "remove", "status", "ping", "sources", "add_sour
 MAX_DEPTH = 8  # nesting of JSON objects/arrays in a request (the deepest valid one has 4)
 # the control socket never reads or writes a file the client names: only the runtime's own actions file
 PATH_KEYS = ("path", "file", "filename", "actions_file", "dir", "directory", "deploy", "output", "events_log")
-
-
-def _depth(obj: Any, limit: int, level: int = 0) -> int:
-    """Nesting depth of a parsed JSON value (stops counting past ``limit``)."""
-    if not isinstance(obj, dict | list):
-        return level
-    if level >= limit:
-        return level + 1
-    items = obj.values() if isinstance(obj, dict) else obj
-    return max([level + 1, *(_depth(v, limit, level + 1) for v in items)])
 
 
 def _named_paths(obj: Any) -> list[str]:
@@ -84,18 +74,12 @@ class ControlHandler:
         self.sources = sources
 
     def handle_bytes(self, raw: bytes) -> dict[str, Any]:
-        if len(raw) > MAX_REQUEST_BYTES:
-            return messages.reply_error(f"request is {len(raw)} bytes (at most {MAX_REQUEST_BYTES})")
         try:
-            req = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return messages.reply_error(f"request is not UTF-8 JSON ({e})")
-        except RecursionError:
-            return messages.reply_error(f"request is nested too deeply (at most {MAX_DEPTH} levels)")
+            req = parse_request(raw, "request", MAX_REQUEST_BYTES, MAX_DEPTH)
+        except CezsarError as e:
+            return messages.reply_error(e.message)
         if not isinstance(req, dict):
             return messages.reply_error("request must be a JSON object with an 'op'")
-        if _depth(req, MAX_DEPTH) > MAX_DEPTH:
-            return messages.reply_error(f"request is nested too deeply (at most {MAX_DEPTH} levels)", None, None)
         paths = _named_paths(req)
         if paths:
             op = req.get("op")

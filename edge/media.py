@@ -32,7 +32,12 @@ sources), so ``start``/``end``/``peak_time`` of an event select its frames direc
   worker when both are on disk (to publish an ``update``), with ``result.error`` set on failure.
 - **Retention.** After each write (and once at start) files older than ``max_age`` seconds are
   removed, then the oldest until the folder holds at most ``max_bytes`` (the files just written are
-  never removed). Layout: ``DIR/<stream>/<event id>.jpg`` and ``.mp4``.
+  never removed). Layout: ``DIR/<stream>/<event id>.jpg`` and ``.mp4``. Retention only ever removes
+  files this recorder wrote: those of its naming scheme (a 32-hex event id, ``.jpg``/``.mp4``, one level
+  below a folder marked as cezsar's by the file ``.cezsar-media``) and its own stale temporaries. A
+  photo someone keeps in the same folder is never touched, whatever the limits.
+- **Pairs.** An event's snapshot and clip are kept together: when the clip cannot be written (a full
+  disk), the snapshot is removed again and the result says why (``error``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import bisect
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -61,7 +67,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_START_DELAY = 5.0
-MEDIA_SUFFIXES = (".jpg", ".mp4")
+MARKER = ".cezsar-media"  # marks a folder as this recorder's; retention works only below a marked folder
+OWN_FILE = re.compile(r"^[0-9a-f]{32}\.(jpg|mp4)$")  # an event id (uuid4().hex) + the suffix this writes
+OWN_TEMP = re.compile(r"^\.[0-9a-f]{32}\.(jpg|mp4)\.[A-Za-z0-9_]+\.(jpg|mp4)$")  # cezsar/atomic.py temporaries
 _STOP = object()
 
 
@@ -136,6 +144,7 @@ class MediaRecorder:
             raise CezsarError(f"media dir {self.dir}: cannot create ({e.strerror})") from None
         if not os.access(self.dir, os.W_OK):
             raise CezsarError(f"media dir {self.dir}: not writable")
+        self._mark()
         self.pre_roll, self.start_delay, self.max_clip = float(pre_roll), float(start_delay), float(max_clip)
         self.clip_fps = clip_fps
         self.max_bytes, self.max_age = int(max_bytes), float(max_age)
@@ -293,6 +302,8 @@ class MediaRecorder:
         except Exception as e:
             res.error = f"{type(e).__name__}: {e}"
             self.errors += 1
+            for p in (res.snapshot_path, res.clip_path):  # both or neither
+                self._remove(p, count=False)
             log.warning("media: event %s: cannot write its files: %s", res.event_id, res.error)
         try:
             self._prune(keep=(res.snapshot_path, res.clip_path))
@@ -346,16 +357,19 @@ class MediaRecorder:
 
     def _prune(self, keep: tuple[Path, ...]) -> None:
         """Retention: older than max_age, then oldest first down to max_bytes; stale temporaries too."""
+        if not (self.dir / MARKER).is_file():
+            return
         now = time.time()
         files = []
-        for p in self.dir.rglob("*"):
-            if not p.is_file() or p.suffix not in MEDIA_SUFFIXES:
+        for p in self.dir.glob("*/*"):  # <stream>/<file>: the only level this recorder writes
+            own, temporary = OWN_FILE.match(p.name), OWN_TEMP.match(p.name)
+            if not (own or temporary) or not p.is_file() or p.is_symlink():
                 continue
             try:
                 st = p.stat()
             except OSError:
                 continue
-            if p.name.startswith("."):  # a temporary left by a crash (live ones are minutes old at most)
+            if temporary:  # a temporary left by a crash (live ones are minutes old at most)
                 if now - st.st_mtime > 3600:
                     self._remove(p)
                 continue
@@ -376,7 +390,19 @@ class MediaRecorder:
                 "media: %s holds %d bytes, over max_bytes %d (the newest event alone)", self.dir, total, self.max_bytes
             )
 
-    def _remove(self, p: Path) -> bool:
+    def _mark(self) -> None:
+        """Mark the folder as this recorder's (retention works only below a marked folder)."""
+        marker = self.dir / MARKER
+        if marker.is_file():
+            return
+        if any(p.name != MARKER for p in self.dir.iterdir()):
+            log.warning("media: %s holds files that are not cezsar's; retention leaves them alone", self.dir)
+        try:
+            atomic.write_text(marker, "cezsar media folder: retention removes only <stream>/<event id>.jpg|.mp4\n")
+        except OSError as e:
+            log.warning("media: cannot mark %s (%s); retention is off", self.dir, e)
+
+    def _remove(self, p: Path, count: bool = True) -> bool:
         try:
             p.unlink()
         except FileNotFoundError:
@@ -384,7 +410,7 @@ class MediaRecorder:
         except OSError as e:
             log.warning("media: cannot remove %s: %s", p, e)
             return False
-        self.removed += 1
+        self.removed += count
         return True
 
 

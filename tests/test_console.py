@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ import pytest
 import yaml
 
 from edge.client import ControlClient
+from tests.helpers.browser import browser as _browser
+from tests.helpers.browser import wait as _wait
 from tests.helpers.models import deploy_dir, trained_model_dir
 from tests.helpers.net import free_port
 from tests.helpers.procs import actions_doc
@@ -35,8 +37,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-console-token"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 PLAN = [
     ("staying still", 4.0),
     ("spinning", 8.0),
@@ -46,47 +46,6 @@ PLAN = [
     ("spinning", 8.0),
     ("staying still", 64.0),
 ]
-
-
-def _browser(profile: Path) -> Any:
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ModuleNotFoundError:
-        pytest.skip("selenium is not installed (pip install 'cezsar[dev]')")
-    if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,1600",
-    ):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-
-
-def _wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    t0 = time.time()
-    last: Any = None
-    while time.time() - t0 < timeout:
-        try:
-            last = cond()
-        except Exception as e:  # noqa: BLE001 - e.g. the element is not there yet
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> int:
@@ -161,6 +120,7 @@ def test_console_in_a_real_browser(running: dict[str, Any]) -> None:
     driver = _browser(tmp / "chromium-profile")
     try:
         driver.get(base + "/console/?token=" + TOKEN)  # sets the HttpOnly cookie for the page's requests
+        assert "token" not in driver.current_url  # and takes the token out of the address bar
         css = driver.find_element
         _wait(lambda: css(By.ID, "conn").text == "live", 30, "the SSE connection")
 

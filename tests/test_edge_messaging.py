@@ -177,8 +177,10 @@ def test_control_list_add_update_remove(control) -> None:  # type: ignore[no-unt
 @pytest.mark.parametrize(
     "raw, pattern",
     [
-        (b"not json", "not UTF-8 JSON"),
-        (b"\xff\xfe", "not UTF-8 JSON"),
+        (b"not json", "request is not valid JSON"),
+        (b"\xff\xfe", "request is not UTF-8"),
+        (b"[" * 30_000 + b"]" * 30_000, r"nested too deeply \(at most 8 levels\)"),
+        (b'{"op": "list", "id": ' + b"9" * 5000 + b"}", "not usable JSON"),
         (b"[1, 2]", "must be a JSON object"),
         (b'{"op": "explode"}', "unknown op 'explode'"),
         (b'{"op": "add"}', "missing 'action'"),

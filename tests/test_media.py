@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from cezsar.errors import CezsarError
-from edge.media import MediaRecorder, MediaResult
+from edge.media import MARKER, MediaRecorder, MediaResult
 from edge.settings import MediaSettings, settings_from
 
 FPS = 10.0
@@ -124,30 +125,36 @@ def _event(rec: MediaRecorder, name: str, first: int) -> MediaResult:
     return res
 
 
-def test_retention_removes_oldest_and_expired(tmp_path: Path) -> None:
-    old = tmp_path / "cam0" / "old.mp4"
+def test_retention_removes_oldest_and_expired_and_only_its_own_files(tmp_path: Path) -> None:
+    month = time.time() - 30 * 86400
+    old = tmp_path / "cam0" / f"{'0' * 31}1.mp4"  # an expired file of this recorder's naming scheme
     old.parent.mkdir()
     old.write_bytes(b"x" * 100)
-    month = time.time() - 30 * 86400
-    os.utime(old, (month, month))
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not media")
-    rec = MediaRecorder(MediaSettings(dir=tmp_path, pre_roll=1.0, max_age=7 * 86400))
+    # a user's own files in the same folder: old and large, never this recorder's to remove
+    mine = [tmp_path / "beach.jpg", tmp_path / "cam0" / "wedding.mp4", tmp_path / "cam1" / "e1.mp4"]
+    for p in mine:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"y" * 200_000)
+        os.utime(p, (month, month))
+    (tmp_path / "cam0" / "link.mp4").symlink_to(mine[0])
+    rec = MediaRecorder(MediaSettings(dir=tmp_path, pre_roll=1.0, max_age=7 * 86400, max_bytes=1))
     try:
-        a = _event(rec, "a", 0)
+        a = _event(rec, uuid.uuid4().hex, 0)
         assert rec.flush(30)
-        assert not old.exists() and notes.exists()  # expired at start, other files untouched
+        assert not old.exists()  # expired at start
+        assert (tmp_path / MARKER).is_file()
         size = a.snapshot_path.stat().st_size + a.clip_path.stat().st_size
         rec.max_bytes = int(2.5 * size)  # room for two events (same frames, same sizes), not three
-        b = _event(rec, "b", 0)
+        b = _event(rec, uuid.uuid4().hex, 0)
         assert rec.flush(30)
-        c = _event(rec, "c", 0)
+        c = _event(rec, uuid.uuid4().hex, 0)
         assert rec.flush(30)
     finally:
         rec.close()
     assert not a.snapshot_path.exists() and not a.clip_path.exists()
     assert all(p.exists() for p in (b.snapshot_path, b.clip_path, c.snapshot_path, c.clip_path))
     assert rec.removed == 3
+    assert all(p.read_bytes() == b"y" * 200_000 for p in mine) and (tmp_path / "cam0" / "link.mp4").is_symlink()
 
 
 def test_writing_never_blocks_the_caller_and_overload_drops(tmp_path: Path) -> None:

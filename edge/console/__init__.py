@@ -31,7 +31,6 @@ Routes (all behind the HTTP server's token, when it has one):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
+from cezsar.jsonfile import parse_request
 from edge import messages
 from edge.actions import Action, ActionSet, parse_action_obj
 from edge.control import ControlHandler, describe_set
@@ -276,6 +276,7 @@ class Console:
         from aiohttp import web
 
         r = app.router
+        r.add_get("/", self._root)
         r.add_get("/console", self._redirect)
         r.add_get("/console/", self._index)
         for name in STATIC[1:]:
@@ -300,14 +301,21 @@ class Console:
         raise self._web.HTTPFound("/console/" + (f"?{request.query_string}" if request.query_string else ""))
 
     async def _index(self, request: Any) -> Any:
-        resp = self._web.Response(body=_static("index.html"), content_type="text/html")
-        resp.headers["Cache-Control"] = "no-store"
         token = self.http.token
         if token is not None and request.query.get("token"):
-            # the middleware accepted the query token: remember it so the page's own requests
-            # (EventSource, <img>, fetch) need not carry it
-            resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+            # the middleware accepted the query token: remember it in a cookie, so the page's own requests
+            # (EventSource, <img>, fetch) need not carry it, and take it out of the address bar (history,
+            # bookmarks, a screen share) with a redirect to the bare page
+            moved = self._web.HTTPSeeOther("/console/")
+            moved.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+            moved.headers["Cache-Control"] = "no-store"
+            raise moved
+        resp = self._web.Response(body=_static("index.html"), content_type="text/html")
+        resp.headers["Cache-Control"] = "no-store"
         return resp
+
+    async def _root(self, request: Any) -> Any:
+        raise self._web.HTTPFound("/console/")
 
     def _file(self, name: str) -> Callable[[Any], Any]:
         ctype = CONTENT_TYPES["." + name.rsplit(".", 1)[1]]
@@ -336,11 +344,11 @@ class Console:
 
     async def _post_try(self, request: Any) -> Any:
         try:
-            body = json.loads(await request.read())
+            body = parse_request(await request.read(), "try: the request", 16 * 1024, 4)
             if not isinstance(body, dict):
-                raise ValueError("expected a JSON object")
-        except ValueError as e:
-            return self._json(messages.reply_error(f"try: the request is not a JSON object ({e})"), 400)
+                raise CezsarError("try: the request must be a JSON object")
+        except CezsarError as e:
+            return self._json(messages.reply_error(e.message, "try"), 400)
         loop = asyncio.get_running_loop()
         try:
             out = await loop.run_in_executor(None, self.try_text, body.get("text"))

@@ -6,6 +6,11 @@ without a token refuses to start. A browser may give the token as the ``cezsar_t
 as ``?token=`` (the web console, edge/console, then sets the cookie). Routes come from routers added
 with :meth:`HttpServer.add_router` before :meth:`HttpServer.start`; ``loop`` is the server's event loop
 for handing work to it from other threads (``asyncio.run_coroutine_threadsafe``).
+
+Before any route, edge/http/guard.py's rules apply: the Host header, the origin and a custom header
+on browser writes, JSON-only writes, security headers on every answer, a cap on open connections, a
+timeout for a request head, and rate-limited logging of what peers can cause. A handler that fails
+answers 500 with one line; the traceback goes to the log (rate-limited), never to the client.
 """
 
 from __future__ import annotations
@@ -21,8 +26,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from cezsar.errors import CezsarError
+from edge.http.guard import (
+    SECURITY_HEADERS,
+    ConnectionGuard,
+    RequestRules,
+    default_max_connections,
+    rate_limit_loggers,
+)
 
 log = logging.getLogger("edge.http")
+MAX_BODY = 256 * 1024  # bytes of a request body; routes read less (edge/http/sources.py: 64 KiB)
+
+
+async def _security_headers(request: Any, response: Any) -> None:
+    for k, v in SECURITY_HEADERS.items():
+        response.headers.setdefault(k, v)
 
 
 class Router(Protocol):
@@ -60,7 +78,18 @@ class HttpServer:
     """Listens on ``bind:port`` in a background thread. ``port=0`` picks a free port (``port`` then holds
     the real one after :meth:`start`)."""
 
-    def __init__(self, bind: str = "127.0.0.1", port: int = 8080, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        bind: str,
+        port: int,
+        *,
+        token: str | None = None,
+        public_url: str | None = None,
+        allowed_hosts: tuple[str, ...] = (),
+        max_connections: int | None = None,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 15.0,
+    ) -> None:
         w = web()
         where = f"http {bind}:{port}"
         if not 0 <= int(port) < 65536:
@@ -73,6 +102,12 @@ class HttpServer:
                 "bind 127.0.0.1 for local use"
             )
         self.bind, self.port, self.token = bind, int(port), token
+        self.rules = RequestRules(public_url, allowed_hosts)
+        self.max_connections = max_connections or default_max_connections()
+        self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
+        self.guard: ConnectionGuard | None = None
+        self._server: asyncio.AbstractServer | None = None
+        rate_limit_loggers()
         self.started_at = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.paths: list[str] = []  # what the routers serve, for the start line
@@ -80,7 +115,8 @@ class HttpServer:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._runner: Any = None
-        self.app = w.Application(middlewares=[self._auth])
+        self.app = w.Application(middlewares=[self._guard, self._auth], client_max_size=MAX_BODY)
+        self.app.on_response_prepare.append(_security_headers)
 
     def add_router(self, router: Router, *paths: str) -> HttpServer:
         """Serve one more domain's routes (``paths``: what to name in the start line)."""
@@ -142,20 +178,40 @@ class HttpServer:
         try:
             loop.run_forever()
         finally:
+            if self._server is not None:
+                self._server.close()
             loop.run_until_complete(self._runner.cleanup())
             loop.close()
 
     async def _start_site(self) -> None:
         w = web()
-        self._runner = w.AppRunner(self.app, access_log=None)
+        self._runner = w.AppRunner(self.app, access_log=None, keepalive_timeout=self.idle_timeout)
         await self._runner.setup()
-        site = w.TCPSite(self._runner, self.bind, self.port)
-        await site.start()
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
+        self.guard = ConnectionGuard(self._runner.server, self.max_connections, self.header_timeout)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self.guard, self.bind, self.port, reuse_address=True, backlog=128)
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
     # ------------------------------------------------------------------ the token
+
+    @property
+    def _guard(self) -> Any:
+        @web().middleware
+        async def guard(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+            problem = self.rules.problem(request.method, request.headers, request.scheme)
+            if problem is not None:
+                return json_response({"ok": False, "error": problem[1]}, problem[0])
+            try:
+                return await handler(request)
+            except web().HTTPException:
+                raise
+            except CezsarError as e:
+                return json_response({"ok": False, "error": e.message}, 400)
+            except Exception:  # noqa: BLE001 - one line to the client, the traceback to the log
+                log.exception("http: %s %s failed", request.method, request.path)
+                return json_response({"ok": False, "error": "internal error (see the runtime's log)"}, 500)
+
+        return guard
 
     @property
     def _auth(self) -> Any:

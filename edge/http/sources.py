@@ -15,8 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from cezsar.errors import CezsarError
+from cezsar.jsonfile import parse_request
 from edge.host import SourcesHost
 from edge.http.server import json_response
+
+MAX_BODY = 16 * 1024
 
 
 class SourceRoutes:
@@ -40,9 +43,9 @@ class SourceRoutes:
 
     async def _post(self, request: Any) -> Any:
         try:
-            data = await request.json()
-        except ValueError:
-            data = None
+            data = parse_request(await request.read(), "the request", MAX_BODY, 4)
+        except CezsarError as e:
+            return json_response({"ok": False, "error": e.message}, 400)
         text = data.get("source") if isinstance(data, dict) else None
         if not isinstance(text, str) or not text.strip():
             return json_response({"ok": False, "error": 'expected JSON {"source": "NAME=URL"}'}, 400)

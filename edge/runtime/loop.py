@@ -280,7 +280,7 @@ class Runtime:
         final = self.publish_status(final=True)
         log.info("%s", self.reporter.stats_line())
         p50 = final["latency_ms"]["p50"]
-        windows, events = final["inference"]["windows"], self.outputs.events_total
+        windows, events = final["inference"]["windows"], self.outputs.events_started
         log.info(
             "stopped (%s): %d windows, %d events, latency p50 %s",
             self.stop_reason,

@@ -81,7 +81,7 @@ class Outputs:
         self.scores = True
         self.latency = Latency()
         self.metrics: Any = None  # edge.http.Metrics, when the HTTP server is on
-        self.events_total = 0
+        self.event_messages = 0  # every start, update and end message
         self.events_by_phase: dict[str, int] = {"start": 0, "update": 0, "end": 0}
         self.tap_errors = 0
         self._media_done: deque[MediaResult] = deque()  # written by the media thread, published by the main loop
@@ -146,7 +146,7 @@ class Outputs:
                     ev, time.time(), media=media, clock=self.meta.clock(stream), actions_version=version, model=model
                 )
             )
-            self.events_total += 1
+            self.event_messages += 1
             self.events_by_phase[ev.phase] = self.events_by_phase.get(ev.phase, 0) + 1
             level = logging.INFO if ev.phase != "update" else logging.DEBUG
             span = f"{ev.start:.2f}-{ev.end:.2f}" if ev.end is not None else f"{ev.start:.2f}-"
@@ -171,6 +171,11 @@ class Outputs:
 
     def catalog(self, streams: Iterable[str], pairs: Mapping[str, list[str]]) -> None:
         self.sinks.set_catalog(streams, pairs)
+
+    @property
+    def events_started(self) -> int:
+        """Events, not messages: each has one start, some updates and one end."""
+        return self.events_by_phase["start"]
 
     def status(self) -> dict[str, Any]:
         """The status's ``outputs``: every sink's counters but the PUB socket's (``publisher``), media."""

@@ -70,18 +70,30 @@ class Server:
     http: HttpServer
     feed: MetricsFeed
 
+    public_url: str | None = None
+
     def start(self, outputs: Outputs) -> None:
-        """Listen (the port is known from here on); media URLs then point at /media."""
+        """Listen (the port is known from here on); media URLs then point at /media of the public URL
+        (outputs.http.public_url), else of the address it listens on."""
         self.http.start()
         if outputs.media is not None:
-            outputs.media.base_url = f"{self.http.url}/media"
+            outputs.media.base_url = f"{(self.public_url or self.http.url).rstrip('/')}/media"
 
 
 def build_server(settings: RuntimeSettings, host: RuntimeHost, outputs: Outputs, stack: ExitStack) -> Server | None:
     o = settings.outputs.http
     if o is None:
         return None
-    http = HttpServer(o.bind, o.port, token=o.secret())
+    http = HttpServer(
+        o.bind,
+        o.port,
+        token=o.secret(),
+        public_url=o.public_url,
+        allowed_hosts=tuple(o.allowed_hosts),
+        max_connections=o.max_connections,
+        header_timeout=o.header_timeout,
+        idle_timeout=o.idle_timeout,
+    )
     metrics = Metrics()
     outputs.metrics = metrics
     http.add_router(
@@ -100,4 +112,4 @@ def build_server(settings: RuntimeSettings, host: RuntimeHost, outputs: Outputs,
         outputs.taps.append(console.tap)
         console.start()
     stack.callback(http.stop)  # started by Runtime.start(): routers can be added until then
-    return Server(http, MetricsFeed(metrics))
+    return Server(http, MetricsFeed(metrics), o.public_url)

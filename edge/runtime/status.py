@@ -102,7 +102,12 @@ class StatusReporter:
             latency=o.latency.summary(),
             inference=messages.inference(e.frames_encoded, e.windows_out, e.encoder_seconds, e.head_seconds),
             actions=messages.actions_state(aset.names(), self.store.version, self.store.error, self.store.error_line),
-            events={"total": o.events_total, "open": len(rec.active()), **o.events_by_phase},
+            events={
+                "total": o.events_started,
+                "messages": o.event_messages,
+                "open": len(rec.active()),
+                **o.events_by_phase,
+            },
             publisher=o.publisher.stats(),
             outputs=outputs,
             security={"curve": self.curve is not None, "allowed_clients": self.curve.clients if self.curve else 0},
@@ -121,8 +126,9 @@ class StatusReporter:
         lat_s = f"latency p50 {lat['p50']} ms p95 {lat['p95']} ms" if lat["n"] else "latency -"
         err = f" | actions file: {self.store.error}" if self.store.error else ""
         return (
-            f"stats | {' | '.join(parts)} | {lat_s} | events {self.outputs.events_total} "
-            f"(open {len(self.recognizer.active())}) | actions {len(self.store.current.actions)}{err}"
+            f"stats | {' | '.join(parts)} | {lat_s} | events {self.outputs.events_started} "
+            f"(open {len(self.recognizer.active())}, {self.outputs.event_messages} event messages) | "
+            f"actions {len(self.store.current.actions)}{err}"
         )
 
     def ready(self) -> tuple[bool, list[str]]:

@@ -372,6 +372,29 @@ class HttpSettings(Section):
     )
     token_env: str | None = opt(None, "Environment variable that holds the token.", file_only=ENV_ONLY)
     console: bool = opt(True, "Serve the web console (/console/) on the HTTP server.", flag="--console")
+    public_url: str | None = opt(
+        None,
+        "The address users reach this server at (https://cams.example:8443): media URLs, Home Assistant's "
+        "configuration_url, the one other origin allowed to write.",
+        flag="--public-url",
+        pattern=r"^https?://[^/\s?#]+/?$",
+    )
+    allowed_hosts: list[str] = opt(
+        help="Host names this server answers for besides IP literals, localhost, this machine's name and "
+        "the public URL's host (against DNS rebinding).",
+        file_only="a list, set once per site",
+        default_factory=list,
+    )
+    max_connections: int | None = opt(
+        None, "Open HTTP connections at most (default: a quarter of the file limit, 16-1024).",
+        flag="--http-max-connections", ge=4, le=65536,
+    )
+    header_timeout: Seconds = opt(
+        10.0, "Seconds a connection has to send a complete request head.", flag="--http-header-timeout", gt=0, le=300
+    )
+    idle_timeout: Seconds = opt(
+        15.0, "Seconds an idle keep-alive connection stays open.", flag="--http-idle-timeout", gt=0, le=3600
+    )
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> HttpSettings:

@@ -1,3 +1,5 @@
+// every write carries the header a cross-site page cannot send without a CORS preflight (edge/http/guard.py)
+const WRITE_HEADERS = { "Content-Type": "application/json", "X-Cezsar-Request": "1" };
 // cezsar web console: plain JS, no build step. Data: Server-Sent Events from api/stream (the same
 // payloads the runtime publishes over ZeroMQ), MJPEG from api/video/<stream>, edits through
 // api/actions (the runtime's ActionStore), "try" through api/try.
@@ -272,7 +274,7 @@ async function send(req, errBox, key) {
   $("#edit-error").textContent = "";
   let reply;
   try {
-    const r = await fetch("api/actions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(req) });
+    const r = await fetch("api/actions", { method: "POST", headers: WRITE_HEADERS, body: JSON.stringify(req) });
     reply = await r.json();
   } catch (e) {
     reply = { ok: false, error: "the runtime did not answer (" + e + ")" };
@@ -293,7 +295,7 @@ async function tryNow() {
   if (!text) return;
   let reply;
   try {
-    const r = await fetch("api/try", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text }) });
+    const r = await fetch("api/try", { method: "POST", headers: WRITE_HEADERS, body: JSON.stringify({ text }) });
     reply = await r.json();
   } catch (e) {
     reply = { ok: false, error: String(e) };
