@@ -52,8 +52,8 @@ def test_parses_a_good_file() -> None:
             4,
             r"a\.yaml:4:5: actions\[0\] \('a'\): unknown key 'treshold'",
         ),
-        ("actions:\n  - descriptions: x\n", 2, r"a\.yaml:2:5: actions\[0\]: missing 'name'"),
-        ("actions:\n  - name: a\n", 2, r"a\.yaml:2:5: actions\[0\] \('a'\): missing 'descriptions'"),
+        ("actions:\n  - descriptions: x\n", 2, r"a\.yaml:2:5: actions\[0\]: missing required key 'name'"),
+        ("actions:\n  - name: a\n", 2, r"a\.yaml:2:5: actions\[0\] \('a'\): missing required key 'descriptions'"),
         (
             "actions:\n  - name: a\n    descriptions: x\n    threshold: high\n",
             4,
