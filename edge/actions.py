@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,139 +45,37 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from cezsar import yamlfile
 from cezsar.atomic import write_text
 from cezsar.yamlfile import ConfigError, Located, what
+from edge.action_fields import (
+    MAX_ACTIONS,
+    MAX_FILE_BYTES,
+    NUM_KEYS,
+    ActionName,
+    Background,
+    Cooldown,
+    Descriptions,
+    Hysteresis,
+    MinDuration,
+    Smoothing,
+    Streams,
+    Templates,
+    Threshold,
+    expand,
+    listed,
+)
 from edge.decisions import PARAM_KEYS, Params
 from edge.messages import ZONE_SEP
-from edge.zones import NAME_PATTERN, Ident
+from edge.zones import Ident
 
 log = logging.getLogger(__name__)
-
-MAX_DESCRIPTION_CHARS = 500
-MAX_DESCRIPTIONS = 32
-MAX_ACTIONS = 256
-MAX_BACKGROUND = 32
-MAX_TEMPLATES = 16
-MAX_TEMPLATE_CHARS = 200
-MAX_FILE_BYTES = yamlfile.LIMITS.max_bytes
-NAME_CHARS = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
-NUM_KEYS = ("threshold", "hysteresis", "min_duration", "cooldown")
-DEFAULT_KEYS = PARAM_KEYS  # what ``defaults:`` may set: every decision parameter
-STREAM_PATTERN = NAME_PATTERN
-# (minimum, maximum) for every number; cosine margins lie in [-2, 2]
-RANGES: dict[str, tuple[float, float]] = {
-    "threshold": (-2.0, 2.0),
-    "hysteresis": (0.0, 2.0),
-    "min_duration": (0.0, 3600.0),
-    "cooldown": (0.0, 86400.0),
-    "smoothing": (1e-6, 1.0),
-}
 
 
 class ActionsError(ConfigError):
     """An invalid actions file or request: ``problems`` (one line each), ``line`` (1-based) where known."""
-
-
-# ---------------------------------------------------------------------------------------------- field types
-
-
-def _range(key: str, help: str) -> Any:
-    """A number's constraints: strict (no "0.1" strings, no booleans), within :data:`RANGES`."""
-    lo, hi = RANGES[key]
-    return Field(strict=True, ge=lo, le=hi, description=help)
-
-
-Threshold = Annotated[float, _range("threshold", "An event starts when the smoothed score reaches this.")]
-Hysteresis = Annotated[float, _range("hysteresis", "... and ends when it falls below threshold - hysteresis.")]
-MinDuration = Annotated[float, _range("min_duration", "Seconds above threshold before an event starts.")]
-Cooldown = Annotated[float, _range("cooldown", "Seconds after an end before the same action can start again.")]
-Smoothing = Annotated[float, _range("smoothing", "EMA weight of the newest window score, (0, 1].")]
-
-
-def _description(value: str) -> str:
-    s = " ".join(value.split())
-    if not s:
-        raise ValueError("empty description")
-    if len(s) > MAX_DESCRIPTION_CHARS:
-        raise ValueError(f"description is {len(s)} characters long (at most {MAX_DESCRIPTION_CHARS})")
-    return s
-
-
-def _template(value: str) -> str:
-    s = " ".join(value.split())
-    if s.count("{}") != 1 or s.replace("{}", "").count("{") or s.replace("{}", "").count("}"):
-        raise ValueError(f"a template holds '{{}}' (where the description goes) once, and no other braces: {s!r}")
-    if len(s) > MAX_TEMPLATE_CHARS:
-        raise ValueError(f"template is {len(s)} characters long (at most {MAX_TEMPLATE_CHARS})")
-    return s
-
-
-def _listed(what_: str, limit: int, one: bool = True, empty_ok: bool = False) -> Callable[[Any], Any]:
-    """Before validation: one string -> a list of it (``one``); a list: not empty (unless ``empty_ok``),
-    at most ``limit`` items."""
-
-    def check(value: Any) -> Any:
-        if one and isinstance(value, str):
-            return [value]
-        if not isinstance(value, list | tuple):
-            alt = "a string or a list of strings" if one else "a list"
-            raise ValueError(f"expected {alt}, got {what(value)}")
-        if not value and not empty_ok:
-            raise ValueError(f"empty list (give at least one of {what_})")
-        if len(value) > limit:
-            raise ValueError(f"{len(value)} {what_} (at most {limit})")
-        return value
-
-    return check
-
-
-def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(items))
-
-
-def _schema_one_or_list(item: dict[str, Any], limit: int) -> Any:
-    return WithJsonSchema({"anyOf": [item, {"type": "array", "items": item, "minItems": 1, "maxItems": limit}]})
-
-
-_DESC_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS}
-Description = Annotated[str, AfterValidator(_description)]
-Descriptions = Annotated[
-    tuple[Description, ...],
-    BeforeValidator(_listed("descriptions", MAX_DESCRIPTIONS)),
-    AfterValidator(_unique),
-    _schema_one_or_list(_DESC_SCHEMA, MAX_DESCRIPTIONS),
-]
-_TEMPLATE_SCHEMA = {"type": "string", "pattern": r"\{\}", "maxLength": MAX_TEMPLATE_CHARS}
-Template = Annotated[str, AfterValidator(_template), WithJsonSchema(_TEMPLATE_SCHEMA)]
-Templates = Annotated[
-    tuple[Template, ...], BeforeValidator(_listed("templates", MAX_TEMPLATES, one=False)), AfterValidator(_unique)
-]
-Streams = Annotated[
-    tuple[Ident, ...],
-    BeforeValidator(_listed("stream names", 64)),
-    AfterValidator(_unique),
-    _schema_one_or_list({"type": "string", "pattern": STREAM_PATTERN}, 64),
-]
-
-
-def _action_name(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {what(value)}")
-    name = value.strip()
-    if not re.match(NAME_CHARS, name):
-        raise ValueError(f"invalid name {name!r} (1-64 characters: letters, digits, space _ . : -)")
-    return name
-
-
-ActionName = Annotated[str, BeforeValidator(_action_name), Field(pattern=NAME_CHARS)]
-
-
-def expand(description: str, templates: Sequence[str]) -> list[str]:
-    """The sentences one description stands for: one per template (``{}`` replaced), or itself."""
-    return [t.replace("{}", description) for t in templates] or [description]
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -257,7 +154,7 @@ def _version(value: Any) -> Any:
 
 
 def _actions(value: Any) -> Any:
-    return [] if value is None else _listed("actions", MAX_ACTIONS, one=False, empty_ok=True)(value)
+    return [] if value is None else listed("actions", MAX_ACTIONS, one=False, empty_ok=True)(value)
 
 
 def _unique_names(actions: tuple[Action, ...]) -> tuple[Action, ...]:
@@ -277,15 +174,12 @@ class ActionSet(_Model):
     templates: Templates = Field(
         (), description="Sentences with '{}' that every description (and background) is put into; averaged."
     )
-    background: Annotated[
-        tuple[Description, ...],
-        BeforeValidator(_listed("background descriptions", MAX_BACKGROUND, empty_ok=True)),
-        AfterValidator(_unique),
-        _schema_one_or_list(_DESC_SCHEMA, MAX_BACKGROUND),
-    ] = Field((), description="What 'nothing happening' looks like; scores are margins over the best of these.")
+    background: Background = Field(
+        (), description="What 'nothing happening' looks like; scores are margins over the best of these."
+    )
     exclusive: StrictBool = Field(False, description="The actions compete: at most one at a time per stream.")
     actions: Annotated[tuple[Action, ...], BeforeValidator(_actions), AfterValidator(_unique_names)] = Field(
-        description="The actions (a list; may be empty)."
+        description="The actions (a list; may be empty).", max_length=MAX_ACTIONS
     )
 
     def __init__(self, actions: Sequence[Action] | None = None, /, **data: Any) -> None:
@@ -377,7 +271,7 @@ class ActionSet(_Model):
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the actions file (``schemas/actions.schema.json``, ``cezsar schemas``)."""
     schema = ActionSet.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "cezsar actions file", **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "cezsar actions file"}
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -385,9 +279,14 @@ def json_schema() -> dict[str, Any]:
 _EMPTY = "a mapping with an 'actions:' list"
 
 
+def actions_document(text: str, source: str = "actions") -> yamlfile.Document:
+    """YAML text -> the composed file (:meth:`yamlfile.Document.validate` with :class:`ActionSet` next)."""
+    return yamlfile.parse_text(text, source, empty=_EMPTY, error=ActionsError, label_key="name")
+
+
 def parse_actions(text: str, source: str = "actions") -> ActionSet:
     """YAML text -> ActionSet; raises ActionsError naming ``source:line:column`` for every problem."""
-    return yamlfile.parse(text, ActionSet, source, empty=_EMPTY, error=ActionsError, label_key="name")
+    return actions_document(text, source).validate(ActionSet)
 
 
 def parse_action_obj(obj: Any, source: str = "request", path: str = "action") -> Action:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from cezsar.errors import CezsarError
 from cezsar.yamlfile import validate_obj, what
@@ -41,7 +41,7 @@ def _ident(value: Any) -> str:
 
 
 # a stream or zone name (an integer such as a camera index is taken as its digits)
-Ident = Annotated[str, BeforeValidator(_ident), Field(pattern=NAME_PATTERN)]
+Ident = Annotated[str, BeforeValidator(_ident), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN})]
 
 
 class Zone(BaseModel):
