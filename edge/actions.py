@@ -40,7 +40,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -94,9 +94,9 @@ class Action(_Model):
     hysteresis: Hysteresis | None = None
     min_duration: MinDuration | None = None
     cooldown: Cooldown | None = None
-    streams: Streams = Field((), description="Only these streams (default: every stream).")
-    zone: Ident | None = Field(None, description="Only inside this zone of a stream (site file zones, --zone).")
-    templates: Templates = Field((), description="This action's own templates (default: the file's templates).")
+    streams: Streams = Field(default=(), description="Only these streams (default: every stream).")
+    zone: Ident | None = Field(default=None, description="Only inside this zone of a stream (site file zones, --zone).")
+    templates: Templates = Field(default=(), description="This action's own templates (default: the file's templates).")
 
     def __init__(self, name: str | None = None, descriptions: Any = None, /, **data: Any) -> None:
         """``Action("wave", ("a hand waving",), threshold=0.1)`` as well as keywords."""
@@ -172,20 +172,15 @@ class ActionSet(_Model):
     version: Annotated[Literal[1], BeforeValidator(_version)] = 1
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for every action.")
     templates: Templates = Field(
-        (), description="Sentences with '{}' that every description (and background) is put into; averaged."
+        default=(), description="Sentences with '{}' that every description (and background) is put into; averaged."
     )
     background: Background = Field(
-        (), description="What 'nothing happening' looks like; scores are margins over the best of these."
+        default=(), description="What 'nothing happening' looks like; scores are margins over the best of these."
     )
-    exclusive: StrictBool = Field(False, description="The actions compete: at most one at a time per stream.")
+    exclusive: StrictBool = Field(default=False, description="The actions compete: at most one at a time per stream.")
     actions: Annotated[tuple[Action, ...], BeforeValidator(_actions), AfterValidator(_unique_names)] = Field(
         description="The actions (a list; may be empty).", max_length=MAX_ACTIONS
     )
-
-    def __init__(self, actions: Sequence[Action] | None = None, /, **data: Any) -> None:
-        """``ActionSet((a, b), background=(...))`` as well as keywords; no actions: an empty set."""
-        data["actions"] = tuple(actions) if actions is not None else data.get("actions", ())
-        super().__init__(**data)
 
     @property
     def explicit_defaults(self) -> tuple[str, ...]:
@@ -350,7 +345,7 @@ class ActionStore:
         self.on_change = on_change
         self._lock = threading.RLock()  # the swap
         self._changing = threading.RLock()  # one change at a time (poll, control change)
-        self.current = ActionSet()
+        self.current = ActionSet(actions=())
         self.error: str | None = None  # the last problem with the file, None when the file is good
         self.error_line: int | None = None
         self.version = 0  # increments on every accepted change

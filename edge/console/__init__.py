@@ -256,7 +256,7 @@ class Console:
         while len(self._try) > TRY_CACHE:
             self._try.pop(next(iter(self._try)))
         scorer: Scorer | None = self.host.scorer()
-        aset = ActionSet((Action("try", (sentence,)),), background=scorer.aset.background if scorer else ())
+        aset = ActionSet(actions=(Action("try", (sentence,)),), background=scorer.aset.background if scorer else ())
         bg = scorer.background_emb if scorer is not None else np.zeros((0, emb.shape[0]), np.float32)
         latest = self.host.latest_windows()
         streams: dict[str, Any] = {}
