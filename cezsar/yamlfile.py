@@ -263,24 +263,23 @@ def _label(node: Any, key: str | None, yaml_tree: bool) -> str:
 class _Spot:
     where: str  # the path as a person reads it: actions[2] ('wave').threshold
     node: Any  # the deepest node of the location that the input holds
-    key: Any  # its key node (YAML), when it is a mapping's value
 
 
 def _walk(root: Any, loc: Loc, root_name: str, label_key: str | None, yaml_tree: bool) -> _Spot:
     """Follow ``loc`` through the input; a part the input does not hold (a union member's name that
     pydantic puts into locations) is skipped."""
-    where, node, key = root_name + _label(root, label_key, yaml_tree), root, None
+    where, node = root_name + _label(root, label_key, yaml_tree), root
     for part in loc:
         nxt = _child(node, part, yaml_tree)
         if nxt is None:
             continue
-        key, node = nxt
+        node = nxt[1]
         if isinstance(part, int):
             where += f"[{part}]"
         else:
             where += f".{part}" if where else str(part)
         where += _label(node, label_key, yaml_tree)
-    return _Spot(where, node, key)
+    return _Spot(where, node)
 
 
 # ---------------------------------------------------------------------------------------------- messages
