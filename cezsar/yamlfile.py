@@ -22,6 +22,7 @@ their value (an item of a list) instead of the whole field.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -315,19 +316,25 @@ def what(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
+# a key whose value a message never shows (it would put a secret into a log line)
+_SECRET_KEY = re.compile(r"pass|token|secret|credential|private", re.IGNORECASE)
+
+
 def _message(err: dict[str, Any]) -> str:
     kind, msg, value, ctx = err["type"], str(err["msg"]), err.get("input"), err.get("ctx") or {}
+    secret = any(isinstance(p, str) and _SECRET_KEY.search(p) for p in err["loc"])
+    shown = type(value).__name__ if secret and isinstance(value, str | int | float) else what(value)
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {what(value)}"
+        return f"expected {_EXPECTED[kind]}, got {shown}"
     if kind == "literal_error":
-        return f"expected {ctx.get('expected', msg)}, got {what(value)}"
+        return f"expected {ctx.get('expected', msg)}, got {shown}"
     bound = next((b for b in _BOUNDS if b in ctx), None)
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and bound:
-        return f"{value!r} is out of range ({_BOUNDS[bound]} {ctx[bound]})"
+        return f"{'the value' if secret else repr(value)} is out of range ({_BOUNDS[bound]} {ctx[bound]})"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             return msg[len(prefix) :]
-    if isinstance(value, str | int | float | bool):
+    if isinstance(value, str | int | float | bool) and not secret:
         shown = repr(value)
         msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     return msg

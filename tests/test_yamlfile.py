@@ -239,3 +239,17 @@ def test_a_recursive_alias_is_one_line_from_the_command_line(tmp_path: Path, ver
     assert lines == [
         f"error: {bad}:{len(bad.read_text().splitlines())}:11: refused: recursive alias *x (inside its own anchor)"
     ]
+
+
+def test_a_secret_is_never_shown_in_a_message() -> None:
+    class Out(BaseModel):
+        password: str = Field("x", min_length=8)
+        token: int = 0
+        name: str = "x"
+
+    with pytest.raises(ConfigError) as err:
+        yamlfile.parse("password: hunter2\ntoken: s3cr3t-t0ken\nname: 5\n", Out, "o.yaml")
+    text = "\n".join(err.value.problems)
+    assert "hunter2" not in text and "s3cr3t" not in text, text
+    assert err.value.problems[1] == "o.yaml:2:8: token: expected an integer, got str"
+    assert err.value.problems[2] == "o.yaml:3:7: name: expected a string, got int 5"  # not a secret: shown
