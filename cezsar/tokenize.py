@@ -25,15 +25,8 @@ class SentenceTokenizer:
     """A ``tokenizers`` file -> ``{"input_ids", "attention_mask"}`` int64 arrays of shape (N, longest)."""
 
     def __init__(self, path: str | Path, max_length: int | None = None) -> None:
-        from tokenizers import Tokenizer
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise CezsarError(f"{self.path}: tokenizer file not found")
-        try:
-            self.tokenizer: Any = Tokenizer.from_file(str(self.path))
-        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
-            raise CezsarError(f"{self.path}: not a tokenizers file ({e})") from None
+        self.tokenizer: Any = _load(self.path)
         if self.tokenizer.truncation is None and max_length is not None:
             self.tokenizer.enable_truncation(max_length=int(max_length))
         if self.tokenizer.padding is None:
@@ -56,3 +49,23 @@ class SentenceTokenizer:
                 f"text encoder input {unknown[0]!r} is not a tokenizer output ({', '.join(sorted(toks))})"
             )
         return {name: toks[name] for name in inputs}
+
+
+def _load(path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    if not path.is_file():
+        raise CezsarError(f"{path}: tokenizer file not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise CezsarError(f"{path}: not a tokenizers file ({e})") from None
+
+
+def token_counts(path: str | Path, sentences: Sequence[str]) -> list[int]:
+    """How many tokens each sentence takes before truncation, special tokens included: one longer than
+    the manifest's ``text_max_length`` loses its end (``cezsar actions check --deploy`` warns)."""
+    tok = _load(Path(path))
+    tok.no_truncation()
+    tok.no_padding()
+    return [len(e.ids) for e in tok.encode_batch(list(sentences))]

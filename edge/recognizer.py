@@ -93,7 +93,7 @@ class Recognizer:
         if self.text is None:
             raise RuntimeError("this Recognizer has no text encoder: use set_scorer")
         self.set_scorer(Scorer.build(aset, self.text))
-        self.text.forget(aset.descriptions())
+        self.text.forget(aset.texts())
 
     def set_scorer(self, scorer: Scorer) -> None:
         self._staged = scorer

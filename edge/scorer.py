@@ -1,7 +1,9 @@
 """Window embeddings -> one score per action, normalised against the background.
 
 An action's text embedding is the mean of its descriptions' embeddings, re-normalised (a prompt
-ensemble: paraphrases average out each other's wording). With background descriptions,
+ensemble: paraphrases average out each other's wording); with ``templates:`` every description is put
+through every template first (``ActionSet.texts_for``), a background description likewise through the
+global ones. With background descriptions,
 
     score(window, action) = cos(window, action) - max_b cos(window, background_b)
 
@@ -59,8 +61,9 @@ class Scorer:
     @classmethod
     def build(cls, aset: ActionSet, text: TextEncoder) -> Scorer:
         """Embed the set's descriptions (cached per string) and build a scorer."""
-        action_emb = class_prototypes([text.encode(list(a.descriptions)) for a in aset.actions], dim=text.dim)
-        bg = text.encode(list(aset.background)) if aset.background else np.zeros((0, text.dim), dtype=np.float32)
+        # every description through the templates (ActionSet.texts_for), averaged into one prototype
+        action_emb = class_prototypes([text.encode(aset.texts_for(a)) for a in aset.actions], dim=text.dim)
+        bg = class_prototypes([text.encode(t) for t in aset.background_texts()], dim=text.dim)
         return cls(aset, action_emb, bg)
 
     def score(self, emb: np.ndarray) -> Scores:

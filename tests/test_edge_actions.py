@@ -52,8 +52,8 @@ def test_parses_a_good_file() -> None:
             4,
             r"a\.yaml:4:5: actions\[0\] \('a'\): unknown key 'treshold'",
         ),
-        ("actions:\n  - descriptions: x\n", 2, r"a\.yaml:2:5: actions\[0\]: missing 'name'"),
-        ("actions:\n  - name: a\n", 2, r"a\.yaml:2:5: actions\[0\] \('a'\): missing 'descriptions'"),
+        ("actions:\n  - descriptions: x\n", 2, r"a\.yaml:2:5: actions\[0\]: missing required key 'name'"),
+        ("actions:\n  - name: a\n", 2, r"a\.yaml:2:5: actions\[0\] \('a'\): missing required key 'descriptions'"),
         (
             "actions:\n  - name: a\n    descriptions: x\n    threshold: high\n",
             4,
@@ -196,3 +196,250 @@ def test_control_change_refused_while_the_file_has_an_invalid_edit(tmp_path: Pat
     with pytest.raises(ActionsError, match="pending problem"):
         store.add(Action("clap", ("x",)))
     assert path.read_text() == "actions: [\n"  # the user's half-done edit is not overwritten
+
+
+# -- templates ------------------------------------------------------------------------------------
+TEMPLATED = """\
+templates: ["a video of {}.", "{}"]
+background: [an empty room]
+actions:
+  - name: wave
+    descriptions: [a hand waving, someone waving]
+  - name: fire
+    descriptions: smoke
+    templates: ["a photo of {}."]
+"""
+
+
+def test_templates_expand_every_description() -> None:
+    from edge.actions import expand
+
+    s = parse_actions(TEMPLATED, "t.yaml")
+    wave, fire = s.actions
+    assert s.texts_for(wave) == [
+        "a video of a hand waving.",
+        "a hand waving",
+        "a video of someone waving.",
+        "someone waving",
+    ]
+    assert s.texts_for(fire) == ["a photo of smoke."]  # its own templates replace the file's
+    assert s.background_texts() == [["a video of an empty room.", "an empty room"]]
+    assert set(s.texts()) == {*s.texts_for(wave), *s.texts_for(fire), "a video of an empty room.", "an empty room"}
+    assert expand("x", []) == ["x"] and s.effective(fire)["templates"] == ["a photo of {}."]
+    assert parse_actions(dump_actions(s), "b.yaml") == s  # templates survive a write-back
+
+
+@pytest.mark.parametrize(
+    ("templates", "fragment"),
+    [
+        ('["a video of"]', "holds '{}'"),
+        ('["{} and {}"]', "holds '{}'"),
+        ('["a {x} of {}"]', "no other braces"),
+        ('["' + "y" * 201 + ' {}"]', "characters long (at most 200)"),
+        ("a video of {}", "expected a list"),
+        ("[" + ", ".join([f'"{{}} {i}"' for i in range(17)]) + "]", "17 templates (at most 16)"),
+    ],
+)
+def test_templates_are_validated(templates: str, fragment: str) -> None:
+    with pytest.raises(ActionsError, match=r"^t\.yaml:1:\d+: templates.*: ") as e:
+        parse_actions(f"templates: {templates}\nactions: []\n", "t.yaml")
+    assert fragment in str(e.value)
+
+
+class _Words:
+    """A text encoder for the scorer: a fixed random unit vector per sentence (no model needed)."""
+
+    dim = 8
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode(self, sentences: list[str]):  # type: ignore[no-untyped-def]
+        import hashlib
+
+        import numpy as np
+
+        self.seen += sentences
+        out = [
+            np.random.default_rng(int(hashlib.sha256(s.encode()).hexdigest()[:8], 16)).normal(size=8) for s in sentences
+        ]
+        e = np.asarray(out, dtype=np.float32).reshape(len(sentences), 8)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_the_scorer_averages_the_templated_sentences() -> None:
+    import numpy as np
+
+    from cezsar.zeroshot import class_prototype
+    from edge.scorer import Scorer
+
+    s = parse_actions(TEMPLATED, "t.yaml")
+    words = _Words()
+    sc = Scorer.build(s, words)  # type: ignore[arg-type]
+    assert set(words.seen) == set(s.texts())  # the text tower sees the sentences, not the bare descriptions only
+    for i, a in enumerate(s.actions):
+        assert np.allclose(sc.action_emb[i], class_prototype(words.encode(s.texts_for(a))), atol=1e-6)
+    assert np.allclose(sc.background_emb[0], class_prototype(words.encode(s.background_texts()[0])), atol=1e-6)
+    plain = Scorer.build(parse_actions(TEMPLATED.replace('templates: ["a video of {}.", "{}"]\n', ""), "p"), _Words())  # type: ignore[arg-type]
+    assert not np.allclose(plain.action_emb[0], sc.action_emb[0])  # the templates change the prototype
+
+
+# -- checks against the site and the deploy folder --------------------------------------------------
+SITE = """\
+actions: actions.yaml
+sources:
+  - {name: door, url: rtsp://door/stream, zones: [{name: porch, rect: [0, 0, 0.5, 1]}]}
+  - {name: yard, url: rtsp://yard/stream}
+"""
+
+
+def test_check_warns_about_streams_and_zones_the_site_does_not_have(tmp_path: Path) -> None:
+    from edge.actions_check import check_actions_file
+
+    (tmp_path / "site.yaml").write_text(SITE)
+    path = tmp_path / "actions.yaml"
+    path.write_text(
+        "background: [still]\nactions:\n"
+        "  - {name: a, descriptions: x, streams: [door, gate]}\n"  # line 3: no stream 'gate'
+        "  - {name: b, descriptions: x, streams: yard, zone: porch}\n"  # line 4: yard has no zone 'porch'
+        "  - {name: c, descriptions: x, zone: garage}\n"  # line 5: no stream has 'garage'
+        "  - {name: d, descriptions: x, zone: porch}\n"  # fine: door has it
+    )
+    _, warns = check_actions_file(path, config=tmp_path / "site.yaml")
+    assert warns == [
+        f"{path}:3:41: actions[0] ('a').streams: no stream named 'gate' (streams: door, yard)",
+        f"{path}:4:53: actions[1] ('b').zone: zone 'porch' is not defined for yard (zones: door: porch; yard: none)",
+        f"{path}:5:38: actions[2] ('c').zone: no stream has a zone named 'garage' (zones: door: porch; yard: none)",
+    ]
+    # `config check` reads the actions file its site names, with the same warnings
+    from typer.testing import CliRunner
+
+    from cezsar.cli import app
+
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "site.yaml").write_text("deploy: deploy\n" + SITE)
+    res = CliRunner().invoke(app, ["config", "check", str(tmp_path / "site.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "warning: " + warns[0] in res.output and "no stream has a zone named 'garage'" in res.output
+    path.write_text("actions:\n  - {name: a, descriptions: x, colour: red}\n")
+    res = CliRunner().invoke(app, ["config", "check", str(tmp_path / "site.yaml")])
+    assert res.exit_code == 2 and f"error: {path}:2:32: actions[0] ('a'): unknown key 'colour'" in res.output
+
+
+PRE = {"size": 32, "resize": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+
+def test_check_warns_when_the_text_encoder_would_cut_a_sentence(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from typer.testing import CliRunner
+
+    from cezsar.cli import app
+    from cezsar.deploy.manifest import Manifest, save_manifest
+
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(deploy / "tokenizer.json"))
+    save_manifest(
+        deploy, Manifest("0" * 64, 17, PRE, 8.0, 8, 4, 4, text_max_length=6, files={"tokenizer": "tokenizer.json"})
+    )
+    path = tmp_path / "actions.yaml"
+    path.write_text(
+        'templates: ["a video of {}"]\nbackground: [a still room]\nactions:\n'
+        "  - name: wave\n    descriptions:\n      - a hand waving\n      - a person waving both arms high\n"
+    )
+    res = CliRunner().invoke(app, ["actions", "check", str(path), "--deploy", str(deploy)])
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "tokens" in line]
+    # "a video of a person waving both arms high": 9 words, 9 tokens; the others fit in 6
+    assert warned == [
+        f"warning: {path}:7:9: actions[0] ('wave').descriptions[1]: 'a video of a person waving both arms high' "
+        "is 9 tokens; the text encoder reads 6 (the rest is cut off)"
+    ]
+
+
+# -- the JSON Schema ------------------------------------------------------------------------------
+def test_the_schema_is_the_models_and_agrees_with_it() -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    from edge.actions import json_schema
+
+    repo = Path(__file__).resolve().parents[1]
+    schema = json.loads((repo / "schemas" / "actions.schema.json").read_text())
+    assert schema == json.loads(json.dumps(json_schema()))  # regenerate: python -m cezsar schemas
+    check = jsonschema.Draft202012Validator(schema)
+    for f in [*sorted((repo / "examples" / "actions").glob("*.yaml")), repo / "examples" / "site-actions.yaml"]:
+        load_actions(f)
+        check.validate(yaml.safe_load(f.read_text()))
+    for bad in (
+        {"actions": [{"name": "a", "descriptions": "x", "treshold": 1}]},
+        {"actions": [{"name": "a", "descriptions": []}]},
+        {"actions": [{"name": "a/b", "descriptions": "x"}]},
+        {"actions": [{"name": "a", "descriptions": "x", "cooldown": -1}]},
+        {"templates": ["no placeholder"], "actions": []},
+        {"version": 2, "actions": []},
+        {},
+    ):
+        assert not check.is_valid(bad), bad
+        with pytest.raises(ActionsError):
+            parse_actions(yaml.safe_dump(bad), "bad")
+
+
+def test_defaults_cover_every_decision_parameter() -> None:
+    from edge.actions import Defaults
+    from edge.decisions import PARAM_KEYS, Params
+
+    assert tuple(Defaults.model_fields) == PARAM_KEYS
+    assert Defaults().params() == Params()
+
+
+# -- the store under hostile files ----------------------------------------------------------------
+def test_the_store_parses_outside_its_lock_and_refuses_a_bomb_quickly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from edge import actions as actions_module
+
+    path = tmp_path / "actions.yaml"
+    path.write_text(GOOD)
+    store = ActionStore(path)
+    store.load()
+    held: list[bool] = []
+    real = actions_module._parse_bytes
+
+    def parse(data: bytes, source: str):  # type: ignore[no-untyped-def]
+        got = []  # can another thread take the store's lock while this parse runs?
+
+        def take() -> None:
+            got.append(store._lock.acquire(timeout=1.0))
+            if got[0]:
+                store._lock.release()
+
+        t = threading.Thread(target=take)
+        t.start()
+        t.join()
+        held.append(not got[0])
+        return real(data, source)
+
+    monkeypatch.setattr(actions_module, "_parse_bytes", parse)
+    bomb = (
+        "a: &a ["
+        + ", ".join(["x"] * 9)
+        + "]\n"
+        + "".join(
+            f"{n}: &{n} [" + ", ".join([f"*{p}"] * 9) + "]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+    )
+    write(path, GOOD + bomb)
+    t0 = time.monotonic()
+    assert store.poll() is False
+    assert time.monotonic() - t0 < 1.0
+    assert "refused: more than 50000 values once aliases are expanded" in (store.error or "")
+    assert store.current.names() == ["wave", "jump"] and held == [False]
+    write(path, GOOD + "  - name: clap\n    descriptions: hands clapping\n")
+    assert store.poll() is True and store.error is None and held == [False, False]

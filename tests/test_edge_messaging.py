@@ -184,7 +184,7 @@ def test_control_list_add_update_remove(control) -> None:  # type: ignore[no-unt
         (b"[1, 2]", "must be a JSON object"),
         (b'{"op": "explode"}', "unknown op 'explode'"),
         (b'{"op": "add"}', "missing 'action'"),
-        (b'{"op": "add", "action": {"name": "x"}}', r"add: action \('x'\): missing 'descriptions'"),
+        (b'{"op": "add", "action": {"name": "x"}}', r"add: action \('x'\): missing required key 'descriptions'"),
         (b'{"op": "add", "action": {"name": "wave", "descriptions": "y"}}', "already exists"),
         (b'{"op": "add", "action": {"name": "z", "descriptions": "y", "thresh": 1}}', "unknown key 'thresh'"),
         (b'{"op": "update", "name": "wave"}', "'fields' must be a non-empty object"),

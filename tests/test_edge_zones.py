@@ -102,7 +102,7 @@ def test_zone_parsing_and_action_keys() -> None:
     for bad in ("cam1:door=0.5,0.1,0.4,0.9", "cam1=0,0,1,1", "cam 1:d=0,0,1,1", "c:d=0,0,1,2"):
         with pytest.raises(CezsarError, match="--zone"):
             parse_zone_flag(bad)
-    tri = Zone("tri", ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)))
+    tri = Zone(name="tri", polygon=((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)))
     crop = tri.crop(np.full((10, 10, 3), 255, np.uint8))
     assert crop[1, 1].tolist() == [255, 255, 255] and crop[9, 9].tolist() == [0, 0, 0]  # outside: black
     aset = parse_actions(

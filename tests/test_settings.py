@@ -84,7 +84,7 @@ def test_a_bad_flag_names_the_flag_and_a_bad_key_its_line(site: Path, tmp_path: 
         load_settings(site, {"zone": ["nope:z=0,0,1,1"]})
     bad = tmp_path / "bad.yaml"
     bad.write_text(SITE.replace("hop: 4", "hop: 0"))
-    with pytest.raises(SiteConfigError, match=r"bad\.yaml:11:8: sampling\.hop: Input should be greater"):
+    with pytest.raises(SiteConfigError, match=r"bad\.yaml:11:8: sampling\.hop: 0 is out of range \(at least 1\)"):
         load_settings(bad, {"mqtt_prefix": "x"})
     with pytest.raises(CezsarError, match="unknown run option"):
         settings_from(hopp=3)

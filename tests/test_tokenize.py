@@ -48,3 +48,12 @@ def test_bad_files_are_one_clear_error(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(CezsarError, match=r"bad\.json: not a tokenizers file"):
         SentenceTokenizer(bad)
+
+
+def test_token_counts_are_before_truncation(tmp_path: Path) -> None:
+    from cezsar.tokenize import token_counts
+
+    path = _plain_tokenizer(tmp_path / "tokenizer.json")
+    truncated = SentenceTokenizer(path, max_length=3)(["a circle moving left"])["input_ids"]
+    assert truncated.shape == (1, 3)  # what the text encoder reads
+    assert token_counts(path, ["a circle moving left", "spins", "a zebra"]) == [4, 1, 2]  # what was written

@@ -139,13 +139,27 @@ def actions_remove(
 
 
 @actions_app.command("check")
-def actions_check(path: Path = typer.Argument(..., help="Actions YAML file.")) -> None:
-    """Validate an actions file offline (exit 2 with the line of the first problem)."""
-    from edge.actions import load_actions, warnings
+def actions_check(
+    path: Path = typer.Argument(..., help="Actions YAML file."),
+    config: Path = typer.Option(
+        None, "--config", help="Site file (site.yaml): warn about streams and zones it does not have."
+    ),
+    deploy: Path = typer.Option(
+        None, "--deploy", help="Deploy folder: warn about sentences its text encoder would cut off (token count)."
+    ),
+) -> None:
+    """Validate an actions file offline: every problem on one line as FILE:LINE:COLUMN: KEY: PROBLEM (exit 2)."""
+    from cezsar.yamlfile import ConfigError
+    from edge.actions_check import check_actions_file
 
-    aset = load_actions(path)
-    for w in warnings(aset):
-        print(f"warning: {path}: {w}", file=sys.stderr)
+    try:
+        aset, warns = check_actions_file(path, config=config, deploy=deploy)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    for w in warns:
+        print(f"warning: {w}", file=sys.stderr)
     print(
         f"{path}: ok, {len(aset.actions)} action(s): {', '.join(aset.names()) or 'none'}; "
         f"{len(aset.background)} background description(s)"
@@ -160,6 +174,12 @@ defaults:
   hysteresis: 0.03       # ... and ends when it falls below threshold - hysteresis
   min_duration: 1.0      # seconds above threshold before an event starts
   cooldown: 2.0          # seconds after an end before the same action can start again
+# Every description (and background) is embedded through each template ({} = the description), and the
+# sentences are averaged: the text model then reads them as it was trained to. An action may have its own.
+templates:
+  - a video of {}.
+  - a photo of {}.
+  - "{}"
 # What "nothing happening" looks like at your site. Scores are measured against the best of these;
 # without them the threshold applies to raw cosines and is rarely right.
 background:
@@ -180,6 +200,7 @@ actions:
   #   descriptions: [a door opens]
   #   streams: [entrance]  # only on these streams
   #   zone: door           # only inside this zone (site.yaml sources[].zones or --zone)
+  #   templates: ["{}"]    # this action's own templates (here: the descriptions as they are)
 """
 
 

@@ -18,18 +18,25 @@ config_app = typer.Typer(
 def config_check(
     path: Path = typer.Argument(..., help="Site config file (site.yaml)."),
     files: bool = typer.Option(
-        True, "--files/--no-files", help="Also check that the files it names exist (actions, deploy, TLS, videos)."
+        True,
+        "--files/--no-files",
+        help="Also check the files it names: they exist (actions, deploy, TLS, videos), the actions file is valid.",
     ),
 ) -> None:
     """Validate a site config file: every problem on one line as FILE:LINE:COLUMN: KEY: PROBLEM."""
-    from edge.settings import SiteConfigError, check_site_config
+    from cezsar.yamlfile import ConfigError
+    from edge.actions_check import site_actions_warnings
+    from edge.settings import check_site_config
 
     try:
         cfg = check_site_config(path, files=files)
-    except SiteConfigError as e:
+        warns = site_actions_warnings(cfg) if files else []  # its actions file, against its streams and zones
+    except ConfigError as e:
         for problem in e.problems:
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2) from None
+    for w in warns:
+        typer.echo(f"warning: {w}", err=True)
     out = cfg.outputs
     outputs = [name for name in ("zmq", "mqtt", "http", "media") if getattr(out, name) is not None]
     zones = sum(len(s.zones) for s in cfg.sources)

@@ -56,16 +56,22 @@ def keys_cmd(
 
 
 def schemas_cmd(
-    out: Path = typer.Option(Path("schemas"), "--out", help="Folder for one JSON Schema file per topic."),
+    out: Path = typer.Option(
+        Path("schemas"), "--out", help="Folder for the JSON Schema files (one per topic, and the actions file's)."
+    ),
 ) -> None:
-    """Write the JSON Schemas of every published message and control reply (generated from edge/messages.py)."""
+    """Write the JSON Schemas of every published message and control reply (edge/messages.py) and of the
+    actions file (edge/actions.py, actions.schema.json)."""
     from cezsar import atomic
+    from edge.actions import json_schema as actions_schema
     from edge.messages import json_schemas
 
     out.mkdir(parents=True, exist_ok=True)
-    for name, schema in json_schemas().items():
-        atomic.write_text(out / f"{name}.json", json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
-        print(out / f"{name}.json")
+    files = {f"{name}.json": schema for name, schema in json_schemas().items()}
+    files["actions.schema.json"] = actions_schema()
+    for name, schema in files.items():
+        atomic.write_text(out / name, json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+        print(out / name)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,6 +43,7 @@ import numpy as np
 
 from cezsar.errors import CezsarError
 from cezsar.jsonfile import parse_request
+from cezsar.zeroshot import class_prototype
 from edge import messages
 from edge.actions import Action, ActionSet, parse_action_obj
 from edge.control import ControlHandler, describe_set
@@ -245,15 +246,17 @@ class Console:
             raise CezsarError("try: 'text' must be a string")
         action = parse_action_obj({"name": "try", "descriptions": [text]}, "try", "try")
         sentence = action.descriptions[0]
-        emb = self._try.pop(sentence, None)
+        texts = self.host.store.current.texts_for(action)  # through the set's templates, as its actions are
+        key = "\n".join(texts)
+        emb = self._try.pop(key, None)
         if emb is None:
-            emb = self.host.encode_text([sentence])[0]
-            self.host.forget_text(self.host.store.current.descriptions())  # the action set's strings stay cached
-        self._try[sentence] = emb  # newest last
+            emb = class_prototype(self.host.encode_text(texts))
+            self.host.forget_text(self.host.store.current.texts())  # the action set's strings stay cached
+        self._try[key] = emb  # newest last
         while len(self._try) > TRY_CACHE:
             self._try.pop(next(iter(self._try)))
         scorer: Scorer | None = self.host.scorer()
-        aset = ActionSet((Action("try", (sentence,)),), background=scorer.aset.background if scorer else ())
+        aset = ActionSet(actions=(Action("try", (sentence,)),), background=scorer.aset.background if scorer else ())
         bg = scorer.background_emb if scorer is not None else np.zeros((0, emb.shape[0]), np.float32)
         latest = self.host.latest_windows()
         streams: dict[str, Any] = {}

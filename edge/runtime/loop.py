@@ -49,7 +49,7 @@ def _specs(settings: RuntimeSettings) -> list[SourceSpec]:
 
 
 def _zones(settings: RuntimeSettings) -> dict[str, dict[str, Zone]]:
-    return {s.name: {z.name: Zone(z.name, tuple(z.points())) for z in s.zones} for s in settings.sources if s.zones}
+    return {s.name: {z.name: z for z in s.zones} for s in settings.sources if s.zones}  # the settings' zones are Zones
 
 
 def _stop_authenticator(auth: Any) -> None:

@@ -15,7 +15,6 @@ starts (:func:`env_secret`).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -36,6 +35,7 @@ from cezsar.errors import CezsarError
 from cezsar.redact import SECRETS
 from cezsar.video import is_url
 from edge.endpoints import DEFAULT_CONTROL, DEFAULT_PUB
+from edge.zones import Zone
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -117,52 +117,8 @@ def env_secret(value: str | None, env: str | None, what: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- sources
 
 
-class ZoneSettings(Section):
-    """A named region in normalised coordinates (0..1, x to the right, y down): exactly one of
-    ``rect: [x0, y0, x1, y1]`` or ``polygon: [[x, y], ...]`` (3 or more points)."""
-
-    name: str = opt(help="Zone name (actions name it in `zone:`).", pattern=NAME_PATTERN)
-    rect: tuple[float, float, float, float] | None = opt(None, "[x0, y0, x1, y1], normalised.")
-    polygon: list[tuple[float, float]] | None = opt(None, "[[x, y], ...], normalised, 3 or more points.")
-
-    @field_validator("rect")
-    @classmethod
-    def _rect(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
-        if v is None:
-            return v
-        if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in v):
-            raise ValueError(f"coordinates must be normalised to 0..1 (got {list(v)})")
-        if not (v[0] < v[2] and v[1] < v[3]):
-            raise ValueError(f"x0 must be < x1 and y0 < y1 (got {list(v)})")
-        return v
-
-    @field_validator("polygon")
-    @classmethod
-    def _polygon(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
-        if v is None:
-            return v
-        if len(v) < 3:
-            raise ValueError(f"a polygon needs at least 3 points (got {len(v)})")
-        if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for pt in v for c in pt):
-            raise ValueError("coordinates must be normalised to 0..1")
-        area2 = sum(v[i][0] * v[(i + 1) % len(v)][1] - v[(i + 1) % len(v)][0] * v[i][1] for i in range(len(v)))
-        if abs(area2) < 1e-9:
-            raise ValueError("the polygon has no area (its points are on one line)")
-        return v
-
-    @model_validator(mode="after")
-    def _one_shape(self) -> ZoneSettings:
-        if (self.rect is None) == (self.polygon is None):
-            raise ValueError("give exactly one of rect: [x0, y0, x1, y1] or polygon: [[x, y], ...]")
-        return self
-
-    def points(self) -> list[tuple[float, float]]:
-        """The zone as a polygon (a rect as its 4 corners, clockwise from top-left)."""
-        if self.rect is not None:
-            x0, y0, x1, y1 = self.rect
-            return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-        assert self.polygon is not None
-        return list(self.polygon)
+# the one zone type (edge/zones.py): the site file's zones, --zone and the runtime's crop
+ZoneSettings = Zone
 
 
 class SourceSettings(Section):

@@ -228,9 +228,7 @@ def _zones(texts: Sequence[str], sources: list[Any]) -> None:
         if src is None:
             raise CezsarError(f"--zone {text!r}: no stream named {stream!r} (streams: {', '.join(map(str, by_name))})")
         kept = [dict(x) for x in src.get("zones", []) if isinstance(x, dict) and x.get("name") != z.name]
-        x0, y0 = z.points[0]
-        x1, y1 = z.points[2]
-        src["zones"] = [*kept, {"name": z.name, "rect": [x0, y0, x1, y1]}]
+        src["zones"] = [*kept, z.model_dump(exclude_none=True)]
 
 
 def merge(data: dict[str, Any], options: Mapping[str, Any], from_env: set[str] = frozenset()) -> dict[Path_, str]:  # type: ignore[assignment]
