@@ -127,8 +127,8 @@ def test_hostile_control_requests(tmp_path: Path, deploy: Path, long_video: Path
         with ControlClient(ctl, timeout=30) as c:
             before = c.list()
         hostile: list[tuple[str, Any, str]] = [
-            ("not JSON", b"{op: list", "not UTF-8 JSON"),
-            ("not UTF-8", b"\xff\xfe\x00", "not UTF-8 JSON"),
+            ("not JSON", b"{op: list", "not valid JSON"),
+            ("not UTF-8", b"\xff\xfe\x00", "not UTF-8"),
             ("a list", b"[1, 2]", "JSON object"),
             ("a string", b'"list"', "JSON object"),
             ("no op", {"name": "a"}, "unknown op"),
