@@ -365,8 +365,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if site.watch is not None:
             site.watch.close()
-        names = [f"{site.name}-{c}" for c in ("cezsar", "unit", "mosquitto")]
-        runtime("rm", "-f", "-t", "5", *names, check=False)
+        for c in ("cezsar", "unit", "mosquitto"):  # one by one: podman rm stops at a name already gone
+            runtime("rm", "-f", "-t", "5", f"{site.name}-{c}", check=False)
         if args.keep:
             print(f"site_image_check: kept {site.work}", file=sys.stderr)
         else:
