@@ -143,7 +143,7 @@ def test_unit_hardening_as_documented() -> None:
 def test_site_configs_validate(kind: str) -> None:
     """The site configs the unit and the image read pass the runtime's own schema; HTTP beyond loopback has a
     token from the environment and the MQTT password comes from the environment too."""
-    from edge.siteconfig import check_site_config
+    from edge.settings import check_site_config
 
     cfg = check_site_config(PKG / kind / "site.yaml", files=False)
     http, mqtt = cfg.outputs.http, cfg.outputs.mqtt
