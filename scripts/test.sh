@@ -13,6 +13,11 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
     || echo "warning: could not install chromium; the console browser tests will be skipped" >&2
 fi
+# tests/test_packaging.py checks the systemd unit with systemd-analyze (Debian's systemd package; root only, when missing).
+if ! command -v systemd-analyze >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd) \
+    || echo "warning: could not install systemd; the unit checks will be skipped" >&2
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/mypy cezsar training converter calibration edge
