@@ -3,21 +3,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-# The MQTT tests run a real mosquitto broker; install it on a clean CI machine (root only, when missing).
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients) \
-    || echo "warning: could not install mosquitto; the MQTT tests will be skipped" >&2
-fi
-# The web console's browser tests drive Debian's chromium through chromium-driver (root only, when missing).
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
-    || echo "warning: could not install chromium; the console browser tests will be skipped" >&2
-fi
-# tests/test_packaging.py checks the systemd unit with systemd-analyze (Debian's systemd package; root only, when missing).
-if ! command -v systemd-analyze >/dev/null && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd) \
-    || echo "warning: could not install systemd; the unit checks will be skipped" >&2
-fi
+
+# need COMMAND "DEBIAN PACKAGES" "what is skipped without them": the integration tests use the real
+# programs, started by the tests on loopback ports; a clean CI machine gets them from apt (root only).
+updated=""
+need() {
+  if command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ "$(id -u)" != 0 ]; then
+    return
+  fi
+  [ -n "$updated" ] || { apt-get update -qq && updated=1; } || true
+  # shellcheck disable=SC2086 - the package list is meant to split
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $2 \
+    || echo "warning: could not install $2; $3 will be skipped" >&2
+}
+need mosquitto "mosquitto mosquitto-clients" "the MQTT tests"
+need chromium "chromium chromium-driver" "the console browser tests"
+need systemd-analyze "systemd" "the systemd unit checks (tests/test_packaging.py)"
+need prometheus "prometheus" "the Prometheus scrape and promtool checks"
+
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/mypy cezsar training converter calibration edge
