@@ -18,8 +18,10 @@ Every answer carries ``X-Frame-Options: DENY``, a strict ``Content-Security-Poli
 
 Connection rules (:class:`ConnectionGuard`, wrapped around the server's protocol factory):
 
-- at most ``max_connections`` at once (derived from the process's file limit when not set): one more is
-  closed at once, before it costs more than its socket;
+- at most ``max_connections`` at once (derived from the process's file limit when not set); at the cap a
+  new connection takes the place of the oldest one that has not sent a complete request head yet (a
+  flood of silent connections evicts itself, a real request still gets through), and is refused only
+  when every open connection is a real one;
 - a connection must send a complete request head within ``header_timeout`` seconds of connecting
   (a half-open or slowloris connection is closed), and idle keep-alive connections close after
   ``idle_timeout`` (aiohttp's keep-alive timer);
@@ -83,7 +85,9 @@ class RateLimit(logging.Filter):
 _RATE = RateLimit()
 
 
-def rate_limit_loggers(names: Iterable[str] = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access")) -> None:
+def rate_limit_loggers(
+    names: Iterable[str] = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access", "edge.http"),
+) -> None:
     """Loggers that can be driven by remote peers (accept errors, bad requests) log at most once per
     LOG_EVERY seconds per message: a flood must not fill the disk."""
     for name in names:
@@ -167,13 +171,19 @@ class ConnectionGuard:
 
     def __init__(self, factory: Callable[[], Any], max_connections: int, header_timeout: float) -> None:
         self.factory, self.max_connections, self.header_timeout = factory, max_connections, header_timeout
-        self.open = self.refused = self.timed_out = 0
+        self.open = self.refused = self.timed_out = self.evicted = 0
+        self.waiting: dict[_Guarded, None] = {}  # connections without a complete request head, oldest first
 
     def __call__(self) -> asyncio.BaseProtocol:
         if self.open >= self.max_connections:
-            self.refused += 1
-            log.warning("http: %d connections open (the most allowed); refusing more", self.open)
-            return _Refuse()
+            if not self.waiting:
+                self.refused += 1
+                log.warning("http: %d connections open (the most allowed); refusing more", self.open)
+                return _Refuse()
+            oldest = next(iter(self.waiting))
+            self.evicted += 1
+            log.warning("http: %d connections open (the most allowed); closing the oldest silent one", self.open)
+            oldest.close()
         return _Guarded(self.factory(), self)
 
 
@@ -191,33 +201,49 @@ class _Guarded(asyncio.Protocol):
         self.transport: Any = None
         self.timer: asyncio.TimerHandle | None = None
         self.head = b""
+        self.closing = False
 
     def connection_made(self, transport: Any) -> None:
         self.guard.open += 1
         self.transport = transport
         self.timer = asyncio.get_running_loop().call_later(self.guard.header_timeout, self._timeout)
+        self.guard.waiting[self] = None
         self.inner.connection_made(transport)
 
     def _timeout(self) -> None:
         self.guard.timed_out += 1
         log.warning("http: closed a connection that sent no complete request within %g s", self.guard.header_timeout)
+        self.close()
+
+    def close(self) -> None:
+        """Drop the connection now (it counts as closed at once: the slot is free for the next one)."""
+        if not self.closing:
+            self.closing = True
+            self.guard.open -= 1
+        self._headed()
         self.transport.abort()
+
+    def _headed(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer, self.head = None, b""
+        self.guard.waiting.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
         if self.timer is not None:
             self.head = (self.head + data)[-4096:]
             if b"\r\n\r\n" in self.head:
-                self.timer.cancel()
-                self.timer, self.head = None, b""
+                self._headed()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.guard.open -= 1
-        if self.timer is not None:
-            self.timer.cancel()
+        if not self.closing:
+            self.closing = True
+            self.guard.open -= 1
+        self._headed()
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

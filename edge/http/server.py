@@ -36,6 +36,9 @@ from edge.http.guard import (
 
 log = logging.getLogger("edge.http")
 MAX_BODY = 256 * 1024  # bytes of a request body; routes read less (edge/http/sources.py: 64 KiB)
+# the listen backlog, which is also how many connections asyncio accepts per loop round: a refused or
+# evicted socket is closed one round later, so this bounds the descriptors a flood holds in between
+ACCEPT_BATCH = 16
 
 
 async def _security_headers(request: Any, response: Any) -> None:
@@ -189,7 +192,7 @@ class HttpServer:
         await self._runner.setup()
         self.guard = ConnectionGuard(self._runner.server, self.max_connections, self.header_timeout)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self.guard, self.bind, self.port, reuse_address=True, backlog=128)
+        self._server = await loop.create_server(self.guard, self.bind, self.port, reuse_address=True, backlog=ACCEPT_BATCH)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     # ------------------------------------------------------------------ the token

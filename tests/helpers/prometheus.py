@@ -36,9 +36,9 @@ class Prometheus:
         self.port = free_port()
         auth = f"    authorization: {{credentials: {json.dumps(token)}}}\n" if token else ""
         folder.mkdir(parents=True, exist_ok=True)
-        conf = folder / "prometheus.yml"
+        conf, ms = folder / "prometheus.yml", round(interval * 1000)
         conf.write_text(
-            f"global: {{scrape_interval: {round(interval * 1000)}ms, evaluation_interval: {round(interval * 1000)}ms}}\n"
+            f"global: {{scrape_interval: {ms}ms, evaluation_interval: {ms}ms}}\n"
             "scrape_configs:\n"
             f"  - job_name: cezsar\n    static_configs: [{{targets: ['{target}']}}]\n{auth}"
         )
