@@ -192,7 +192,9 @@ class HttpServer:
         await self._runner.setup()
         self.guard = ConnectionGuard(self._runner.server, self.max_connections, self.header_timeout)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self.guard, self.bind, self.port, reuse_address=True, backlog=ACCEPT_BATCH)
+        self._server = await loop.create_server(
+            self.guard, self.bind, self.port, reuse_address=True, backlog=ACCEPT_BATCH
+        )
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     # ------------------------------------------------------------------ the token
