@@ -75,6 +75,8 @@ def running(tmp_path: Path) -> Iterator[dict[str, Any]]:
         str(deploy),
         "--source",
         f"cam={tmp_path / 'cam.mp4'}",
+        "--source",
+        f"dead=rtsp://127.0.0.1:{free_port()}/never",  # a camera that never connects
         "--actions",
         str(actions),
         "--pub",
@@ -120,9 +122,19 @@ def test_console_in_a_real_browser(running: dict[str, Any]) -> None:
     driver = _browser(tmp / "chromium-profile")
     try:
         driver.get(base + "/console/?token=" + TOKEN)  # sets the HttpOnly cookie for the page's requests
+        loaded = time.time()
         assert "token" not in driver.current_url  # and takes the token out of the address bar
         css = driver.find_element
-        _wait(lambda: css(By.ID, "conn").text == "live", 30, "the SSE connection")
+
+        # 0. each camera's health on its view and in the header: the dead one is down within 10 s
+        health = lambda s: css(By.CSS_SELECTOR, f".view[data-stream='{s}'] .health").get_attribute("data-state")  # noqa: E731
+        _wait(lambda: health("dead") == "down", 10, "the dead camera shown as down")
+        assert time.time() - loaded < 10
+        _wait(lambda: health("cam") == "live", 10, "the file shown as live")
+        assert "1/2 streams live" in css(By.ID, "streams-health").text
+        live_box, events_box = css(By.ID, "live").rect, css(By.ID, "events-panel").rect
+        assert abs(live_box["y"] - events_box["y"]) < 5 and events_box["x"] > live_box["x"]  # side by side
+        _wait(lambda: css(By.ID, "conn").text == "console: connected", 30, "the SSE connection")
 
         # 1. live view: the MJPEG image updates
         img = _wait(lambda: css(By.CSS_SELECTOR, "img[data-stream='cam']"), 10, "the live image")
@@ -186,6 +198,11 @@ def test_console_in_a_real_browser(running: dict[str, Any]) -> None:
         cell = _wait(lambda: css(By.CSS_SELECTOR, "#try-result tr.tried[data-stream='cam'] .try-score"), 10, "a score")
         score = float(cell.text)
         assert -2.0 <= score <= 2.0
+        css(By.CSS_SELECTOR, "#try-result button.add-as-action").click()  # the sentence becomes a draft action
+        draft = css(By.CSS_SELECTOR, "#actions .action[data-key^='new:']")
+        assert "a shape moving to the left" in draft.find_element(By.NAME, "descriptions").get_attribute("value")
+        assert draft.find_element(By.NAME, "streams").is_displayed() and draft.find_element(By.NAME, "zone")
+        draft.find_element(By.CSS_SELECTOR, "button.remove").click()
         driver.execute_script("document.getElementById('editor-panel').scrollIntoView()")
         driver.save_screenshot(str(tmp / "console-editor.png"))
 

@@ -230,6 +230,7 @@ class Console:
             status = self._status
         return {
             "streams": self.host.stream_names(),
+            "zones": self.host.zones(),
             "history": history,
             "events": events,
             "status": status,

@@ -13,6 +13,7 @@ from edge.embedder import Window
 from edge.recognizer import Recognizer
 from edge.runtime.status import StatusReporter
 from edge.runtime.streams import StreamManager
+from edge.runtime.zoneplan import ZonePlanner
 from edge.scorer import Scorer
 from edge.text import TextEncoder
 
@@ -27,11 +28,12 @@ class RuntimeHost:
         text: TextEncoder,
         recognizer: Recognizer,
         reporter: StatusReporter,
+        planner: ZonePlanner,
         on_added: Callable[[str], None],
         on_removed: Callable[[str], None],
     ) -> None:
         self._store, self._streams, self._text, self._rec = store, streams, text, recognizer
-        self._reporter, self._on_added, self._on_removed = reporter, on_added, on_removed
+        self._reporter, self._planner, self._on_added, self._on_removed = reporter, planner, on_added, on_removed
 
     @property
     def store(self) -> ActionStore:
@@ -51,6 +53,12 @@ class RuntimeHost:
 
     def scorer(self) -> Scorer | None:
         return self._rec.scorer
+
+    def zones(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            stream: [{"name": z.name, "points": [list(p) for p in z.points()]} for z in zs.values()]
+            for stream, zs in self._planner.zones.items()
+        }
 
     def list_sources(self) -> dict[str, Any]:
         return self._streams.list_sources()

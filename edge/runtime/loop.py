@@ -94,7 +94,14 @@ class Runtime:
             parts = (self.loaded, self.recognizer, self.store, self.streams, self.outputs, self.curve, self.errors)
             self.reporter = StatusReporter(s, self.manifest, self.fps, *parts)
             self.host = RuntimeHost(
-                self.store, self.streams, self.text, self.recognizer, self.reporter, self._added, self._removed
+                self.store,
+                self.streams,
+                self.text,
+                self.recognizer,
+                self.reporter,
+                self.zones,
+                self._added,
+                self._removed,
             )
             self.server = build_server(s, self.host, self.outputs, stack)
             if self.server is not None:

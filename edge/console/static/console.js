@@ -25,6 +25,7 @@ const state = {
   open: {}, // "stream\u0000action" -> event payload
   events: [], // newest last
   zones: {}, // stream -> [{name, points: [[x, y], ...]}] (0..1 of the image)
+  health: {}, // stream -> {state, reason, since} (edge/health.py)
   tryText: "",
   tryTimer: null,
   dirty: new Set(), // editor cards the user is changing
@@ -42,8 +43,29 @@ function connect() {
 
 function setConn(ok) {
   const c = $("#conn");
-  c.textContent = ok ? "live" : "disconnected";
+  c.textContent = ok ? "console: connected" : "console: disconnected";
   c.className = "pill " + (ok ? "ok" : "bad");
+}
+
+// per-stream health from the status (edge/health.py): live, connecting, stalled, down, ended, stopped
+function setHealth(streams) {
+  let live = 0, total = 0, worst = null;
+  for (const [name, info] of Object.entries(streams)) {
+    const h = info.health || { state: info.state };
+    state.health[name] = h;
+    total += 1;
+    if (h.state === "live") live += 1; else if (!worst || h.state === "down") worst = { name, ...h };
+    const pill = document.querySelector(`.view[data-stream="${CSS.escape(name)}"] .health`);
+    if (pill) {
+      pill.textContent = h.state + (h.state !== "live" && h.reason ? ": " + h.reason : "");
+      pill.className = "pill health " + h.state;
+      pill.dataset.state = h.state;
+    }
+  }
+  const p = $("#streams-health");
+  p.textContent = `${live}/${total} streams live` + (worst ? ` · ${worst.name} ${worst.state}` : "");
+  p.className = "pill " + (live === total ? "ok" : worst && worst.state === "down" ? "bad" : "warn");
+  drawOverlays();
 }
 
 function hello(h) {
@@ -53,6 +75,10 @@ function hello(h) {
   state.events = [];
   state.open = {};
   for (const s of h.streams) { state.history[s] = h.history[s] || []; state.markers[s] = []; }
+  state.zones = h.zones || {};
+  const names = $("#stream-names");
+  names.textContent = "";
+  for (const s of h.streams) names.append(el("option", { value: s }));
   buildViews();
   for (const ev of h.events) onMessage(ev, false);
   if (h.status) onMessage(h.status, false);
@@ -82,7 +108,7 @@ function onMessage(p, live) {
     drawOverlays();
   } else if (p.type === "status") {
     const s = p.streams || {};
-    for (const [name, info] of Object.entries(s)) if (info && info.zones) state.zones[name] = info.zones;
+    setHealth(s);
     const lat = p.latency_ms || {};
     $("#summary").textContent = `${p.backend} · ${Object.keys(s).length} stream(s) · events ${p.events ? p.events.total : 0}` +
       (lat.p50 != null ? ` · latency p50 ${lat.p50} ms` : "");
@@ -97,7 +123,8 @@ function buildViews() {
     const img = el("img", { alt: `live view of ${s}`, "data-stream": s, src: "api/video/" + encodeURIComponent(s) });
     const overlay = el("canvas", { class: "overlay", "data-stream": s });
     img.addEventListener("load", drawOverlays);
-    views.append(el("div", { class: "view" }, el("div", { class: "label", text: s }), el("div", { style: "position:relative" }, img, overlay)));
+    const label = el("div", { class: "label" }, el("span", { text: s }), " ", el("span", { class: "pill health", text: "connecting" }));
+    views.append(el("div", { class: "view", "data-stream": s }, label, el("div", { class: "frame" }, img, overlay)));
   }
 }
 
@@ -118,6 +145,12 @@ function drawOverlays() {
       pts.forEach(([x, y], i) => (i ? g.lineTo(ox + x * iw, oy + y * ih) : g.moveTo(ox + x * iw, oy + y * ih)));
       g.closePath(); g.stroke();
       if (z.name) { g.fillStyle = "rgba(255,210,0,.9)"; g.font = "12px sans-serif"; g.fillText(z.name, ox + pts[0][0] * iw + 3, oy + pts[0][1] * ih + 13); }
+    }
+    const hs = state.health[s];
+    if (hs && hs.state !== "live") { // a camera that is not delivering says so where its picture would be
+      g.fillStyle = "rgba(0,0,0,.55)"; g.fillRect(0, 0, w, 26);
+      g.fillStyle = hs.state === "down" ? "#ff8787" : "#ffd43b"; g.font = "bold 14px sans-serif";
+      g.fillText(`${hs.state}${hs.reason ? ": " + hs.reason : ""}`.slice(0, 90), 8, 18);
     }
     let y = oy + 6;
     for (const ev of Object.values(state.open)) {
@@ -141,7 +174,7 @@ function buildScores() {
   if (!state.actions) return;
   for (const s of state.streams) {
     box.append(el("div", { class: "stream-title", text: s }));
-    for (const a of state.actions.actions) {
+    for (const a of state.actions.actions.filter((x, i) => applies(state.actions.explicit[i] || {}, s))) {
       const canvas = el("canvas", { "data-stream": s, "data-action": a.name, "data-points": "0" });
       box.append(el("div", { class: "row", "data-stream": s, "data-action": a.name },
         el("span", { class: "name", title: a.descriptions.join("\n"), text: a.name }), canvas,
@@ -201,6 +234,20 @@ function spark(canvas, pts, a, name, now, span, markers) {
   g.lineWidth = 2; line("s", "#1c7ed6"); g.lineWidth = 1;
 }
 
+// an action is scored on a stream when it names no streams or names this one, and (with a zone) when the
+// stream has that zone: the same rule as the runtime's (edge/actions.py applies, edge/runtime/zoneplan.py)
+function applies(explicit, stream) {
+  if (explicit.streams && explicit.streams.length && !explicit.streams.includes(stream)) return false;
+  if (explicit.zone) return (state.zones[stream] || []).some((z) => z.name === explicit.zone);
+  return true;
+}
+
+function zoneNames() {
+  const out = new Set();
+  for (const zs of Object.values(state.zones)) for (const z of zs) out.add(z.name);
+  return [...out].sort();
+}
+
 // ---------------------------------------------------------------- action editor
 const NUMS = ["threshold", "hysteresis", "min_duration", "cooldown"];
 
@@ -228,9 +275,9 @@ function renderEditor() {
   for (const c of Object.values(keep)) box.append(c); // new, unsaved cards stay
 }
 
-function card(a, explicit, key) {
+function card(a, explicit, key, draft) {
   const isNew = !a;
-  a = a || { name: "", descriptions: [] };
+  a = a || { name: (draft && draft.name) || "", descriptions: (draft && draft.descriptions) || [] };
   const d = (state.actions && state.actions.defaults) || {};
   const c = el("div", { class: "action", "data-key": key, "data-name": a.name });
   const name = el("input", { type: "text", name: "name", value: a.name, placeholder: "name" });
@@ -242,11 +289,14 @@ function card(a, explicit, key) {
     if (explicit[k] != null) inp.value = explicit[k];
     grid.append(el("label", { text: k.replace("_", " ") }, inp));
   }
-  if (state.actions && state.actions.actions.some((x) => "streams" in x)) { // only where the runtime supports it
-    const inp = el("input", { type: "text", name: "streams", placeholder: "all streams" });
-    inp.value = (explicit.streams || []).join(", ");
-    grid.append(el("label", { text: "streams" }, inp));
-  }
+  const streams = el("input", { type: "text", name: "streams", placeholder: "all streams", list: "stream-names" });
+  streams.value = (explicit.streams || []).join(", ");
+  grid.append(el("label", { text: "streams (comma-separated)" }, streams));
+  const zone = el("select", { name: "zone" }, el("option", { value: "", text: "whole picture" }));
+  for (const z of zoneNames()) zone.append(el("option", { value: z, text: "zone " + z }));
+  if (explicit.zone && !zoneNames().includes(explicit.zone)) zone.append(el("option", { value: explicit.zone, text: "zone " + explicit.zone + " (unknown)" }));
+  zone.value = explicit.zone || "";
+  grid.append(el("label", { text: "zone" }, zone));
   const err = el("div", { class: "error card-error" });
   const save = el("button", { type: "button", class: "save", text: isNew ? "Add" : "Save" });
   const remove = el("button", { type: "button", class: "remove", text: isNew ? "Cancel" : "Remove" });
@@ -254,9 +304,10 @@ function card(a, explicit, key) {
   c.addEventListener("input", () => state.dirty.add(key));
   save.addEventListener("click", async () => {
     const fields = { name: name.value.trim(), descriptions: descs.value.split("\n").map((s) => s.trim()).filter(Boolean) };
-    for (const inp of grid.querySelectorAll("input")) {
+    for (const inp of grid.querySelectorAll("input, select")) {
       const v = inp.value.trim();
       if (inp.name === "streams") { if (v) fields.streams = v.split(",").map((s) => s.trim()).filter(Boolean); else if (!isNew) fields.streams = null; continue; }
+      if (inp.name === "zone") { if (v) fields.zone = v; else if (!isNew) fields.zone = null; continue; }
       if (v === "") { if (!isNew) fields[inp.name] = null; } else fields[inp.name] = Number(v);
     }
     const req = isNew ? { op: "add", action: fields } : { op: "update", name: a.name, fields };
@@ -306,6 +357,9 @@ async function tryNow() {
   t.textContent = "";
   if (!reply.ok) return;
   if (!Object.keys(reply.streams).length) { $("#try-error").textContent = "no window scored yet"; return; }
+  const add = el("button", { type: "button", class: "add-as-action", text: "Add as action" });
+  add.addEventListener("click", () => addCard({ name: reply.text.replace(/[^A-Za-z0-9 _.:-]+/g, " ").trim().slice(0, 64), descriptions: [reply.text] }));
+  t.append(el("tr", {}, el("td", { colspan: "3" }, add)));
   t.append(el("tr", {}, el("th", { text: "stream" }), el("th", { text: "description / action" }), el("th", { text: "score" })));
   for (const [s, r] of Object.entries(reply.streams)) {
     t.append(el("tr", { class: "tried", "data-stream": s }, el("td", { text: s }), el("td", { text: "“" + reply.text + "”" }),
@@ -325,11 +379,16 @@ $("#try-form").addEventListener("submit", (e) => {
   if (state.tryText) { tryNow(); state.tryTimer = setInterval(tryNow, 1000); } // live: the newest windows
 });
 
-$("#add-action").addEventListener("click", () => {
+function addCard(draft) {
   const key = "new:" + Date.now();
   state.dirty.add(key);
-  $("#actions").append(card(null, {}, key));
-});
+  const c = card(null, {}, key, draft);
+  $("#actions").append(c);
+  c.scrollIntoView({ block: "nearest" });
+  return c;
+}
+
+$("#add-action").addEventListener("click", () => addCard(null));
 
 // ---------------------------------------------------------------- events list
 function mediaLinks(ev) {
