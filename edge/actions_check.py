@@ -116,3 +116,9 @@ def site_actions_warnings(cfg: Any) -> list[str]:
     if not Path(cfg.actions).is_file():
         return []
     return check_actions_file(cfg.actions, streams=site_streams(cfg))[1]
+
+
+def runtime_warnings(aset: ActionSet, streams: Streams) -> list[str]:
+    """What a runtime says about its actions at start: the file's own warnings, then the ``streams:`` and
+    ``zone:`` that name nothing the runtime has (with the names it has)."""
+    return [*warnings(aset), *(w for _, w in stream_warnings(aset, streams))]

@@ -185,7 +185,7 @@ def test_zmq_mqtt_http_and_media_at_once(tmp_path: Path, videos: list[Path], bro
 
     assert scraped
     during = parse(scraped[-1])
-    decoded = {s.name: s.stats.frames for s in rt.sources}
+    decoded = {s.name: s.stats.frames for s in rt.streams.sources}
     seen = per_stream(during, "cezsar_frames_in")
     assert seen and all(0 < seen[k] <= decoded[k] for k in seen)
     assert rt.metrics is not None

@@ -94,7 +94,7 @@ def test_cache_off_gives_the_same_scores_with_more_encoder_work(tmp_path: Path, 
         rt = Runtime(cfg(tmp_path, [f"a={video}", f"b={video}"], cache=cache))
         code, scores = collect_scores(rt)
         assert code == 0
-        runs[cache] = (scores, rt.embedder.frames_encoded, rt.embedder.windows_out)
+        runs[cache] = (scores, rt.recognizer.embedder.frames_encoded, rt.recognizer.embedder.windows_out)
     (s1, enc1, w1), (s2, enc2, w2) = runs[True], runs[False]
     assert w1 == w2 == len(s1) == len(s2) > 10
     assert enc2 == w2 * rt.window and enc1 < enc2
@@ -116,9 +116,9 @@ def test_batch_wait_puts_both_streams_in_one_encoder_call(tmp_path: Path, video:
     sizes = {}
     for wait in (0.0, 0.3):
         rt = Runtime(cfg(tmp_path, [f"a={video}", f"b={video}"], realtime=True, batch_wait=wait, duration=2.5))
-        rec = BatchSizes(rt.embedder.frame_encoder)
-        rt.embedder.frame_encoder = rec
-        rt.sources[0].start()  # start the streams out of phase: about half a sampling period apart
+        rec = BatchSizes(rt.recognizer.embedder.frame_encoder)
+        rt.recognizer.embedder.frame_encoder = rec
+        rt.streams.sources[0].start()  # start the streams out of phase: about half a sampling period apart
         time.sleep(0.11)
         assert rt.run() == 0
         sizes[wait] = rec.sizes

@@ -26,7 +26,8 @@ from typing import Any
 from cezsar.deploy.manifest import load_manifest
 from cezsar.redact import install_log_filter
 from cezsar.video import SourceSpec, parse_sources
-from edge.actions import ActionStore, ActionsWatcher, load_actions, warnings
+from edge.actions import ActionStore, ActionsWatcher, load_actions
+from edge.actions_check import runtime_warnings
 from edge.control import ControlHandler, ControlServer
 from edge.runtime.host import RuntimeHost
 from edge.runtime.models import load_models, warm_up
@@ -82,7 +83,9 @@ class Runtime:
             self.loaded, self.text, self.recognizer = load_models(s, self.manifest, self.errors, stack)
             self.store = ActionStore(s.actions, on_change=self.recognizer.set_actions)
             self.store.load()
-            for w in warnings(self.store.current):
+            for w in runtime_warnings(
+                self.store.current, {sp.name: sorted(_zones(s).get(sp.name, {})) for sp in specs}
+            ):
                 log.warning("actions file %s: %s", s.actions, w)
             if self.curve is not None:
                 stack.callback(_stop_authenticator, self.curve.start_authenticator())
@@ -123,14 +126,6 @@ class Runtime:
     @property
     def publisher(self) -> Any:
         return self.outputs.publisher
-
-    @property
-    def sources(self) -> list[Any]:
-        return self.streams.sources
-
-    @property
-    def embedder(self) -> Any:
-        return self.recognizer.embedder
 
     @property
     def http(self) -> Any:

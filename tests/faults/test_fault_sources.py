@@ -122,7 +122,7 @@ def test_frames_of_the_wrong_size_or_type_mid_stream(tmp_path: Path, deploy: Pat
     )
     rt = InProcessRuntime(cfg)
     cam = ShapeShiftingCamera()
-    rt.sources[0].opener = lambda spec: cam
+    rt.streams.sources[0].opener = lambda spec: cam
     col = Collector(pub, ("status",))
     t = threading.Thread(target=rt.run, daemon=True)
     t.start()
