@@ -19,55 +19,66 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-# name -> (recipe, loss, negatives, flags)
-PER_VIDEO = ["--per-video-negatives", "--extra-negatives", "10"]
-VARIANTS: dict[str, tuple[str, str, str, list[str]]] = {
-    "default": ("default", "InfoNCE", "in-batch + 1 automatic per positive, shared by the batch", []),
+# name -> (recipe, loss, negatives, training settings over the recipe: `cezsar train` flags by their Python names)
+PER_VIDEO: dict[str, Any] = {"share_negatives": False, "extra_negatives": 10}
+VARIANTS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    "default": ("default", "InfoNCE", "in-batch + 1 automatic per positive, shared by the batch", {}),
     "infonce-per-video": ("default", "InfoNCE", "in-batch + 10 automatic per video", PER_VIDEO),
     "infonce-per-video-filtered": (
         "default",
         "InfoNCE",
         "in-batch + 10 automatic per video, filtered (d >= 0.4)",
-        [*PER_VIDEO, "--fn-distance", "0.4"],
+        {**PER_VIDEO, "fn_distance": 0.4},
     ),
-    "default-constant": (
-        "default",
-        "InfoNCE, early stopping (constant lr)",
-        "as default",
-        ["--schedule", "constant"],
-    ),
-    "default-pooled": ("default", "InfoNCE, pooled text input", "as default", ["--text-input", "pooled"]),
+    "default-constant": ("default", "InfoNCE, early stopping (constant lr)", "as default", {"schedule": "constant"}),
+    "default-pooled": ("default", "InfoNCE, pooled text input", "as default", {"text_input": "pooled"}),
     "paper-tokens": (
         "paper",
         "triplet (margin 1.0), per-token text input",
         "10 automatic (0 < d < 0.8)",
-        ["--recipe", "paper", "--text-input", "tokens"],
+        {"text_input": "tokens"},
     ),
-    "paper": ("paper", "triplet (margin 1.0)", "10 automatic (0 < d < 0.8)", ["--recipe", "paper"]),
+    "paper": ("paper", "triplet (margin 1.0)", "10 automatic (0 < d < 0.8)", {}),
     "paper-filtered": (
         "paper",
         "triplet (margin 1.0)",
         "10 automatic (0 < d < 0.8), filtered (d >= 0.4)",
-        ["--recipe", "paper", "--fn-distance", "0.4"],
+        {"fn_distance": 0.4},
     ),
-    "paper-random": ("paper", "triplet (margin 1.0)", "10 random", ["--recipe", "paper", "--negatives", "random"]),
+    "paper-random": ("paper", "triplet (margin 1.0)", "10 random", {"negatives": "random"}),
 }
 DEFAULT_VARIANTS = ["default", "paper"]
 
 
-def cezsar(*args: str) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "cezsar", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+def one(job: tuple[str, Path, int, int, int, Path]) -> dict[str, Any]:
+    """Train one variant on one world with one seed and measure its unseen top-1 (in a worker process:
+    training seeds torch's process-wide generator)."""
+    from training.evaluate import evaluate
+    from training.recipe import resolve
+    from training.train import train
+
+    name, world, w, seed, epochs, models = job
+    recipe, settings = VARIANTS[name][0], VARIANTS[name][3]
+    model = models / f"{name}-w{w}-s{seed}"
+    t0 = time.time()
+    cfg = resolve(world, recipe, {**settings, "seed": seed, "threads": 1, "epochs": epochs or None})
+    res = train(world, model, cfg, progress=False)
+    secs = time.time() - t0
+    rep = evaluate(model, world, split=world / "split.json", progress=False)
+    print(f"{name} world {w} seed {seed}: top-1 {rep.top1:.3f} ({secs:.0f} s, {res.epochs_run} epochs)",
+          file=sys.stderr)  # fmt: skip
+    return {"variant": name, "world": w, "seed": seed, "top1": rep.top1, "chance": rep.chance,
+            "train_seconds": round(secs, 1), "epochs": res.epochs_run}  # fmt: skip
 
 
 def false_negative_rates(world: Path) -> dict[str, float]:
@@ -99,33 +110,24 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12, help="maximum epochs (0: the world's dataset.json)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     t_start = time.time()
+
+    from cezsar.data.synthetic import synthesize
 
     worlds = {}
     for w in args.worlds:
         path = args.out / f"world-{w}-{args.train_clips}"
         if not (path / "captions.jsonl").is_file():
-            cezsar("synth", str(path), "--seed", str(w), "--train-clips", str(args.train_clips))
+            synthesize(path, seed=w, train_clips_per_class=args.train_clips)
         worlds[w] = path
     fn_rates = {w: false_negative_rates(p) for w, p in worlds.items()}
 
-    def one(job: tuple[str, int, int]) -> dict:
-        name, w, seed = job
-        model = args.out / "models" / f"{name}-w{w}-s{seed}"
-        flags = VARIANTS[name][3] + (["--epochs", str(args.epochs)] if args.epochs else [])
-        t0 = time.time()
-        cezsar("train", "--data", str(worlds[w]), "--out", str(model), "--seed", str(seed), "--threads", "1", *flags)
-        secs = time.time() - t0
-        split = str(worlds[w] / "split.json")
-        rep = json.loads(cezsar("eval", "--model", str(model), "--data", str(worlds[w]), "--split", split, "--json")
-                         .strip().splitlines()[-1])  # fmt: skip
-        epochs = json.loads((model / "config.json").read_text())["training"]["epochs_run"]
-        print(f"{name} world {w} seed {seed}: top-1 {rep['top1']:.3f} ({secs:.0f} s, {epochs} epochs)", file=sys.stderr)
-        return {"variant": name, "world": w, "seed": seed, "top1": rep["top1"], "chance": rep["chance"],
-                "train_seconds": round(secs, 1), "epochs": epochs}  # fmt: skip
-
-    jobs = [(n, w, s) for s in args.seeds for w in args.worlds for n in args.variants]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    jobs = [(n, worlds[w], w, s, args.epochs, args.out / "models") for s in args.seeds for w in args.worlds
+            for n in args.variants]  # fmt: skip
+    os.environ["OMP_NUM_THREADS"] = "1"  # the workers: one torch thread each
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = list(pool.map(one, jobs))
 
     results = {}
@@ -133,12 +135,12 @@ def main() -> None:
         rs = [r for r in runs if r["variant"] == name]
         tops = [r["top1"] for r in rs]
         world_means = [statistics.mean(r["top1"] for r in rs if r["world"] == w) for w in args.worlds]
-        recipe, loss, negatives, flags = VARIANTS[name]
+        recipe, loss, negatives, settings = VARIANTS[name]
         results[name] = {
             "recipe": recipe,
             "loss": loss,
             "negatives": negatives,
-            "flags": flags,
+            "settings": settings,
             "top1_mean": round(statistics.mean(tops), 4),
             "top1_std": round(statistics.pstdev(tops), 4),
             "world_mean_std": round(statistics.pstdev(world_means), 4),

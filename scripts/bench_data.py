@@ -233,18 +233,14 @@ def bench_throughput(args: argparse.Namespace, video: Path) -> dict[str, Any]:
 
 def train_worker(data: str, out: str, batch: int, steplog: str) -> None:
     from training.negatives import NegativeConfig
-    from training.train import TrainConfig, train
+    from training.recipe import TrainConfig, model_config
+    from training.train import train
 
     cfg = TrainConfig(
+        model=model_config(frames=4, fps=2.0, image_size=32, resize=32, d_model=32, dropout=0.0),
         mode="frozen",
         loss="infonce",
         negatives=NegativeConfig(mode="random", count=4),
-        frames=4,
-        fps=2.0,
-        image_size=32,
-        resize=32,
-        d_model=32,
-        dropout=0.0,
         batch_size=batch,
         epochs=int(os.environ.get("BENCH_EPOCHS", "12")),
         patience=1000,

@@ -2,8 +2,9 @@
 """Fine-tuning from `cezsar init` on the synthetic world: unseen-class top-1 before and after training.
 
 For each seed: a tiny CLIP checkpoint with RANDOM weights (training/random_checkpoints.py; nothing is
-pretrained, so every gain comes from learning), `cezsar init` from it, `cezsar eval` of the untrained
-init, `cezsar train --init` (by default ``--mode end2end``: the ViT trains with the heads), `cezsar eval`
+pretrained, so every gain comes from learning), then the library calls behind `cezsar init` from it,
+`cezsar eval` of the untrained init, `cezsar train --init` (by default ``--mode end2end``: the ViT trains
+with the heads; training.recipe.resolve decides the settings as the command does) and `cezsar eval`
 again. Reports mean ± std over the seeds of both top-1s and of the gain.
 
     nice -n 5 .venv/bin/python scripts/finetune_check.py --out /tmp/finetune [--seeds 0 1 2] [--world W]
@@ -26,25 +27,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cezsar(*args: str) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "-m", "cezsar", *args], capture_output=True, text=True, env=env, cwd=ROOT)
-    if res.returncode != 0:
-        raise SystemExit(f"cezsar {' '.join(args)} failed:\n{res.stderr[-3000:]}")
-    return res.stdout
-
 
 def top1(model: Path, world: Path) -> float:
-    out = cezsar("eval", "--model", str(model), "--data", str(world), "--split", str(world / "split.json"), "--json")
-    return float(json.loads(out[out.index("{") :])["top1"])
+    from training.evaluate import evaluate
+
+    return float(evaluate(model, world, split=world / "split.json", progress=False).top1)
 
 
 def main() -> None:
@@ -66,14 +57,19 @@ def main() -> None:
     ap.add_argument("--augment-shift", type=float, default=None, help="train --augment-shift (default: train's)")
     ap.add_argument("--backbone-lr", type=float, default=None, help="end2end: the ViT's learning rate (default: --lr)")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from cezsar.data.synthetic import synthesize
+    from training.init import init_model
     from training.random_checkpoints import make_clip
+    from training.recipe import resolve
+    from training.train import train
 
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     world = args.world or args.out / "world"
     if not (world / "split.json").is_file():
-        cezsar("synth", str(world), "--seed", "0")
+        synthesize(world, seed=0)
     ds = json.loads((world / "dataset.json").read_text())
     runs = []
     for seed in args.seeds:
@@ -83,18 +79,14 @@ def main() -> None:
                        initializer_factor=args.init_factor)  # fmt: skip
         init = d / "init"
         if not (init / "config.json").is_file():
-            extra = ["--text-tower", args.text_tower] if args.text_tower else []
-            cezsar("init", "--frame-encoder", f"hf-clip:{ck}", "--out", str(init), "--frames", str(ds["frames"]),
-                   "--fps", str(ds["fps"]), "--seed", str(seed), *extra)  # fmt: skip
+            init_model(f"hf-clip:{ck}", init, text_tower=args.text_tower, frames=int(ds["frames"]),
+                       fps=float(ds["fps"]), seed=seed)  # fmt: skip
         before = top1(init, world)
         tuned = d / "tuned"
-        flags = ["--loss", args.loss] if args.loss else []
-        flags += ["--lr", str(args.lr)] if args.lr else []
-        flags += ["--backbone-lr", str(args.backbone_lr)] if args.backbone_lr is not None else []
-        flags += ["--weight-decay", str(args.weight_decay)] if args.weight_decay is not None else []
-        flags += ["--augment-shift", str(args.augment_shift)] if args.augment_shift is not None else []
-        cezsar("train", "--data", str(world), "--out", str(tuned), "--init", str(init), "--seed", str(seed),
-               *flags, "--mode", args.mode, "--epochs", str(args.epochs), "--threads", str(args.threads))  # fmt: skip
+        settings = {"init": init, "seed": seed, "loss": args.loss, "lr": args.lr, "backbone_lr": args.backbone_lr,
+                    "weight_decay": args.weight_decay, "augment_shift": args.augment_shift, "mode": args.mode,
+                    "epochs": args.epochs, "threads": args.threads}  # fmt: skip
+        train(world, tuned, resolve(world, "default", settings), progress=False)
         after = top1(tuned, world)
         runs.append({"seed": seed, "init_top1": before, "tuned_top1": after, "gain": after - before})
         print(f"seed {seed}: init {before:.3f} -> tuned {after:.3f}", file=sys.stderr)

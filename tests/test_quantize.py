@@ -389,11 +389,13 @@ def trained_deploy_and_calib(tmp_path_factory: pytest.TempPathFactory) -> tuple[
     from cezsar.data.synthetic import synthesize
     from cezsar.video import sample_clip
     from converter.export import export_model
-    from training.train import TrainConfig, train
+    from training.recipe import TrainConfig, model_config
+    from training.train import train
 
     root = tmp_path_factory.mktemp("qtrained")
     synthesize(root / "world", seed=1, train_clips_per_class=2, eval_clips_per_class=1)
-    cfg = TrainConfig(frames=4, fps=2.0, image_size=32, resize=32, epochs=3, lr=1e-3, d_model=64, threads=1)
+    model = model_config(frames=4, fps=2.0, image_size=32, resize=32, d_model=64)
+    cfg = TrainConfig(model=model, epochs=3, lr=1e-3, threads=1)
     train(root / "world", root / "model", cfg, progress=False)
     export_model(root / "model", root / "deploy")
     pre = Preprocess(size=32, resize=32)

@@ -13,7 +13,8 @@ import pytest
 from cezsar.data.synthetic import synthesize
 from cezsar.errors import CezsarError
 from training.negatives import NegativeConfig
-from training.train import TrainConfig, train
+from training.recipe import TrainConfig, model_config
+from training.train import train
 
 CLI = [sys.executable, "-m", "cezsar"]
 
@@ -26,9 +27,10 @@ def world(tmp_path_factory) -> Path:
 
 
 def small_cfg(**kw) -> TrainConfig:
-    base = dict(frames=8, fps=4.0, image_size=64, resize=64, epochs=2, lr=1e-3, d_model=64, threads=1)
+    model = model_config(frames=8, fps=4.0, image_size=64, resize=64, d_model=kw.pop("d_model", 64))
+    base = dict(epochs=2, lr=1e-3, threads=1)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig(model=model, **base)
 
 
 def test_train_writes_model_folder_and_log(world, tmp_path):
@@ -188,7 +190,7 @@ def test_failed_training_keeps_existing_model(world, tmp_path):
 
 
 def test_recipes_default_and_paper():
-    from training.train import recipe_settings
+    from training.recipe import recipe_settings
 
     paper = recipe_settings("paper")
     assert paper["loss"] == "triplet" and paper["margin"] == 1.0

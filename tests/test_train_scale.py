@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("av")
 
 from cezsar.data.synthetic import synthesize  # noqa: E402
-from training.train import TrainConfig, train  # noqa: E402
+from training.recipe import TrainConfig, model_config  # noqa: E402
+from training.train import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,9 @@ def broken_world(world, tmp_path_factory) -> Path:
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(frames=4, fps=2.0, image_size=32, resize=32, epochs=1, lr=1e-3, d_model=32, threads=1, batch_size=8)
+    base = dict(epochs=1, lr=1e-3, threads=1, batch_size=8)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig(model=model_config(frames=4, fps=2.0, image_size=32, resize=32, d_model=32), **base)
 
 
 def test_streamed_end2end_sees_the_same_clips_as_the_cached_bank(world, tmp_path, monkeypatch):

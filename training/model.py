@@ -58,7 +58,8 @@ class ModelConfig:
     # what the text head reads (issue 10): "pooled" = the sentence embedding (TextHead); "tokens" = the
     # text model's per-token states at hidden layer ``text_layer`` (0: the word-embedding layer, before
     # any attention; -1: the last layer), each through an MLP, then a masked mean (TokenTextHead), with
-    # ``text_token_dropout`` of the tokens dropped in training
+    # ``text_token_dropout`` of the tokens dropped in training. A training run's requested model
+    # (training.recipe.TrainConfig.model) may say "auto"; a built model's config never does
     text_input: str = "pooled"
     text_layer: int = 0
     text_token_dropout: float = 0.0

@@ -2,11 +2,10 @@
 unrelated captions (triplet, as in the paper) or in-batch captions plus the sampled ones (InfoNCE,
 the default; see docs/ablation.md for why).
 
-Two recipes: ``default`` (InfoNCE over the batch's captions plus one automatic negative per positive,
-shared by the batch; identical captions masked), the best measured in docs/ablation.md, and ``paper``
-(the paper's triplet loss with 10 automatic negatives per positive in the cosine-distance window
-0 < d < 0.8, margin 1.0, nothing filtered). Per-video hard negatives (``share_negatives=False``), a
-sentence-distance false-negative filter (``negatives.fn_distance``) and a cosine schedule are options.
+The settings (:class:`~training.recipe.TrainConfig`, the recipes ``default`` and ``paper``, and which of
+flag, dataset.json, probe and recipe wins) are :mod:`training.recipe`'s. Per-video hard negatives
+(``share_negatives=False``), a sentence-distance false-negative filter (``negatives.fn_distance``) and a
+cosine schedule are options.
 
 Two modes: ``frozen`` extracts per-frame features of a frozen backbone once and trains the heads on
 them (minutes, even for big backbones); ``end2end`` also trains the backbone on cached, decoded
@@ -21,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +34,14 @@ from training import distributed
 from training.clips import ClipBank, Segment, build_bank, shift_clips, to_tensor
 from training.featstore import ShardedBank
 from training.losses import InfoNCELoss, make_loss
-from training.model import (
-    DEFAULT_TEXT_MODEL,
-    TEXT_INPUTS,
-    TOKEN_DROPOUT,
-    CezsarModel,
-    ModelConfig,
-    SentenceEncoder,
-    TextBank,
-)
-from training.negatives import NegativeConfig, paraphrase_mask, sample_negatives
+from training.model import CezsarModel, ModelConfig, SentenceEncoder, TextBank
+from training.negatives import paraphrase_mask, sample_negatives
+from training.recipe import SCHEDULES, TrainConfig
 from training.stream import ClipBatches, WindowDraw, batch_loader
 
 log = logging.getLogger(__name__)
 
-
-DEFAULT_FN_DISTANCE = 0.0  # the sentence-distance false-negative filter is off by default (docs/ablation.md)
-RECIPES = ("default", "paper")
-
-
-SCHEDULES = ("constant", "cosine")
+__all__ = ["TrainConfig", "TrainResult", "train"]
 
 
 def _cosine_factor(epoch: float, epochs: int, warmup: float = 1.0) -> float:
@@ -63,115 +50,6 @@ def _cosine_factor(epoch: float, epochs: int, warmup: float = 1.0) -> float:
         return max(epoch / warmup, 0.05)
     t = (epoch - warmup) / max(epochs - warmup, 1e-9)
     return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-
-
-def recipe_settings(recipe: str) -> dict[str, Any]:
-    """TrainConfig fields (and ``negatives`` fields under "negatives") that a recipe sets."""
-    if recipe == "default":
-        # the best measured (docs/ablation.md): in-batch InfoNCE plus one automatic negative per positive,
-        # shared by the batch; identical captions masked. Per-video hard negatives and the sentence-distance
-        # false-negative filter were measured and did not help.
-        negatives = {"mode": "auto", "min_distance": 0.0, "max_distance": 0.8, "fn_distance": DEFAULT_FN_DISTANCE}
-        return {
-            "loss": "infonce",
-            "share_negatives": True,
-            "extra_negatives": 1,
-            "text_input": "auto",  # per-token word-embedding states for sentence-transformers models
-            # a fixed length with cosine decay, the last epoch kept: early stopping on the seen classes'
-            # validation loss stopped runs at a noisy plateau, far from their best unseen top-1
-            "schedule": "cosine",
-            "negatives": negatives,
-        }
-    if recipe == "paper":
-        # the paper: triplet margin loss (Euclidean, margin 1.0), 10 automatic negatives per positive
-        # drawn from the cosine-distance window 0 < d < 0.8, no false-negative filter; the text head
-        # projects the pooled sentence embedding
-        return {
-            "loss": "triplet",
-            "margin": 1.0,
-            "text_input": "pooled",
-            "schedule": "constant",  # early stopping on the validation loss
-            "negatives": {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8, "fn_distance": 0.0},
-        }
-    raise CezsarError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
-
-
-@dataclass
-class TrainConfig:
-    backbone: str = "tiny"
-    pretrained: bool = False
-    backbone_checkpoint: str | None = None
-    mode: str = "auto"  # auto | frozen | end2end
-    loss: str = "infonce"  # infonce | triplet (paper)
-    negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(fn_distance=DEFAULT_FN_DISTANCE))
-    extra_negatives: int = 1  # infonce: sampled negatives per positive added to its denominator
-    margin: float = 1.0  # triplet margin (Euclidean distance on unit vectors, as in the paper)
-    share_negatives: bool = True  # infonce: one sampled negative per positive, shared by the batch (the default)
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-4
-    backbone_lr: float | None = None  # end2end: backbone learning rate (default: lr)
-    weight_decay: float = 1e-5
-    # end2end: random translation of each training clip (all its frames alike), at most this fraction of
-    # the crop size in x and y (0: none). The frozen mode's features are computed once, unaugmented.
-    augment_shift: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
-    patience: int = 6
-    # cosine (warm-up, decay, last epoch; the default recipe) | constant (early stopping on validation loss)
-    schedule: str = "cosine"
-    frames: int = 16
-    fps: float = 1.0
-    image_size: int = 224
-    resize: int = 256
-    val_fraction: float = 0.1
-    seed: int = 0
-    text_model: str = DEFAULT_TEXT_MODEL
-    d_model: int = 256
-    joint_dim: int = 128
-    dropout: float = 0.1
-    threads: int | None = None
-    max_minutes: float | None = None
-    # issue 12: data pipeline (frozen mode: DataLoader workers decoding for the feature store)
-    workers: int = 0
-    feature_cache: str | None = None  # feature store root (default: the clip cache, $CEZSAR_CACHE)
-    shard_segments: int = 512
-    stream: bool | None = None  # end2end: DataLoader-streamed clips (None: auto, see _stream)
-    bank_limit_gb: float = 4.0
-    device: str = "cpu"  # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
-    step_log: str | None = None  # JSONL of every training step's loss (rank 0; the ranks' mean)
-    init: str | None = None  # a model folder to fine-tune (cezsar init / an earlier training run)
-    # the text head's input (issue 10, docs/ablation.md): auto = per-token states of the sentence model's
-    # word-embedding layer for sentence-transformers models, the pooled embedding for image-text towers
-    text_input: str = "auto"  # auto | tokens | pooled
-    text_layer: int = 0
-    text_token_dropout: float = TOKEN_DROPOUT
-
-    def resolved_text_input(self) -> str:
-        from training.pretrained import is_pretrained_name
-
-        if self.text_input == "auto":
-            return "pooled" if is_pretrained_name(self.text_model) else "tokens"
-        if self.text_input not in TEXT_INPUTS:
-            raise CezsarError(f"--text-input {self.text_input!r}: expected auto, {' or '.join(TEXT_INPUTS)}")
-        return self.text_input
-
-    def resolved_backbone_lr(self) -> float:
-        """end2end: the frame encoder's learning rate (0 keeps it as it is; None follows ``lr``)."""
-        return self.lr if self.backbone_lr is None else self.backbone_lr
-
-    def check_end2end(self) -> None:
-        """Bad end2end settings (``--backbone-lr``, ``--augment-shift``) fail here, before any work."""
-        if self.backbone_lr is not None and self.backbone_lr < 0:
-            raise CezsarError(f"--backbone-lr {self.backbone_lr}: must be >= 0")
-        if not 0.0 <= self.augment_shift < 0.5:
-            raise CezsarError(f"--augment-shift {self.augment_shift}: expected a fraction of the crop in [0, 0.5)")
-
-    def resolved_mode(self) -> str:
-        if self.mode == "auto":
-            return "end2end" if self.backbone == "tiny" else "frozen"
-        if self.mode not in ("frozen", "end2end"):
-            raise CezsarError(f"--mode {self.mode!r}: expected auto, frozen or end2end")
-        return self.mode
 
 
 @dataclass
@@ -240,7 +118,7 @@ def _stream(cfg: TrainConfig, n_segments: int, pre: Preprocess) -> bool:
     decides; unset, stream when workers are asked for or when the bank would exceed ``bank_limit_gb``."""
     if cfg.stream is not None:
         return cfg.stream
-    bank_bytes = n_segments * 4 * cfg.frames * pre.size * pre.size * 3
+    bank_bytes = n_segments * 4 * cfg.model.frames * pre.size * pre.size * 3
     return cfg.workers > 0 or bank_bytes > cfg.bank_limit_gb * 1e9
 
 
@@ -295,233 +173,240 @@ class _State:
         return info
 
 
-def train(
-    data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True
-) -> TrainResult:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from cezsar.data.formats import read_captions
-
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    t0 = time.time()
-    mode = cfg.resolved_mode()
-    cfg.check_end2end()
-    dinfo = distributed.setup(cfg.device)  # issue 12: torchrun sets WORLD_SIZE > 1
-    dev = torch.device(distributed.rank_device(cfg.device, dinfo))
-
-    records = read_captions(data_dir)
-    if len(records) < 4:
-        raise CezsarError(f"{data_dir / 'captions.jsonl'}: only {len(records)} captions; need at least 4 to train")
+def _build_model(cfg: TrainConfig) -> tuple[CezsarModel, Preprocess, SentenceEncoder]:
+    """The model to train: the ``init`` folder's (fine-tuning; its frames and fps become the run's), or a
+    new one from ``cfg.model`` (a pretrained backbone's own preprocessing replacing the crop settings)."""
     if cfg.init:  # fine-tune a model folder: its towers, heads, preprocessing and text model
         model = CezsarModel.load(cfg.init)
         mcfg = model.config
-        mcfg.frames, mcfg.fps = cfg.frames, cfg.fps
-        cfg.backbone, cfg.text_model = mcfg.backbone, mcfg.text_model
-        pre = mcfg.pre
-        text = SentenceEncoder.for_config(mcfg)
-    else:
-        from training.pretrained import checkpoint_preprocess
+        mcfg.frames, mcfg.fps = cfg.model.frames, cfg.model.fps
+        return model, mcfg.pre, SentenceEncoder.for_config(mcfg)
+    from training.pretrained import checkpoint_preprocess
 
-        pre = checkpoint_preprocess(cfg.backbone) or Preprocess(size=cfg.image_size, resize=cfg.resize)
-        text_input = cfg.resolved_text_input()
-        text = SentenceEncoder(cfg.text_model, text_input, cfg.text_layer)
-        mcfg = ModelConfig(
-            text_input=text_input,
-            text_layer=cfg.text_layer,
-            text_token_dropout=cfg.text_token_dropout if text_input == "tokens" else 0.0,
-            backbone=cfg.backbone,
-            frames=cfg.frames,
-            fps=cfg.fps,
-            d_model=cfg.d_model,
-            dropout=cfg.dropout,
-            joint_dim=cfg.joint_dim,
-            text_model=cfg.text_model,
-            text_dim=text.dim,
-            preprocess=pre.to_dict(),
-        )
-        model = CezsarModel(mcfg, backbone_pretrained=cfg.pretrained, backbone_checkpoint=cfg.backbone_checkpoint)
-    model.to(dev)
+    want = cfg.model
+    pre = checkpoint_preprocess(want.backbone) or want.pre
+    text_input = cfg.resolved_text_input()
+    text = SentenceEncoder(want.text_model, text_input, want.text_layer)
+    mcfg = replace(
+        want,
+        text_input=text_input,
+        text_token_dropout=want.text_token_dropout if text_input == "tokens" else 0.0,
+        text_dim=text.dim,
+        preprocess=pre.to_dict(),
+    )
+    model = CezsarModel(mcfg, backbone_pretrained=cfg.pretrained, backbone_checkpoint=cfg.backbone_checkpoint)
+    return model, pre, text
 
-    captions = [r.caption for r in records]
-    sent = TextBank(text, captions)
-    groups = [f"{r.video}:{r.start}:{r.end}" for r in records]
-    neg = sample_negatives(sent.pooled, cfg.negatives, group=[hash(g) for g in groups])
-    unit = torch.nn.functional.normalize(sent.pooled, dim=-1)  # per-video negatives' false-negative test
-    train_idx, val_idx = _split_by_group(groups, cfg.val_fraction, cfg.seed)
 
-    segs = [Segment(Path(r.video), r.start, r.end) for r in records]
-    bank: ClipBank | ShardedBank
-    skipped: list[dict[str, Any]] = []
-    bad_seen: dict[str, dict[str, Any]] = {}  # streamed end2end: videos that failed to decode
-    if mode == "frozen":
-        for p in model.frame_encoder.parameters():
-            p.requires_grad_(False)
-        # issue 12: sharded on-disk feature store, split across ranks, read memory-mapped
-        from training.featstore import frozen_features
+class _Data:
+    """The run's captions, their text-head inputs and sampled negatives, the train/validation split, and the
+    clips: a feature store (frozen), a decoded bank (end2end) or DataLoader-decoded batches (streamed)."""
 
-        cache = Path(cfg.feature_cache) if cfg.feature_cache else None
-        bank, fstats = frozen_features(
-            model.frame_encoder,
-            segs,
-            pre,
-            cfg.fps,
-            cfg.frames,
-            cache_dir=cache,
-            workers=cfg.workers,
-            shard_segments=cfg.shard_segments,
-            progress=progress,
-        )
-        skipped = fstats.bad
-        for b in skipped:
-            log.warning("skipped undecodable video %s (%d captions): %s", b["video"], len(b["ids"]), b["error"])
-        ok = set(bank.available.tolist())
-        train_idx = np.array([i for i in train_idx if i in ok], dtype=np.int64)
-        val_idx = np.array([i for i in val_idx if i in ok], dtype=np.int64)
-    elif not _stream(cfg, len(segs), pre):
-        bank = build_bank(segs, cfg.fps, cfg.frames, pre, progress=progress)
+    def __init__(self, records: list[Any], text: SentenceEncoder, cfg: TrainConfig, model: ModelConfig) -> None:
+        self.cfg, self.frames, self.fps = cfg, model.frames, model.fps
+        self.captions = [r.caption for r in records]
+        self.sent = TextBank(text, self.captions)
+        self.groups = [f"{r.video}:{r.start}:{r.end}" for r in records]
+        self.neg = sample_negatives(self.sent.pooled, cfg.negatives, group=[hash(g) for g in self.groups])
+        self.unit = torch.nn.functional.normalize(self.sent.pooled, dim=-1)  # per-video negatives' filter
+        self.train_idx, self.val_idx = _split_by_group(self.groups, cfg.val_fraction, cfg.seed)
+        self.segs = [Segment(Path(r.video), r.start, r.end) for r in records]
+        # identical captions share an id, the captions of one clip a group id: InfoNCE does not treat them as
+        # each other's negatives (ids, not hashes: they must agree across torchrun ranks)
+        self.cid = torch.from_numpy(_ids(self.captions))
+        self.gid = torch.from_numpy(_ids(self.groups))
+        self.bank: ClipBank | ShardedBank | None = None
+        self.skipped: list[dict[str, Any]] = []
+        self.bad_seen: dict[str, dict[str, Any]] = {}  # streamed end2end: videos that failed to decode
+        self.streamed = False
 
-    loss_fn = make_loss(cfg.loss, margin=cfg.margin).to(dev)
-    head_params = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
-    groups_opt: list[dict[str, Any]] = [{"params": head_params + list(loss_fn.parameters()), "lr": cfg.lr}]
-    if mode == "end2end":
-        groups_opt.append({"params": list(model.frame_encoder.parameters()), "lr": cfg.resolved_backbone_lr()})
-    opt = torch.optim.AdamW(groups_opt, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    objective: torch.nn.Module = _Objective(model, loss_fn, mode, cfg.negatives.fn_distance)
-    step_fn: torch.nn.Module = objective
-    if dinfo.enabled:  # issue 12: DDP averages the gradients of the ranks
-        from torch.nn.parallel import DistributedDataParallel
+    def load_clips(self, mode: str, model: CezsarModel, pre: Preprocess, progress: bool) -> None:
+        cfg = self.cfg
+        self.pre, self.mode = pre, mode
+        if mode == "frozen":
+            for p in model.frame_encoder.parameters():
+                p.requires_grad_(False)
+            # issue 12: sharded on-disk feature store, split across ranks, read memory-mapped
+            from training.featstore import frozen_features
 
-        step_fn = DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
+            bank, fstats = frozen_features(
+                model.frame_encoder,
+                self.segs,
+                pre,
+                self.fps,
+                self.frames,
+                cache_dir=Path(cfg.feature_cache) if cfg.feature_cache else None,
+                workers=cfg.workers,
+                shard_segments=cfg.shard_segments,
+                progress=progress,
+            )
+            self.bank, self.skipped = bank, fstats.bad
+            for b in self.skipped:
+                log.warning("skipped undecodable video %s (%d captions): %s", b["video"], len(b["ids"]), b["error"])
+            ok = set(bank.available.tolist())
+            self.train_idx = np.array([i for i in self.train_idx if i in ok], dtype=np.int64)
+            self.val_idx = np.array([i for i in self.val_idx if i in ok], dtype=np.int64)
+        elif not _stream(cfg, len(self.segs), pre):
+            self.bank = build_bank(self.segs, self.fps, self.frames, pre, progress=progress)
+        else:
+            self.streamed = True
+            log.info("end2end: streaming clips through a DataLoader (%d workers)", cfg.workers)
 
-    state = _State(out_dir)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_loss": math.inf, "epoch": -1}
-    best_state: dict[str, torch.Tensor] | None = None
-    start_epoch = 0
-    if resume:
-        info = state.load(model, loss_fn, opt)
-        if info is None:
-            raise CezsarError(f"{out_dir}: nothing to resume (no .resume/state.json)")
-        start_epoch, history, best = info["epoch"] + 1, info["history"], info["best"]
-        best_state = {k: v.clone() for k, v in model.state_dict().items()} if best["epoch"] >= 0 else None
-        log.info("resuming at epoch %d", start_epoch)
-
-    # identical captions share an id, the captions of one clip a group id: InfoNCE does not treat them as
-    # each other's negatives (ids, not hashes: they must agree across torchrun ranks)
-    cid = torch.from_numpy(np.unique(np.array(captions, dtype=object), return_inverse=True)[1].astype(np.int64))
-    gid = torch.from_numpy(np.unique(np.array(groups, dtype=object), return_inverse=True)[1].astype(np.int64))
-    fn_distance = cfg.negatives.fn_distance
-    draw = WindowDraw  # issue 12: per-sample draws keyed by (seed, epoch, sample), whatever the batch split
-    streamed = mode == "end2end" and _stream(cfg, len(segs), pre)
-    if streamed:
-        log.info("end2end: streaming clips through a DataLoader (%d workers)", cfg.workers)
-
-    def batches(idx_list: list[np.ndarray], epoch: int, train_mode: bool) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def batches(self, idx_list: list[np.ndarray], epoch: int, train_mode: bool) -> Iterator[tuple[np.ndarray, Any]]:
         """(segment ids, model inputs) per batch: from the bank/store, or decoded by DataLoader workers."""
-        rng_for = draw(cfg.seed, epoch, train_mode)
-        if not streamed:
+        rng_for = WindowDraw(self.cfg.seed, epoch, train_mode)  # per-sample draws, whatever the batch split
+        if not self.streamed:
+            assert self.bank is not None
             for idx in idx_list:
-                window = np.stack([bank.window(int(i), cfg.frames, rng_for(i)) for i in idx])
-                yield idx, (torch.from_numpy(window).float() if mode == "frozen" else to_tensor(window, pre))
+                window = np.stack([self.bank.window(int(i), self.frames, rng_for(i)) for i in idx])
+                yield idx, (torch.from_numpy(window).float() if self.mode == "frozen" else to_tensor(window, self.pre))
             return
-        ds = ClipBatches(segs, idx_list, cfg.fps, cfg.frames, pre, rng_for)
-        for b in batch_loader(ds, cfg.workers):
+        ds = ClipBatches(self.segs, idx_list, self.fps, self.frames, self.pre, rng_for)
+        for b in batch_loader(ds, self.cfg.workers):
             for bad in b.bad:
-                if bad.video not in bad_seen:
+                if bad.video not in self.bad_seen:
                     log.warning("skipping undecodable video %s: %s", bad.video, bad.error)
-                    bad_seen[bad.video] = {"video": bad.video, "error": bad.error, "ids": []}
-                bad_seen[bad.video]["ids"] = sorted(set(bad_seen[bad.video]["ids"]) | set(bad.ids))
+                    self.bad_seen[bad.video] = {"video": bad.video, "error": bad.error, "ids": []}
+                seen = self.bad_seen[bad.video]
+                seen["ids"] = sorted(set(seen["ids"]) | set(bad.ids))
             yield b.idx, b.inputs
 
-    def run_batch(idx: np.ndarray, inputs: torch.Tensor, train_mode: bool, epoch: int = 0) -> torch.Tensor:
-        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-        extra_ex: torch.Tensor | None = None
-        if isinstance(loss_fn, InfoNCELoss):
-            # per-sample generators keyed by (seed, epoch, sample): the same draws whatever the batch split
-            gens = [np.random.default_rng([cfg.seed, epoch, int(i), 1]) for i in idx] if train_mode else None
-            if cfg.share_negatives:  # one drawn negative per positive, shared by the batch (the default)
-                col = np.array([g.integers(0, neg.shape[1]) for g in gens]) if gens else np.zeros(len(idx), np.int64)
-                negs = sent[neg[idx, col]]  # (B, D)
-            else:  # per video: its own k automatic negatives
-                k = max(1, min(cfg.extra_negatives, neg.shape[1]))
-                if gens:
-                    cols = np.stack([g.permutation(neg.shape[1])[:k] for g in gens])
-                else:
-                    cols = np.tile(np.arange(k), (len(idx), 1))
-                extra = torch.from_numpy(neg[np.asarray(idx)[:, None], cols])  # (B, k)
-                negs = sent[extra]  # (B, k, D)
-                close = 1.0 - torch.einsum("bd,bkd->bk", unit[t], unit[extra]) < max(fn_distance, 1e-5)
-                extra_ex = close | (gid[extra] == gid[t][:, None])
+    def skipped_summary(self) -> list[dict[str, Any]]:
+        """One entry per video that could not be decoded (a whole video, or some of its segments)."""
+        by_video: dict[str, dict[str, Any]] = {}
+        for b in self.skipped + list(self.bad_seen.values()):
+            e = by_video.setdefault(b["video"], {"video": b["video"], "error": b["error"], "captions": 0})
+            e["captions"] += len(b["ids"])
+        return list(by_video.values())
+
+
+def _ids(values: list[str]) -> np.ndarray:
+    return np.unique(np.array(values, dtype=object), return_inverse=True)[1].astype(np.int64)
+
+
+class _Steps:
+    """One batch's loss (train or validation) with the negatives the loss takes, on this rank's device."""
+
+    def __init__(self, model: CezsarModel, data: _Data, cfg: TrainConfig, mode: str, dinfo: Any, dev: Any) -> None:
+        self.model, self.data, self.cfg, self.mode, self.dinfo, self.dev = model, data, cfg, mode, dinfo, dev
+        self.loss_fn = make_loss(cfg.loss, margin=cfg.margin).to(dev)
+        self.objective: torch.nn.Module = _Objective(model, self.loss_fn, mode, cfg.negatives.fn_distance)
+        self.step_fn: torch.nn.Module = self.objective
+        if dinfo.enabled:  # issue 12: DDP averages the gradients of the ranks
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [dev.index] if dev.type == "cuda" else None
+            self.step_fn = DistributedDataParallel(self.objective, device_ids=ids)
+        head = [p for n, p in model.named_parameters() if not n.startswith("frame_encoder.") and p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": head + list(self.loss_fn.parameters()), "lr": cfg.lr}]
+        if mode == "end2end":
+            groups.append({"params": list(model.frame_encoder.parameters()), "lr": cfg.resolved_backbone_lr()})
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.base_lrs = [cfg.lr] + ([cfg.resolved_backbone_lr()] if mode == "end2end" else [])  # not the resumed lr
+
+    def _negatives(self, idx: np.ndarray, t: torch.Tensor, train_mode: bool, epoch: int) -> tuple[Any, Any]:
+        """(negatives' text-head inputs, per-video negatives that are false negatives or None)."""
+        d, cfg = self.data, self.cfg
+        if not isinstance(self.loss_fn, InfoNCELoss):
+            return d.sent[d.neg[idx].reshape(-1)], None  # the paper's N negatives per positive: one triplet each
+        # per-sample generators keyed by (seed, epoch, sample): the same draws whatever the batch split
+        gens = [np.random.default_rng([cfg.seed, epoch, int(i), 1]) for i in idx] if train_mode else None
+        if cfg.share_negatives:  # one drawn negative per positive, shared by the batch (the default)
+            col = np.array([g.integers(0, d.neg.shape[1]) for g in gens]) if gens else np.zeros(len(idx), np.int64)
+            return d.sent[d.neg[idx, col]], None  # (B, D)
+        k = max(1, min(cfg.extra_negatives, d.neg.shape[1]))  # per video: its own k automatic negatives
+        if gens:
+            cols = np.stack([g.permutation(d.neg.shape[1])[:k] for g in gens])
         else:
-            negs = sent[neg[idx].reshape(-1)]  # the paper's N negatives per positive: one triplet each
-        fn = step_fn if train_mode else objective
-        if train_mode and mode == "end2end" and cfg.augment_shift > 0:
+            cols = np.tile(np.arange(k), (len(idx), 1))
+        extra = torch.from_numpy(d.neg[np.asarray(idx)[:, None], cols])  # (B, k)
+        close = 1.0 - torch.einsum("bd,bkd->bk", d.unit[t], d.unit[extra]) < max(cfg.negatives.fn_distance, 1e-5)
+        return d.sent[extra], close | (d.gid[extra] == d.gid[t][:, None])  # (B, k, D), (B, k)
+
+    def __call__(self, idx: np.ndarray, inputs: torch.Tensor, train_mode: bool, epoch: int = 0) -> torch.Tensor:
+        d, cfg, dev = self.data, self.cfg, self.dev
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        negs, extra_ex = self._negatives(idx, t, train_mode, epoch)
+        if train_mode and self.mode == "end2end" and cfg.augment_shift > 0:
             most = int(round(cfg.augment_shift * inputs.shape[-1]))
             shifts = np.stack([np.random.default_rng([cfg.seed, epoch, int(i), 2]).integers(-most, most + 1, 2)
                                for i in idx])  # fmt: skip
             inputs = shift_clips(inputs, shifts)
+        fn = self.step_fn if train_mode else self.objective
         return fn(
             inputs.to(dev, non_blocking=True),
-            sent[t].to(dev),
+            d.sent[t].to(dev),
             negs.to(dev),
-            cid[t].to(dev),
-            gid[t].to(dev),
-            sent.pooled[t].to(dev),
+            d.cid[t].to(dev),
+            d.gid[t].to(dev),
+            d.sent.pooled[t].to(dev),
             None if extra_ex is None else extra_ex.to(dev),
-            train_mode and dinfo.enabled,
+            train_mode and self.dinfo.enabled,
         )
 
-    if cfg.schedule not in SCHEDULES:
-        raise CezsarError(f"--schedule {cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-    cosine = cfg.schedule == "cosine"
-    base_lrs = [cfg.lr] + ([cfg.resolved_backbone_lr()] if mode == "end2end" else [])  # not the resumed lr
+
+def _train_epoch(steps: _Steps, sampler: Any, epoch: int) -> float:
+    """One epoch's optimisation steps; returns the ranks' mean training loss."""
+    cfg, data, dinfo, opt = steps.cfg, steps.data, steps.dinfo, steps.opt
     bs = cfg.batch_size
+    steps.model.train()
+    if steps.mode == "frozen":
+        steps.model.frame_encoder.eval()
+    sampler.set_epoch(epoch)  # this rank's share of one permutation shared by all ranks
+    perm = data.train_idx[np.array(list(sampler), dtype=np.int64)]
+    # whole batches only (the incomplete last one is dropped; a new permutation each epoch), so the global
+    # batches of W ranks x B are those of one process with W x B, whatever W
+    perm = perm[: (len(perm) // bs) * bs or len(perm)]
+    losses = []
+    n_steps = max(1, -(-len(perm) // bs))  # every rank runs the same number of steps (equal shares)
+    for step_i, (idx, inputs) in enumerate(
+        data.batches([perm[i : i + bs] for i in range(0, len(perm), bs)], epoch, True)
+    ):
+        if len(idx) < 2 and not dinfo.enabled:
+            continue
+        if cfg.schedule == "cosine":
+            for g, base in zip(opt.param_groups, steps.base_lrs, strict=True):
+                g["lr"] = base * _cosine_factor(epoch + step_i / n_steps, cfg.epochs)
+        loss = steps(idx, inputs, True, epoch)
+        opt.zero_grad(set_to_none=True)
+        # all-gathered InfoNCE: every rank holds the global loss and DDP averages, so scale back up
+        (loss * (dinfo.world if isinstance(steps.loss_fn, InfoNCELoss) else 1)).backward()
+        torch.nn.utils.clip_grad_norm_(steps.model.parameters(), 5.0)
+        opt.step()
+        losses.append(loss.item())
+        if cfg.step_log:
+            _log_step(cfg.step_log, dinfo, epoch, loss.item())
+    return distributed.mean_across_ranks(float(np.mean(losses)) if losses else math.nan)
+
+
+def _epochs(steps: _Steps, state: _State, resume: dict[str, Any] | None, t0: float, progress: bool) -> dict[str, Any]:
+    """The epoch loop (early stopping, time budget, resume state after each epoch); returns
+    {"history", "best", "best_state"}."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from torch.utils.data import DistributedSampler
 
-    positions: Any = range(len(train_idx))  # DistributedSampler only needs len()
+    cfg, data, dinfo, model = steps.cfg, steps.data, steps.dinfo, steps.model
+    run: dict[str, Any] = {"history": [], "best": {"val_loss": math.inf, "epoch": -1}, "best_state": None}
+    start = 0
+    if resume is not None:
+        start, run["history"], run["best"] = resume["epoch"] + 1, resume["history"], resume["best"]
+        if run["best"]["epoch"] >= 0:
+            run["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        log.info("resuming at epoch %d", start)
+    cosine = cfg.schedule == "cosine"
+    positions: Any = range(len(data.train_idx))  # DistributedSampler only needs len()
     sampler: DistributedSampler = DistributedSampler(
         positions, num_replicas=dinfo.world, rank=dinfo.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
-    val_batches = [val_idx[i : i + bs] for i in range(0, len(val_idx), bs)]
+    val_batches = [data.val_idx[i : i + cfg.batch_size] for i in range(0, len(data.val_idx), cfg.batch_size)]
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not (progress and dinfo.is_main)) as bar:
-        task = bar.add_task("training", total=cfg.epochs, completed=start_epoch, info="")
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            if mode == "frozen":
-                model.frame_encoder.eval()
-            sampler.set_epoch(epoch)  # this rank's share of one permutation shared by all ranks
-            perm = train_idx[np.array(list(sampler), dtype=np.int64)]
-            # whole batches only (the incomplete last one is dropped; a new permutation each epoch), so
-            # the global batches of W ranks x B are those of one process with W x B, whatever W
-            perm = perm[: (len(perm) // bs) * bs or len(perm)]
-            losses = []
-            # every rank runs the same number of steps (DistributedSampler gives equal shares)
-            n_steps = max(1, -(-len(perm) // bs))
-            train_batches = batches([perm[i : i + bs] for i in range(0, len(perm), bs)], epoch, True)
-            for step_i, (idx, inputs) in enumerate(train_batches):
-                if len(idx) < 2 and not dinfo.enabled:
-                    continue
-                if cosine:
-                    step = epoch + step_i / n_steps  # in epochs
-                    for g, base in zip(opt.param_groups, base_lrs, strict=True):
-                        g["lr"] = base * _cosine_factor(step, cfg.epochs)
-                loss = run_batch(idx, inputs, True, epoch)
-                opt.zero_grad(set_to_none=True)
-                # all-gathered InfoNCE: every rank holds the global loss and DDP averages, so scale back up
-                (loss * (dinfo.world if isinstance(loss_fn, InfoNCELoss) else 1)).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                opt.step()
-                losses.append(loss.item())
-                if cfg.step_log:
-                    _log_step(cfg.step_log, dinfo, epoch, loss.item())
+        task = bar.add_task("training", total=cfg.epochs, completed=start, info="")
+        for epoch in range(start, cfg.epochs):
+            train_loss = _train_epoch(steps, sampler, epoch)
             model.eval()
             with torch.no_grad():
-                vl = [run_batch(idx, x, False).item() for idx, x in batches(val_batches, epoch, False) if len(idx)]
-            train_loss = distributed.mean_across_ranks(float(np.mean(losses)) if losses else math.nan)
+                vl = [steps(idx, x, False).item() for idx, x in data.batches(val_batches, epoch, False) if len(idx)]
             val_loss = float(np.mean(vl)) if vl else train_loss
             rec = {
                 "epoch": epoch,
@@ -529,15 +414,15 @@ def train(
                 "val_loss": val_loss,
                 "seconds": round(time.time() - t0, 2),
             }
-            history.append(rec)
-            # cosine: the schedule ends at lr 0 and the last epoch is the model (a noisy validation
-            # loss picked under-trained early epochs); constant: early stopping on the validation loss
-            improved = cosine or val_loss < best["val_loss"] - 1e-4
-            if improved:
-                best = {"val_loss": val_loss, "epoch": epoch}
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            run["history"].append(rec)
+            best = run["best"]
+            # cosine: the schedule ends at lr 0 and the last epoch is the model (a noisy validation loss
+            # picked under-trained early epochs); constant: early stopping on the validation loss
+            if cosine or val_loss < best["val_loss"] - 1e-4:
+                best = run["best"] = {"val_loss": val_loss, "epoch": epoch}
+                run["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if dinfo.is_main:  # issue 12: rank 0 writes
-                state.save(model, loss_fn, opt, {"epoch": epoch, "history": history, "best": best})
+                state.save(model, steps.loss_fn, steps.opt, {"epoch": epoch, "history": run["history"], "best": best})
                 with open(state.dir / "log.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(rec) + "\n")
             bar.update(task, advance=1, info=f"train {train_loss:.4f}  val {val_loss:.4f}  best@{best['epoch']}")
@@ -548,28 +433,59 @@ def train(
             if distributed.mean_across_ranks(float(over)) > 0:  # the ranks stop together
                 log.info("time budget reached at epoch %d", epoch)
                 break
+    return run
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+def train(
+    data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    """Train on the caption dataset ``data_dir`` with ``cfg`` (:func:`training.recipe.resolve` makes one from
+    flags and the dataset) and write the model folder ``out_dir`` (rank 0 under torchrun)."""
+    from cezsar.data.formats import read_captions
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    mode = cfg.resolved_mode()
+    cfg.check_end2end()
+    if cfg.schedule not in SCHEDULES:
+        raise CezsarError(f"--schedule {cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    dinfo = distributed.setup(cfg.device)  # issue 12: torchrun sets WORLD_SIZE > 1
+    dev = torch.device(distributed.rank_device(cfg.device, dinfo))
+
+    records = read_captions(data_dir)
+    if len(records) < 4:
+        raise CezsarError(f"{data_dir / 'captions.jsonl'}: only {len(records)} captions; need at least 4 to train")
+    model, pre, text = _build_model(cfg)
+    model.to(dev)
+    data = _Data(records, text, cfg, model.config)
+    data.load_clips(mode, model, pre, progress)
+    steps = _Steps(model, data, cfg, mode, dinfo, dev)
+    state = _State(out_dir)
+    info = state.load(model, steps.loss_fn, steps.opt) if resume else None
+    if resume and info is None:
+        raise CezsarError(f"{out_dir}: nothing to resume (no .resume/state.json)")
+    run = _epochs(steps, state, info, t0, progress)
+
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
     model.eval()
+    best, history = run["best"], run["history"]
     result = TrainResult(int(best["epoch"]), float(best["val_loss"]), len(history), round(time.time() - t0, 1), history)
-    skipped += list(bad_seen.values())
-    by_video: dict[str, dict[str, Any]] = {}
-    for b in skipped:  # one entry per video (a whole video, or some of its segments)
-        e = by_video.setdefault(b["video"], {"video": b["video"], "error": b["error"], "captions": 0})
-        e["captions"] += len(b["ids"])
-    skipped_summary = list(by_video.values())
+    result.skipped = data.skipped_summary()
     meta = {
         "data": str(data_dir),
         "mode": mode,
-        "config": {**asdict(cfg), "negatives": asdict(cfg.negatives)},
+        "config": replace(cfg, model=model.config).to_record(),
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
         "epochs_run": result.epochs_run,
         "seconds": result.seconds,
         "n_captions": len(records),
         "world_size": dinfo.world,
-        "skipped_videos": skipped_summary,
+        "skipped_videos": result.skipped,
     }
     if dinfo.is_main:
         model.cpu()
@@ -579,5 +495,4 @@ def train(
 
         shutil.rmtree(state.dir, ignore_errors=True)
     distributed.teardown()
-    result.skipped = skipped_summary
     return result

@@ -7,176 +7,137 @@ from pathlib import Path
 
 import typer
 
-from cezsar.errors import CezsarError
-
-
-def _defaults(data: Path) -> dict:
-    from cezsar.data.formats import read_dataset_defaults
-
-    return read_dataset_defaults(data)
+# the flags of `cezsar train` that are training settings (training.recipe.resolve decides which value wins)
+_O = typer.Option
+BACKBONE = _O("tiny", help="tiny, hf-clip:REF, hf-siglip:REF, st-clip:REF, torchvision:NAME, timm:NAME or a bare name.")
+PRETRAINED = _O(False, help="Load the backbone library's pretrained weights (its own cache).")
+CHECKPOINT = _O(None, help="Local backbone weights (.safetensors or .pt).")
+MODE = _O("auto", help="auto | frozen (cached features, heads only) | end2end.")
+RECIPE = _O(
+    "default",
+    help="default (InfoNCE: in-batch + one automatic negative per positive, identical captions masked) | "
+    "paper (triplet, margin 1.0, 10 automatic negatives at 0 < d < 0.8, as published). Flags override it.",
+)
+LOSS = _O(None, help="infonce | triplet (default: the recipe's).")
+NEGATIVES = _O(None, help="auto (cosine-distance window) | random (default: auto).")
+NEG_COUNT = _O(None, help="Negatives sampled per positive (default: 10).")
+FN_DISTANCE = _O(
+    None,
+    help="False-negative filter: captions closer than this cosine distance to the positive are treated as "
+    "paraphrases, never negatives (default 0: off; only identical captions are masked).",
+)
+EXTRA_NEGATIVES = _O(
+    None, help="InfoNCE with --per-video-negatives: sampled negatives per video added to its denominator."
+)
+MARGIN = _O(None, help="Triplet margin (default 1.0, the paper's).")
+SHARE_NEGATIVES = _O(
+    None,
+    "--share-negatives/--per-video-negatives",
+    help="InfoNCE: one sampled negative per positive shared by the whole batch (default recipe), or "
+    "--extra-negatives of them per video, in that video's denominator only.",
+)
+NEG_MIN = _O(None, help="Lower bound of the negatives' cosine distance window.")
+NEG_MAX = _O(None, help="Upper bound of the negatives' cosine distance window.")
+EPOCHS = _O(None, help="Maximum epochs (early stopping on validation loss).")
+FRAMES = _O(None, help="Frames per clip T (default: dataset.json, else chosen from the probed clips).")
+FPS = _O(None, help="Sampling rate (default: dataset.json, else probed).")
+IMAGE_SIZE = _O(None, help="Crop size (default: dataset.json, else probed).")
+RESIZE = _O(None, help="Shorter-side resize before the crop (default: dataset.json, else probed).")
+BATCH_SIZE = _O(32, help="Clips per training batch.")
+LR = _O(None, help="AdamW learning rate (default: dataset.json, else 1e-4).")
+BACKBONE_LR = _O(
+    None, help="end2end: the frame encoder's learning rate (default: --lr); lower it to fine-tune pretrained."
+)
+WEIGHT_DECAY = _O(1e-5, help="AdamW weight decay (every trained parameter).")
+AUGMENT_SHIFT = _O(
+    0.0,
+    help="end2end: translate each training clip at random by up to this fraction of the crop (every frame "
+    "alike, so motion is kept; edges repeat). 0: off. Frozen mode ignores it.",
+)
+PATIENCE = _O(6, help="Early-stopping patience in epochs (constant schedule).")
+SCHEDULE = _O(
+    None,
+    help="constant (early stopping on validation loss; paper) | cosine (1-epoch warm-up, cosine decay to 0 "
+    "over --epochs, keeps the last epoch). Default: the recipe's.",
+)
+SEED = _O(0, help="Random seed (initialisation, shuffling, augmentation).")
+TEXT_MODEL = _O("sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path.")
+TEXT_INPUT = _O(
+    None,
+    help="What the text head reads: tokens (the sentence model's word-embedding states, a per-token MLP, "
+    "then a mean), pooled (the sentence embedding, as in the paper) or auto (tokens for "
+    "sentence-transformers models, pooled for image-text towers). Default: the recipe's (default: auto; "
+    "paper: pooled). Ignored with --init.",
+)
+THREADS = _O(None, help="torch CPU threads.")
+DEVICE = _O("cpu", help="cpu or cuda (under torchrun: each process its LOCAL_RANK GPU).")
+WORKERS = _O(0, help="DataLoader worker processes decoding videos (frozen-mode extraction).")
+FEATURE_CACHE = _O(None, help="Feature store folder (default: $CEZSAR_CACHE).")
+INIT = _O(
+    None,
+    "--init",
+    help="Fine-tune this model folder (from `cezsar init` or training): its towers, heads, "
+    "preprocessing and text model; --backbone/--text-model/--image-size/--resize are then ignored.",
+)
 
 
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder with captions.jsonl."),
     out: Path = typer.Option(..., "--out", help="Model folder to write (config.json + model.safetensors)."),
-    backbone: str = typer.Option("tiny", help="tiny, torchvision:NAME, timm:NAME or a bare model name."),
-    pretrained: bool = typer.Option(False, help="Load the backbone library's pretrained weights (its own cache)."),
-    backbone_checkpoint: Path | None = typer.Option(None, help="Local backbone weights (.safetensors or .pt)."),
-    mode: str = typer.Option("auto", help="auto | frozen (cached features, heads only) | end2end."),
-    recipe: str = typer.Option(
-        "default",
-        help="default (InfoNCE: in-batch + one automatic negative per positive, identical captions masked) | "
-        "paper (triplet, margin 1.0, 10 automatic negatives at 0 < d < 0.8, as published). Flags override it.",
-    ),
-    loss: str | None = typer.Option(None, help="infonce | triplet (default: the recipe's)."),
-    negatives: str | None = typer.Option(None, help="auto (cosine-distance window) | random (default: auto)."),
-    neg_count: int = typer.Option(10, help="Negatives sampled per positive."),
-    fn_distance: float | None = typer.Option(
-        None,
-        help="False-negative filter: captions closer than this cosine distance to the positive are treated as "
-        "paraphrases, never negatives (default 0: off; only identical captions are masked).",
-    ),
-    extra_negatives: int | None = typer.Option(
-        None, help="InfoNCE with --per-video-negatives: sampled negatives per video added to its denominator."
-    ),
-    margin: float | None = typer.Option(None, help="Triplet margin (default 1.0, the paper's)."),
-    share_negatives: bool | None = typer.Option(
-        None,
-        "--share-negatives/--per-video-negatives",
-        help="InfoNCE: one sampled negative per positive shared by the whole batch (default recipe), or "
-        "--extra-negatives of them per video, in that video's denominator only.",
-    ),
-    neg_min: float | None = typer.Option(None, help="Lower bound of the negatives' cosine distance window."),
-    neg_max: float | None = typer.Option(None, help="Upper bound of the negatives' cosine distance window."),
-    epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping on validation loss)."),
-    frames: int | None = typer.Option(
-        None, help="Frames per clip T (default: dataset.json, else chosen from the probed clips)."
-    ),
-    fps: float | None = typer.Option(None, help="Sampling rate (default: dataset.json, else probed)."),
-    image_size: int | None = typer.Option(None, help="Crop size (default: dataset.json, else probed)."),
-    resize: int | None = typer.Option(
-        None, help="Shorter-side resize before the crop (default: dataset.json, else probed)."
-    ),
-    batch_size: int = typer.Option(32, help="Clips per training batch."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate (default: dataset.json, else 1e-4)."),
-    backbone_lr: float | None = typer.Option(
-        None, help="end2end: the frame encoder's learning rate (default: --lr); lower it to fine-tune pretrained."
-    ),
-    weight_decay: float = typer.Option(1e-5, help="AdamW weight decay (every trained parameter)."),
-    augment_shift: float = typer.Option(
-        0.0,
-        help="end2end: translate each training clip at random by up to this fraction of the crop (every frame "
-        "alike, so motion is kept; edges repeat). 0: off. Frozen mode ignores it.",
-    ),
-    patience: int = typer.Option(6, help="Early-stopping patience in epochs (constant schedule)."),
-    schedule: str | None = typer.Option(
-        None,
-        help="constant (early stopping on validation loss; paper) | cosine (1-epoch warm-up, cosine decay to 0 "
-        "over --epochs, keeps the last epoch). Default: the recipe's.",
-    ),
-    seed: int = typer.Option(0, help="Random seed (initialisation, shuffling, augmentation)."),
-    text_model: str = typer.Option(
-        "sentence-transformers/all-MiniLM-L6-v2", help="sentence-transformers name or path."
-    ),
-    text_input: str | None = typer.Option(
-        None,
-        help="What the text head reads: tokens (the sentence model's word-embedding states, a per-token MLP, "
-        "then a mean), pooled (the sentence embedding, as in the paper) or auto (tokens for "
-        "sentence-transformers models, pooled for image-text towers). Default: the recipe's (default: auto; "
-        "paper: pooled). Ignored with --init.",
-    ),
-    threads: int | None = typer.Option(None, help="torch CPU threads."),
-    device: str = typer.Option("cpu", help="cpu or cuda (under torchrun: each process its LOCAL_RANK GPU)."),
-    workers: int = typer.Option(0, help="DataLoader worker processes decoding videos (frozen-mode extraction)."),
-    feature_cache: Path | None = typer.Option(None, help="Feature store folder (default: $CEZSAR_CACHE)."),
+    backbone: str = BACKBONE,
+    pretrained: bool = PRETRAINED,
+    backbone_checkpoint: Path | None = CHECKPOINT,
+    mode: str = MODE,
+    recipe: str = RECIPE,
+    loss: str | None = LOSS,
+    negatives: str | None = NEGATIVES,
+    neg_count: int | None = NEG_COUNT,
+    fn_distance: float | None = FN_DISTANCE,
+    extra_negatives: int | None = EXTRA_NEGATIVES,
+    margin: float | None = MARGIN,
+    share_negatives: bool | None = SHARE_NEGATIVES,
+    neg_min: float | None = NEG_MIN,
+    neg_max: float | None = NEG_MAX,
+    epochs: int | None = EPOCHS,
+    frames: int | None = FRAMES,
+    fps: float | None = FPS,
+    image_size: int | None = IMAGE_SIZE,
+    resize: int | None = RESIZE,
+    batch_size: int = BATCH_SIZE,
+    lr: float | None = LR,
+    backbone_lr: float | None = BACKBONE_LR,
+    weight_decay: float = WEIGHT_DECAY,
+    augment_shift: float = AUGMENT_SHIFT,
+    patience: int = PATIENCE,
+    schedule: str | None = SCHEDULE,
+    seed: int = SEED,
+    text_model: str = TEXT_MODEL,
+    text_input: str | None = TEXT_INPUT,
+    threads: int | None = THREADS,
+    device: str = DEVICE,
+    workers: int = WORKERS,
+    feature_cache: Path | None = FEATURE_CACHE,
+    init: Path | None = INIT,
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
-    init: Path | None = typer.Option(
-        None,
-        "--init",
-        help="Fine-tune this model folder (from `cezsar init` or training): its towers, heads, "
-        "preprocessing and text model; --backbone/--text-model/--image-size/--resize are then ignored.",
-    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Train the contrastive model on captioned clips."""
+    overrides = {k: v for k, v in locals().items() if k not in ("data", "out", "recipe", "resume", "json_out")}
     import os
     import time
 
     from rich.console import Console
 
-    from cezsar.data.formats import read_captions
-    from training.negatives import NegativeConfig
-    from training.train import TrainConfig, recipe_settings, train
+    from training.recipe import resolve
+    from training.train import train
 
     console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 reports
-    records = read_captions(data)  # bad data fails here, before anything is printed or created
-    d = _defaults(data)
-    given = {"frames": frames, "fps": fps, "image_size": image_size, "resize": resize}
-    if any(v is None and k not in d for k, v in given.items()):
-        from training.probe import probe_clips
-
-        found = probe_clips([(r.video, r.start, r.end) for r in records], seed=seed)
-        filled = {k: v for k, v in found.defaults().items() if given[k] is None and k not in d}
-        d = {**found.defaults(), **d}
-        console.print(f"no dataset.json sampling settings; {found.describe()} (using {filled}; flags override)")
-    rs = recipe_settings(recipe)
-    rneg = rs.pop("negatives")
-    negatives = negatives or rneg["mode"]
-    loss = loss or rs["loss"]
-    if negatives not in ("auto", "random"):
-        raise CezsarError(f"--negatives {negatives!r}: expected auto or random")
-    if loss not in ("triplet", "infonce"):
-        raise CezsarError(f"--loss {loss!r}: expected triplet or infonce")
-    neg = NegativeConfig(
-        mode=negatives,
-        count=neg_count,
-        min_distance=neg_min if neg_min is not None else float(d.get("neg_min", rneg.get("min_distance", 0.0))),
-        max_distance=neg_max if neg_max is not None else float(d.get("neg_max", rneg.get("max_distance", 0.8))),
-        seed=seed,
-        fn_distance=fn_distance if fn_distance is not None else float(rneg["fn_distance"]),
-    )
-    cfg = TrainConfig(
-        backbone=backbone,
-        pretrained=pretrained,
-        backbone_checkpoint=str(backbone_checkpoint) if backbone_checkpoint else None,
-        mode=mode,
-        loss=loss,
-        negatives=neg,
-        extra_negatives=extra_negatives if extra_negatives is not None else int(rs.get("extra_negatives", 1)),
-        margin=margin if margin is not None else float(rs.get("margin", 1.0)),
-        share_negatives=share_negatives if share_negatives is not None else bool(rs.get("share_negatives", False)),
-        schedule=schedule or str(rs.get("schedule", "constant")),
-        epochs=epochs or int(d.get("epochs", 40)),
-        frames=frames or int(d["frames"]),
-        fps=fps or float(d["fps"]),
-        image_size=image_size or int(d["image_size"]),
-        resize=resize or int(d["resize"]),
-        batch_size=batch_size,
-        lr=lr or float(d.get("lr", 1e-4)),
-        backbone_lr=backbone_lr,
-        weight_decay=weight_decay,
-        augment_shift=augment_shift,
-        patience=patience,
-        seed=seed,
-        text_model=text_model,
-        text_input=text_input or str(rs.get("text_input", "auto")),
-        threads=threads,
-        workers=workers,
-        device=device,
-        feature_cache=str(feature_cache) if feature_cache else None,
-    )
-    cfg.check_end2end()  # bad values fail before anything is loaded or printed
-    if init is not None:
-        from training.model import read_config
-
-        icfg = read_config(init)  # a bad folder fails here, before training starts
-        cfg.init = str(init)
-        cfg.backbone, cfg.text_model = icfg.backbone, icfg.text_model
-        cfg.image_size, cfg.resize = icfg.pre.size, icfg.pre.resize
+    cfg = resolve(data, recipe, overrides, report=console.print)  # bad data and values fail here, first
+    m, neg = cfg.model, cfg.negatives
     console.print(
-        f"training {cfg.backbone} ({cfg.resolved_mode()}), recipe {recipe}: loss {cfg.loss}, negatives {neg.mode} "
+        f"training {m.backbone} ({cfg.resolved_mode()}), recipe {recipe}: loss {cfg.loss}, negatives {neg.mode} "
         f"({neg.min_distance}, {neg.max_distance}) x{neg.count}, false-negative filter d < {neg.fn_distance}, "
-        f"T={cfg.frames} @ {cfg.fps} fps, {cfg.image_size}px, lr {cfg.lr} ({cfg.schedule}), {cfg.epochs} epochs, "
+        f"T={m.frames} @ {m.fps} fps, {m.pre.size}px, lr {cfg.lr} ({cfg.schedule}), {cfg.epochs} epochs, "
         f"text input {'of ' + str(init) if init else cfg.resolved_text_input()}"
     )
     t0 = time.time()
