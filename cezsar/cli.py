@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from cezsar import extras
 from cezsar.errors import CezsarError
 from cezsar.redact import install_log_filter
 
@@ -37,33 +38,23 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-# a module that only an optional extra installs -> that extra (pyproject.toml)
-EXTRAS = {
-    "zmq": "edge",
-    "pydantic": "edge",
-    "paho": "mqtt",
-    "aiohttp": "http",
-    "prometheus_client": "http",
-    "torch": "train",
-    "safetensors": "train",
-    "sentence_transformers": "train",
-    "onnx": "train",
-    "av": "train",
-    "modelopt": "quant",
-    "tensorrt": "tensorrt",
-}
+# the edge's optional modules (pyproject.toml extras); to move next to the sinks and servers that import them
+extras.requires("zmq", "pydantic", extra="edge")
+extras.requires("paho", extra="mqtt")
+extras.requires("aiohttp", "prometheus_client", extra="http")
 
 
 def missing_extra(e: ModuleNotFoundError) -> str | None:
-    """One line naming the extra that installs the missing module, or None when no extra does."""
-    root = (e.name or "").split(".")[0]
-    extra = EXTRAS.get(root)
-    if extra is None:
-        return None
-    return (
-        f"this command needs the optional '{extra}' dependencies (module {root} is missing): "
-        f"pip install 'cezsar[{extra}]'"
-    )
+    """One line naming the extra that installs the missing module, or None when no extra does. The answer comes
+    from the declarations (:mod:`cezsar.extras`) of the stage packages and the backends, loaded here first."""
+    import importlib
+
+    from cezsar.backends.registry import discover
+
+    for package in ("training", "converter"):  # their __init__ declares their extras and imports nothing else
+        importlib.import_module(package)
+    discover()  # each backend class declares the modules it needs
+    return extras.missing_extra(e)
 
 
 @app.callback()

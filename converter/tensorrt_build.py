@@ -41,7 +41,7 @@ from cezsar.errors import CezsarError
 log = logging.getLogger("cezsar.tensorrt")
 
 PARTS = layout.VIDEO_PARTS
-PRECISIONS = layout.ENGINE_PRECISIONS
+PRECISIONS = layout.PRECISIONS
 
 
 # -- version-dependent choices (pure functions of the module's features; tested with stand-ins) --

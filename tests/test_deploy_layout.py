@@ -1,5 +1,5 @@
-"""cezsar.deploy.layout: the one module that names the files of a deploy folder, and its answers to
-"which file serves (part, precision, device)"."""
+"""cezsar.deploy.layout: the one module that names the files of a deploy folder; the backends' answers to
+"which file serves (part, precision, device)" come from those names."""
 
 from __future__ import annotations
 
@@ -80,29 +80,39 @@ def _deploy(tmp_path: Path) -> tuple[Path, Manifest]:
 
 
 def test_which_file_serves_part_precision_device(tmp_path: Path) -> None:
+    """Each backend declares its files (Backend.serving_file); the names come from the layout."""
+    from cezsar.backends.onnxruntime import OnnxRuntimeBackend
+    from cezsar.backends.tensorrt import TensorRTBackend
+    from cezsar.backends.torch import TorchBackend
+
     d, m = _deploy(tmp_path)
     fe = "frame_encoder"
+
+    def ort(precision: str, device: str) -> Path:
+        return OnnxRuntimeBackend(precision, device).serving_file(d, m, fe)
+
     for device in ("cpu", "cuda", "tensorrt"):
-        assert layout.serving_file(d, m, fe, "fp32", device, "onnxruntime") == d / "frame_encoder.onnx"
-    assert layout.serving_file(d, m, fe, "fp16", "tensorrt", "onnxruntime") == d / "frame_encoder.onnx"
-    assert layout.serving_file(d, m, fe, "fp32", "cpu", "torch") == d / "model"
+        assert ort("fp32", device) == d / "frame_encoder.onnx"
+    assert ort("fp16", "tensorrt") == d / "frame_encoder.onnx"
+    assert TorchBackend("fp32", "cpu").serving_file(d, m, fe) == d / "model"
+    assert TorchBackend("fp32", "cpu").serving_files(d, m) == {part: d / "model" for part in layout.VIDEO_PARTS}
     with pytest.raises(CezsarError, match=r"--precision int8 needs frame_encoder\.int8\.onnx or, faster on the CPU"):
-        layout.serving_file(d, m, fe, "int8", "cpu", "onnxruntime")
+        ort("int8", "cpu")
     with pytest.raises(CezsarError, match=r"frame_encoder\.fp16\.engine: no fp16 engine; build it with"):
-        layout.serving_file(d, m, fe, "fp16", "cuda", "tensorrt")
+        TensorRTBackend("fp16", "cuda").serving_file(d, m, fe)
     with pytest.raises(CezsarError, match=r"no frame_encoder\.int8\.onnx; run `cezsar quantize"):
         layout.engine_source(d, m, fe, "int8")
     assert layout.engine_source(d, m, fe, "fp16") == d / "frame_encoder.onnx"
 
     (d / "frame_encoder.int8.onnx").write_bytes(b"qdq")  # the TensorRT Q/DQ model: CPU falls back to it
-    assert layout.serving_file(d, m, fe, "int8", "cpu", "onnxruntime").name == "frame_encoder.int8.onnx"
+    assert ort("int8", "cpu").name == "frame_encoder.int8.onnx"
     (d / "frame_encoder.int8-cpu.onnx").write_bytes(b"cpu")  # the CPU layout wins on the CPU only
-    assert layout.serving_file(d, m, fe, "int8", "cpu", "onnxruntime").name == "frame_encoder.int8-cpu.onnx"
+    assert ort("int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
     assert layout.is_cpu_int8(d / "frame_encoder.int8-cpu.onnx") and not layout.is_cpu_int8(d / "x.int8.onnx")
-    assert layout.serving_file(d, m, fe, "int8", "cuda", "onnxruntime").name == "frame_encoder.int8.onnx"
+    assert ort("int8", "cuda").name == "frame_encoder.int8.onnx"
     engine = layout.engine_path(d, fe, "int8")
     engine.write_bytes(b"plan")
-    assert layout.serving_file(d, m, fe, "int8", "cuda", "tensorrt") == engine
+    assert TensorRTBackend("int8", "cuda").serving_file(d, m, fe) == engine == layout.engine_file(d, fe, "int8")
 
 
 def test_listed_files_are_verified(tmp_path: Path) -> None:

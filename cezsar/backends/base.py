@@ -10,7 +10,9 @@ onnxruntime session, torch module). Runners are thread-safe.
   (``calls``, ``seconds``, ``last_seconds``). Subclasses implement ``activate_impl``, ``infer`` and
   ``deactivate_impl``.
 - :class:`Backend` declares what it can run (:class:`Offer`: a device, its precisions, what
-  ``--precision auto`` tries, its rank for ``--backend auto``) and registers itself with
+  ``--precision auto`` tries, its rank for ``--backend auto``), which deploy files serve it
+  (:meth:`Backend.serving_file`, answered with the names :mod:`cezsar.deploy.layout` gives) and the
+  optional modules it needs (``requires``, installed by ``extra``), and registers itself with
   :func:`cezsar.backends.registry.register_backend`; the choice of a backend comes from those
   declarations.
 - :func:`run_batched`: the one chunked run, used by the converter and the edge.
@@ -29,11 +31,10 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from cezsar.deploy.layout import VIDEO_PARTS
+from cezsar.deploy.layout import PRECISIONS, VIDEO_PARTS
 from cezsar.deploy.manifest import Manifest
 from cezsar.errors import CezsarError
 
-PRECISIONS = ("fp32", "fp16", "int8")
 R = TypeVar("R", bound="Runner")
 
 
@@ -121,6 +122,8 @@ class Offer:
 class Backend(ABC):
     name: ClassVar[str] = "?"
     offers: ClassVar[tuple[Offer, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()  # optional modules it imports (when used), installed by ``extra``
+    extra: ClassVar[str | None] = None  # the pyproject.toml extra that installs ``requires``
 
     def __init__(self, precision: str = "fp32", device: str | None = None, threads: int | None = None) -> None:
         device = device or self.offers[0].device
@@ -167,6 +170,17 @@ class Backend(ABC):
     def device_present(cls, device: str, precision: str) -> bool:
         """A cheap guess whether ``device`` is worth trying for a plain ``--backend NAME``."""
         return cls.device_available(device, precision)[0]
+
+    # -- the deploy files it serves -----------------------------------------------------------------
+    def serving_file(self, deploy_dir: Path, manifest: Manifest, part: str) -> Path:
+        """The deploy file (or folder) that serves ``part`` for this backend at its precision on its device,
+        by the names :mod:`cezsar.deploy.layout` gives; CezsarError names what is missing and the command
+        that writes it. A backend that reads no deploy file keeps this default."""
+        raise CezsarError(f"{self.name} backend: reads no file of a deploy folder")
+
+    def serving_files(self, deploy_dir: Path, manifest: Manifest) -> dict[str, Path]:
+        """:meth:`serving_file` of each part the backends run."""
+        return {part: self.serving_file(Path(deploy_dir), manifest, part) for part in VIDEO_PARTS}
 
     # -- loading --------------------------------------------------------------------------------
     def check_files(self, deploy_dir: Path, manifest: Manifest) -> None:  # noqa: B027 - optional hook

@@ -183,8 +183,12 @@ class OnnxRuntimeBackend(Backend):
             raise CezsarError(f"onnxruntime: no execution provider for device {self.ep}")
         return provs
 
+    def serving_file(self, deploy_dir: Path, manifest: Manifest, part: str) -> Path:
+        """The ONNX file of ``part`` at this precision on this provider (:func:`cezsar.deploy.layout.onnx_file`)."""
+        return layout.onnx_file(deploy_dir, manifest, part, self.precision, self.ep)
+
     def runner(self, deploy_dir: Path, manifest: Manifest, part: str) -> Runner:
-        path = layout.serving_file(deploy_dir, manifest, part, self.precision, self.ep, "onnxruntime")
+        path = self.serving_file(deploy_dir, manifest, part)
         if self.device == "cpu" and self.precision == "int8" and not layout.is_cpu_int8(path):
             log.warning(
                 "%s: no %s; using the TensorRT-style %s, which runs slower than FP32 on the CPU "

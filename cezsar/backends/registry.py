@@ -1,9 +1,17 @@
 """The backend registry, and ``--backend auto|tensorrt|onnxruntime|torch|onnxruntime-cpu|...``.
 
-Each backend class registers itself with :func:`register_backend` (as timm's ``register_model``) and
-declares its :class:`~cezsar.backends.base.Offer` per device: the precisions it runs, what
-``--precision auto`` tries, and its rank for ``--backend auto``. Everything here comes from those
-declarations:
+A backend is one module of the ``cezsar.backends`` package: the registry imports every module of the
+package (:func:`discover`; no list of them anywhere), and importing a module registers its class with
+:func:`register_backend` (as timm's ``register_model``). A module of the package, not an entry point: a new
+backend is then one file, found in a source checkout as in an install, without reinstalling the
+distribution or editing pyproject.toml. A backend module imports its library (onnxruntime, TensorRT,
+torch) only when it is used, so importing all of them costs nothing.
+
+Each backend declares its :class:`~cezsar.backends.base.Offer` per device: the precisions it runs, what
+``--precision auto`` tries, and its rank for ``--backend auto``; which deploy files serve it
+(``Backend.serving_file``); and the optional modules it needs with the extra that installs them
+(``Backend.requires``, ``Backend.extra``, declared to :mod:`cezsar.extras`). Everything here comes from
+those declarations:
 
 - the ``--backend`` names: ``auto``, each backend's name, and ``NAME-DEVICE`` for a backend with
   several devices (``onnxruntime-cpu``, ``torch-cuda``, ...);
@@ -22,20 +30,24 @@ from __future__ import annotations
 
 import importlib
 import logging
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from cezsar import extras
 from cezsar.backends.base import Backend, Runner
+from cezsar.deploy import layout
 from cezsar.deploy.manifest import Manifest
 from cezsar.errors import CezsarError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
-BUILTIN = ("cezsar.backends.tensorrt", "cezsar.backends.onnxruntime", "cezsar.backends.torch")
+PRECISION_CHOICES = ("auto", *layout.PRECISIONS)  # --precision: auto, then the precisions (cezsar.deploy.layout)
+PRECISIONS = PRECISION_CHOICES  # the name edge/siteconfig.py imports for the --precision choices
 
 _REGISTRY: dict[str, type[Backend]] = {}
+_FAILED: dict[str, str] = {}  # backend modules that could not be imported: module -> why
 B = TypeVar("B", bound=type[Backend])
 
 
@@ -47,17 +59,30 @@ def register_backend(cls: B) -> B:
     if known is not None and known.__qualname__ != cls.__qualname__:
         raise TypeError(f"backend name {cls.name!r} is taken by {known.__qualname__}")
     _REGISTRY[cls.name] = cls
+    if cls.requires and cls.extra:
+        extras.requires(*cls.requires, extra=cls.extra)
     return cls
 
 
-def _load_builtins() -> None:
-    for mod in BUILTIN:  # importing a backend module registers it; none imports its library at import
-        importlib.import_module(mod)
+def discover() -> None:
+    """Import every module of the ``cezsar.backends`` package that is not imported yet (each backend module
+    registers its class when imported). A module that fails to import is logged and left out, once."""
+    import cezsar.backends as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        name = f"{package.__name__}.{info.name}"
+        if info.name.startswith("_") or name in _FAILED:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - one broken backend module must not take the others down
+            _FAILED[name] = f"{type(e).__name__}: {e}"
+            log.warning("backend module %s cannot be imported (%s); its backend is not offered", name, _FAILED[name])
 
 
 def backends() -> dict[str, type[Backend]]:
     """Registered backends by name, best rank first."""
-    _load_builtins()
+    discover()
 
     def best(cls: type[Backend]) -> int:
         ranks = [o.rank for o in cls.offers if o.rank is not None]
@@ -145,8 +170,8 @@ def load_backend(
     all_names = names()
     if name not in all_names:
         raise CezsarError(f"--backend {name}: choose one of {', '.join(all_names)}")
-    if precision not in PRECISIONS:
-        raise CezsarError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_CHOICES:
+        raise CezsarError(f"--precision {precision}: choose one of {', '.join(PRECISION_CHOICES)}")
     deploy_dir = Path(deploy_dir)
     table = candidates()
     order = auto_order()

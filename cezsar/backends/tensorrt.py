@@ -265,6 +265,8 @@ def _torch_cuda() -> bool:
 @register_backend
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    requires = ("tensorrt",)
+    extra = "tensorrt"
     offers = (Offer("cuda", ("fp16", "int8", "fp32"), ("fp16", "int8", "fp32"), rank=0),)
 
     def __init__(self, precision: str = "fp16", device: str | None = "cuda", threads: int | None = None) -> None:
@@ -292,6 +294,10 @@ class TensorRTBackend(Backend):
         for part in layout.VIDEO_PARTS:
             if layout.engine_path(deploy_dir, part, self.precision).is_file():
                 self._checked[part] = check_engine(deploy_dir, manifest, part, self.precision)
+
+    def serving_file(self, deploy_dir: Path, manifest: Manifest, part: str) -> Path:
+        """The engine built for ``part`` at this precision (its sidecar ties it to the ONNX it came from)."""
+        return layout.engine_file(deploy_dir, part, self.precision)
 
     def runner(self, deploy_dir: Path, manifest: Manifest, part: str) -> Runner:
         checked = self._checked.pop(part, None)

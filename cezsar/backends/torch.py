@@ -171,6 +171,8 @@ def sample_shape(manifest: Manifest, part: str) -> tuple[int, ...]:
 @register_backend
 class TorchBackend(Backend):
     name = "torch"
+    requires = ("torch", "safetensors")
+    extra = "train"
     offers = (
         Offer("cpu", ("fp32",), ("fp32",), rank=None),
         Offer("cuda", ("fp16", "fp32"), ("fp16",), rank=2),
@@ -217,9 +219,7 @@ class TorchBackend(Backend):
             if self._model is None:
                 from training.model import WEIGHTS_FILE, CezsarModel  # the allowed, lazy import up into training
 
-                folder = layout.serving_file(
-                    deploy_dir, manifest, "frame_encoder", self.precision, self.device, "torch"
-                )
+                folder = self.serving_file(deploy_dir, manifest, "frame_encoder")
                 weights = folder / WEIGHTS_FILE
                 if weights.is_file() and file_sha256(weights) != manifest.model_hash:
                     raise CezsarError(
@@ -233,6 +233,10 @@ class TorchBackend(Backend):
                         model = model.half()
                 self._model = model
             return self._model
+
+    def serving_file(self, deploy_dir: Path, manifest: Manifest, part: str) -> Path:
+        """The deploy folder's copy of the trained model folder: both parts come from the one model."""
+        return layout.model_folder(deploy_dir, manifest)
 
     def runner(self, deploy_dir: Path, manifest: Manifest, part: str) -> Runner:
         if self.device == "cuda":

@@ -18,8 +18,10 @@ Manifest ``files`` keys: the parts, "tokenizer", "model_dir", and the INT8 files
 and TensorRT version, so the manifest does not list them; their sidecars tie them to the ONNX they
 were built from.
 
-:func:`serving_file` answers which file serves a (part, precision, device) for a runtime; the
-converter asks the same module where to write.
+Each backend (cezsar/backends) declares which of these files serves it (``Backend.serving_file``), asking
+this module for the names: :func:`onnx_file` (the ONNX a (part, precision, device) runs), :func:`engine_file`
+(a built TensorRT engine), :func:`model_folder` (the trained model folder). This module names files, not
+backends; the converter asks it where to write.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ VIDEO_PARTS = ("frame_encoder", "temporal_head")  # the parts the backends run
 TOKENIZER = "tokenizer"  # manifest ``files`` key of the tokenizer
 MODEL_DIR = "model_dir"  # manifest ``files`` key of the model folder copy
 INT8_TARGETS = ("tensorrt", "cpu")
-ENGINE_PRECISIONS = ("fp16", "int8", "fp32")
-RUNTIMES = ("onnxruntime", "tensorrt", "torch")
+# the precisions a network of a deploy folder runs at (engines and INT8 files are named by them); the one list
+PRECISIONS = ("fp32", "fp16", "int8")
 
 _INT8_VARIANT = {"tensorrt": "int8", "cpu": "int8-cpu"}
 _NAMES = {TOKENIZER: "tokenizer.json", MODEL_DIR: "model"}
@@ -92,7 +94,7 @@ def int8_name(part: str, target: str = "tensorrt") -> str:
 
 def engine_path(deploy_dir: str | Path, part: str, precision: str) -> Path:
     _check_part(part, VIDEO_PARTS)
-    if precision not in ENGINE_PRECISIONS:
+    if precision not in PRECISIONS:
         raise CezsarError(f"--precision {precision}: engines are fp16, int8 or fp32")
     return Path(deploy_dir) / f"{part}.{precision}{_ENGINE_SUFFIX}"
 
@@ -189,23 +191,11 @@ def model_folder(deploy_dir: str | Path, manifest: Manifest) -> Path:
     return folder
 
 
-def serving_file(
-    deploy_dir: str | Path, manifest: Manifest, part: str, precision: str, device: str, runtime: str
-) -> Path:
-    """Which file serves ``part`` at ``precision`` on ``device`` for ``runtime``: the ONNX file for
-    onnxruntime, the engine for TensorRT, the model folder for torch. Raises CezsarError naming what is
-    missing and the command that writes it."""
-    _check_part(part, VIDEO_PARTS)
-    if runtime == "onnxruntime":
-        return onnx_file(deploy_dir, manifest, part, precision, device)
-    if runtime == "tensorrt":
-        engine = engine_path(deploy_dir, part, precision)
-        if not engine.is_file():
-            raise CezsarError(
-                f"{engine}: no {precision} engine; build it with "
-                f"`cezsar build-engine {deploy_dir} --precision {precision}`"
-            )
-        return engine
-    if runtime == "torch":
-        return model_folder(deploy_dir, manifest)
-    raise CezsarError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+def engine_file(deploy_dir: str | Path, part: str, precision: str) -> Path:
+    """The built TensorRT engine of ``part`` at ``precision``; CezsarError names the command that builds it."""
+    engine = engine_path(deploy_dir, part, precision)
+    if not engine.is_file():
+        raise CezsarError(
+            f"{engine}: no {precision} engine; build it with `cezsar build-engine {deploy_dir} --precision {precision}`"
+        )
+    return engine

@@ -100,7 +100,7 @@ def check_engine(deploy_dir: str | Path, manifest: Manifest, part: str, precisio
     without an NVIDIA driver the GPU match is skipped, so the message is the same everywhere."""
     from cezsar.deploy.tensorrt import nvidia_driver_present
 
-    engine = layout.serving_file(deploy_dir, manifest, part, precision, "cuda", "tensorrt")
+    engine = layout.engine_file(deploy_dir, part, precision)
     gpu: dict[str, str] | None = None if nvidia_driver_present() else {}
     side = check_sidecar(
         engine, layout.engine_source(deploy_dir, manifest, part, precision), gpu=gpu, model_hash=manifest.model_hash
