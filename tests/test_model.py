@@ -126,6 +126,46 @@ def test_register_backbone_is_public_and_refuses_duplicates(monkeypatch):
         backbones.register_backbone("timm:x", make)
 
 
+def test_prefix_families_register_themselves(monkeypatch):
+    """A family of PREFIX:REF names is one decorated handler: create_backbone looks it up, checks the modules
+    it declares (naming the extra that installs them) and tries bare-name families in order."""
+    from torch import nn
+
+    from cezsar import extras
+    from training import backbones
+
+    monkeypatch.setattr(backbones, "_PREFIXES", dict(backbones._PREFIXES))
+    monkeypatch.setattr(extras, "_EXTRAS", dict(extras._EXTRAS))
+    assert list(backbones._PREFIXES) == ["hf-clip", "hf-siglip", "st-clip", "torchvision", "timm"]
+    calls = []
+
+    @backbones.register_prefix("lin", bare=True, placeholder="<width>")
+    def _linear(ref, pretrained=False, name=""):
+        calls.append((ref, pretrained, name))
+        if not ref.isdigit():
+            raise CezsarError(f"backbone '{name}': not a width")
+        return nn.Sequential(nn.Flatten(1), nn.LazyLinear(int(ref))), int(ref)
+
+    @backbones.register_prefix("needs-lib", requires=("no_such_lib_xyz",), extra="imaginary")
+    def _needs(ref, pretrained=False, name=""):
+        raise AssertionError("not called: its module is missing")
+
+    m, dim = create_backbone("lin:7", pretrained=True)
+    assert dim == 7 and m(torch.zeros(2, 3, 4, 4)).shape == (2, 7) and calls == [("7", True, "lin:7")]
+    assert "lin:<width>" in backbones.available() and not any(n.startswith("needs-lib") for n in backbones.available())
+    with pytest.raises(CezsarError, match=r"no_such_lib_xyz is not installed \(pip install 'cezsar\[imaginary\]'\)"):
+        create_backbone("needs-lib:x")
+    assert extras.extra_for("no_such_lib_xyz") == "imaginary"
+    create_backbone("5")  # a bare name: the bare families in order (torchvision and timm are not importable here)
+    assert calls[-1] == ("5", False, "lin:5")
+    with pytest.raises(CezsarError, match="unknown prefix 'nope:'"):
+        create_backbone("nope:x")
+    with pytest.raises(CezsarError, match="give a name after 'lin:'"):
+        create_backbone("lin:")
+    with pytest.raises(CezsarError, match="taken"):
+        backbones.register_prefix("timm")(_linear)
+
+
 def test_backbone_local_checkpoint(tmp_path):
     from safetensors.torch import save_file
 

@@ -1,13 +1,21 @@
-"""Image backbones by name, in the spirit of timm's ``create_model``: one name in, a ready module out.
+"""Image backbones (frame encoders) by name, in the spirit of timm's ``create_model``: one name in, a ready
+module out, from one registry in the style of timm's ``register_model``.
 
 Names:
 - ``tiny``: a small CNN that trains from scratch on the CPU (tests, the synthetic world, the demo).
-- ``torchvision:NAME`` (e.g. ``torchvision:resnet18``): any torchvision classification model.
-- ``timm:NAME`` (e.g. ``timm:convnext_tiny``): any timm model.
-- a bare name (e.g. ``resnet18``) tries torchvision first, then timm.
 - ``hf-clip:REF``, ``hf-siglip:REF``, ``st-clip:REF``: the vision tower of a pretrained image-text
   checkpoint through Hugging Face transformers (:mod:`training.pretrained`); REF is a hub name or a
   local folder, and the checkpoint's weights are always loaded.
+- ``torchvision:NAME`` (e.g. ``torchvision:resnet18``): any torchvision classification model.
+- ``timm:NAME`` (e.g. ``timm:convnext_tiny``): any timm model.
+- a bare name (e.g. ``resnet18``) that is not registered tries the families that take bare names, in the
+  order they registered: torchvision first, then timm.
+
+A bare name registers with :func:`register_backbone` (or the :func:`register` decorator); a family of
+``PREFIX:REF`` names registers its handler with the :func:`register_prefix` decorator, declaring the
+optional modules it needs (checked before it runs, and declared to :mod:`cezsar.extras` with the extra
+that installs them). :func:`create_backbone` only looks names up: a new family is one decorated function
+in the module that builds it.
 
 timm and torchvision need a torch build that matches them (torchvision does not import next to the
 CPU torch build pinned here, so those two routes are untested in this repository's CI).
@@ -22,18 +30,46 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cezsar import extras
 from cezsar.errors import CezsarError
 
-_REGISTRY: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
-
-
 Factory = Callable[..., tuple[nn.Module, int]]  # (pretrained=False) -> (module, feature_dim)
+PrefixFactory = Callable[..., tuple[nn.Module, int]]  # (ref, pretrained=False, name=...) -> (module, feature_dim)
+
+_REGISTRY: dict[str, Factory] = {}  # bare names
+
+
+@dataclass(frozen=True)
+class Family:
+    """A ``PREFIX:REF`` family of backbones: its handler and what it needs."""
+
+    prefix: str
+    factory: PrefixFactory
+    requires: tuple[str, ...] = ()  # optional modules the handler imports
+    extra: str | None = None  # the pyproject.toml extra that installs them (None: pip install the module)
+    bare: bool = False  # also tried for bare names that are not registered
+    placeholder: str = "<name>"  # what follows the prefix, for help texts
+
+    def missing(self) -> str | None:
+        """The first required module that is not installed, or None."""
+        return next((m for m in self.requires if importlib.util.find_spec(m) is None), None)
+
+    def create(self, name: str, ref: str, pretrained: bool) -> tuple[nn.Module, int]:
+        absent = self.missing()
+        if absent is not None:
+            how = extras.install_hint(self.extra) if self.extra else f"pip install {absent}"
+            raise CezsarError(f"backbone '{name}': {absent} is not installed ({how})")
+        return self.factory(ref, pretrained=pretrained, name=name)
+
+
+_PREFIXES: dict[str, Family] = {}
 
 
 def register_backbone(name: str, factory: Factory, exist_ok: bool = False) -> bool:
@@ -47,7 +83,7 @@ def register_backbone(name: str, factory: Factory, exist_ok: bool = False) -> bo
             return False
         raise CezsarError(f"backbone '{name}' is already registered")
     if ":" in name:
-        raise CezsarError(f"backbone '{name}': ':' is reserved for library prefixes (torchvision:, timm:)")
+        raise CezsarError(f"backbone '{name}': ':' is reserved for prefixes ({', '.join(_PREFIXES)})")
     _REGISTRY[name] = factory
     return True
 
@@ -57,6 +93,29 @@ def register(name: str) -> Callable[[Factory], Factory]:
 
     def deco(fn: Factory) -> Factory:
         register_backbone(name, fn)
+        return fn
+
+    return deco
+
+
+def register_prefix(
+    *prefixes: str,
+    requires: tuple[str, ...] = (),
+    extra: str | None = None,
+    bare: bool = False,
+    placeholder: str = "<name>",
+) -> Callable[[PrefixFactory], PrefixFactory]:
+    """Decorator: ``fn(ref, pretrained=False, name=...)`` builds the backbones named ``PREFIX:REF`` for each
+    prefix (``name`` is the whole name). ``requires``: modules it imports, checked first and declared to
+    :mod:`cezsar.extras` with ``extra``; ``bare``: also tried for unregistered bare names."""
+
+    def deco(fn: PrefixFactory) -> PrefixFactory:
+        for prefix in prefixes:
+            if prefix in _PREFIXES or ":" in prefix or not prefix:
+                raise CezsarError(f"backbone prefix '{prefix}:' is taken or not a prefix")
+            _PREFIXES[prefix] = Family(prefix, fn, tuple(requires), extra, bare, placeholder)
+        if extra:
+            extras.requires(*requires, extra=extra)
         return fn
 
     return deco
@@ -121,25 +180,32 @@ def _strip_classifier(model: nn.Module) -> tuple[nn.Module, int]:
     raise CezsarError(f"cannot find the classifier of {type(model).__name__} to remove")
 
 
-def _torchvision(name: str, pretrained: bool) -> tuple[nn.Module, int]:
-    if importlib.util.find_spec("torchvision") is None:
-        raise CezsarError(f"backbone 'torchvision:{name}': torchvision is not installed (pip install torchvision)")
+@register_prefix("hf-clip", "hf-siglip", "st-clip", requires=("transformers",), extra="train",
+                 placeholder="<hub name or folder>")  # fmt: skip
+def _image_text(ref: str, pretrained: bool = True, name: str = "") -> tuple[nn.Module, int]:
+    """The vision tower of an image-text checkpoint (always its own weights)."""
+    from training.pretrained import create_image_tower
+
+    return create_image_tower(name, pretrained=True)
+
+
+@register_prefix("torchvision", requires=("torchvision",), bare=True)
+def _torchvision(ref: str, pretrained: bool = False, name: str = "") -> tuple[nn.Module, int]:
     import torchvision.models as tvm
 
-    if name not in tvm.list_models():
-        raise CezsarError(f"backbone 'torchvision:{name}': no such torchvision model")
+    if ref not in tvm.list_models():
+        raise CezsarError(f"backbone 'torchvision:{ref}': no such torchvision model")
     weights = "DEFAULT" if pretrained else None
-    return _strip_classifier(tvm.get_model(name, weights=weights))
+    return _strip_classifier(tvm.get_model(ref, weights=weights))
 
 
-def _timm(name: str, pretrained: bool) -> tuple[nn.Module, int]:
-    if importlib.util.find_spec("timm") is None:
-        raise CezsarError(f"backbone 'timm:{name}': timm is not installed (pip install timm)")
+@register_prefix("timm", requires=("timm",), bare=True)
+def _timm(ref: str, pretrained: bool = False, name: str = "") -> tuple[nn.Module, int]:
     import timm
 
-    if not timm.list_models(name, pretrained=False) and not timm.is_model(name):
-        raise CezsarError(f"backbone 'timm:{name}': no such timm model")
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+    if not timm.list_models(ref, pretrained=False) and not timm.is_model(ref):
+        raise CezsarError(f"backbone 'timm:{ref}': no such timm model")
+    model = timm.create_model(ref, pretrained=pretrained, num_classes=0)
     return model, int(model.num_features)
 
 
@@ -164,36 +230,34 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def available() -> list[str]:
-    names = sorted(_REGISTRY) + ["hf-clip:<hub name or folder>", "hf-siglip:<...>", "st-clip:<...>"]
-    if importlib.util.find_spec("torchvision") is not None:
-        names.append("torchvision:<name>")
-    if importlib.util.find_spec("timm") is not None:
-        names.append("timm:<name>")
-    return names
+    """The registered names, then each prefix family whose modules are installed (``PREFIX:<...>``)."""
+    fams = [f"{f.prefix}:{f.placeholder}" for f in _PREFIXES.values() if f.missing() is None]
+    return sorted(_REGISTRY) + fams
+
+
+def _build(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    if name in _REGISTRY:
+        return _REGISTRY[name](pretrained=pretrained)
+    prefix, sep, ref = name.partition(":")
+    if sep:
+        family = _PREFIXES.get(prefix)
+        if family is None:
+            raise CezsarError(f"backbone '{name}': unknown prefix '{prefix}:' (known: {', '.join(available())})")
+        if not ref:
+            raise CezsarError(f"'{name}': give a name after '{prefix}:' ({prefix}:{family.placeholder})")
+        return family.create(name, ref, pretrained)
+    errors = []
+    for family in (f for f in _PREFIXES.values() if f.bare):
+        try:
+            return family.create(f"{family.prefix}:{name}", name, pretrained)
+        except CezsarError as e:
+            errors.append(f"{family.prefix}: {e}")
+    raise CezsarError(f"backbone '{name}': unknown ({'; '.join(errors)}); known: {', '.join(available())}")
 
 
 def create_backbone(name: str, pretrained: bool = False, checkpoint: str | Path | None = None) -> tuple[nn.Module, int]:
     """Build a backbone by name; returns (module, feature_dim)."""
-    from training.pretrained import create_image_tower, is_pretrained_name
-
-    if is_pretrained_name(name):
-        model, dim = create_image_tower(name, pretrained=True)
-    elif name in _REGISTRY:
-        model, dim = _REGISTRY[name](pretrained=pretrained)
-    elif name.startswith("torchvision:"):
-        model, dim = _torchvision(name.split(":", 1)[1], pretrained)
-    elif name.startswith("timm:"):
-        model, dim = _timm(name.split(":", 1)[1], pretrained)
-    else:
-        errors = []
-        for lib, fn in (("torchvision", _torchvision), ("timm", _timm)):
-            try:
-                model, dim = fn(name, pretrained)
-                break
-            except CezsarError as e:
-                errors.append(f"{lib}: {e}")
-        else:
-            raise CezsarError(f"backbone '{name}': unknown ({'; '.join(errors)}); known: {', '.join(available())}")
+    model, dim = _build(name, pretrained)
     if checkpoint is not None:
         state = load_state_file(checkpoint)
         missing, unexpected = model.load_state_dict(state, strict=False)
