@@ -1,11 +1,18 @@
-"""Small helpers shared by export, quantize, calibration and the engine checks (numpy and OpenCV only).
+"""Small helpers shared by export, quantize, calibration and the engine checks (numpy, OpenCV and ONNX protos).
 
 onnxruntime sessions and batched runs come from cezsar.backends (one session factory for the project).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+
+def onnx_opset(model: Any, default: int = 0) -> int:
+    """The ONNX (default-domain) opset an onnx ModelProto imports; ``default`` when it imports none."""
+    return int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default))
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
+from converter.common import onnx_opset
 
 FORBIDDEN = {
     "DynamicQuantizeLinear",
@@ -130,5 +131,5 @@ def check_trt_qdq(model: Any, source: str = "model") -> dict[str, Any]:
         "dequantize_linear": n_dq,
         "per_channel": per_channel,
         "quantized_inputs_of": dict(sorted(quantized_ops.items())),
-        "opset": int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)),
+        "opset": onnx_opset(model),
     }

@@ -37,6 +37,7 @@ from cezsar.deploy.manifest import file_sha256, load_manifest
 from cezsar.deploy.sidecar import write_sidecar
 from cezsar.deploy.tensorrt import error_mark, gpu_info, last_error, require_tensorrt, trt_logger, trt_version
 from cezsar.errors import CezsarError
+from converter.common import onnx_opset
 
 log = logging.getLogger("cezsar.tensorrt")
 
@@ -51,7 +52,7 @@ def build_plan(trt: Any, precision: str, onnx_fp16: bool = False) -> dict[str, A
     """How to build ``precision`` with this TensorRT: network flags, builder flags, FP16 conversion.
 
     ``onnx_fp16``: the ONNX already carries FP16 tensors (an INT8 Q/DQ model quantized with FP16 as its
-    high precision, see converter.quantize.high_precision_for).
+    high precision, see converter.quantizers.high_precision_for).
     """
     if precision not in PRECISIONS:
         raise CezsarError(f"--precision {precision}: choose fp16 or int8 (or fp32)")
@@ -160,7 +161,7 @@ def _onnx_checks(trt: Any, onnx_path: Path) -> dict[str, Any]:
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = onnx_opset(model)
     ops = {n.op_type for n in model.graph.node}
     fp16 = onnx.TensorProto.FLOAT16
     has_fp16 = any(t.data_type == fp16 for t in model.graph.initializer) or any(

@@ -10,7 +10,7 @@ its frames/s are reported as ``vit_b32_frames_per_s_*`` ratios.
 
 Builds a random-init model (speed does not depend on the weights), exports it with converter.export
 (export_model when the text model is installed, else export_video_parts: the two video networks with
-the same exporter), quantizes both networks to INT8 Q/DQ with converter.quantize.quantize_onnx
+the same exporter), quantizes both networks to INT8 Q/DQ with converter.quantizers.quantize_onnx
 (``--int8-method ort``: onnxruntime's static QDQ, the fast one on the CPU) and reports the accuracy
 gate's measure (mean cosine of FP32 vs INT8 video embeddings on held-out rendered frames, gate
 converter.quantize.MIN_COSINE). Every variant runs through the runtime's own Runner classes
@@ -39,13 +39,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from cezsar.app import bench as bc
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import bench_common as bc  # noqa: E402
 
 log = logging.getLogger("bench_tower")
 VIT_B32 = "vit-b32"
@@ -69,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="ort-cpu",
         choices=["ort-cpu", "ort", "modelopt", "auto"],
         help="ort-cpu (default): onnxruntime static QDQ laid out for its CPU integer kernels (U8S8, int32 bias) "
-        "for the frame encoder; ort/modelopt/auto: converter.quantize.quantize_onnx (TensorRT Q/DQ rules)",
+        "for the frame encoder; ort/modelopt/auto: converter.quantizers.quantize_onnx (TensorRT Q/DQ rules)",
     )
     p.add_argument("--calib-frames", type=int, default=64)
     p.add_argument("--variants", default="", help="comma list to run only these (default: every available)")
@@ -112,7 +110,8 @@ def quantize(files: dict[str, Path], cfg: Any, method: str, n_calib: int) -> dic
     from cezsar.backends.onnxruntime import ort_runner
     from cezsar.deploy.layout import int8_name
     from converter.common import cosine_rows
-    from converter.quantize import MIN_COSINE, quantize_cpu, quantize_onnx
+    from converter.quantize import MIN_COSINE
+    from converter.quantizers import quantize_cpu, quantize_onnx
 
     window = cfg.frames
     pre = cfg.pre

@@ -211,7 +211,7 @@ def test_cpu_int8_of_a_vit_quantizes_the_weight_layers_only(deploys: dict[str, P
     import onnx
 
     from converter.common import cosine_rows, synthetic_frames
-    from converter.quantize import quantize_cpu
+    from converter.quantizers import quantize_cpu
 
     src = deploys["clip"] / "frame_encoder.onnx"
     pre = Preprocess(size=32, resize=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

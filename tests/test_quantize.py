@@ -115,11 +115,12 @@ def test_onnxruntime_fallback_when_modelopt_fails(
     deploy: Path, deploy_and_calib: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import converter.quantize as q
+    import converter.quantizers
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("simulated ModelOpt failure")
 
-    monkeypatch.setattr(q, "_modelopt", broken)
+    monkeypatch.setattr(converter.quantizers, "_modelopt", broken)
     report = q.quantize_deploy(deploy, deploy_and_calib[1], measure_speed=True, threads=1, target="tensorrt")
     assert report["method"] == "ort" and report["passed"]
     assert "simulated ModelOpt failure" in report["parts"]["frame_encoder"]["fallback_reason"]
@@ -329,7 +330,7 @@ def test_high_precision_is_fp16_only_where_the_opset_allows_fp16_qdq(tmp_path: P
     import onnx
     from onnx import TensorProto, helper
 
-    from converter.quantize import high_precision_for
+    from converter.quantizers import high_precision_for
 
     def model(opset: int) -> Path:
         g = helper.make_graph(
@@ -356,7 +357,7 @@ def test_modelopt_at_opset_19_keeps_fp16_between_qdq_and_float32_io(tmp_path: Pa
     from cezsar.backends.onnxruntime import ort_session
     from converter.common import cosine_distance
     from converter.export import export_onnx
-    from converter.quantize import quantize_onnx
+    from converter.quantizers import quantize_onnx
     from training.model import TemporalHead
 
     torch.manual_seed(0)
