@@ -38,15 +38,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from cezsar.app import bench as bc
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import bench_common as bc  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -262,7 +258,6 @@ def bench_ddp(args: argparse.Namespace) -> dict[str, Any]:
     epochs = int(np.ceil(args.steps / steps_per_epoch)) + 1
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
         "CEZSAR_CACHE": str(args.work / "cache"),
         "BENCH_EPOCHS": str(epochs),

@@ -43,9 +43,6 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 BATCHES = (1, 3, 8, 64)
 TOL = {"fp32": 1e-4, "fp32-graphs": 1e-4, "fp16-graphs": 3e-3}
 NOT_VERIFIED_ALWAYS = [

@@ -1,4 +1,5 @@
-"""Helpers shared by scripts/bench_tower.py and scripts/bench_stream.py (no benchmark here).
+"""Helpers shared by the benchmark scripts (scripts/bench_*.py; no benchmark here), in the app layer so that
+the scripts import them as ``from cezsar.app import bench as bc`` wherever they are run from.
 
 - ``machine()``: CPU model and cores (from /proc/cpuinfo), GPU name or None.
 - ``resolve_backbone(name)``: the backbone name to put in a ModelConfig. ``resnet18``/``resnet50``
@@ -19,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -196,7 +195,7 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     backbones.register_backbone(local, make, exist_ok=True)
     return local, (
         f"{name} unavailable ({why}); using {local}: the same {short} architecture (torchvision layout), "
-        "defined in scripts/bench_common.py, random init"
+        "defined in cezsar/app/bench.py, random init"
     )
 
 
