@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from cezsar.atomic import write_text
-from cezsar.data.formats import CAPTIONS_FILE
+from cezsar.data.formats import CAPTIONS_FILE, write_captions
 from cezsar.errors import CezsarError
 from cezsar.jsonfile import read_json
 
@@ -40,7 +38,7 @@ def import_activitynet(json_path: str | Path, videos_dir: str | Path, out_dir: s
         raise CezsarError(f'{json_path}: expected an ActivityNet Captions object {{"v_ID": {{...}}, ...}}')
     index = _index_videos(videos_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
+    lines: list[dict[str, Any]] = []
     found = missing = bad_segments = 0
     for vid, entry in data.items():
         where = f"{json_path}: {vid!r}"
@@ -77,12 +75,12 @@ def import_activitynet(json_path: str | Path, videos_dir: str | Path, out_dir: s
             if start >= end or not text:
                 bad_segments += 1
                 continue
-            lines.append(json.dumps({"video": rel, "start": round(start, 3), "end": round(end, 3), "caption": text}))
+            lines.append({"video": rel, "start": round(start, 3), "end": round(end, 3), "caption": text})
     if not found:
         raise CezsarError(f"{videos_dir}: none of the {len(data)} videos listed in {json_path} was found")
     if not lines:
         raise CezsarError(f"{json_path}: no usable caption segment among the {found} videos found")
-    write_text(out_dir / CAPTIONS_FILE, "\n".join(lines) + "\n")
+    write_captions(out_dir, lines)
     return {
         "out": str(out_dir / CAPTIONS_FILE),
         "videos": found,

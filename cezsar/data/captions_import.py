@@ -14,14 +14,12 @@ ActivityNet importer finds them; those not found are skipped and counted.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from cezsar.atomic import write_text
 from cezsar.data.activitynet import _index_videos
-from cezsar.data.formats import CAPTIONS_FILE
+from cezsar.data.formats import CAPTIONS_FILE, write_captions
 from cezsar.errors import CezsarError
 from cezsar.jsonfile import read_json
 
@@ -37,11 +35,11 @@ def _write(out_dir: Path, rows: list[tuple[Path, str]], source: Path, found: int
             skipped += 1
             continue
         rel = Path(os.path.relpath(video.resolve(), out_dir.resolve())).as_posix()
-        lines.append(json.dumps({"video": rel, "caption": text}))
+        lines.append({"video": rel, "caption": text})
     if not lines:
         raise CezsarError(f"{source}: no usable caption among the {found} videos found")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / CAPTIONS_FILE, "\n".join(lines) + "\n")
+    write_captions(out_dir, lines)
     return {
         "out": str(out_dir / CAPTIONS_FILE),
         "videos": found,

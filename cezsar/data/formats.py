@@ -9,8 +9,8 @@ Caption-pair dataset (training): a folder with videos and ``captions.jsonl``, on
 description per line. Split files (TruZe style): ``{"training": [...], "testing": [...]}``.
 Optional ``dataset.json``: recommended sampling/preprocessing (fps, frames, image_size, resize, ...).
 
-This module names those files (``CAPTIONS_FILE`` ... ``SPLIT_FILE``); writers (the synthetic world, the
-ActivityNet import) use the same names. No torch: the edge demo and the converter read these too.
+This module names those files (``CAPTIONS_FILE`` ... ``SPLIT_FILE``) and writes captions.jsonl
+(:func:`write_captions`, for the importers). No torch: the edge demo and the converter read these too.
 """
 
 from __future__ import annotations
@@ -131,6 +131,16 @@ class _VideoResolver:
                 raise CezsarError(f"{where}: video file not found: {p}")
             self.seen[rel] = p
         return p
+
+
+def write_captions(data_dir: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Write ``data_dir/captions.jsonl`` (atomically): one JSON object a line, ``video`` relative to
+    ``data_dir``, optional ``start``/``end``, ``caption``. The importers write it here."""
+    from cezsar.atomic import write_text
+
+    path = Path(data_dir) / CAPTIONS_FILE
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return path
 
 
 def read_captions(data_dir: str | Path) -> list[CaptionRecord]:
