@@ -32,9 +32,25 @@ def settings(port: int, **kw: Any) -> MqttSettings:
     return MqttSettings(host="127.0.0.1", port=port, **kw)
 
 
-def discovered(port: int, node: str | None = None) -> dict[str, dict[str, Any]]:
-    rows = retained(port, "homeassistant/#")
-    return {t: json.loads(p) for t, p in rows.items() if node is None or t.split("/")[2] == node}
+def discovered(port: int) -> dict[str, dict[str, Any]]:
+    """Every retained discovery config, as mosquitto_sub reads it."""
+    return {t: json.loads(p) for t, p in retained(port, "homeassistant/#").items()}
+
+
+class Watch(Sub):
+    """A paho subscriber to everything of ours that knows the newest payload of each topic (waiting on
+    it is quick; the assertions read the broker's retained state with mosquitto_sub)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port, ["cezsar/#", "homeassistant/#"])
+
+    def now(self, prefix: str = "") -> dict[str, bytes]:
+        with self._lock:
+            last = {t: p for t, p, _ in self.messages if t.startswith(prefix)}
+        return {t: p for t, p in last.items() if p}
+
+    def configs(self) -> int:
+        return len(self.now("homeassistant/"))
 
 
 def available(config: dict[str, Any], state: dict[str, bytes]) -> bool:
@@ -69,12 +85,17 @@ def test_one_device_per_camera_via_the_runtime_node_id_origin_configuration_url(
     pairs = {"door": ["wave"], "yard": ["wave", "moving left"]}
     expected = 1 + 2 + 3 * 3  # runtime state; a connectivity per camera; binary, score, image per pair
     seen = []
+    watch = Watch(broker.port)
     for host in ("container-1a2b", "container-9f8e"):  # the same site in a rebuilt container
         monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
         with MqttSink(settings(broker.port), public_url="https://cams.example:8443", media_dir=tmp_path) as sink:
             sink.set_catalog(["door", "yard"], pairs)
-            wait_until(lambda: len(discovered(broker.port)) == expected, what=f"{expected} configs")
+            wait_until(lambda: watch.configs() == expected, what=f"{expected} configs")
             seen.append(discovered(broker.port))
+        for topic in seen[-1]:  # the broker forgets them: the second run announces everything itself
+            watch.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        wait_until(lambda: watch.configs() == 0, what="configs emptied")
+    watch.close()
     assert seen[0] == seen[1], "a rebuilt container announces exactly the same entities"
     cfg = seen[0]
     assert all(t.split("/")[2] == "cezsar" for t in cfg), "node id: the prefix, not the host name"
@@ -116,12 +137,12 @@ def test_ids_and_topics_cannot_collide(broker: Broker) -> None:
     assert keys["c"] == "c" and keys["b_c"] == "b_c" and keys["b c"].startswith("b_c_") and keys["B C"] != keys["b c"]
     assert keys["scores"] != "scores" and keys["availability"] != "availability"
     assert action_keys(reversed(names)) == keys  # the set decides, not the order
-    sub = Sub(broker.port, ["cezsar/#"])
+    sub = Watch(broker.port)
     with MqttSink(settings(broker.port, node_id="n", scores=False)) as sink:
         sink.set_catalog(list(pairs), pairs)
         n_pairs = sum(len(v) for v in pairs.values())
         expected = 1 + len(pairs) + n_pairs  # runtime state, connectivity per stream, a binary sensor per pair
-        wait_until(lambda: len(discovered(broker.port)) == expected, what=f"{expected} configs")
+        wait_until(lambda: sub.configs() == expected, what=f"{expected} configs")
         cfg = discovered(broker.port)
         assert (
             "homeassistant/binary_sensor/n/a_b-c/config" in cfg and "homeassistant/binary_sensor/n/a-b_c/config" in cfg
@@ -151,12 +172,13 @@ def test_ids_and_topics_cannot_collide(broker: Broker) -> None:
 def test_clean_up_at_start_removes_what_no_longer_exists(broker: Broker) -> None:
     other = "homeassistant/binary_sensor/other/cam9-wave/config"  # another node's: never touched
     old_style = "homeassistant/binary_sensor/n/cam1_wave/config"  # an earlier version's object id
+    watch = Watch(broker.port)
     with MqttSink(settings(broker.port, node_id="n")) as first:
         first.set_catalog(["cam1", "cam2"], ["wave", "clap"])
         first.publish("event.cam2", event("start", "cam2", "clap", 1))
         first._client.publish(other, '{"name": "x"}', qos=1, retain=True)
         first._client.publish(old_style, '{"name": "old"}', qos=1, retain=True)
-        wait_until(lambda: len(discovered(broker.port)) == 1 + 2 + 2 * 4 + 2, what="first run's configs")
+        wait_until(lambda: watch.configs() == 1 + 2 + 2 * 4 + 2, what="first run's configs")
     before = retained(broker.port)
     assert before["cezsar/cam2/clap"] == b"ON" and "homeassistant/sensor/n/cam2-clap/config" in before
 
@@ -177,12 +199,14 @@ def test_clean_up_at_start_removes_what_no_longer_exists(broker: Broker) -> None
             "homeassistant/sensor/n/cam1-wave/config",
             other,
         }
-        wait_until(lambda: set(retained(broker.port, wait=0.5)) == keep, 15, "only what exists")
+        wait_until(lambda: set(watch.now()) == keep, 15, "only what exists")
         took = time.monotonic() - t0
+        assert set(retained(broker.port)) == keep
         assert second.cleared >= 13  # cam2 (5 configs + 4 topics), clap on cam1 (2 + 1), the old-style config
-        print(f"clean-up at start: {second.cleared} retained topics emptied {took:.1f} s after the catalog")
+        print(f"clean-up at start: {second.cleared} retained topics emptied {took:.2f} s after the catalog")
     finally:
         second.close()
+        watch.close()
 
 
 def test_live_removal_empties_every_retained_topic_of_a_pair(broker: Broker, tmp_path: Path) -> None:
@@ -190,6 +214,7 @@ def test_live_removal_empties_every_retained_topic_of_a_pair(broker: Broker, tmp
     (media / "cam1").mkdir(parents=True)
     ok, jpg = cv2.imencode(".jpg", np.full((24, 32, 3), 90, np.uint8))
     (media / "cam1" / "e1.jpg").write_bytes(jpg.tobytes())
+    watch = Watch(broker.port)
     with MqttSink(settings(broker.port, node_id="n"), media_dir=media) as sink:
         sink.set_catalog(["cam1"], ["wave", "clap"])
         sink.publish("event.cam1", event("end", "cam1", "wave", 1, media={"snapshot": str(media / "cam1/e1.jpg")}))
@@ -197,29 +222,35 @@ def test_live_removal_empties_every_retained_topic_of_a_pair(broker: Broker, tmp
             "media.cam1",
             messages.media(f"{1:032x}", "cam1", {"snapshot": str(media / "cam1/e1.jpg")}, True, None).payload,
         )
-        wait_until(lambda: "cezsar/cam1/wave/snapshot" in retained(broker.port, "cezsar/#", wait=0.5), what="snapshot")
+        wait_until(lambda: "cezsar/cam1/wave/snapshot" in watch.now(), what="snapshot")
+        assert {"cezsar/cam1/wave", "homeassistant/image/n/cam1-wave/config"} <= set(retained(broker.port))
         sink.set_catalog(["cam1"], ["clap"])
-        wait_until(lambda: not any("wave" in t for t in retained(broker.port, wait=0.5)), what="wave's topics gone")
-        assert "cezsar/cam1/clap" in retained(broker.port, "cezsar/#")
+        wait_until(lambda: not any("wave" in t for t in watch.now()), what="wave's topics gone")
+        after = retained(broker.port)
+        assert not any("wave" in t for t in after) and "cezsar/cam1/clap" in after
+    watch.close()
 
 
 def test_per_camera_availability_follows_health(broker: Broker) -> None:
+    watch = Watch(broker.port)
     with MqttSink(settings(broker.port, node_id="n")) as sink:
         sink.publish("status", status({"door": "live", "yard": "down"}, ["wave"]))
-        wait_until(lambda: len(discovered(broker.port)) == 1 + 2 + 2 * 2, what="configs")
+        wait_until(lambda: watch.configs() == 1 + 2 + 2 * 2, what="configs")
         cfg = discovered(broker.port)
-        wait_until(lambda: retained(broker.port, "cezsar/#", wait=0.5).get("cezsar/yard/availability") == b"offline")
+        wait_until(lambda: watch.now().get("cezsar/door/availability") == b"online", what="door online")
         state = retained(broker.port, "cezsar/#")
         door, yard = (cfg[f"homeassistant/binary_sensor/n/{s}-wave/config"] for s in ("door", "yard"))
         assert available(door, state) and not available(yard, state)
         yard_conn = cfg["homeassistant/binary_sensor/n/yard-_connectivity/config"]
         assert available(yard_conn, state) and json.loads(state["cezsar/yard/health"])["state"] == "down"
         sink.publish("status", status({"door": "stalled", "yard": "live"}, ["wave"]))
-        wait_until(lambda: retained(broker.port, "cezsar/#", wait=0.5).get("cezsar/yard/availability") == b"online")
+        wait_until(lambda: watch.now().get("cezsar/yard/availability") == b"online", what="yard online")
+        wait_until(lambda: watch.now().get("cezsar/door/availability") == b"offline", what="door offline")
         state = retained(broker.port, "cezsar/#")
         assert available(yard, state) and not available(door, state)
     state = retained(broker.port, "cezsar/#")  # the runtime gone: every entity unavailable
     assert not any(available(c, state) for c in cfg.values())
+    watch.close()
 
 
 def test_zone_scores_on_their_own_topic_and_score_sensors_at_a_bounded_rate(broker: Broker) -> None:
@@ -262,6 +293,7 @@ def test_event_snapshot_retained_per_camera_and_action_bounded_in_size(broker: B
     rec = MediaRecorder(MediaSettings(dir=media_dir, pre_roll=0.5), base_url="https://cams.example/media")
     limit = 64 << 10
     sink = MqttSink(settings(broker.port, node_id="n", snapshot_max_bytes=limit), media_dir=media_dir)
+    watch = Watch(broker.port)
     try:
         sink.set_catalog(["cam1"], ["wave"])
         for i in range(20):
@@ -274,7 +306,7 @@ def test_event_snapshot_retained_per_camera_and_action_bounded_in_size(broker: B
         sink.publish("event.cam1", {**event("end", "cam1", "wave", 0), "id": "ev1", "media": res.as_message()})
         assert rec.flush(30)
         sink.publish("media.cam1", messages.media("ev1", "cam1", res.as_message(), True, None).payload)
-        wait_until(lambda: "cezsar/cam1/wave/snapshot" in retained(broker.port, "cezsar/#", wait=0.5), what="snapshot")
+        wait_until(lambda: "cezsar/cam1/wave/snapshot" in watch.now(), what="snapshot")
         assert retained(broker.port, "cezsar/#")["cezsar/cam1/wave/snapshot"] == res.snapshot_path.read_bytes()
 
         # a 1600x1200 noise picture is far over the limit: scaled down until it fits
@@ -302,3 +334,4 @@ def test_event_snapshot_retained_per_camera_and_action_bounded_in_size(broker: B
     finally:
         sink.close()
         rec.close()
+        watch.close()

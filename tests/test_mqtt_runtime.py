@@ -80,6 +80,8 @@ def test_no_camera_password_on_mqtt_and_a_dead_camera_is_unavailable_within_10s(
         status_interval=0.5,
         mqtt=f"127.0.0.1:{broker.port}",
         media=tmp_path / "media",
+        http="127.0.0.1:0",
+        public_url="https://cams.example:8443",
         duration=12.0,
     )
     sub = Sub(broker.port, ["#"])
@@ -114,11 +116,16 @@ def test_no_camera_password_on_mqtt_and_a_dead_camera_is_unavailable_within_10s(
     configs = {t: json.loads(p) for t, p in state.items() if t.startswith("homeassistant/")}
     dead_binary = configs["homeassistant/binary_sensor/cezsar/dead-moving/config"]
     assert "cezsar/dead/availability" in [a["topic"] for a in dead_binary["availability"]]
+    assert dead_binary["device"]["configuration_url"] == "https://cams.example:8443/console/"  # not the bind address
     state_during = {**state, "cezsar/availability": b"online"}  # as it was while the runtime ran
     assert not available(dead_binary, state_during)
     assert json.loads(state["cezsar/dead/health"])["state"] == "stopped"  # the final word: the runtime stopped it
     assert b"online" in [p for t, p, _ in sub.messages if t == "cezsar/file/availability"]
     assert state["cezsar/file/moving/snapshot"][:2] == b"\xff\xd8"  # a JPEG, from the event that ended with the file
+    attributes = json.loads(state["cezsar/file/moving/attributes"])
+    assert attributes["phase"] == "end" and attributes["media"]["snapshot"].startswith(
+        "https://cams.example:8443/media/"
+    )
     status = json.loads(state["cezsar/status"])
     assert status["final"] and status["streams"]["dead"]["reconnects"] >= 3
     assert "homeassistant/binary_sensor/cezsar/gone-moving/config" not in state and "cezsar/gone/moving" not in state

@@ -207,7 +207,7 @@ def build_outputs(
         curve=curve,
         host=switches,
         media_dir=None if out.media is None else out.media.dir,
-        public_url=getattr(out.http, "public_url", None),
+        public_url=None if out.http is None else out.http.public_url,
     )
     sinks = Sinks()
     stack.callback(sinks.close)

@@ -1,6 +1,6 @@
 """Every MQTT topic and Home Assistant id of the MQTT sink, in one place, and why none can collide.
 
-Names: a stream is ``[A-Za-z0-9_-]{1,64}`` (edge.actions.STREAM_RE), so it is one topic level as it
+Names: a stream is ``[A-Za-z0-9_-]{1,64}`` (cezsar.video.STREAM_NAME), so it is one topic level as it
 is. An action name may hold spaces and dots, so it becomes a *key* (:func:`action_keys`): its
 :func:`slug` (``[a-z0-9_]``, never ``-``, never a leading or trailing ``_``), or, when that slug is
 taken by another action of the set or is one of the :data:`RESERVED` camera-level words, the slug
@@ -32,9 +32,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cezsar.errors import CezsarError
+from cezsar.video import STREAM_NAME
 
 _UNSAFE = re.compile(r"[^a-z0-9]+")
-STREAM_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STREAM_LEVEL = STREAM_NAME  # a stream or zone name is one topic level as it is
 # the last level of a stream's own topics: no action key may be one of them
 RESERVED = frozenset({"availability", "health", "enabled", "scores", "media"})
 RUNTIME = "runtime"  # the owner part of the runtime's own object ids
