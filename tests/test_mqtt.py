@@ -82,6 +82,24 @@ def test_events_states_scores_and_status_reach_paho_and_mosquitto_sub(broker: Br
     sub.close()
 
 
+def test_discovery_taken_from_status_until_set_catalog(broker: Broker) -> None:
+    sub = Sub(broker.port, ["homeassistant/#"])
+    with MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, node_id="n")) as sink:
+        status = {"type": "status", "streams": {"door": {}}, "actions": {"names": ["knock"]}}
+        sink.publish("status", status)
+        topic = "homeassistant/binary_sensor/n/door-knock/config"
+        wait_until(lambda: sub.on(topic), what="discovery from status")
+        status["actions"] = {"names": []}
+        sink.publish("status", status)
+        wait_until(lambda: sub.on(topic)[-1:] == [b""], what="removal from status")
+        sink.set_catalog(["door"], ["knock"])  # from here on the catalog decides, not the status
+        wait_until(lambda: sub.on(topic)[-1:] != [b""], what="discovery from set_catalog")
+        sink.publish("status", status)
+        time.sleep(0.5)
+        assert sub.on(topic)[-1] != b""
+    sub.close()
+
+
 def test_broker_killed_and_restarted_mid_stream(broker: Broker) -> None:
     sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, node_id="box1"), min_backoff=0.1, max_backoff=0.5)
     try:

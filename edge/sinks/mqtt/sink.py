@@ -254,6 +254,7 @@ class MqttSink:
             except queue.Empty:
                 continue
             if item is _STOP:
+                self._next_poll = 0.0  # the cameras' last health (stopped, when the runtime stops them)
                 self._housekeeping()
                 return
             try:
@@ -439,8 +440,8 @@ class MqttSink:
         streams = payload.get("streams")
         if not isinstance(streams, dict):
             return
-        for name, snap in streams.items():
-            if isinstance(snap, dict) and "health" in snap:
+        for name, snap in streams.items():  # with a runtime behind the sink, its newer health is polled
+            if self.runtime is None and isinstance(snap, dict) and "health" in snap:
                 self._health(str(name), snap["health"])
         names = (payload.get("actions") or {}).get("names")
         if not self._explicit_catalog and isinstance(names, list):
