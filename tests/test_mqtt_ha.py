@@ -45,8 +45,9 @@ class Watch(Sub):
         super().__init__(port, ["cezsar/#", "homeassistant/#"])
 
     def now(self, prefix: str = "") -> dict[str, bytes]:
+        """The newest payload of each retained topic (the events topic is never retained)."""
         with self._lock:
-            last = {t: p for t, p, _ in self.messages if t.startswith(prefix)}
+            last = {t: p for t, p, _ in self.messages if t.startswith(prefix) and t != "cezsar/events"}
         return {t: p for t, p in last.items() if p}
 
     def configs(self) -> int:
@@ -175,6 +176,7 @@ def test_clean_up_at_start_removes_what_no_longer_exists(broker: Broker) -> None
     watch = Watch(broker.port)
     with MqttSink(settings(broker.port, node_id="n")) as first:
         first.set_catalog(["cam1", "cam2"], ["wave", "clap"])
+        wait_until(lambda: first.connected, what="first run connects")
         first.publish("event.cam2", event("start", "cam2", "clap", 1))
         first._client.publish(other, '{"name": "x"}', qos=1, retain=True)
         first._client.publish(old_style, '{"name": "old"}', qos=1, retain=True)
