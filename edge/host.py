@@ -4,7 +4,9 @@ interfaces, never the runtime object itself (edge/runtime/host.py implements the
 - :class:`SourcesHost`: list, add and remove streams while running (``/sources``, control socket);
 - :class:`ConsoleHost`: the action store, the stream names, the text tower, the newest window of
   every stream and the scorer in use (the console's live view, editor and "try");
-- :class:`StatusHost`: readiness and the status payload.
+- :class:`StatusHost`: readiness and the status payload;
+- :class:`SinkHost`: what an output may call (the MQTT sink: camera health for Home Assistant's
+  availability, and the commands that switch a camera or an action off and on).
 """
 
 from __future__ import annotations
@@ -60,4 +62,26 @@ class ConsoleHost(SourcesHost, StatusHost, Protocol):
 
     def zones(self) -> dict[str, list[dict[str, Any]]]:
         """stream -> its zones as ``{"name", "points": [[x, y], ...]}`` (0..1 of the image)."""
+        ...
+
+
+class SinkHost(Protocol):
+    """Any thread. A paused stream keeps its reader (and the live view) but its frames are not
+    recognised; a disabled action is not scored or decided on any stream. Both apply from the main
+    loop's next round; their open events end (``stream_paused``, ``action_disabled``)."""
+
+    def streams_health(self) -> dict[str, dict[str, Any]]:
+        """Every stream's health (edge/health.py), by name."""
+        ...
+
+    def switches(self) -> dict[str, dict[str, bool]]:
+        """``{"streams": {name: on}, "actions": {name: on}}`` for every stream and action."""
+        ...
+
+    def set_stream_enabled(self, name: str, on: bool) -> None:
+        """Raises CezsarError for an unknown stream."""
+        ...
+
+    def set_action_enabled(self, name: str, on: bool) -> None:
+        """Raises CezsarError for an unknown action."""
         ...

@@ -35,6 +35,7 @@ from edge.runtime.outputs import build_outputs
 from edge.runtime.server import build_server
 from edge.runtime.status import StatusReporter
 from edge.runtime.streams import StreamManager
+from edge.runtime.switches import Switches
 from edge.runtime.zoneplan import ZonePlanner
 from edge.security import CurveServer
 from edge.settings import RuntimeSettings
@@ -89,8 +90,9 @@ class Runtime:
                 log.warning("actions file %s: %s", s.actions, w)
             if self.curve is not None:
                 stack.callback(_stop_authenticator, self.curve.start_authenticator())
-            self.outputs = build_outputs(s, self.manifest, self.fps, self.curve, stack)
             self.streams = StreamManager.from_settings(specs, s, self.manifest.pre, self.fps, self.notify)
+            self.switches = Switches(self.streams, self.store, self.notify)
+            self.outputs = build_outputs(s, self.manifest, self.fps, self.curve, stack, self.switches)
             self.streams.running = lambda: self._started and not self._closed and not self.stop_event.is_set()
             self.outputs.meta.clock = self.streams.clock
             self.outputs.meta.actions_version = lambda: self.store.version
@@ -181,11 +183,12 @@ class Runtime:
         """Frames -> Recognizer -> messages / video. A failure here (e.g. the inference backend) is
         reported and these frames are skipped; the runtime goes on with the next ones."""
         self.outputs.frames(frames)
+        live = self.switches.frames(frames)  # a paused stream's frames feed the taps, not the Recognizer
         try:
             plan = self.zones.plan(self.store.version, self.store.current, self.streams.names)
-            self.outputs.step(self.recognizer.push(frames + self.zones.frames(frames, plan)))
+            self.outputs.step(self.recognizer.push(live + self.zones.frames(live, plan)))
             if self.server is not None:
-                self.server.feed.encoded(frames)
+                self.server.feed.encoded(live)
             self.outputs.annotate(frames, self.recognizer)
         except Exception as e:  # noqa: BLE001 - one bad batch must not stop every stream
             self.inference_errors += 1
@@ -198,9 +201,13 @@ class Runtime:
                 for name in self.zones.names(stream):
                     self.recognizer.reset(name)
 
+    def _end_action(self, action: str, reason: str) -> None:
+        self.outputs.events(self.recognizer.decisions.end_action(action, reason, time.time()))
+
     def _tick(self) -> None:
-        """What the loop does besides frames: stream changes, discovery, media, metrics."""
+        """What the loop does besides frames: stream changes, switches, discovery, media, metrics."""
         self.streams.check(self._end_stream, self.errors.append)
+        self.switches.apply(self._end_stream, self._end_action)
         key = (self.store.version, self.streams.version)
         if key != self._catalog_key:
             self._catalog_key = key

@@ -31,6 +31,7 @@ from edge.annotate import Annotator
 from edge.decisions import Event
 from edge.media import MediaRecorder, MediaResult
 from edge.recognizer import Recognizer, Step
+from edge.runtime.switches import Switches
 from edge.settings import RuntimeSettings
 from edge.sinks import Sink, SinkContext, Sinks, sink_types
 from edge.sinks.zmq import Publisher
@@ -84,6 +85,7 @@ class Outputs:
         self.event_messages = 0  # every start, update and end message
         self.events_by_phase: dict[str, int] = {"start": 0, "update": 0, "end": 0}
         self.tap_errors = 0
+        self.switches: Switches | None = None  # streams and actions switched off (MQTT commands)
         self._media_done: deque[MediaResult] = deque()  # written by the media thread, published by the main loop
 
     def add_sink(self, sink: Sink) -> None:
@@ -125,10 +127,13 @@ class Outputs:
             if self.metrics is not None:
                 self.metrics.window_latency(now - r.window.wall, stream)
             if self.scores:
-                self.send(messages.scores(r, now, clock=self.meta.clock(stream)))
+                shown = r if self.switches is None else self.switches.window(r)
+                self.send(messages.scores(shown, now, clock=self.meta.clock(stream)))
             self.events(r.events)
 
     def events(self, events: Iterable[Event]) -> None:
+        if self.switches is not None:
+            events = self.switches.events(events)
         for ev in events:
             media: dict[str, Any] | None = None
             stream = split_stream(ev.stream)[0]
@@ -185,10 +190,25 @@ class Outputs:
         return out
 
 
-def build_outputs(settings: RuntimeSettings, manifest: Manifest, fps: float, curve: Any, stack: ExitStack) -> Outputs:
-    """Every output the settings ask for, each closed by ``stack`` (sinks after the final status)."""
+def build_outputs(
+    settings: RuntimeSettings,
+    manifest: Manifest,
+    fps: float,
+    curve: Any,
+    stack: ExitStack,
+    switches: Switches | None = None,
+) -> Outputs:
+    """Every output the settings ask for, each closed by ``stack`` (sinks after the final status);
+    ``switches``: the runtime's side for the sinks (edge.host.SinkHost), which also filters what is
+    published of paused streams and disabled actions."""
     out = settings.outputs
-    ctx = SinkContext(scores=out.scores, curve=curve)
+    ctx = SinkContext(
+        scores=out.scores,
+        curve=curve,
+        host=switches,
+        media_dir=None if out.media is None else out.media.dir,
+        public_url=None if out.http is None else out.http.public_url,
+    )
     sinks = Sinks()
     stack.callback(sinks.close)
     types = sink_types()
@@ -201,6 +221,7 @@ def build_outputs(settings: RuntimeSettings, manifest: Manifest, fps: float, cur
     meta = EventMeta(clock=lambda s: "media", actions_version=lambda: 0, model=manifest.model_hash)
     outputs = Outputs(sinks, publisher, meta, messages.Sequencer(settings.run.instance))
     outputs.scores = out.scores
+    outputs.switches = switches
     if out.media is not None:
         outputs.media = MediaRecorder(
             out.media,

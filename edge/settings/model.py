@@ -292,15 +292,52 @@ class MqttSettings(Section):
     password_env: str | None = opt(None, "Environment variable that holds the password.", file_only=ENV_ONLY)
     client_id: str | None = opt(None, "MQTT client id (default: random per start).", flag="--mqtt-client-id")
     node_id: str | None = opt(
-        None, "Home Assistant node id (default: the host name).", flag="--mqtt-node-id", pattern=NAME_PATTERN
+        None,
+        "Home Assistant node id: in every discovery topic and unique_id (default: the prefix as one level, "
+        "cezsar; never the host name, so a rebuilt container keeps its entities).",
+        flag="--mqtt-node-id",
+        pattern=NAME_PATTERN,
     )
     discovery: bool = opt(
-        True, "Home Assistant MQTT discovery (a binary_sensor + a score per stream x action).", flag="--mqtt-discovery"
+        True,
+        "Home Assistant MQTT discovery: a device per camera (connectivity, detection switch; per action an "
+        "ON/OFF sensor, a score and a snapshot) and one for the runtime (state, action switches).",
+        flag="--mqtt-discovery",
     )
     discovery_prefix: str = opt(
         "homeassistant", "Home Assistant's discovery prefix.", flag="--mqtt-discovery-prefix", pattern=_LEVEL
     )
-    scores: bool = opt(True, "Publish scores on MQTT (off: events and status only).", flag="--mqtt-scores")
+    scores: bool = opt(
+        True,
+        "Publish scores on MQTT: every scores message, and each action's score at most every score_interval "
+        "(off: events, states and status only).",
+        flag="--mqtt-scores",
+    )
+    score_interval: Seconds = opt(
+        1.0,
+        "Least time between two values on one action's score topic (a Home Assistant score sensor).",
+        flag="--mqtt-score-interval",
+        ge=0.1,
+        le=3600,
+    )
+    snapshots: bool = opt(
+        True,
+        "Publish each event's snapshot (with outputs.media) retained on PREFIX/<stream>/<action>/snapshot.",
+        flag="--mqtt-snapshots",
+    )
+    snapshot_max_bytes: ByteSize = opt(
+        ByteSize(512 << 10),
+        "Largest snapshot published (256KB, 1MiB); a bigger one is scaled down until it fits.",
+        flag="--mqtt-snapshot-max-bytes",
+        ge=4096,
+        le=64 << 20,
+    )
+    commands: bool = opt(
+        True,
+        "Accept ON/OFF on PREFIX/<stream>/enabled/set and PREFIX/actions/<action>/enabled/set (switch a "
+        "camera's detection or an action off and on; restrict these topics in the broker's ACL).",
+        flag="--mqtt-commands",
+    )
     qos: Literal[0, 1, 2] = opt(1, "MQTT quality of service of every message.", flag="--mqtt-qos")
     tls: MqttTls | None = opt(None, "TLS to the broker (any --mqtt-tls-* flag turns it on).")
 

@@ -26,7 +26,11 @@ import logging
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from edge.host import SinkHost
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +50,16 @@ class CatalogSink(Protocol):
 @dataclass(frozen=True)
 class SinkContext:
     """What a sink may need beyond its own section: whether scores are published at all
-    (``outputs.scores``) and the ZeroMQ CURVE server (``outputs.zmq.curve_*``)."""
+    (``outputs.scores``), the ZeroMQ CURVE server (``outputs.zmq.curve_*``), the runtime's side for
+    outputs (edge.host.SinkHost: camera health, switching a stream or an action off and on), the media
+    folder (``outputs.media.dir``: event snapshots) and the address users reach the HTTP server at
+    (``outputs.http.public_url``)."""
 
     scores: bool = True
     curve: Any = None  # edge.security.CurveServer | None
+    host: SinkHost | None = None
+    media_dir: Path | None = None
+    public_url: str | None = None
 
 
 T = TypeVar("T")

@@ -105,3 +105,19 @@ def mosquitto_sub(port: int, topic: str, wait: float = 1.5, count: int | None = 
         t, _, p = line.partition(" ")
         rows.append((t, p))
     return rows
+
+
+def retained(port: int, topic: str = "#", wait: float = 1.5) -> dict[str, bytes]:
+    """Every retained message under ``topic`` as mosquitto_sub (the C client) reads it: topic -> payload
+    bytes (hex-dumped by the client, so binary payloads such as JPEG snapshots come back intact)."""
+    if MOSQUITTO_SUB is None:
+        pytest.skip("mosquitto_sub not installed (apt-get install mosquitto-clients)")
+    cmd = [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-F", "%r %t %x"]
+    cmd += ["-W", str(max(1, round(wait)))]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=wait + 10).stdout
+    rows: dict[str, bytes] = {}
+    for line in out.splitlines():
+        flag, t, hexed = (line.split(" ", 2) + [""])[:3]
+        if flag == "1":
+            rows[t] = bytes.fromhex(hexed)
+    return rows
