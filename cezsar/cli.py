@@ -38,10 +38,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-# the edge's optional modules (pyproject.toml extras); to move next to the sinks and servers that import them
-extras.requires("zmq", "pydantic", extra="edge")
-extras.requires("paho", extra="mqtt")
-extras.requires("aiohttp", "prometheus_client", extra="http")
 
 
 def missing_extra(e: ModuleNotFoundError) -> str | None:
@@ -51,7 +47,7 @@ def missing_extra(e: ModuleNotFoundError) -> str | None:
 
     from cezsar.backends.registry import discover
 
-    for package in ("training", "converter"):  # their __init__ declares their extras and imports nothing else
+    for package in ("training", "converter", "edge"):  # their __init__ declares their extras, imports nothing else
         importlib.import_module(package)
     discover()  # each backend class declares the modules it needs
     return extras.missing_extra(e)

@@ -222,3 +222,11 @@ def bind(sock: zmq.Socket, endpoint: str, what: str, curve: CurveServer | None =
         raise CezsarError(f"{what} {endpoint}: cannot bind ({e})") from None
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) else str(last)
+
+
+def stop_authenticator(auth: Any) -> None:
+    """Stop a ZAP authenticator on the way out; a failure there is only logged (shutting down anyway)."""
+    try:
+        auth.stop()
+    except Exception:  # noqa: BLE001
+        log.debug("authenticator stop", exc_info=True)

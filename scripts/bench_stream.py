@@ -42,13 +42,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import bench_common as bc  # noqa: E402
+from cezsar.app import bench as bc  # noqa: E402
 
 ACTIONS = """background: ["a shape staying still"]
 actions:

@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
+from edge.client import ControlClient, Subscriber
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from edge.client import ControlClient, Subscriber  # noqa: E402
 
 
 def free_port() -> int:

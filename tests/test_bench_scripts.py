@@ -90,11 +90,9 @@ def test_scripts_need_no_path_hacks() -> None:
     packages: no sys.path edits."""
     from cezsar.app import bench
 
-    pending = {"bench_stream.py", "soak.py", "bench_common.py"}  # the edge benchmarks' move is the lead's (issue 20)
     hacks = [
         f"{p.name}:{i}"
         for p in sorted((ROOT / "scripts").glob("*.py"))
-        if p.name not in pending
         for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
         if "sys.path" in line or "PYTHONPATH" in line
     ]

@@ -44,7 +44,6 @@ from cezsar.errors import CezsarError
 log = logging.getLogger(__name__)
 
 PRECISION_CHOICES = ("auto", *layout.PRECISIONS)  # --precision: auto, then the precisions (cezsar.deploy.layout)
-PRECISIONS = PRECISION_CHOICES  # the name edge/siteconfig.py imports for the --precision choices
 
 _REGISTRY: dict[str, type[Backend]] = {}
 _FAILED: dict[str, str] = {}  # backend modules that could not be imported: module -> why

@@ -13,7 +13,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from cezsar import extras
 from cezsar.errors import CezsarError
+
+extras.requires("prometheus_client", extra="http")  # imported where metrics are made
 
 log = logging.getLogger(__name__)
 

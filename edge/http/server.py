@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from cezsar import extras
 from cezsar.errors import CezsarError
 from edge.http.guard import (
     SECURITY_HEADERS,
@@ -33,6 +34,8 @@ from edge.http.guard import (
     default_max_connections,
     rate_limit_loggers,
 )
+
+extras.requires("aiohttp", extra="http")  # imported where the server starts (web())
 
 log = logging.getLogger("edge.http")
 MAX_BODY = 256 * 1024  # bytes of a request body; routes read less (edge/http/sources.py: 64 KiB)

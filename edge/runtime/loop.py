@@ -25,7 +25,7 @@ from typing import Any
 
 from cezsar.deploy.manifest import load_manifest
 from cezsar.redact import install_log_filter
-from cezsar.video import SourceSpec, parse_sources
+from cezsar.video import parse_sources
 from edge.actions import ActionStore, ActionsWatcher, load_actions
 from edge.actions_check import runtime_warnings
 from edge.control import ControlHandler, ControlServer
@@ -37,7 +37,7 @@ from edge.runtime.status import StatusReporter
 from edge.runtime.streams import StreamManager
 from edge.runtime.switches import Switches
 from edge.runtime.zoneplan import ZonePlanner
-from edge.security import CurveServer
+from edge.security import CurveServer, stop_authenticator
 from edge.settings import RuntimeSettings
 from edge.sinks import Sink
 from edge.sources import Frame
@@ -46,19 +46,8 @@ from edge.zones import Zone
 log = logging.getLogger("cezsar.edge")
 
 
-def _specs(settings: RuntimeSettings) -> list[SourceSpec]:
-    return parse_sources(settings.source_specs())
-
-
 def _zones(settings: RuntimeSettings) -> dict[str, dict[str, Zone]]:
     return {s.name: {z.name: z for z in s.zones} for s in settings.sources if s.zones}  # the settings' zones are Zones
-
-
-def _stop_authenticator(auth: Any) -> None:
-    try:
-        auth.stop()
-    except Exception:  # noqa: BLE001 - shutting down anyway
-        log.debug("authenticator stop", exc_info=True)
 
 
 class Runtime:
@@ -67,7 +56,7 @@ class Runtime:
         assert s.deploy is not None and s.actions is not None
         s.register_secrets()
         install_log_filter()
-        specs = _specs(s)  # everything that can be checked without a model fails first, in one line
+        specs = parse_sources(s.source_specs())  # what can be checked without a model fails first, in one line
         self.manifest = load_manifest(s.deploy)
         self.fps = float(s.sampling.fps or self.manifest.fps)
         self.window = self.manifest.window
@@ -84,12 +73,11 @@ class Runtime:
             self.loaded, self.text, self.recognizer = load_models(s, self.manifest, self.errors, stack)
             self.store = ActionStore(s.actions, on_change=self.recognizer.set_actions)
             self.store.load()
-            for w in runtime_warnings(
-                self.store.current, {sp.name: sorted(_zones(s).get(sp.name, {})) for sp in specs}
-            ):
+            zone_names = {sp.name: sorted(self.zones.zones.get(sp.name, {})) for sp in specs}
+            for w in runtime_warnings(self.store.current, zone_names):
                 log.warning("actions file %s: %s", s.actions, w)
             if self.curve is not None:
-                stack.callback(_stop_authenticator, self.curve.start_authenticator())
+                stack.callback(stop_authenticator, self.curve.start_authenticator())
             self.streams = StreamManager.from_settings(specs, s, self.manifest.pre, self.fps, self.notify)
             self.switches = Switches(self.streams, self.store, self.notify)
             self.outputs = build_outputs(s, self.manifest, self.fps, self.curve, stack, self.switches)
@@ -98,16 +86,8 @@ class Runtime:
             self.outputs.meta.actions_version = lambda: self.store.version
             parts = (self.loaded, self.recognizer, self.store, self.streams, self.outputs, self.curve, self.errors)
             self.reporter = StatusReporter(s, self.manifest, self.fps, *parts)
-            self.host = RuntimeHost(
-                self.store,
-                self.streams,
-                self.text,
-                self.recognizer,
-                self.reporter,
-                self.zones,
-                self._added,
-                self._removed,
-            )
+            host_parts = (self.store, self.streams, self.text, self.recognizer, self.reporter, self.zones)
+            self.host = RuntimeHost(*host_parts, self._added, self._removed)
             self.server = build_server(s, self.host, self.outputs, stack)
             if self.server is not None:
                 self.server.feed.start(self.loaded, self.manifest.model_hash, self.outputs)

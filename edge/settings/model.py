@@ -522,10 +522,10 @@ class RuntimeSettings(Section):
     @field_validator("precision")
     @classmethod
     def _precision(cls, v: str) -> str:
-        from cezsar.backends.registry import PRECISIONS
+        from cezsar.backends.registry import PRECISION_CHOICES
 
-        if v not in PRECISIONS:
-            raise ValueError(f"unknown precision {v!r}; choose one of {', '.join(PRECISIONS)}")
+        if v not in PRECISION_CHOICES:
+            raise ValueError(f"unknown precision {v!r}; choose one of {', '.join(PRECISION_CHOICES)}")
         return v
 
     @field_validator("sources")

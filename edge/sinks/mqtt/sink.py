@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cezsar import extras
 from cezsar.errors import CezsarError
 from edge import messages
 from edge.sinks import SinkContext, register_sink
@@ -33,6 +34,8 @@ from edge.sinks.mqtt.state import Retained, build_catalog
 if TYPE_CHECKING:
     from edge.host import SinkHost
     from edge.settings import MqttSettings, MqttTls
+
+extras.requires("paho", extra="mqtt")  # imported where the sink connects
 
 log = logging.getLogger(__name__)
 
