@@ -181,6 +181,77 @@ def _onnx_checks(trt: Any, onnx_path: Path) -> dict[str, Any]:
     return {"opset": opset, "fp16": has_fp16}
 
 
+def _builder(trt: Any, logger: Any, mark: Any) -> Any:
+    try:
+        builder = trt.Builder(logger)
+    except Exception as e:  # noqa: BLE001 - no GPU or driver: TensorRT cannot start
+        why = str(e).strip() or last_error(mark)
+        raise CezsarError(f"TensorRT cannot create a builder (no usable CUDA GPU or driver here?): {why}") from None
+    if builder is None:
+        raise CezsarError(f"TensorRT cannot create a builder ({last_error(mark)})")
+    return builder
+
+
+def _parse(trt: Any, builder: Any, plan: dict[str, Any], onnx_path: Path, logger: Any, mark: Any) -> Any:
+    """The network of ``onnx_path`` (through an FP16 copy when the plan says so)."""
+    network = builder.create_network(network_flags(trt, plan))
+    parser = trt.OnnxParser(network, logger)
+    with tempfile.TemporaryDirectory(prefix="cezsar-trt-") as td:
+        parse_path = onnx_path
+        if plan["fp16_onnx"]:
+            parse_path = Path(td) / (onnx_path.stem + ".fp16.onnx")
+            plan["fp16_onnx"] = to_fp16_onnx(onnx_path, parse_path)
+        if hasattr(parser, "parse_from_file"):
+            ok = parser.parse_from_file(str(parse_path))
+        else:
+            ok = parser.parse(parse_path.read_bytes())
+        if not ok:
+            errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise CezsarError(f"{onnx_path.name}: TensorRT cannot parse it ({errs[0] if errs else last_error(mark)})")
+    return network
+
+
+def _profile(
+    builder: Any, network: Any, onnx_path: Path, batches: tuple[int, int, int]
+) -> tuple[Any, dict[str, list[int]], dict[str, list[int]]]:
+    """The optimization profile over the batch dimension, and the inputs' and outputs' shapes."""
+    profile = builder.create_optimization_profile()
+    inputs, outputs = {}, {}
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        shape = list(t.shape)
+        if any(d == -1 for d in shape[1:]):
+            raise CezsarError(f"{onnx_path.name}: input '{t.name}' has dynamic dims besides the batch: {shape}")
+        rest = tuple(shape[1:])
+        profile.set_shape(t.name, *((b, *rest) for b in batches))
+        inputs[t.name] = shape
+    for i in range(network.num_outputs):
+        t = network.get_output(i)
+        outputs[t.name] = list(t.shape)
+    return profile, inputs, outputs
+
+
+def _load_timing_cache(config: Any, cache_path: Path | None) -> bool:
+    """Reuse a timing cache file when this TensorRT and GPU made it; True when one was reused."""
+    if cache_path is None or not hasattr(config, "create_timing_cache"):
+        return False
+    data = cache_path.read_bytes() if cache_path.is_file() else b""
+    loaded = bool(data) and bool(config.set_timing_cache(config.create_timing_cache(data), False))
+    if data and not loaded:
+        log.warning("%s: timing cache from another TensorRT/GPU; starting a new one", cache_path)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+    return loaded
+
+
+def _save_timing_cache(config: Any, cache_path: Path | None) -> None:
+    from cezsar.atomic import write_bytes
+
+    if cache_path is not None and hasattr(config, "get_timing_cache"):
+        tc = config.get_timing_cache()
+        if tc is not None:
+            write_bytes(cache_path, bytes(memoryview(tc.serialize())))
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_out: str | Path,
@@ -211,66 +282,23 @@ def build_engine(
 
         check_trt_qdq(onnx_path)
     t0 = time.perf_counter()
-    logger = trt_logger(trt)
-    mark = error_mark()
-    try:
-        builder = trt.Builder(logger)
-    except Exception as e:  # noqa: BLE001 - no GPU or driver: TensorRT cannot start
-        why = str(e).strip() or last_error(mark)
-        raise CezsarError(f"TensorRT cannot create a builder (no usable CUDA GPU or driver here?): {why}") from None
-    if builder is None:
-        raise CezsarError(f"TensorRT cannot create a builder ({last_error(mark)})")
-    network = builder.create_network(network_flags(trt, plan))
-    parser = trt.OnnxParser(network, logger)
-    with tempfile.TemporaryDirectory(prefix="cezsar-trt-") as td:
-        parse_path = onnx_path
-        if plan["fp16_onnx"]:
-            parse_path = Path(td) / (onnx_path.stem + ".fp16.onnx")
-            plan["fp16_onnx"] = to_fp16_onnx(onnx_path, parse_path)
-        if hasattr(parser, "parse_from_file"):
-            ok = parser.parse_from_file(str(parse_path))
-        else:
-            ok = parser.parse(parse_path.read_bytes())
-        if not ok:
-            errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise CezsarError(f"{onnx_path.name}: TensorRT cannot parse it ({errs[0] if errs else last_error(mark)})")
+    logger, mark = trt_logger(trt), error_mark()
+    builder = _builder(trt, logger, mark)
+    network = _parse(trt, builder, plan, onnx_path, logger, mark)
     config = builder.create_builder_config()
     workspace_api = set_workspace(trt, config, workspace_mb << 20)
     for flag in plan["builder_flags"]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     for flag in plan["cleared_flags"]:
         config.clear_flag(getattr(trt.BuilderFlag, flag))
-    profile = builder.create_optimization_profile()
-    inputs, outputs = {}, {}
-    for i in range(network.num_inputs):
-        t = network.get_input(i)
-        shape = list(t.shape)
-        if any(d == -1 for d in shape[1:]):
-            raise CezsarError(f"{onnx_path.name}: input '{t.name}' has dynamic dims besides the batch: {shape}")
-        rest = tuple(shape[1:])
-        profile.set_shape(t.name, (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest))
-        inputs[t.name] = shape
-    for i in range(network.num_outputs):
-        t = network.get_output(i)
-        outputs[t.name] = list(t.shape)
+    profile, inputs, outputs = _profile(builder, network, onnx_path, (min_batch, opt_batch, max_batch))
     config.add_optimization_profile(profile)
-
     cache_path = Path(timing_cache) if timing_cache else None
-    cache_loaded = False
-    if cache_path is not None and hasattr(config, "create_timing_cache"):
-        data = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(data)
-        cache_loaded = bool(data) and bool(config.set_timing_cache(cache, False))
-        if data and not cache_loaded:
-            log.warning("%s: timing cache from another TensorRT/GPU; starting a new one", cache_path)
-            config.set_timing_cache(config.create_timing_cache(b""), False)
+    cache_loaded = _load_timing_cache(config, cache_path)
     blob = serialize_network(builder, network, config)
     if blob is None:
         raise CezsarError(f"{onnx_path.name}: TensorRT {precision} build failed ({last_error(mark)})")
-    if cache_path is not None and hasattr(config, "get_timing_cache"):
-        tc = config.get_timing_cache()
-        if tc is not None:
-            write_bytes(cache_path, bytes(memoryview(tc.serialize())))
+    _save_timing_cache(config, cache_path)
     write_bytes(engine_out, blob)
     side = {
         "engine": engine_out.name,
