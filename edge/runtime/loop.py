@@ -84,6 +84,7 @@ class Runtime:
             self.streams.running = lambda: self._started and not self._closed and not self.stop_event.is_set()
             self.outputs.meta.clock = self.streams.clock
             self.outputs.meta.actions_version = lambda: self.store.version
+            self.outputs.meta.actions = lambda: getattr(self.recognizer.scorer, "aset", None)
             parts = (self.loaded, self.recognizer, self.store, self.streams, self.outputs, self.curve, self.errors)
             self.reporter = StatusReporter(s, self.manifest, self.fps, *parts)
             host_parts = (self.store, self.streams, self.text, self.recognizer, self.reporter, self.zones)
