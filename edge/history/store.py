@@ -30,7 +30,7 @@ from edge.history import schema as S
 from edge.history.url import HistoryURL, history_url, redact
 
 log = logging.getLogger("cezsar.history")
-logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # ours says it in one line
+logging.getLogger("alembic").setLevel(logging.WARNING)  # the store says what migrated, in one line
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 PAGE_SIZE = 16384  # rows of ~0.6 kB (int8) and ~1.1 kB (fp16) waste little of a page
@@ -133,6 +133,7 @@ class Batch:
     events: list[dict[str, Any]] = field(default_factory=list)  # event message payloads, in order
     media: list[dict[str, Any]] = field(default_factory=list)  # media message payloads
     thumbnails: list[tuple[str, float, bytes]] = field(default_factory=list)  # (stream, time, jpeg)
+    recording: int | None = None  # the recording (indexed footage) its thumbnails belong to
     offsets: dict[str, float] = field(default_factory=dict)  # stream -> wall - capture time (media clock)
 
     def __len__(self) -> int:
@@ -154,66 +155,69 @@ class HistoryStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    # -- ids --------------------------------------------------------------------------------------
-    def _get_or_add(self, conn: Any, table: Any, key_col: str, key: str, values: dict[str, Any]) -> int:
+    # -- ids: each made in its own committed transaction, before the batch that uses it ----------------
+    def _get_or_add(self, table: Any, key_col: str, key: str, values: dict[str, Any]) -> int:
         cached = self._ids.get((table.name, key))
         if cached is not None:
             return cached
         sa = _sqlalchemy()
         col = table.c[key_col]
-        row = conn.execute(sa.select(table.c.id).where(col == key)).first()
-        if row is None:
-            conn.execute(_insert(conn, table).values({key_col: key, **values}).on_conflict_do_nothing())
+        with self.engine.begin() as conn:
             row = conn.execute(sa.select(table.c.id).where(col == key)).first()
-        with self._lock:
+            if row is None:
+                conn.execute(_insert(conn, table).values({key_col: key, **values}).on_conflict_do_nothing())
+                row = conn.execute(sa.select(table.c.id).where(col == key)).first()
+        with self._lock:  # cached once committed: a rolled-back batch never leaves an id behind
             self._ids[(table.name, key)] = int(row[0])
         return int(row[0])
 
-    def model_id(self, model_hash: str, dim: int, conn: Any = None) -> int:
-        with self._conn(conn) as c:
-            return self._get_or_add(c, S.models, "hash", model_hash, {"dim": int(dim), "first_seen": time.time()})
+    def model_id(self, model_hash: str, dim: int) -> int:
+        return self._get_or_add(S.models, "hash", model_hash, {"dim": int(dim), "first_seen": time.time()})
 
-    def stream_id(self, name: str, conn: Any = None) -> int:
-        with self._conn(conn) as c:
-            return self._get_or_add(c, S.streams, "name", name, {})
+    def stream_id(self, name: str) -> int:
+        return self._get_or_add(S.streams, "name", name, {})
 
     def scoring_id(self, model_hash: str, dim: int, actions: dict[str, Any], names: list[str]) -> int:
         """The scorings row of an action set (its file form) as it scored windows of this model."""
         body = json.dumps({"actions": actions, "names": names}, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(f"{model_hash}\n{body}".encode()).hexdigest()
-        with self._conn(None) as c:
-            mid = self.model_id(model_hash, dim, c)
-            values = {
-                "model_id": mid,
-                "actions": json.dumps(actions),
-                "names": json.dumps(names),
-                "created": time.time(),
-            }
-            return self._get_or_add(c, S.scorings, "digest", digest, values)
+        mid = self.model_id(model_hash, dim)
+        values = {"model_id": mid, "actions": json.dumps(actions), "names": json.dumps(names), "created": time.time()}
+        return self._get_or_add(S.scorings, "digest", digest, values)
 
-    def _conn(self, conn: Any) -> Any:
-        from contextlib import nullcontext
-
-        return nullcontext(conn) if conn is not None else self.engine.begin()
+    def prepare(self, batch: Batch, model_hash: str, dim: int) -> int:
+        """Make the ids a batch needs (model, streams) before its transaction; returns the model's."""
+        for name in {w.stream for w in batch.windows} | {str(p.get("stream")) for p in batch.events}:
+            self.stream_id(name)
+        for name, _, _ in batch.thumbnails:
+            self.stream_id(name)
+        return self.model_id(model_hash, dim)
 
     # -- writes -------------------------------------------------------------------------------------
     def write(self, batch: Batch, model_hash: str, dim: int) -> None:
         """One transaction: the batch's windows, events, media and thumbnails (all or nothing)."""
+        mid = self.prepare(batch, model_hash, dim)
         with self.engine.begin() as conn:
-            mid = self.model_id(model_hash, dim, conn)
-            if batch.windows:
-                conn.execute(S.windows.insert(), [self._window(conn, w, mid) for w in batch.windows])
-            for p in batch.events:
-                self._event(conn, p, mid, batch.offsets)
-            for p in batch.media:
-                self._media(conn, p)
-            if batch.thumbnails:
-                rows = [{"stream_id": self.stream_id(s, conn), "time": t, "jpeg": j} for s, t, j in batch.thumbnails]
-                conn.execute(S.thumbnails.insert(), rows)
+            self.write_in(conn, batch, mid)
+
+    def write_in(self, conn: Any, batch: Batch, mid: int) -> None:
+        """:meth:`write` inside the caller's transaction (:meth:`prepare` first)."""
+        if batch.windows:
+            conn.execute(S.windows.insert(), [self._window(conn, w, mid) for w in batch.windows])
+        for p in batch.events:
+            self._event(conn, p, mid, batch.offsets)
+        for p in batch.media:
+            self._media(conn, p)
+        if batch.thumbnails:
+            rows = [
+                {"stream_id": self.stream_id(s), "time": t, "jpeg": j, "recording_id": batch.recording}
+                for s, t, j in batch.thumbnails
+            ]
+            conn.execute(S.thumbnails.insert(), rows)
 
     def _window(self, conn: Any, w: WindowRow, model_id: int) -> dict[str, Any]:
         return {
-            "stream_id": self.stream_id(w.stream, conn),
+            "stream_id": self.stream_id(w.stream),
             "zone": w.zone,
             "model_id": model_id,
             "time": w.time,
@@ -238,7 +242,7 @@ class HistoryStore:
         media: dict[str, Any] = p["media"] if isinstance(p.get("media"), dict) else {}
         row = {
             "id": str(p["id"]),
-            "stream_id": self.stream_id(stream, conn),
+            "stream_id": self.stream_id(stream),
             "zone": p.get("zone"),
             "action": str(p.get("action")),
             "model_id": model_id,
