@@ -370,3 +370,44 @@ class HistoryService:
         obj["actions"] = [*others, action] if obj.get("exclusive") else [action]
         aset = actions_from_obj(obj, "backtest")
         return self.backtest(aset, report=[str(action.get("name"))], **kw)
+
+
+class LiveHistory:
+    """The running runtime's history for its routes: a service over the writer's store (once the store
+    is open; until then one line says why not), the text tower and the current action set."""
+
+    def __init__(
+        self, writer: Any, encode: Encode, forget: Callable[[Sequence[str]], None], current: Callable[[], ActionSet]
+    ) -> None:
+        self.writer, self._encode, self._forget, self.current = writer, encode, forget, current
+        self._service: HistoryService | None = None
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = self._encode(texts)
+        self._forget(self.current().descriptions())  # a searched sentence does not stay cached
+        return out
+
+    def service(self) -> HistoryService:
+        store = self.writer.store
+        if store is None:
+            raise CezsarError(f"history {self.writer.where}: not reachable ({self.writer.last_error or 'starting'})")
+        if self._service is None or self._service.store is not store:
+            self._service = HistoryService(
+                store, self.writer.model, self.writer.dim, self.encode, lambda: self.current().background
+            )
+        return self._service
+
+    def backtest(self, fields: Any, replaces: Any, hours: Any, stream: Any, per_day: Any) -> dict[str, Any]:
+        """The console editor's backtest: one action (new or edited) over the last ``hours``."""
+        if not isinstance(fields, dict):
+            raise CezsarError("backtest: 'action' must be an object (name, descriptions, threshold ...)")
+        try:
+            h = float(hours)
+        except (TypeError, ValueError):
+            raise CezsarError(f"backtest: hours {hours!r}: expected a number") from None
+        if not 0 < h <= 24 * 366:
+            raise CezsarError(f"backtest: hours {h:g}: must be > 0 and at most a year")
+        pd = None if per_day in (None, "") else float(per_day)
+        rep = replaces if isinstance(replaces, str) and replaces else None
+        st = stream if isinstance(stream, str) and stream else None
+        return self.service().backtest_edit(self.current(), fields, rep, since=f"{h}h", stream=st, per_day=pd)

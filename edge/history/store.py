@@ -64,8 +64,11 @@ def check_sqlite_file(path: Path) -> str | None:
         head = f.read(len(SQLITE_HEADER))
     if head != SQLITE_HEADER:
         raise HistoryError(f"{where}: not an SQLite file (a cezsar history is one); left untouched")
+    # without a -wal file beside it, "immutable" reads with no lock and no side file (nothing appears
+    # beside a file that is not ours); with one (a history that was running), a read-only open sees it
+    wal = path.with_name(path.name + "-wal").exists()
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        con = sqlite3.connect(f"file:{path}?{'mode=ro' if wal else 'immutable=1'}", uri=True, timeout=10)
     except sqlite3.Error as e:
         raise HistoryError(f"{where}: cannot be opened ({e}); left untouched") from None
     try:

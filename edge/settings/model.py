@@ -493,11 +493,10 @@ class HistorySettings(Section):
         flag="--history",
         min_length=1,
     )
-    password_env: str | None = opt(
-        None, "Environment variable that holds the PostgreSQL password.", file_only=ENV_ONLY
-    )
+    password_env: str | None = opt(None, "Environment variable that holds the PostgreSQL password.", file_only=ENV_ONLY)
     embedding: Literal["int8", "fp16"] = opt(
-        "int8", "How window embeddings are kept: int8 (~0.6 kB a window) or fp16 (~1.1 kB).",
+        "int8",
+        "How window embeddings are kept: int8 (~0.6 kB a window) or fp16 (~1.1 kB).",
         flag="--history-embedding",
     )
     queue: int = opt(
@@ -514,8 +513,10 @@ class HistorySettings(Section):
         30 * 86400.0, "How long windows are kept (30d).", flag="--history-windows-max-age", gt=0
     )
     windows_max_bytes: ByteSize = opt(
-        ByteSize(20 << 30), "Most the windows may take (20GiB); oldest go first.",
-        flag="--history-windows-max-bytes", gt=0,
+        ByteSize(20 << 30),
+        "Most the windows may take (20GiB); oldest go first.",
+        flag="--history-windows-max-bytes",
+        gt=0,
     )
     thumbnails_max_age: Seconds = opt(
         7 * 86400.0, "How long thumbnails are kept (7d).", flag="--history-thumbnails-max-age", gt=0
