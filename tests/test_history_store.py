@@ -153,7 +153,7 @@ def test_retention_by_age_and_size_per_table(tmp_path: Path) -> None:
     now = time.time()
     w = _writer(tmp_path / "h.sqlite", thumbnails=0.5)
     for i, e in enumerate(unit(rng, 400)):
-        w.window(result("cam", float(i), e, {}, wall=now - 400 + i), None)
+        w.window(result("cam", float(i), e, {}, wall=now - 400 + i), None, "media")
     for i in range(20):
         w.publish("event.cam", event(f"e{i}", "start", now - 400 + 20 * i))
     frame = (rng.random((120, 160, 3)) * 255).astype(np.uint8)

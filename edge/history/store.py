@@ -237,7 +237,7 @@ class HistoryStore:
         start, end = float(p["start"]), p.get("end")
         if p.get("clock") == "wall":
             t0, t1 = start, end
-        else:  # media time: the stream's offset to the wall clock, as its windows show it
+        else:  # media time: placed as the stream's windows are (HistoryWriter._time)
             off = offsets.get(f"{stream}@{p['zone']}" if p.get("zone") else stream)
             if off is None:
                 off = float(p.get("captured_at") or p.get("time") or time.time()) - float(p.get("peak_time", start))

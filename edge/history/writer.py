@@ -69,7 +69,8 @@ class HistoryWriter:
         self._down_since: float | None = None
         self._last_thumb: dict[str, float] = {}
         self._scorings: dict[int, tuple[Any, int]] = {}  # id(aset) -> (aset, scorings id)
-        self._offsets: dict[str, float] = {}
+        self._offsets: dict[str, float] = {}  # stream -> Unix time of its capture time 0 (media clock)
+        self._last_end: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
 
@@ -128,10 +129,11 @@ class HistoryWriter:
                 log.warning("history: queue full, %s dropped [%d so far]", kind, n)
             return False
 
-    def window(self, r: Any, aset: Any) -> None:
-        """One scored window (edge.recognizer.WindowResult) and the action set that scored it."""
+    def window(self, r: Any, aset: Any, clock: str = "wall") -> None:
+        """One scored window (edge.recognizer.WindowResult), the action set that scored it and its
+        stream's clock (``wall``: capture times are Unix times; ``media``: seconds into a file)."""
         w = r.window
-        self._put("windows", ("w", w.stream, w.wall, w.start, w.end, w.embedding, r.scores, aset))
+        self._put("windows", ("w", w.stream, w.wall, w.start, w.end, w.embedding, r.scores, aset, clock))
 
     def publish(self, topic: str, payload: dict[str, Any]) -> bool:
         """Sink: event and media messages (scores and status are not kept)."""
@@ -238,14 +240,14 @@ class HistoryWriter:
         b = Batch()
         for it in items:
             if it[0] == "w":
-                _, name, wall, start, end, emb, scores, aset = it
+                _, name, wall, start, end, emb, scores, aset, clock = it
                 stream, zone = messages.split_stream(name)
                 scoring, names = self._scoring(store, aset)
                 b.windows.append(
                     WindowRow(
                         stream,
                         zone,
-                        float(wall),
+                        self._time(name, float(wall), float(end), clock),
                         float(start),
                         float(end),
                         codec.encode_embedding(emb, self.encoding),
@@ -253,7 +255,6 @@ class HistoryWriter:
                         scoring,
                     )
                 )
-                self._offsets[name] = float(wall) - float(end)
             elif it[0] == "e":
                 b.events.append(it[1])
             elif it[0] == "m":
@@ -264,6 +265,19 @@ class HistoryWriter:
                     b.thumbnails.append((it[1], it[2], jpeg))
         b.offsets = dict(self._offsets)
         return b
+
+    def _time(self, name: str, wall: float, end: float, clock: str) -> float:
+        """A window's Unix time. A live stream's capture times are Unix times; a file's are seconds into
+        it, placed from the wall time of its first window on (played fast or at its pace, the windows
+        keep their spacing); a file that starts again (capture time going back) is placed anew."""
+        if clock == "wall":
+            self._offsets[name] = 0.0
+            return end
+        last = self._last_end.get(name)
+        if name not in self._offsets or (last is not None and end < last):
+            self._offsets[name] = wall - end
+        self._last_end[name] = end
+        return self._offsets[name] + end
 
     def _scoring(self, store: HistoryStore, aset: Any) -> tuple[int | None, list[str] | None]:
         if aset is None:

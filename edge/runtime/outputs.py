@@ -127,7 +127,7 @@ class Outputs:
         aset = self.meta.actions() if self.history is not None and step.windows else None
         for r in step.windows:
             if self.history is not None:
-                self.history.window(r, aset)
+                self.history.window(r, aset, self.meta.clock(split_stream(r.window.stream)[0]))
             now = time.time()
             stream = split_stream(r.window.stream)[0]
             self.latency.add(1000 * (now - r.window.wall))
