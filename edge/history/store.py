@@ -41,6 +41,10 @@ class HistoryError(CezsarError):
     """The history cannot be used as it is (one line; nothing was changed)."""
 
 
+class HistoryUnavailable(CezsarError):
+    """The history cannot be reached or written now (a server down, a disk full): worth retrying."""
+
+
 def _sqlalchemy() -> Any:
     try:
         import sqlalchemy
@@ -346,8 +350,8 @@ def migrate(engine: Any, where: str) -> str:
 
 
 def open_store(location: str | Path | HistoryURL, password: str | None = None) -> HistoryStore:
-    """Check, open and migrate a history; raises HistoryError (one line, nothing changed) or the
-    database's own error when a server cannot be reached (the writer retries those)."""
+    """Check, open and migrate a history; raises HistoryError (one line, nothing changed: not usable as
+    it is) or HistoryUnavailable (one line: cannot be reached or written now; the writer retries)."""
     where = location if isinstance(location, HistoryURL) else history_url(location, password)
     if where.kind == "sqlite":
         assert where.path is not None
@@ -360,11 +364,9 @@ def open_store(location: str | Path | HistoryURL, password: str | None = None) -
     except HistoryError:
         engine.dispose()
         raise
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the database's own error, as one line
         engine.dispose()
-        if where.kind == "sqlite":
-            raise HistoryError(f"history {where.redacted()}: {redact(str(e).splitlines()[0])}") from None
-        raise
+        raise HistoryUnavailable(f"history {where.redacted()}: {describe_error(e)}") from None
     return HistoryStore(where, engine)
 
 

@@ -4,7 +4,8 @@ turn their arguments into one of these): open what they need, run, print a table
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,23 @@ def _service(where: Any, deploy: Path, threads: int | None, background: Sequence
     return HistoryService(store, manifest.model_hash, manifest.joint_dim, text.encode, lambda: bg)
 
 
+@contextmanager
+def _one_line() -> Iterator[None]:
+    """A database failure mid-verb (a server gone, a disk full) as one line, not a traceback."""
+    try:
+        yield
+    except CezsarError:
+        raise
+    except Exception as e:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from edge.history.store import describe_error
+
+        if isinstance(e, SQLAlchemyError):
+            raise CezsarError(f"history: {describe_error(e)}") from None
+        raise
+
+
 def _when(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -78,7 +96,8 @@ def search(
     background = load_actions(actions).background if actions is not None else ()
     svc = _service(where, folder, threads, background)
     try:
-        out = svc.search(text, since=since, until=until, stream=stream, limit=limit)
+        with _one_line():
+            out = svc.search(text, since=since, until=until, stream=stream, limit=limit)
     finally:
         svc.store.close()
     if as_json:
@@ -127,7 +146,8 @@ def backtest(
     where, folder = _where(history, deploy, config)
     svc = _service(where, folder, threads)
     try:
-        out = svc.backtest(aset, since=since, until=until, stream=stream, per_day=per_day)
+        with _one_line():
+            out = svc.backtest(aset, since=since, until=until, stream=stream, per_day=per_day)
     finally:
         svc.store.close()
     if as_json:
@@ -190,7 +210,7 @@ def index(
         emb = WindowEmbedder(loaded.frame_encoder, loaded.temporal_head, manifest.window, hop, manifest.feature_dim)
         total = sum(probe(f).duration for f in files)
         cols = (TextColumn("indexing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s of video"))
-        with Progress(*cols, TimeRemainingColumn(), disable=not progress) as bar:
+        with _one_line(), Progress(*cols, TimeRemainingColumn(), disable=not progress) as bar:
             task = bar.add_task("index", total=total)
             out = index_footage(
                 store,

@@ -24,7 +24,15 @@ from cezsar.errors import CezsarError
 from edge import messages
 from edge.history import codec
 from edge.history.retention import Retention, prune
-from edge.history.store import Batch, HistoryError, HistoryStore, WindowRow, describe_error, open_store
+from edge.history.store import (
+    Batch,
+    HistoryError,
+    HistoryStore,
+    HistoryUnavailable,
+    WindowRow,
+    describe_error,
+    open_store,
+)
 from edge.history.url import HistoryURL
 
 log = logging.getLogger("cezsar.history")
@@ -93,9 +101,7 @@ class HistoryWriter:
         down is retried by the thread) and start the thread."""
         try:
             self._open()
-        except HistoryError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a server down: report, retry in the thread
+        except HistoryUnavailable as e:  # a server down, a disk full: report, retry in the thread
             self._down(e)
         self._thread.start()
         return self

@@ -1,5 +1,6 @@
 """A real PostgreSQL server for the history tests: Debian's postgresql binaries, a cluster made with
-initdb in a temporary folder, listening on a free loopback port. As root, the server runs as the
+initdb in a temporary folder, listening on a free loopback port. ``fsync = off`` (a test machine's
+power does not fail), but commits stay synchronous: a committed row survives the server being killed. As root, the server runs as the
 ``postgres`` user (PostgreSQL refuses to run as root). Stopped and started again on the same port
 (the fault tests)."""
 
@@ -63,7 +64,7 @@ class PostgresServer:
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(
                 f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n"
+                "fsync = off\nfull_page_writes = off\nmax_connections = 50\n"
             )
 
     def _run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
