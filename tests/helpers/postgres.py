@@ -1,8 +1,8 @@
 """A real PostgreSQL server for the history tests: Debian's postgresql binaries, a cluster made with
-initdb in a temporary folder, listening on a free loopback port. ``fsync = off`` (a test machine's
-power does not fail), but commits stay synchronous: a committed row survives the server being killed. As root, the server runs as the
+initdb in a temporary folder, listening on a free loopback port. As root, the server runs as the
 ``postgres`` user (PostgreSQL refuses to run as root). Stopped and started again on the same port
-(the fault tests)."""
+(the fault tests). ``fsync = off`` (a test machine's power does not fail), but commits stay
+synchronous: a committed row survives the server being killed."""
 
 from __future__ import annotations
 
