@@ -32,6 +32,18 @@ def encode_embedding(x: np.ndarray, encoding: str = "int8") -> bytes:
     return bytes([INT8]) + np.float32(scale).astype("<f4").tobytes() + q.tobytes()
 
 
+def encode_many(x: np.ndarray, encoding: str = "int8") -> list[bytes]:
+    """(N, J) -> N blobs, as :func:`encode_embedding` makes them one by one (vectorized: indexing)."""
+    v = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if ENCODINGS[encoding] == FP16:
+        raw = v.astype("<f2").view(np.uint8).reshape(len(v), -1)
+        return [bytes([FP16]) + r.tobytes() for r in raw]
+    scale = np.abs(v).max(axis=1, keepdims=True) / 127.0
+    q = np.clip(np.rint(v / np.where(scale == 0, 1.0, scale)), -127, 127).astype(np.int8)
+    head = scale.astype("<f4").view(np.uint8).reshape(len(v), 4)
+    return [bytes([INT8]) + h.tobytes() + r.tobytes() for h, r in zip(head, q, strict=True)]
+
+
 def blob_dim(blob: bytes) -> int:
     return (len(blob) - 5) if blob[0] == INT8 else (len(blob) - 1) // 2
 

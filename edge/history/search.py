@@ -29,7 +29,8 @@ import numpy as np
 from edge.history import codec
 from edge.history import schema as S
 
-RERANK = 4096  # windows scored exactly per search (at least 20 x the moments asked for)
+RERANK = 1024  # windows scored exactly per search (at least 50 x the moments asked for)
+MERGE_POOL = 20  # the best (this x the moments asked for) of those are merged into moments
 MERGE_DROP = 0.05  # a neighbouring window joins a moment while its cosine is within this of the moment's best
 LOAD_CHUNK = 50000
 
@@ -141,28 +142,48 @@ class SignIndex:
         return m["id"][sel[best]], len(sel)
 
 
-def rerank(store: Any, ids: np.ndarray, q: np.ndarray, dim: int, bg: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """The windows ``ids`` with their exact score, best first: the cosine of the stored vector to ``q``,
-    minus its best cosine to a background description when ``bg`` (B, J) has any (as the Scorer does)."""
-    import sqlalchemy as sa
+def _fetch(conn: Any, sql: str, ids: list[int]) -> list[Any]:
+    """``sql`` with ``{ids}`` filled by integer ids, in chunks (plain integers: nothing to escape, and no
+    bound-parameter limit or per-parameter cost)."""
+    out: list[Any] = []
+    for i in range(0, len(ids), 5000):
+        out += conn.exec_driver_sql(sql.format(ids=",".join(str(int(x)) for x in ids[i : i + 5000]))).all()
+    return out
 
-    w, st = S.windows, S.streams
-    out: list[dict[str, Any]] = []
-    cols = (w.c.id, st.c.name, w.c.zone, w.c.time, w.c.start, w.c.end, w.c.recording_id, w.c.embedding)
-    with store.engine.connect() as conn:
-        for i in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-            chunk = [int(x) for x in ids[i : i + 900]]
-            q_rows = sa.select(*cols).join(st, st.c.id == w.c.stream_id).where(w.c.id.in_(chunk))
-            out += [dict(r._mapping) for r in conn.execute(q_rows)]
-    if not out:
+
+def rerank(
+    store: Any, ids: np.ndarray, q: np.ndarray, dim: int, bg: np.ndarray | None = None, keep: int | None = None
+) -> list[dict[str, Any]]:
+    """The windows ``ids`` with their exact score, best first (the ``keep`` best): the cosine of the
+    stored vector to ``q``, minus its best cosine to a background description when ``bg`` (B, J) has any
+    (as the Scorer does)."""
+    if not len(ids):
         return []
-    x = codec.decode_many([r["embedding"] for r in out], dim)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    cos = np.nan_to_num(x @ np.asarray(q, np.float32), nan=-2.0)
-    back = np.nan_to_num((x @ bg.T).max(axis=1), nan=0.0) if bg is not None and len(bg) else np.zeros(len(out))
-    for r, c, b in zip(out, cos, back, strict=True):
-        r["cosine"], r["score"] = float(c), float(c - b)
-        del r["embedding"]
+    with store.engine.connect() as conn:
+        rows = _fetch(conn, "SELECT id, embedding FROM windows WHERE id IN ({ids})", [int(x) for x in ids])
+        if not rows:
+            return []
+        x = codec.decode_many([r[1] for r in rows], dim)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        cos = np.nan_to_num(x @ np.asarray(q, np.float32), nan=-2.0)
+        if bg is not None and len(bg):
+            back = np.nan_to_num((x @ bg.T).max(axis=1), nan=0.0)
+        else:
+            back = np.zeros(len(rows), np.float32)
+        score = cos - back
+        order = np.argsort(-score)[: keep or len(rows)]
+        best = {int(rows[i][0]): (float(score[i]), float(cos[i])) for i in order}
+        meta = _fetch(
+            conn,
+            'SELECT w.id, s.name, w.zone, w.time, w.start, w."end", w.recording_id FROM windows w '
+            "JOIN streams s ON s.id = w.stream_id WHERE w.id IN ({ids})",
+            list(best),
+        )
+    out = []
+    for r in meta:
+        d = dict(zip(("id", "name", "zone", "time", "start", "end", "recording_id"), r, strict=True))
+        d["score"], d["cosine"] = best[int(r[0])]
+        out.append(d)
     return sorted(out, key=lambda r: -r["score"])
 
 
@@ -248,5 +269,5 @@ class Searcher:
         bg = None if background is None or not len(background) else np.asarray(background, np.float32)
         # the first pass ranks by the direction of the margin: the sentence minus the background's mean
         d = q if bg is None else q - bg.mean(axis=0)
-        ids, n = idx.candidates(d, since, until, streams, max(RERANK, 20 * limit))
-        return merge(rerank(self.store, ids, q, dim, bg), limit), n
+        ids, n = idx.candidates(d, since, until, streams, max(RERANK, 50 * limit))
+        return merge(rerank(self.store, ids, q, dim, bg, keep=MERGE_POOL * limit), limit), n
