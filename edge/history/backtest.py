@@ -147,23 +147,28 @@ def _range(q: Any, since: float | None, until: float | None) -> Any:
 def _rows(
     store: Any, model_id: int, since: float | None, until: float | None, streams: list[int] | None, with_embedding: bool
 ) -> Iterator[list[Any]]:
+    """The range's windows in id order (the order they were stored), CHUNK ids at a time: each query
+    is a primary-key range, so that no database sorts the whole range once per chunk."""
     import sqlalchemy as sa
 
     w, st = S.windows, S.streams
     cols = [w.c.id, st.c.name, w.c.zone, w.c.time, w.c.start, w.c.end, w.c.scoring_id, w.c.scores]
     if with_embedding:
         cols.append(w.c.embedding)
-    last = 0
     with store.engine.connect() as conn:
-        while True:
-            q = sa.select(*cols).join(st, st.c.id == w.c.stream_id).where(w.c.model_id == model_id, w.c.id > last)
+        lo, hi = conn.execute(_range(sa.select(sa.func.min(w.c.id), sa.func.max(w.c.id)), since, until)).one()
+        if lo is None:
+            return
+        last = int(lo) - 1
+        while last < int(hi):
+            q = sa.select(*cols).join(st, st.c.id == w.c.stream_id)
+            q = q.where(w.c.id > last, w.c.id <= last + CHUNK, w.c.model_id == model_id)
             if streams is not None:
                 q = q.where(w.c.stream_id.in_(streams))
-            rows = conn.execute(_range(q, since, until).order_by(w.c.id).limit(CHUNK)).all()
-            if not rows:
-                return
-            last = int(rows[-1][0])
-            yield rows
+            rows = conn.execute(_range(q, since, until).order_by(w.c.id)).all()
+            last += CHUNK
+            if rows:
+                yield rows
 
 
 def run_backtest(
@@ -212,25 +217,56 @@ def run_backtest(
     out.replayed = [n for n in names if n in replayable]
     out.rescored = [n for n in names if n not in replayable]
     stored = _Stored()
-    rec = Recognizer(_ReplayEmbedder(), None, update_interval=update_interval)  # type: ignore[arg-type]
     emb_needed = bool(out.rescored)
     scorer = Scorer.build(aset, _Text(encode, dim))  # type: ignore[arg-type]
     out.params = dict(scorer.params)
-    rec.set_scorer(_ReplayScorer(scorer, stored))
-    state = _State(rec, out, keep_series, gap)
+
+    def recognizer() -> Recognizer:
+        """One per stream (decisions never mix streams): the live Recognizer, stored windows in."""
+        rec = Recognizer(_ReplayEmbedder(), None, update_interval=update_interval)  # type: ignore[arg-type]
+        rec.set_scorer(_ReplayScorer(scorer, stored))
+        return rec
+
+    state = _State(recognizer, out, keep_series, gap)
     for rows in _rows(store, mid, since, until, streams, emb_needed):
         state.feed(rows, columns, len(names), dim, stored, emb_needed)
     state.flush(stored)
-    state.collect(rec.end_all("range_end", wall=out.last or 0.0), None)
+    for rec in state.recs.values():
+        state.collect(rec.end_all("range_end", wall=out.last or 0.0), None)
+    out.events.sort(key=lambda e: (e["time_end"], e["stream"], e["action"]))
     out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _stored_scores(rows: list[Any], columns: dict[int, list[int | None]], n: int) -> np.ndarray:
+    """(len(rows), n) stored scores aligned to the actions under test; NaN where there is none."""
+    out = np.full((len(rows), n), np.nan)
+    by: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r[6] is not None and r[6] in columns and r[7]:
+            by.setdefault(int(r[6]), []).append(i)
+    for sid, idx in by.items():
+        pairs = [(j, c) for j, c in enumerate(columns[sid]) if c is not None]
+        if not pairs:
+            continue
+        width = max(c for _, c in pairs) + 1
+        blobs = [rows[i][7] for i in idx]
+        if any(len(b) < 2 * width for b in blobs):
+            vals = np.stack([codec.decode_scores(b, width) for b in blobs])
+        else:
+            k = np.frombuffer(b"".join(b[: 2 * width] for b in blobs), "<i2").reshape(len(idx), width).astype(np.int64)
+            vals = np.where(k == codec.NO_SCORE, np.nan, k / codec.SCORE_SCALE)
+        for j, c in pairs:
+            out[idx, j] = vals[:, c]
     return out
 
 
 class _State:
     """The replay's running state: windows in hand, each stream's last window, the events so far."""
 
-    def __init__(self, rec: Recognizer, out: Backtest, keep: Sequence[str], gap: float) -> None:
-        self.rec, self.out, self.keep, self.gap = rec, out, set(keep), gap
+    def __init__(self, make: Callable[[], Recognizer], out: Backtest, keep: Sequence[str], gap: float) -> None:
+        self.make, self.out, self.keep, self.gap = make, out, set(keep), gap
+        self.recs: dict[str, Recognizer] = {}
         self.batch: list[Window] = []
         self.batch_scores: list[np.ndarray] = []
         self.in_batch: set[str] = set()
@@ -239,52 +275,66 @@ class _State:
         self.open: dict[str, dict[str, Any]] = {}
 
     def feed(
-        self, rows: list[Any], columns: dict[int, list[int | None]], n: int, dim: int, stored: _Stored, emb_needed: bool
+        self,
+        rows: list[Any],
+        columns: dict[int, list[int | None]],
+        n: int,
+        dim: int,
+        stored: _Stored,
+        emb_needed: bool,
     ) -> None:
         embs = codec.decode_many([r[8] for r in rows], dim) if emb_needed else np.zeros((len(rows), dim), np.float32)
-        for r, e in zip(rows, embs, strict=True):
-            _, stream, zone, wall, start, end, sid, blob = r[:8]
+        scores = _stored_scores(rows, columns, n)
+        o = self.out
+        walls = [float(r[3]) for r in rows]
+        o.first = walls[0] if o.first is None else min(o.first, min(walls))
+        o.last = walls[-1] if o.last is None else max(o.last, max(walls))
+        o.windows += len(rows)
+        for r, e, row in zip(rows, embs, scores, strict=True):
+            _, stream, zone, wall, start, end = r[:6]
             name = f"{stream}@{zone}" if zone else stream
             prev = self.last.get(name)
             if prev is not None and (end < prev[0] - 1e-6 or wall - prev[1] > self.gap):
                 if name in self.in_batch:
                     self.flush(stored)
-                self.collect(self.rec.end_stream(name, "gap", wall=prev[1]), name)
-            self.last[name] = (float(end), float(wall))
-            self.offset[name] = float(wall) - float(end)
-            cols = columns.get(sid) if sid is not None else None
-            row = np.full(n, np.nan)
-            if cols is not None:
-                vals = codec.decode_scores(blob, max((c for c in cols if c is not None), default=-1) + 1)
-                for j, c in enumerate(cols):
-                    if c is not None:
-                        row[j] = vals[c]
-            self.batch.append(Window(name, float(start), float(end), 0, 0, 0, float(wall), e))
+                self.collect(self._rec(name).end_stream(name, "gap", wall=prev[1]), name)
+            self.last[name] = (end, wall)
+            self.offset[name] = wall - end
+            self.batch.append(Window(name, start, end, 0, 0, 0, wall, e))
             self.batch_scores.append(row)
             self.in_batch.add(name)
-            o = self.out
-            o.windows += 1
-            o.first = float(wall) if o.first is None else min(o.first, float(wall))
-            o.last = float(wall) if o.last is None else max(o.last, float(wall))
         if len(self.batch) >= CHUNK:
             self.flush(stored)
 
+    def _rec(self, stream: str) -> Recognizer:
+        rec = self.recs.get(stream)
+        if rec is None:
+            rec = self.recs[stream] = self.make()
+        return rec
+
     def flush(self, stored: _Stored) -> None:
+        """The windows in hand, each stream's to its own Recognizer (in their stored order)."""
         if not self.batch:
             return
-        embedder = self.rec.embedder
-        assert isinstance(embedder, _ReplayEmbedder)
-        embedder.pending = self.batch
-        stored.scores = np.stack(self.batch_scores)
-        step = self.rec.push([])
+        by: dict[str, list[int]] = {}
+        for i, w in enumerate(self.batch):
+            by.setdefault(w.stream, []).append(i)
+        scores = np.stack(self.batch_scores)
+        for stream, idx in by.items():
+            rec = self._rec(stream)
+            embedder = rec.embedder
+            assert isinstance(embedder, _ReplayEmbedder)
+            embedder.pending = [self.batch[i] for i in idx]
+            stored.scores = scores[idx]
+            step = rec.push([])
+            self.collect(step.ended, None)
+            for r in step.windows:
+                for a in self.keep:
+                    v = r.scores.get(a)
+                    if v is not None:
+                        self.out.series.setdefault(a, []).append((stream, r.window.center, r.window.wall, v))
+                self.collect(r.events, stream)
         self.batch, self.batch_scores, self.in_batch = [], [], set()
-        self.collect(step.ended, None)
-        for r in step.windows:
-            for a in self.keep:
-                v = r.scores.get(a)
-                if v is not None:
-                    self.out.series.setdefault(a, []).append((r.window.stream, r.window.center, r.window.wall, v))
-            self.collect(r.events, r.window.stream)
 
     def collect(self, events: list[Event], stream: str | None) -> None:
         for ev in events:
