@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.browser import browser as _browser
+from tests.helpers.browser import wait as _wait
 from tests.helpers.models import deploy_dir
 from tests.helpers.net import free_port
 from tests.helpers.procs import ROOT, actions_doc
-from tests.test_console import TOKEN, _browser, _get, _wait
+from tests.test_console import TOKEN, _get
 
 pytestmark = pytest.mark.slow
 
