@@ -80,14 +80,14 @@ def fill(
     chunk: int = 20000,
 ) -> dict[str, Any]:
     """n windows of ``cameras`` streams, one every ``period`` s each, ending now; direct batches."""
-    from edge.actions import Action, ActionSet
+    from edge.actions import actions_from_obj
     from edge.history import codec
     from edge.history.store import Batch, WindowRow
 
     rng = np.random.default_rng(seed)
     centers = scenes(dim)
     t0 = time.time() - n / cameras * period if t0 is None else t0
-    aset = ActionSet((Action("fall", ("a person falls",)),))
+    aset = actions_from_obj({"actions": [{"name": "fall", "descriptions": ["a person falls"]}]})
     sid = store.scoring_id(MODEL, dim, aset.to_obj(), aset.names()) if scores else None
     t = time.perf_counter()
     for i in range(0, n, chunk):
@@ -110,13 +110,20 @@ def fill(
 
 def bench_writes(where: Any, n: int, dim: int) -> dict[str, Any]:
     """Windows handed to the runtime's writer as fast as a producer can; sustained windows/s stored."""
-    from edge.actions import Action, ActionSet
+    from edge.actions import actions_from_obj
     from edge.embedder import Window
     from edge.history.writer import HistoryWriter
     from edge.recognizer import WindowResult
 
     w = HistoryWriter(where, MODEL, dim, capacity=5000).start()
-    aset = ActionSet((Action("fall", ("a person falls",)), Action("wave", ("a person waves",))))
+    aset = actions_from_obj(
+        {
+            "actions": [
+                {"name": "fall", "descriptions": ["a person falls"]},
+                {"name": "wave", "descriptions": ["a person waves"]},
+            ]
+        }
+    )
     x, _ = embeddings(scenes(dim), 512, np.random.default_rng(3))
     t = time.perf_counter()
     handed = 0

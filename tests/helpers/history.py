@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.actions import Action, ActionSet
+from edge.actions import ActionSet, actions_from_obj
 from edge.embedder import Window
 from edge.recognizer import WindowResult
 
@@ -28,7 +28,7 @@ def result(stream: str, t: float, emb: np.ndarray, scores: dict[str, float], wal
 
 
 def aset(*names: str) -> ActionSet:
-    return ActionSet(tuple(Action(n, (f"a person {n}",)) for n in names))
+    return actions_from_obj({"actions": [{"name": n, "descriptions": [f"a person {n}"]} for n in names]})
 
 
 def event(eid: str, phase: str, t: float, **kw: Any) -> dict[str, Any]:
