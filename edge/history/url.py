@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from cezsar.errors import CezsarError
+from cezsar.redact import SECRETS
 
 FILE_NAME = "history.sqlite"
 _PG = re.compile(r"^postgres(?:ql)?(?:\+psycopg)?://", re.IGNORECASE)
@@ -61,6 +62,7 @@ def history_url(value: str | Path, password: str | None = None) -> HistoryURL:
         port = f":{parts.port}" if parts.port else ""
         auth = quote(user, safe="") + (":" + quote(pw, safe="") if pw else "") + ("@" if user or pw else "")
         shown_auth = quote(user, safe="") + (":***" if pw else "") + ("@" if user or pw else "")
+        SECRETS.add(pw)  # scrubbed from every log line, whatever library quotes it (cezsar/redact.py)
         rest = (parts.path, parts.query, "")
         url = urlunsplit(("postgresql+psycopg", auth + host + port, *rest))
         shown = urlunsplit(("postgresql", shown_auth + host + port, *rest))
