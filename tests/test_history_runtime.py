@@ -145,6 +145,10 @@ def test_restart_serves_the_stored_history_over_http(live: dict[str, Any], tmp_p
         bad = _post(f"{base}/api/history/backtest", {"action": {"name": "x"}, "hours": 24}, expect=400)
         assert "descriptions" in bad["error"] and "\n" not in bad["error"]
         assert _get(f"{base}/api/search?q=", expect=400)["error"] == "search: give a sentence"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:  # its counters, as every sink's
+            metrics = r.read().decode()
+        assert 'cezsar_sink_connected{sink="history"} 1.0' in metrics
+        assert 'sink="history"' in metrics.split("cezsar_sink_messages_total", 1)[1]
     finally:
         rt.close()
 
