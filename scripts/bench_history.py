@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--postgres", default="auto", help="'auto' (initdb a server here), a URL, or 'off'.")
     p.add_argument("--pg-windows", type=int, default=None, help="Windows in the PostgreSQL search history.")
     p.add_argument("--work", type=Path, default=None, help="Folder for the stores (default: a temp folder).")
+    p.add_argument("--recognition-runs", type=int, default=5, help="Runs with the store on, and as many off.")
     p.add_argument("--quick", action="store_true", help="Skip the recognition runs and the re-score error.")
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
@@ -449,7 +450,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     store.close()
     res["backtest"] = bench_backtest(work, args.dim, args.backtest_hours, args.cameras, args.period)
     if not args.quick:
-        res["recognition"] = bench_recognition()
+        res["recognition"] = bench_recognition(args.recognition_runs)
         res["rescore_error"] = bench_rescore_error()
     url, pg = postgres_url(args.postgres)
     if url is not None:

@@ -244,9 +244,11 @@ class HistoryWriter:
 
     def _batch(self, store: HistoryStore, items: list[tuple[Any, ...]]) -> Batch:
         b = Batch()
+        wins = [it for it in items if it[0] == "w"]
+        blobs = iter(codec.encode_many(np.stack([it[5] for it in wins]), self.encoding) if wins else [])
         for it in items:
             if it[0] == "w":
-                _, name, wall, start, end, emb, scores, aset, clock = it
+                _, name, wall, start, end, _, scores, aset, clock = it
                 stream, zone = messages.split_stream(name)
                 scoring, names = self._scoring(store, aset)
                 b.windows.append(
@@ -256,7 +258,7 @@ class HistoryWriter:
                         self._time(name, float(wall), float(end), clock),
                         float(start),
                         float(end),
-                        codec.encode_embedding(emb, self.encoding),
+                        next(blobs),
                         None if names is None else codec.encode_scores(scores, names),
                         scoring,
                     )
