@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -25,10 +24,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from scripts.bench_common import machine  # noqa: E402
+from cezsar.app.bench import machine
 
 MODEL = "bench-model-" + "0" * 52
 SCENES = 400
@@ -414,18 +410,58 @@ def bench_rescore_error() -> dict[str, Any]:
     return out
 
 
-def postgres_url(arg: str) -> tuple[str | None, Any]:
+def postgres_url(arg: str, work: Path) -> tuple[str | None, Any]:
+    """'off' -> none; a URL -> it; 'auto' -> a PostgreSQL started here (Debian's binaries, initdb in
+    ``work``, a free loopback port; as root it runs as the postgres user), stopped at the end."""
+    import glob
+    import shutil
+    import socket
+    import subprocess
+
     if arg == "off":
         return None, None
     if arg != "auto":
         return arg, None
-    from tests.helpers.postgres import PostgresServer, pg_bin
-
-    if pg_bin() is None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not found:
         return None, None
-    pg = PostgresServer()
-    pg.start()
-    return pg.url, pg
+    bindir, data = Path(found[-1]).parent, work / "pg"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data.mkdir(parents=True, exist_ok=True)
+    (work / "pgpw").write_text("bench\n")
+    if as_user:
+        for p in (data, work / "pgpw"):
+            shutil.chown(p, "postgres")
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "bench",
+            "--pwfile",
+            str(work / "pgpw"),
+            "-A",
+            "scram-sha-256",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with open(data / "postgresql.conf", "a") as f:
+        f.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{data}'\nfsync = off\n")
+    ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run([*ctl, "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True)
+
+    class Server:
+        def cleanup(self) -> None:
+            subprocess.run([*ctl, "-m", "immediate", "-w", "stop"], capture_output=True)
+
+    return f"postgresql://bench:bench@127.0.0.1:{port}/postgres", Server()
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -452,7 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.quick:
         res["recognition"] = bench_recognition(args.recognition_runs)
         res["rescore_error"] = bench_rescore_error()
-    url, pg = postgres_url(args.postgres)
+    url, pg = postgres_url(args.postgres, work)
     if url is not None:
         try:
             res["writes_postgres"] = bench_writes(history_url(url), args.write_windows, args.dim)
