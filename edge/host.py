@@ -7,6 +7,7 @@ interfaces, never the runtime object itself (edge/runtime/host.py implements the
 - :class:`StatusHost`: readiness and the status payload;
 - :class:`SinkHost`: what an output may call (the MQTT sink: camera health for Home Assistant's
   availability, and the commands that switch a camera or an action off and on).
+- :class:`HistoryHost`: the history's review, search and backtest (``/api/history``, ``/api/search``).
 """
 
 from __future__ import annotations
@@ -84,4 +85,27 @@ class SinkHost(Protocol):
 
     def set_action_enabled(self, name: str, on: bool) -> None:
         """Raises CezsarError for an unknown action."""
+        ...
+
+
+class HistoryHost(Protocol):
+    """The history of the running runtime (edge/history): what its router may ask. Each method raises
+    CezsarError with one line on bad input or when the store cannot be reached."""
+
+    def history_events(self, **filters: Any) -> dict[str, Any]:
+        """A page of stored events (stream, action, since, until, page, per_page)."""
+        ...
+
+    def history_event(self, event_id: str) -> dict[str, Any]:
+        """One event, its phases and its scores around it."""
+        ...
+
+    def history_thumbnail(self, thumb_id: int) -> bytes | None: ...
+
+    def history_search(self, text: str, **filters: Any) -> dict[str, Any]:
+        """The best moments for a sentence (since, until, stream, limit)."""
+        ...
+
+    def history_backtest(self, fields: Any, replaces: Any, hours: Any, stream: Any, per_day: Any) -> dict[str, Any]:
+        """One action (new or edited, as the editor sends it) replayed over the last ``hours``."""
         ...

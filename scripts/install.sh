@@ -32,16 +32,16 @@ case "$TORCH" in
       echo "torch: 2.13.0+cpu from PyTorch's CPU index ($CPU_INDEX)"
       "${PIP[@]}" install -q torch==2.13.0 --extra-index-url "$CPU_INDEX"
     fi
-    EXTRAS="opencv,train,edge,quant,dev"
+    EXTRAS="opencv,train,edge,history,quant,dev"
     ;;
   cuda)
     echo "torch: 2.13.0 from PyPI (the CUDA build on Linux x86_64)"
     "${PIP[@]}" install -q torch==2.13.0
-    EXTRAS="opencv,train,edge,quant,dev"
+    EXTRAS="opencv,train,edge,history,quant,dev"
     ;;
   none)
     echo "torch: not installed (edge runtime only)"
-    EXTRAS="opencv,edge,dev"
+    EXTRAS="opencv,edge,history,dev"
     ;;
   *)
     echo "CEZSAR_TORCH=$TORCH: choose cpu, cuda or none" >&2

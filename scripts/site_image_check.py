@@ -149,8 +149,17 @@ def prepare(site: Site) -> dict[str, Any]:
     shutil.copy(REPO / "packaging" / "container" / "mosquitto.conf", mq / "mosquitto.conf")
     # the password goes in through the environment of a one-off container, never on a command line
     site.runtime(
-        "run", "--rm", *ULIMITS, "-e", "MQ_PASSWORD", "-v", f"{mq}:/mosquitto/config:U",
-        "--entrypoint", "sh", site.args.mosquitto_image, "-c",
+        "run",
+        "--rm",
+        *ULIMITS,
+        "-e",
+        "MQ_PASSWORD",
+        "-v",
+        f"{mq}:/mosquitto/config:U",
+        "--entrypoint",
+        "sh",
+        site.args.mosquitto_image,
+        "-c",
         f'mosquitto_passwd -b -c /mosquitto/config/passwd {site.user} "$MQ_PASSWORD"',
         env={**os.environ, "MQ_PASSWORD": site.password},
     )
@@ -229,10 +238,20 @@ class Site:
 def start_broker(site: Site, report: dict[str, Any]) -> None:
     """mosquitto owns the network namespace the others join (like a pod, without its infra container)."""
     site.runtime(
-        "run", "-d", "--name", f"{site.name}-mosquitto", *ULIMITS,
-        "-p", f"127.0.0.1:{site.http_port}:8080", "-p", f"127.0.0.1:{site.pub_port}:5556",
-        "-p", f"127.0.0.1:{site.mq_port}:1883",
-        "-v", f"{site.work / 'mosquitto'}:/mosquitto/config:ro", site.args.mosquitto_image,
+        "run",
+        "-d",
+        "--name",
+        f"{site.name}-mosquitto",
+        *ULIMITS,
+        "-p",
+        f"127.0.0.1:{site.http_port}:8080",
+        "-p",
+        f"127.0.0.1:{site.pub_port}:5556",
+        "-p",
+        f"127.0.0.1:{site.mq_port}:1883",
+        "-v",
+        f"{site.work / 'mosquitto'}:/mosquitto/config:ro",
+        site.args.mosquitto_image,
     )
     wait_for("mosquitto", lambda: _connects(site.mq_port), 30)
     anon = MqttWatch(site.mq_port, None, None)
@@ -252,12 +271,32 @@ def edge_phase(site: Site) -> dict[str, Any]:
     ctr, w = f"{site.name}-cezsar", site.work
     t0 = time.monotonic()
     site.runtime(
-        "run", "-d", "--network", f"container:{site.name}-mosquitto", "--name", ctr, *ULIMITS,
-        "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
-        "--health-interval", "disable",  # no systemd timers here; `podman healthcheck run` below
-        "-e", "CEZSAR_HTTP_TOKEN", "-e", "CEZSAR_MQTT_PASSWORD",
-        "-v", f"{w / 'etc' / 'site.yaml'}:/etc/cezsar/site.yaml:ro", "-v", f"{w / 'deploy'}:/deploy:ro",
-        "-v", f"{w / 'videos'}:/videos:ro", "-v", f"{w / 'state'}:/var/lib/cezsar:U",
+        "run",
+        "-d",
+        "--network",
+        f"container:{site.name}-mosquitto",
+        "--name",
+        ctr,
+        *ULIMITS,
+        "--read-only",
+        "--cap-drop",
+        "all",
+        "--security-opt",
+        "no-new-privileges",
+        "--health-interval",
+        "disable",  # no systemd timers here; `podman healthcheck run` below
+        "-e",
+        "CEZSAR_HTTP_TOKEN",
+        "-e",
+        "CEZSAR_MQTT_PASSWORD",
+        "-v",
+        f"{w / 'etc' / 'site.yaml'}:/etc/cezsar/site.yaml:ro",
+        "-v",
+        f"{w / 'deploy'}:/deploy:ro",
+        "-v",
+        f"{w / 'videos'}:/videos:ro",
+        "-v",
+        f"{w / 'state'}:/var/lib/cezsar:U",
         site.args.image,
         env=env,
     )
@@ -306,15 +345,35 @@ def unit_phase(site: Site) -> dict[str, Any]:
     img = "localhost/cezsar-unit-check:dev"
     t0 = time.monotonic()
     site.runtime(
-        "build", "--isolation", "chroot", *ULIMITS, "--build-arg", f"BASE={site.args.base}",
-        "--build-arg", f"IMAGE={site.args.image}", "-f", str(REPO / "packaging/systemd/Containerfile.unit-check"),
-        "-t", img, str(REPO / "packaging/systemd"),
+        "build",
+        "--isolation",
+        "chroot",
+        *ULIMITS,
+        "--build-arg",
+        f"BASE={site.args.base}",
+        "--build-arg",
+        f"IMAGE={site.args.image}",
+        "-f",
+        str(REPO / "packaging/systemd/Containerfile.unit-check"),
+        "-t",
+        img,
+        str(REPO / "packaging/systemd"),
     )
     r["harness_build_s"] = round(time.monotonic() - t0, 1)
     ctr, w = f"{site.name}-unit", site.work
     site.runtime(
-        "create", "--name", ctr, *ULIMITS, "--systemd", "always", "--privileged",
-        "--network", f"container:{site.name}-mosquitto", "-v", f"{w / 'videos'}:/videos:ro", img,
+        "create",
+        "--name",
+        ctr,
+        *ULIMITS,
+        "--systemd",
+        "always",
+        "--privileged",
+        "--network",
+        f"container:{site.name}-mosquitto",
+        "-v",
+        f"{w / 'videos'}:/videos:ro",
+        img,
     )
     for src, dst in (
         (w / "unit" / "site.yaml", "/etc/cezsar/site.yaml"),

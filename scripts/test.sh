@@ -20,6 +20,7 @@ need mosquitto "mosquitto mosquitto-clients" "the MQTT tests"
 need chromium "chromium chromium-driver" "the console browser tests"
 need systemd-analyze "systemd" "the systemd unit checks (tests/test_packaging.py)"
 need prometheus "prometheus" "the Prometheus scrape and promtool checks"
+need pg_ctlcluster "postgresql" "the PostgreSQL history tests (tests/test_history_pg.py, test_history_faults.py)"
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff check .

@@ -83,9 +83,7 @@ def _join(rt: Runtime, sub: Subscriber) -> None:
 
 def test_every_message_of_a_real_run_validates(tmp_path: Path, video: Path) -> None:
     v = validators()
-    rt = Runtime(
-        _cfg(tmp_path, video, control="tcp://127.0.0.1:*", media=tmp_path / "media", media_pre_roll=1.0)
-    )
+    rt = Runtime(_cfg(tmp_path, video, control="tcp://127.0.0.1:*", media=tmp_path / "media", media_pre_roll=1.0))
     assert rt.control is not None
     sub = Subscriber(rt.publisher.endpoint)
     _join(rt, sub)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import typer
 
-from cezsar.commands import actions, calibrate, config, convert, data, demo, messaging, run, train
+from cezsar.commands import actions, calibrate, config, convert, data, demo, history, messaging, run, train
 
-MODULES = (data, train, convert, calibrate, run, actions, messaging, config, demo)
+MODULES = (data, train, convert, calibrate, run, actions, messaging, config, demo, history)
 
 
 def register_all(app: typer.Typer) -> None:

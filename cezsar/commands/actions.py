@@ -220,5 +220,35 @@ def actions_init(
     print(f"wrote {path}: edit the descriptions, then `cezsar run ... --actions {path}`")
 
 
+@actions_app.command("backtest")
+def actions_backtest(
+    path: Path = typer.Argument(..., help="Actions file (new or edited) to replay over the history."),
+    history: str = typer.Option(None, "--history", help="The history: SQLite file, folder or postgresql:// URL."),
+    deploy: Path = typer.Option(None, "--deploy", help="Deploy folder: its text tower and model."),
+    config: Path = typer.Option(None, "--config", help="Site file: its history and deploy folder."),
+    since: str = typer.Option("24h", "--since", help="From: 24h, 30m, 7d ago, an ISO time or Unix seconds."),
+    until: str = typer.Option(None, "--until", help="To (same forms; default: now)."),
+    stream: str = typer.Option(None, "--stream", help="Only this stream."),
+    per_day: float = typer.Option(
+        None, "--per-day", help="Suggest each action's threshold for this many events a day."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Which events an actions file would have fired over the stored windows (docs/history.md)."""
+    from edge.history import verbs
+
+    verbs.backtest(
+        path,
+        history=history,
+        deploy=deploy,
+        config=config,
+        since=since or None,
+        until=until,
+        stream=stream,
+        per_day=per_day,
+        as_json=as_json,
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(actions_app, name="actions")

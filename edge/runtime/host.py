@@ -19,7 +19,8 @@ from edge.text import TextEncoder
 
 
 class RuntimeHost:
-    """Implements :class:`edge.host.ConsoleHost` (and so SourcesHost and StatusHost)."""
+    """Implements :class:`edge.host.ConsoleHost` (and so SourcesHost and StatusHost) and, with a history,
+    :class:`edge.host.HistoryHost`."""
 
     def __init__(
         self,
@@ -31,9 +32,11 @@ class RuntimeHost:
         planner: ZonePlanner,
         on_added: Callable[[str], None],
         on_removed: Callable[[str], None],
+        history: Any = None,
     ) -> None:
         self._store, self._streams, self._text, self._rec = store, streams, text, recognizer
         self._reporter, self._planner, self._on_added, self._on_removed = reporter, planner, on_added, on_removed
+        self._history = history  # edge.history.service.LiveHistory, when the history is on
 
     @property
     def store(self) -> ActionStore:
@@ -77,3 +80,27 @@ class RuntimeHost:
 
     def streams_health(self) -> dict[str, dict[str, Any]]:
         return self._reporter.streams_health()
+
+    # -- the history (edge.host.HistoryHost) ----------------------------------------------------------
+    def _live_history(self) -> Any:
+        if self._history is None:
+            from cezsar.errors import CezsarError
+
+            raise CezsarError("this runtime keeps no history (start it with --history)")
+        return self._history
+
+    def history_events(self, **filters: Any) -> dict[str, Any]:
+        return dict(self._live_history().service().events(**filters))
+
+    def history_event(self, event_id: str) -> dict[str, Any]:
+        return dict(self._live_history().service().event(event_id))
+
+    def history_thumbnail(self, thumb_id: int) -> bytes | None:
+        out = self._live_history().service().thumbnail(thumb_id)
+        return None if out is None else bytes(out)
+
+    def history_search(self, text: str, **filters: Any) -> dict[str, Any]:
+        return dict(self._live_history().service().search(text, **filters))
+
+    def history_backtest(self, fields: Any, replaces: Any, hours: Any, stream: Any, per_day: Any) -> dict[str, Any]:
+        return dict(self._live_history().backtest(fields, replaces, hours, stream, per_day))

@@ -84,10 +84,11 @@ class Runtime:
             self.streams.running = lambda: self._started and not self._closed and not self.stop_event.is_set()
             self.outputs.meta.clock = self.streams.clock
             self.outputs.meta.actions_version = lambda: self.store.version
+            self.outputs.meta.actions = lambda: getattr(self.recognizer.scorer, "aset", None)
             parts = (self.loaded, self.recognizer, self.store, self.streams, self.outputs, self.curve, self.errors)
             self.reporter = StatusReporter(s, self.manifest, self.fps, *parts)
             host_parts = (self.store, self.streams, self.text, self.recognizer, self.reporter, self.zones)
-            self.host = RuntimeHost(*host_parts, self._added, self._removed)
+            self.host = RuntimeHost(*host_parts, self._added, self._removed, history=self._history())
             self.server = build_server(s, self.host, self.outputs, stack)
             if self.server is not None:
                 self.server.feed.start(self.loaded, self.manifest.model_hash, self.outputs)
@@ -103,6 +104,14 @@ class Runtime:
             stack.callback(self._stop_sources)  # first thing close() does
             self._resources = stack.pop_all()
         self._opened = True
+
+    def _history(self) -> Any:
+        """The history for the routes (edge/history/service.py), when the outputs keep one."""
+        if self.outputs.history is None:
+            return None
+        from edge.history.service import LiveHistory
+
+        return LiveHistory(self.outputs.history, self.text.encode, self.text.forget, lambda: self.store.current)
 
     # -- parts other code may hold ------------------------------------------------------------------
     @property

@@ -6,6 +6,8 @@
         media: a snapshot and a clip per event (edge/media.py), when outputs.media is set
         video: the annotated video (edge/annotate.py), when outputs.video is set
         taps:  callables that see every frame (the media ring, the web console's live view)
+        history: every window (embedding, scores) and event into the history store (edge/history),
+               through the writer's bounded queue, when the settings have a history section
 
 :class:`Outputs` turns the Recognizer's steps into messages (edge/messages.py, the one builder),
 stamps them (sequence numbers, instance) and hands them to every sink; it counts events by phase and
@@ -71,6 +73,7 @@ class EventMeta:
     clock: Callable[[str], str]
     actions_version: Callable[[], int]
     model: str
+    actions: Callable[[], Any] = lambda: None  # the ActionSet that scored the current step (the history's)
 
 
 class Outputs:
@@ -86,6 +89,7 @@ class Outputs:
         self.events_by_phase: dict[str, int] = {"start": 0, "update": 0, "end": 0}
         self.tap_errors = 0
         self.switches: Switches | None = None  # streams and actions switched off (MQTT commands)
+        self.history: Any = None  # edge.history.writer.HistoryWriter, when the history is on
         self._media_done: deque[MediaResult] = deque()  # written by the media thread, published by the main loop
 
     def add_sink(self, sink: Sink) -> None:
@@ -120,7 +124,10 @@ class Outputs:
     def step(self, step: Step) -> None:
         """A Recognizer step -> its ended events, then per window its scores and events."""
         self.events(step.ended)
+        aset = self.meta.actions() if self.history is not None and step.windows else None
         for r in step.windows:
+            if self.history is not None:
+                self.history.window(r, aset, self.meta.clock(split_stream(r.window.stream)[0]))
             now = time.time()
             stream = split_stream(r.window.stream)[0]
             self.latency.add(1000 * (now - r.window.wall))
@@ -233,4 +240,19 @@ def build_outputs(
     if out.video is not None:
         outputs.video = Annotator(Path(out.video), fps, len(settings.sources) > 1)
         stack.callback(outputs.video.close)
+    if settings.history is not None:
+        outputs.history = _history(settings, manifest)
+        sinks.add(outputs.history)  # event and media messages; closed with the sinks, after the final status
+        outputs.taps.append(outputs.history.tap)
     return outputs
+
+
+def _history(settings: RuntimeSettings, manifest: Manifest) -> Any:
+    from edge.history.url import history_url
+    from edge.history.writer import HistoryWriter
+
+    h = settings.history
+    assert h is not None
+    media = settings.outputs.media
+    where = history_url(h.location(media.dir if media is not None else None), h.secret())
+    return HistoryWriter.from_settings(h, where, manifest.model_hash, manifest.joint_dim).start()

@@ -4,6 +4,7 @@ build_server(settings, host, outputs, stack) -> Server | None
     HttpServer (edge/http/server.py) with, one router per domain:
       HealthRoutes  /healthz /readyz /metrics     MediaRoutes   /media (with outputs.media)
       SourceRoutes  /sources                      Console       /console/ (outputs.http.console)
+      HistoryRoutes /api/search /api/history      (with a history: edge/http/history.py)
     MetricsFeed: the counters the main loop feeds into edge.http.Metrics
 """
 
@@ -103,6 +104,10 @@ def build_server(settings: RuntimeSettings, host: RuntimeHost, outputs: Outputs,
     http.add_router(SourceRoutes(host), "/sources")
     if outputs.media is not None:
         http.add_router(MediaRoutes(outputs.media.dir), "/media")
+    if outputs.history is not None:
+        from edge.http.history import HistoryRoutes
+
+        http.add_router(HistoryRoutes(host), "/api/search", "/api/history")
     if o.console:
         from edge.console import Console
 

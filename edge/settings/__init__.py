@@ -6,6 +6,7 @@ the flags as overrides of it, the site file's reader, and the reference tables g
 """
 
 from edge.settings.model import (
+    HistorySettings,
     HttpSettings,
     MediaSettings,
     MqttSettings,
@@ -25,6 +26,7 @@ from edge.settings.sitefile import SiteConfigError, check_site_config, load_site
 
 __all__ = [
     "OPTIONS",
+    "HistorySettings",
     "HttpSettings",
     "MediaSettings",
     "MqttSettings",

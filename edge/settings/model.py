@@ -480,6 +480,76 @@ class Outputs(Section):
         return _resolve(v, info)
 
 
+# ---------------------------------------------------------------------------------------------- history
+
+
+class HistorySettings(Section):
+    """The history (docs/history.md): every event and every window's embedding in one SQLite file or a
+    PostgreSQL database, for review, search by a sentence and backtests."""
+
+    url: str = opt(
+        help="SQLite file (a folder: history.sqlite in it; `auto`: beside the media folder) or "
+        "postgresql://user@host/db (several boxes, one history).",
+        flag="--history",
+        min_length=1,
+    )
+    password_env: str | None = opt(None, "Environment variable that holds the PostgreSQL password.", file_only=ENV_ONLY)
+    embedding: Literal["int8", "fp16"] = opt(
+        "int8",
+        "How window embeddings are kept: int8 (~0.6 kB a window) or fp16 (~1.1 kB).",
+        flag="--history-embedding",
+    )
+    queue: int = opt(
+        20000,
+        "Windows, events and thumbnails waiting for the store; beyond it new ones are dropped (counted).",
+        flag="--history-queue",
+        ge=10,
+    )
+    thumbnails: Seconds = opt(
+        5.0, "Seconds between two kept thumbnails of a stream (0: none).", flag="--history-thumbnails", ge=0
+    )
+    thumbnail_width: int = opt(160, "Thumbnail width in pixels.", file_only="rarely changed", ge=16, le=1280)
+    windows_max_age: Seconds = opt(
+        30 * 86400.0, "How long windows are kept (30d).", flag="--history-windows-max-age", gt=0
+    )
+    windows_max_bytes: ByteSize = opt(
+        ByteSize(20 << 30),
+        "Most the windows may take (20GiB); oldest go first.",
+        flag="--history-windows-max-bytes",
+        gt=0,
+    )
+    thumbnails_max_age: Seconds = opt(
+        7 * 86400.0, "How long thumbnails are kept (7d).", flag="--history-thumbnails-max-age", gt=0
+    )
+    thumbnails_max_bytes: ByteSize = opt(
+        ByteSize(2 << 30), "Most the thumbnails may take (2GiB).", flag="--history-thumbnails-max-bytes", gt=0
+    )
+    events_max_age: Seconds = opt(
+        365 * 86400.0, "How long events are kept (365d).", flag="--history-events-max-age", gt=0
+    )
+    events_max_bytes: ByteSize = opt(
+        ByteSize(1 << 30), "Most the events may take (1GiB).", flag="--history-events-max-bytes", gt=0
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        v = v.strip()
+        if v == "auto" or "://" in v:
+            return v
+        return str(_resolve(Path(v), info))
+
+    def location(self, media: Path | None) -> str:
+        """Where the history is: ``auto`` -> history.sqlite beside the media folder (else here)."""
+        if self.url != "auto":
+            return self.url
+        return str((media.parent if media is not None else Path.cwd()) / "history.sqlite")
+
+    def secret(self) -> str | None:
+        """The PostgreSQL password from ``password_env`` (None when not set)."""
+        return env_secret(None, self.password_env, "history.password_env")
+
+
 # ---------------------------------------------------------------------------------------------- the whole
 
 
@@ -504,6 +574,7 @@ class RuntimeSettings(Section):
     sampling: SamplingSettings = opt(help="How frames become windows.", default_factory=SamplingSettings)
     run: RunSettings = opt(help="How long to run, what to report.", default_factory=RunSettings)
     outputs: Outputs = opt(help="Where results go.", default_factory=Outputs)
+    history: HistorySettings | None = opt(None, "Keep every event and window (docs/history.md).")
 
     @field_validator("deploy", "actions", "runtime_files")
     @classmethod

@@ -1,0 +1,400 @@
+"""Backtest: an action set replayed over stored windows by the live code, before it is saved.
+
+The windows of a time range go through the runtime's own :class:`edge.recognizer.Recognizer` (so its
+:class:`edge.scorer.Scorer` and :class:`edge.decisions.Decisions`, and the glue between them) in the
+order the live runtime stored them; only the embedder is replaced by one that hands over stored
+windows. Exactness (docs/history.md):
+
+- an action whose scoring is unchanged (same descriptions, background and, with ``exclusive``, the
+  same rivals, same model) is replayed from the scores stored with each window, which are exactly what
+  the live decisions saw: the backtest of the live action set gives back the live events;
+- an action with new or edited text is scored by the Scorer on the stored vector (int8 or fp16, not
+  the live fp32): its scores can differ by a few 1e-3 (measured in scripts/bench_history.py).
+
+Threshold, hysteresis, minimum duration, cooldown, streams and zone are decision settings: editing
+them keeps the stored scores. A stream's windows that go back in capture time or leave a gap longer
+than ``gap`` seconds restart its decisions (as a reconnect does live).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from edge.actions import ActionSet
+from edge.decisions import PARAM_KEYS, Decisions, Event, Params
+from edge.embedder import Window
+from edge.history import codec
+from edge.history import schema as S
+from edge.history.store import HistoryError
+from edge.recognizer import Recognizer
+from edge.scorer import Scorer, Scores
+
+CHUNK = 4096
+DECISION_KEYS = {*PARAM_KEYS, "name", "streams", "zone"}
+
+
+# ---------------------------------------------------------------------------------------------- scoring keys
+
+
+def score_keys(set_obj: dict[str, Any]) -> dict[str, str]:
+    """Action name -> a digest of everything that shapes its score (not its decision settings), from
+    an action set's file form (ActionSet.to_obj); equal digests mean equal scores on one window."""
+    actions = set_obj.get("actions") or []
+    common = {k: v for k, v in set_obj.items() if k not in ("actions", "defaults")}
+    defaults = {k: v for k, v in (set_obj.get("defaults") or {}).items() if k not in PARAM_KEYS}
+    rivals = sorted(json.dumps(a.get("descriptions"), sort_keys=True) for a in actions)
+    out = {}
+    for a in actions:
+        own = {k: v for k, v in a.items() if k not in DECISION_KEYS}
+        body = [own, common, defaults, rivals if set_obj.get("exclusive") else None]
+        out[str(a.get("name"))] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return out
+
+
+class _Stored:
+    """The stored scores of the windows in hand, aligned to the backtest's actions (NaN: re-score)."""
+
+    def __init__(self) -> None:
+        self.scores: np.ndarray | None = None
+
+
+class _ReplayScorer(Scorer):
+    """The Scorer of the action set under test; columns with a stored score take it instead."""
+
+    def __init__(self, base: Scorer, stored: _Stored) -> None:
+        self.__dict__.update(base.__dict__)
+        self._stored = stored
+
+    def score(self, emb: np.ndarray) -> Scores:
+        sc = super().score(emb)
+        s = self._stored.scores
+        if s is not None and s.shape == sc.scores.shape:
+            m = ~np.isnan(s)
+            if m.any():
+                sc.scores = np.where(m, s, sc.scores).astype(sc.scores.dtype)
+        return sc
+
+
+class _ReplayEmbedder:
+    """In place of the WindowEmbedder: add() hands over the stored windows put in hand."""
+
+    def __init__(self) -> None:
+        self.pending: list[Window] = []
+
+    def add(self, frames: Sequence[Any]) -> list[Window]:
+        out, self.pending = self.pending, []
+        return out
+
+    def reset(self, stream: str) -> None:
+        pass
+
+
+class _Text:
+    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray], dim: int) -> None:
+        self.encode, self.dim = encode, dim
+
+    def forget(self, keep: Sequence[str]) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- the replay
+
+
+@dataclass
+class Backtest:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    windows: int = 0
+    first: float | None = None  # Unix time of the first and last window replayed
+    last: float | None = None
+    replayed: list[str] = field(default_factory=list)  # actions taken from stored scores
+    rescored: list[str] = field(default_factory=list)  # actions scored on stored vectors
+    refused: dict[str, int] = field(default_factory=dict)  # other model hash -> windows not comparable
+    series: dict[str, list[tuple[str, float, float, float]]] = field(default_factory=dict)  # (stream, t, wall, score)
+    params: dict[str, Params] = field(default_factory=dict)  # each action's decision settings (the Scorer's)
+    seconds: float = 0.0
+
+    @property
+    def days(self) -> float:
+        return 0.0 if self.first is None or self.last is None else max(self.last - self.first, 1.0) / 86400.0
+
+
+def _models(conn: Any, since: float | None, until: float | None) -> dict[int, tuple[str, int]]:
+    import sqlalchemy as sa
+
+    w, m = S.windows, S.models
+    q = sa.select(w.c.model_id, m.c.hash, sa.func.count()).join(m, m.c.id == w.c.model_id)
+    q = _range(q, since, until).group_by(w.c.model_id, m.c.hash)
+    return {int(r[0]): (str(r[1]), int(r[2])) for r in conn.execute(q)}
+
+
+def _range(q: Any, since: float | None, until: float | None) -> Any:
+    w = S.windows
+    if since is not None:
+        q = q.where(w.c.time >= since)
+    if until is not None:
+        q = q.where(w.c.time <= until)
+    return q
+
+
+def _rows(
+    store: Any, model_id: int, since: float | None, until: float | None, streams: list[int] | None, with_embedding: bool
+) -> Iterator[list[Any]]:
+    """The range's windows in id order (the order they were stored), CHUNK ids at a time: each query
+    is a primary-key range, so that no database sorts the whole range once per chunk."""
+    import sqlalchemy as sa
+
+    w, st = S.windows, S.streams
+    cols = [w.c.id, st.c.name, w.c.zone, w.c.time, w.c.start, w.c.end, w.c.scoring_id, w.c.scores]
+    if with_embedding:
+        cols.append(w.c.embedding)
+    with store.engine.connect() as conn:
+        lo, hi = conn.execute(_range(sa.select(sa.func.min(w.c.id), sa.func.max(w.c.id)), since, until)).one()
+        if lo is None:
+            return
+        last = int(lo) - 1
+        while last < int(hi):
+            q = sa.select(*cols).join(st, st.c.id == w.c.stream_id)
+            q = q.where(w.c.id > last, w.c.id <= last + CHUNK, w.c.model_id == model_id)
+            if streams is not None:
+                q = q.where(w.c.stream_id.in_(streams))
+            rows = conn.execute(_range(q, since, until).order_by(w.c.id)).all()
+            last += CHUNK
+            if rows:
+                yield rows
+
+
+def run_backtest(
+    store: Any,
+    aset: ActionSet,
+    encode: Callable[[Sequence[str]], np.ndarray],
+    model_hash: str,
+    dim: int,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    streams: list[int] | None = None,
+    keep_series: Sequence[str] = (),
+    gap: float = 60.0,
+    update_interval: float = 1.0,
+) -> Backtest:
+    """Replay ``aset`` over the stored windows of ``model_hash`` in the range (see the module)."""
+    import sqlalchemy as sa
+
+    t0 = time.perf_counter()
+    out = Backtest()
+    with store.engine.connect() as conn:
+        models = _models(conn, since, until)
+        mid = next((i for i, (h, _) in models.items() if h == model_hash), None)
+        out.refused = {h[:12]: n for i, (h, n) in models.items() if i != mid}
+        if mid is None:
+            other = "; ".join(f"{n} of model {h}" for h, n in out.refused.items()) or "none at all"
+            raise HistoryError(
+                f"history: no stored windows of model {model_hash[:12]} in this range ({other}): "
+                "embeddings of another model are not comparable"
+            )
+        scorings = {
+            int(r[0]): (json.loads(r[1]), json.loads(r[2]))
+            for r in conn.execute(sa.select(S.scorings.c.id, S.scorings.c.actions, S.scorings.c.names))
+        }
+    names = aset.names()
+    new_keys = score_keys(aset.to_obj())
+    columns: dict[int, list[int | None]] = {}  # scoring id -> for each action under test, its stored column
+    for sid, (obj, stored_names) in scorings.items():
+        keys = score_keys(obj)
+        columns[sid] = [
+            stored_names.index(n0) if n0 in stored_names else None
+            for n0 in (next((k for k, v in keys.items() if v == new_keys[n]), None) for n in names)
+        ]
+    replayable = {n for j, n in enumerate(names) if any(c[j] is not None for c in columns.values())}
+    out.replayed = [n for n in names if n in replayable]
+    out.rescored = [n for n in names if n not in replayable]
+    stored = _Stored()
+    emb_needed = bool(out.rescored)
+    scorer = Scorer.build(aset, _Text(encode, dim))  # type: ignore[arg-type]
+    out.params = dict(scorer.params)
+
+    def recognizer() -> Recognizer:
+        """One per stream (decisions never mix streams): the live Recognizer, stored windows in."""
+        rec = Recognizer(_ReplayEmbedder(), None, update_interval=update_interval)  # type: ignore[arg-type]
+        rec.set_scorer(_ReplayScorer(scorer, stored))
+        return rec
+
+    state = _State(recognizer, out, keep_series, gap)
+    for rows in _rows(store, mid, since, until, streams, emb_needed):
+        state.feed(rows, columns, len(names), dim, stored, emb_needed)
+    state.flush(stored)
+    for rec in state.recs.values():
+        state.collect(rec.end_all("range_end", wall=out.last or 0.0), None)
+    out.events.sort(key=lambda e: (e["time_end"], e["stream"], e["action"]))
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _stored_scores(rows: list[Any], columns: dict[int, list[int | None]], n: int) -> np.ndarray:
+    """(len(rows), n) stored scores aligned to the actions under test; NaN where there is none."""
+    out = np.full((len(rows), n), np.nan)
+    by: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r[6] is not None and r[6] in columns and r[7]:
+            by.setdefault(int(r[6]), []).append(i)
+    for sid, idx in by.items():
+        pairs = [(j, c) for j, c in enumerate(columns[sid]) if c is not None]
+        if not pairs:
+            continue
+        width = max(c for _, c in pairs) + 1
+        blobs = [rows[i][7] for i in idx]
+        if any(len(b) < 2 * width for b in blobs):
+            vals = np.stack([codec.decode_scores(b, width) for b in blobs])
+        else:
+            k = np.frombuffer(b"".join(b[: 2 * width] for b in blobs), "<i2").reshape(len(idx), width).astype(np.int64)
+            vals = np.where(k == codec.NO_SCORE, np.nan, k / codec.SCORE_SCALE)
+        for j, c in pairs:
+            out[idx, j] = vals[:, c]
+    return out
+
+
+class _State:
+    """The replay's running state: windows in hand, each stream's last window, the events so far."""
+
+    def __init__(self, make: Callable[[], Recognizer], out: Backtest, keep: Sequence[str], gap: float) -> None:
+        self.make, self.out, self.keep, self.gap = make, out, set(keep), gap
+        self.recs: dict[str, Recognizer] = {}
+        self.batch: list[Window] = []
+        self.batch_scores: list[np.ndarray] = []
+        self.in_batch: set[str] = set()
+        self.last: dict[str, tuple[float, float]] = {}  # stream -> (capture end, wall time)
+        self.offset: dict[str, float] = {}  # stream -> wall - capture time of its newest window
+        self.open: dict[str, dict[str, Any]] = {}
+
+    def feed(
+        self,
+        rows: list[Any],
+        columns: dict[int, list[int | None]],
+        n: int,
+        dim: int,
+        stored: _Stored,
+        emb_needed: bool,
+    ) -> None:
+        embs = codec.decode_many([r[8] for r in rows], dim) if emb_needed else np.zeros((len(rows), dim), np.float32)
+        scores = _stored_scores(rows, columns, n)
+        o = self.out
+        walls = [float(r[3]) for r in rows]
+        o.first = walls[0] if o.first is None else min(o.first, min(walls))
+        o.last = walls[-1] if o.last is None else max(o.last, max(walls))
+        o.windows += len(rows)
+        for r, e, row in zip(rows, embs, scores, strict=True):
+            _, stream, zone, wall, start, end = r[:6]
+            name = f"{stream}@{zone}" if zone else stream
+            prev = self.last.get(name)
+            if prev is not None and (end < prev[0] - 1e-6 or wall - prev[1] > self.gap):
+                if name in self.in_batch:
+                    self.flush(stored)
+                self.collect(self._rec(name).end_stream(name, "gap", wall=prev[1]), name)
+            self.last[name] = (end, wall)
+            self.offset[name] = wall - end
+            self.batch.append(Window(name, start, end, 0, 0, 0, wall, e))
+            self.batch_scores.append(row)
+            self.in_batch.add(name)
+        if len(self.batch) >= CHUNK:
+            self.flush(stored)
+
+    def _rec(self, stream: str) -> Recognizer:
+        rec = self.recs.get(stream)
+        if rec is None:
+            rec = self.recs[stream] = self.make()
+        return rec
+
+    def flush(self, stored: _Stored) -> None:
+        """The windows in hand, each stream's to its own Recognizer (in their stored order)."""
+        if not self.batch:
+            return
+        by: dict[str, list[int]] = {}
+        for i, w in enumerate(self.batch):
+            by.setdefault(w.stream, []).append(i)
+        scores = np.stack(self.batch_scores)
+        for stream, idx in by.items():
+            rec = self._rec(stream)
+            embedder = rec.embedder
+            assert isinstance(embedder, _ReplayEmbedder)
+            embedder.pending = [self.batch[i] for i in idx]
+            stored.scores = scores[idx]
+            step = rec.push([])
+            self.collect(step.ended, None)
+            for r in step.windows:
+                for a in self.keep:
+                    v = r.scores.get(a)
+                    if v is not None:
+                        self.out.series.setdefault(a, []).append((stream, r.window.center, r.window.wall, v))
+                self.collect(r.events, stream)
+        self.batch, self.batch_scores, self.in_batch = [], [], set()
+
+    def collect(self, events: list[Event], stream: str | None) -> None:
+        for ev in events:
+            off = self.offset.get(ev.stream, 0.0)
+            if ev.phase == "start":
+                self.open[ev.id] = {
+                    "stream": ev.stream.partition("@")[0],
+                    "zone": ev.stream.partition("@")[2] or None,
+                    "action": ev.action,
+                    "start": round(ev.start, 3),
+                    "time_start": round(ev.start + off, 3),
+                }
+            elif ev.phase == "end":
+                e = self.open.pop(ev.id, None)
+                if e is None:
+                    continue
+                end = ev.end if ev.end is not None else ev.start
+                e.update(
+                    end=round(end, 3),
+                    time_end=round(end + off, 3),
+                    duration=round(max(0.0, end - ev.start), 3),
+                    peak=round(ev.peak, 4),
+                    peak_time=round(ev.peak_time, 3),
+                    windows=ev.windows,
+                    reason=ev.reason,
+                )
+                self.out.events.append(e)
+
+
+# ---------------------------------------------------------------------------------------------- threshold
+
+
+def count_events(series: list[tuple[str, float, float, float]], action: str, params: Params) -> int:
+    """Events the live Decisions start over one action's replayed scores with ``params``."""
+    d = Decisions(update_interval=math.inf)
+    p = {action: params}
+    n = 0
+    for stream, t, wall, score in series:
+        n += sum(1 for ev in d.step(stream, t, wall, {action: score}, p) if ev.phase == "start")
+    return n
+
+
+def suggest_threshold(
+    series: list[tuple[str, float, float, float]], action: str, params: Params, per_day: float, days: float
+) -> dict[str, Any] | None:
+    """The lowest threshold (to 1e-3) whose events per day stay at or under ``per_day``, by bisection
+    with the live Decisions (events fall as the threshold rises)."""
+    if not series or days <= 0:
+        return None
+    scores = np.asarray([s[3] for s in series])
+    lo, hi = float(scores.min()) - 1e-3, float(scores.max()) + params.hysteresis + 1e-3
+    target = per_day * days
+    if count_events(series, action, replace(params, threshold=lo)) <= target:
+        hi = lo
+    while hi - lo > 1e-3:
+        mid = 0.5 * (lo + hi)
+        if count_events(series, action, replace(params, threshold=mid)) <= target:
+            hi = mid
+        else:
+            lo = mid
+    thr = math.ceil(hi * 1000) / 1000
+    n = count_events(series, action, replace(params, threshold=thr))
+    return {"threshold": thr, "events": n, "per_day": round(n / days, 2), "target_per_day": per_day}

@@ -1,0 +1,1 @@
+"""Alembic migrations of the history schema (run by edge.history.store, never by hand)."""
