@@ -7,7 +7,7 @@ an :class:`edge.messages.Message` (built by edge/messages.py, the one message bu
 runtime closes its sinks after the final status). A sink picks the topics it wants.
 
 A new output is one module in this package: a class decorated with ``@register_sink("KEY")``, where
-``KEY`` is its section of the settings (``outputs.KEY`` in edge/settings/model.py), with
+``KEY`` is its section of the settings (``outputs.KEY`` in edge/settings/outputs.py), with
 
 - ``name``: what /metrics and the status call it;
 - ``from_settings(section, ctx)``: build it from its settings section and the :class:`SinkContext`;
