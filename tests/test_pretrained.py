@@ -1,7 +1,10 @@
 """Pretrained image-text towers (issue 11) with TINY random CLIP / SigLIP checkpoints built here.
 
-The checkpoints are saved with ``save_pretrained`` plus a fast tokenizer (``tokenizers``) and a
-``preprocessor_config.json``, so the loaders read them by the same path as a downloaded checkpoint.
+The checkpoints copy the published repositories' file sets and configs (issue 24;
+training/random_checkpoints.py): ``openai/clip-vit-base-patch32`` (legacy ``eos_token_id`` 2, vocab.json +
+merges.txt + tokenizer.json), ``google/siglip-base-patch16-224`` (spiece.model only, trained here) and
+``sentence-transformers/clip-ViT-B-32`` (modules.json + 0_CLIPModel/), so the loaders read them by the
+same path as a downloaded checkpoint.
 Random weights: only mechanics and exactness are asserted (identity start, parity, messages reaching a
 subscriber), never recognition quality.
 """
@@ -114,13 +117,67 @@ def test_tokenizers_follow_the_checkpoint(ckpts: dict[str, Path]) -> None:
     assert ids.shape[1] == int(mask[1].sum()) and int(mask[0].sum()) < ids.shape[1]  # pad to the longest
     sig = PretrainedTextEncoder(f"hf-siglip:{ckpts['siglip']}")
     ids, _ = sig.tokenize(["a person falls"])
-    assert ids.shape == (1, 32)  # SigLIP: fixed length, as trained
+    assert ids.shape == (1, 64)  # SigLIP: fixed length (the published 64), as trained
     long = sig.tokenize(["word " * 100])[0]
-    assert long.shape == (1, 32)
+    assert long.shape == (1, 64) and int(long[0, -1]) == 1  # cut, </s> kept last
+    # spiece.model converted, and checked against transformers' slow SiglipTokenizer at load
+    assert sig.tokenizer_info["checked_against"]["probe_sentences"] >= 50
     e = clip.encode(["a", "b", "a"])
     # the same sentence twice in one batch: equal up to float rounding of the batched matmuls
     assert e.shape == (3, 32) and torch.allclose(e[0], e[2], atol=1e-6)
     assert torch.allclose(e.norm(dim=-1), torch.ones(3))
+
+
+def test_folders_have_the_published_layouts(ckpts: dict[str, Path]) -> None:
+    def files(folder: Path) -> set[str]:
+        return {p.name for p in folder.iterdir()}
+
+    tokenizer_files = {"tokenizer_config.json", "special_tokens_map.json"}
+    clip = {"config.json", "model.safetensors", "preprocessor_config.json", "vocab.json", "merges.txt",
+            "tokenizer.json", *tokenizer_files}  # fmt: skip
+    assert files(ckpts["clip"]) == clip
+    assert files(ckpts["siglip"]) == {"config.json", "model.safetensors", "preprocessor_config.json",
+                                      "spiece.model", *tokenizer_files}  # fmt: skip
+    assert files(ckpts["st"]) == {"modules.json", "config_sentence_transformers.json", "0_CLIPModel"}
+    assert files(ckpts["st"] / "0_CLIPModel") == clip
+    cfg = json.loads((ckpts["clip"] / "config.json").read_text())
+    assert (cfg["text_config"]["eos_token_id"], cfg["text_config_dict"]) == (2, None)  # legacy: argmax pooling
+    vocab = json.loads((ckpts["clip"] / "vocab.json").read_text())
+    assert max(vocab, key=vocab.get) == "<|endoftext|>"  # so the highest id is the end of the text
+    assert json.loads((ckpts["clip"] / "preprocessor_config.json").read_text())["size"] == 32  # old integer form
+    sig = json.loads((ckpts["siglip"] / "config.json").read_text())["text_config"]
+    assert "max_position_embeddings" not in sig and "pad_token_id" not in sig  # the library's 64 and 1
+
+
+def test_clip_tokenizer_json_is_what_vocab_and_merges_make(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    """The folder's tokenizer.json (what cezsar reads) == transformers' CLIPTokenizer from vocab.json + merges.txt."""
+    import shutil
+
+    from tokenizers import Tokenizer
+    from transformers import CLIPTokenizer
+
+    from training.siglip_tokenizer import PROBES
+
+    bare = tmp_path / "bare"
+    shutil.copytree(ckpts["clip"], bare)
+    (bare / "tokenizer.json").unlink()
+    hf = CLIPTokenizer.from_pretrained(str(bare))
+    tok = Tokenizer.from_file(str(ckpts["clip"] / "tokenizer.json"))
+    for sentence in PROBES:
+        assert tok.encode(sentence).ids == hf(sentence)["input_ids"], sentence
+
+
+def test_clip_text_tower_pools_at_the_end_of_text(ckpts: dict[str, Path]) -> None:
+    """Legacy eos_token_id 2: the embedding is read at <|endoftext|> (the highest id), whatever follows it."""
+    from training.pretrained import PretrainedTextEncoder
+
+    clip = PretrainedTextEncoder(f"hf-clip:{ckpts['clip']}")
+    ids, mask = clip.tokenize(["a person falls"])
+    padded = torch.cat([ids, torch.full((1, 5), int(ids[0, -1]))], dim=1)  # padding is <|endoftext|> too
+    with torch.no_grad():
+        a = clip.tower(ids, mask)
+        b = clip.tower(padded, torch.cat([mask, torch.zeros((1, 5), dtype=mask.dtype)], dim=1))
+    assert torch.allclose(a, b, atol=1e-6)
 
 
 # -- init: the identity start, in torch and ONNX -----------------------------------------------------
@@ -196,7 +253,8 @@ def test_export_parity_and_identity_in_onnx(deploys: dict[str, Path], name: str)
     d = deploys[name]
     m = load_manifest(d)
     assert all(m.extra["parity"][p]["worst_cosine_distance"] <= 1e-4 for p in m.files if p in m.extra["parity"])
-    assert m.preprocess["interpolation"] == "bicubic"
+    assert m.preprocess["interpolation"] == "bicubic"  # the processor's Pillow resize travels to the edge
+    assert (m.preprocess["resampler"], m.preprocess["size_rounding"]) == ("pil", "truncate")
     assert m.preprocess["resize_mode"] == ("squash" if name == "siglip" else "shorter")
     fe, th = ort_session(d / "frame_encoder.onnx"), ort_session(d / "temporal_head.onnx")
     x = np.random.default_rng(3).standard_normal((8, 3, 32, 32)).astype(np.float32)
@@ -262,6 +320,24 @@ def test_onnx_text_tower_matches_training_path(deploys: dict[str, Path], inits: 
         assert cos_dist(ref, got) < 1e-5
 
 
+def test_token_counts_say_when_a_description_is_cut(deploys: dict[str, Path]) -> None:
+    """Issue 24: descriptions past 77 (CLIP) / 64 (SigLIP) tokens are cut: the exported tokenizer's count against
+    the manifest's text_max_length says so (what ``actions check --deploy`` warns with)."""
+    from cezsar.deploy.manifest import load_manifest
+    from cezsar.tokenize import SentenceTokenizer, token_counts
+
+    short = "a person falls to the floor"
+    sentence = "a person walks into the kitchen, opens the fridge, takes out a bottle of milk and pours a glass, "
+    long = (sentence * 5)[:500]  # the most the actions validator allows
+    for name, limit, cut in (("clip", 77, True), ("siglip", 64, True), ("clip+minilm", 256, False)):
+        assert load_manifest(deploys[name]).text_max_length == limit, name
+        counts = token_counts(deploys[name] / "tokenizer.json", [short, long])
+        assert counts[0] <= limit and (counts[1] > limit) is cut and counts[1] > 50, (name, counts)
+        # what reaches the text encoder (mask ones) is the count, specials included, up to the limit
+        mask = SentenceTokenizer(deploys[name] / "tokenizer.json")([short, long])["attention_mask"]
+        assert counts[0] == int(mask[0].sum()) and int(mask[1].sum()) == min(limit, counts[1]), name
+
+
 # -- the whole chain through the CLI, on the CPU ------------------------------------------------------
 
 
@@ -274,13 +350,15 @@ def _cezsar(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["clip", "siglip", "clip+minilm"])
+@pytest.mark.parametrize("name", ["clip", "siglip", "st", "clip+minilm"])
 def test_chain_init_export_quantize_run(ckpts: dict[str, Path], tmp_path: Path, name: str) -> None:
+    """The three published layouts (and CLIP frames + MiniLM text) through init, export, calibrate, quantize, run."""
     from cezsar.data.synthetic import render_stream
     from tests.helpers.collect import Collector
     from tests.helpers.net import free_port
 
-    fe = {"clip": f"hf-clip:{ckpts['clip']}", "siglip": f"hf-siglip:{ckpts['siglip']}"}.get(name.split("+")[0])
+    fe = {"clip": f"hf-clip:{ckpts['clip']}", "siglip": f"hf-siglip:{ckpts['siglip']}",
+          "st": f"st-clip:{ckpts['st']}"}[name.split("+")[0]]  # fmt: skip
     extra = ["--text-tower", MINILM] if name == "clip+minilm" else []
     model, deploy = tmp_path / "model", tmp_path / "deploy"
     res = _cezsar("init", "--frame-encoder", str(fe), "--out", str(model), "--frames", "4", "--fps", "4", "--json",

@@ -18,7 +18,8 @@ internet and ``HF_HUB_OFFLINE=0``; the ``cezsar`` command sets it to 1 unless to
 
 The image processor classes of transformers 5 need torchvision, so the checkpoint's
 ``preprocessor_config.json`` is read here into :class:`cezsar.preprocess.Preprocess` (size, resize
-mode, crop, mean/std, interpolation); it travels in the model config and the deploy manifest, and the
+mode, crop, mean/std, resampling filter; Pillow's antialiased resize and the truncated long side, as
+transformers' PIL processors do); it travels in the model config and the deploy manifest, and the
 torch-free edge preprocesses from it. Tokenizers come from the checkpoint's fast-tokenizer file (or the
 transformers fast tokenizer converted from a slow one) and are used through the ``tokenizers`` library,
 in training exactly as at the edge.
@@ -42,7 +43,8 @@ from cezsar.preprocess import Preprocess
 log = logging.getLogger(__name__)
 
 KINDS = {"hf-clip": "clip", "hf-siglip": "siglip", "st-clip": "clip"}
-_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "area", 5: "bilinear"}
+# preprocessor_config.json's ``resample`` (PIL.Image.Resampling numbers) -> cezsar.preprocess filter names
+_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "area", 5: "hamming"}
 _NO_DOWNLOAD = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "onnx/*", "openvino/*", "*.tflite", "*.gguf"]
 
 
@@ -168,14 +170,22 @@ def preprocess_from_folder(folder: str | Path) -> Preprocess:
     else:
         log.warning("%s: resize to a shortest edge of %d without a crop; centre-cropping a square", path, resize)
         crop = resize
-    interpolation = _INTERPOLATION.get(int(cfg.get("resample", 3)), "bicubic")
+    resample = int(cfg.get("resample", 3))
+    if resample not in _INTERPOLATION:
+        raise CezsarError(f"{path}: resample {resample} is not a Pillow filter (0-5)")
+    if mode == "shortest_edge" and crop > resize:
+        raise CezsarError(f"{path}: crop_size {crop} is larger than the resized shortest edge {resize}")
+    # the processor's own algorithm: Pillow's resize (antialiased) of the long side truncated to an
+    # integer, then the centre crop (transformers' PIL image processors; tests/test_preprocess_reference.py)
     return Preprocess(
         size=crop,
         resize=resize,
         mean=(mean[0], mean[1], mean[2]),
         std=(std[0], std[1], std[2]),
         resize_mode="shorter" if mode == "shortest_edge" else "squash",
-        interpolation=interpolation,
+        interpolation=_INTERPOLATION[resample],
+        resampler="pil",
+        size_rounding="truncate",
     )
 
 
@@ -259,29 +269,40 @@ def _token(value: Any) -> str | None:
     return str(value) if value else None
 
 
-def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None) -> tuple[Any, dict[str, Any]]:
-    """The checkpoint's tokenizer as a ``tokenizers.Tokenizer`` set up for its text tower, and its settings."""
+def _base_tokenizer(ck: Checkpoint, tcfg: dict[str, Any]) -> tuple[Any, bool]:
+    """The checkpoint's tokenizer as a ``tokenizers.Tokenizer``; True when converted from SigLIP's spiece.model."""
     from tokenizers import Tokenizer
     from transformers.tokenization_utils_base import FULL_TOKENIZER_FILE  # the checkpoint's fast-tokenizer file
 
+    from training.siglip_tokenizer import SPIECE, convert
+
+    if ck.kind == "siglip" and (ck.folder / SPIECE).is_file():  # google/siglip-*: the slow tokenizer's rules
+        return convert(ck.folder, lowercase=bool(tcfg.get("do_lower_case", True))), True
     tj = ck.folder / FULL_TOKENIZER_FILE
     if tj.is_file():
-        tok = Tokenizer.from_file(str(tj))
-    else:
-        try:
-            from transformers import AutoTokenizer
+        return Tokenizer.from_file(str(tj)), False
+    try:
+        from transformers import AutoTokenizer
 
-            hf = AutoTokenizer.from_pretrained(str(ck.folder))
-            tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
-        except Exception as e:  # noqa: BLE001
-            raise CezsarError(
-                f"{ck.folder}: no {FULL_TOKENIZER_FILE} and no fast tokenizer can be made ({type(e).__name__}); "
-                "save the tokenizer with a fast tokenizer first"
-            ) from None
+        hf = AutoTokenizer.from_pretrained(str(ck.folder))
+        return Tokenizer.from_str(hf.backend_tokenizer.to_str()), False
+    except Exception as e:  # noqa: BLE001
+        raise CezsarError(
+            f"{ck.folder}: no {FULL_TOKENIZER_FILE} and no fast tokenizer can be made ({type(e).__name__}); "
+            "save the tokenizer with a fast tokenizer first"
+        ) from None
+
+
+def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint's tokenizer as a ``tokenizers.Tokenizer`` set up for its text tower, and its settings.
+
+    A SigLIP ``spiece.model`` is converted (:mod:`training.siglip_tokenizer`) and its token ids compared with
+    transformers' slow SiglipTokenizer's on probe sentences; a difference is refused."""
     tcfg: dict[str, Any] = {}
     for fname in ("special_tokens_map.json", "tokenizer_config.json"):
         if (ck.folder / fname).is_file():
             tcfg.update(_read_json(ck.folder / fname))
+    tok, converted = _base_tokenizer(ck, tcfg)
     model_max = int(tcfg.get("model_max_length") or max_positions)
     max_length = min(max_positions, model_max) if model_max > 0 else max_positions
     pad = _token(tcfg.get("pad_token")) or (_token(tcfg.get("eos_token")) if ck.kind == "clip" else None)
@@ -295,7 +316,7 @@ def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None)
         tok.enable_padding(direction="right", pad_id=pad_id, pad_token=pad, length=max_length)
     else:
         tok.enable_padding(direction="right", pad_id=pad_id, pad_token=pad)
-    info = {
+    info: dict[str, Any] = {
         "max_length": max_length,
         "padding": "max_length" if ck.kind == "siglip" else "longest",
         "padding_side": "right",
@@ -305,6 +326,13 @@ def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None)
         "dtype": "int64",
         "note": "the tokenizer file already truncates and pads: encode_batch(), then ids and attention_mask as int64",
     }
+    if converted:
+        from training.siglip_tokenizer import check_against_slow
+
+        n = check_against_slow(lambda s: [e.ids for e in tok.encode_batch(s)], ck.folder, max_length,
+                               f"{ck.folder / 'spiece.model'} converted to a tokenizers file")  # fmt: skip
+        info["converted_from"] = "spiece.model (lowercase, ASCII punctuation removed, whitespace collapsed)"
+        info["checked_against"] = {"tokenizer": "transformers SiglipTokenizer", "probe_sentences": n}
     return tok, info
 
 
@@ -381,7 +409,17 @@ class PretrainedTextEncoder:
         return HeadedTextTower(self.tower, head).eval(), info
 
     def save_tokenizer(self, path: Path) -> dict[str, Any]:
+        """Write the tokenizer file (``cezsar export``). A converted SigLIP spiece.model is checked again as
+        the edge reads the file (cezsar.tokenize) against transformers' slow SiglipTokenizer; one line if any
+        probe sentence differs."""
         self.tokenizer.save(str(path))
+        if "converted_from" in self.tokenizer_info:
+            from cezsar.tokenize import SentenceTokenizer
+            from training.siglip_tokenizer import check_against_slow
+
+            edge = SentenceTokenizer(path)
+            check_against_slow(lambda s: edge(s)["input_ids"].tolist(), self.checkpoint.folder,
+                               int(self.tokenizer_info["max_length"]), f"exported {path.name}")  # fmt: skip
         return dict(self.tokenizer_info)
 
 
