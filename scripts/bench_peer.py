@@ -20,7 +20,10 @@ weights). The video: a rendered 640x480 MP4 (textured background, a moving objec
 
 Both sample at the model's fps, use the same window and hop, and count sampled frames per second from
 the first frame to the last window's scores (model loading, export and warm-up excluded). ``--reps``
-runs of each alternate (a drifting load on a shared machine hits both); medians are reported.
+runs of each alternate, back to back in pairs (a drifting load on a shared machine hits both); the ratio
+is the median of the pairs' ratios. On a shared machine use ``--threads 1``: torch's OpenMP threads
+spin-wait, and with more threads than free cores torch eager slows several-fold (measured here: a
+ViT-B/32 frame took 3.4 s with 2 threads against 0.69 s with 1 at a load average of 14 on 2 cores).
 Per-frame preprocessing cost (224 px, interleaved): the OpenCV resize of before issue 24, the Pillow
 resize of the checkpoint's processor now used, and transformers' processor itself, on 640x480, 1280x720
 and 1920x1080 frames.
@@ -273,7 +276,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def med(runs: list[dict[str, Any]]) -> float:
         return float(np.median([r["frames_per_s"] for r in runs]))
 
-    ratios = {"cezsar_over_peer_cpu": round(med(ours) / med(peers), 3)}
+    # each rep's pair ran back to back: the median of the pairs' ratios is what a drifting load disturbs least
+    pairs = [o["frames_per_s"] / p["frames_per_s"] for p, o in zip(peers, ours, strict=True)]
+    ratios = {"cezsar_over_peer_cpu": round(float(np.median(pairs)), 3)}
     c640 = pre_cost["640x480"]
     ratios["pil_over_opencv_preprocess_640x480"] = round(c640["pil_now"] / c640["opencv_before"], 2)
     if gpu.get("cezsar") and gpu.get("peer"):
@@ -295,6 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "int8_gate": built["int8"],
         "peer_cpu": {"runs": peers, "frames_per_s_median": med(peers)},
         "cezsar_cpu": {"runs": ours, "frames_per_s_median": med(ours)},
+        "pair_ratios_cpu": [round(r, 3) for r in pairs],
         "gpu": gpu or None,
         "preprocess_ms_per_frame_224px": pre_cost,
         "ratios": ratios,

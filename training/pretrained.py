@@ -21,8 +21,9 @@ The image processor classes of transformers 5 need torchvision, so the checkpoin
 mode, crop, mean/std, resampling filter; Pillow's antialiased resize and the truncated long side, as
 transformers' PIL processors do); it travels in the model config and the deploy manifest, and the
 torch-free edge preprocesses from it. Tokenizers come from the checkpoint's fast-tokenizer file (or the
-transformers fast tokenizer converted from a slow one) and are used through the ``tokenizers`` library,
-in training exactly as at the edge.
+transformers fast tokenizer converted from a slow one; SigLIP's ``spiece.model`` is converted by
+:mod:`training.siglip_tokenizer` and checked against transformers' slow tokenizer) and are used through
+the ``tokenizers`` library, in training exactly as at the edge.
 """
 
 from __future__ import annotations
@@ -331,7 +332,9 @@ def load_tokenizer(ck: Checkpoint, max_positions: int, pad_token_id: int | None)
 
         n = check_against_slow(lambda s: [e.ids for e in tok.encode_batch(s)], ck.folder, max_length,
                                f"{ck.folder / 'spiece.model'} converted to a tokenizers file")  # fmt: skip
-        info["converted_from"] = "spiece.model (lowercase, ASCII punctuation removed, whitespace collapsed)"
+        rules = "ASCII punctuation removed, whitespace collapsed"
+        rules = ("lowercase, " if tcfg.get("do_lower_case", True) else "") + rules
+        info["converted_from"] = f"spiece.model ({rules})"
         info["checked_against"] = {"tokenizer": "transformers SiglipTokenizer", "probe_sentences": n}
     return tok, info
 
