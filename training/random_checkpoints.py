@@ -10,13 +10,13 @@ the same code path as a downloaded checkpoint:
   text tower pools at the highest token id, as the library does for those old configs; ``text_config_dict``
   and ``vision_config_dict`` null), ``model.safetensors``, ``vocab.json`` + ``merges.txt`` (a byte-level BPE
   with ``</w>`` word ends: the 256 byte symbols, the same with ``</w>``, the merges, then
-  ``<|startoftext|>`` and ``<|endoftext|>`` last), the ``tokenizer.json`` transformers' ``CLIPTokenizer``
+  ``<|startoftext|>`` and ``<|endoftext|>`` last), the fast-tokenizer file transformers' ``CLIPTokenizer``
   makes of them, ``tokenizer_config.json`` and ``special_tokens_map.json`` in the old format, and the
   old-style ``preprocessor_config.json`` (``size`` 224 and ``crop_size`` 224 as integers, ``resample`` 3).
 - ``make_siglip`` (``google/siglip-base-patch16-224``): ``config.json`` with only the keys that
   repository sets (everything else the library's defaults: 64 text positions, ``pad_token_id`` 1),
   ``model.safetensors``, ``spiece.model`` (a SentencePiece unigram model trained here, with T5's ids:
-  ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, and its ``nmt_nfkc`` normalisation) and no ``tokenizer.json``,
+  ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, and its ``nmt_nfkc`` normalisation) and no fast-tokenizer file,
   ``tokenizer_config.json`` (``SiglipTokenizer``, ``do_lower_case``, ``model_max_length`` 64, pad ``</s>``),
   ``special_tokens_map.json`` and ``preprocessor_config.json`` (squash to 224 x 224, mean/std 0.5).
 - ``make_st_clip`` (``sentence-transformers/clip-ViT-B-32``): ``modules.json`` naming ``0_CLIPModel/``
@@ -108,14 +108,15 @@ def _clip_vocab(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]
 
 
 def _clip_tokenizer_files(folder: Path, vocab_size: int) -> dict[str, int]:
-    """vocab.json, merges.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json; returns the vocab."""
+    """vocab.json, merges.txt, the fast-tokenizer file, tokenizer_config.json, special_tokens_map.json; the vocab."""
     from transformers import CLIPTokenizer
+    from transformers.tokenization_utils_base import FULL_TOKENIZER_FILE  # the checkpoint's fast-tokenizer file
 
     vocab, merges = _clip_vocab(vocab_size)
     _write_json(folder / "vocab.json", vocab)
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     hf = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]
-    hf.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    hf.backend_tokenizer.save(str(folder / FULL_TOKENIZER_FILE))
     special = {"bos_token": _added(BOS), "eos_token": _added(EOS), "unk_token": _added(EOS), "pad_token": EOS}
     _write_json(folder / "special_tokens_map.json", special)
     legacy = {k: {**v, "__type": "AddedToken"} if isinstance(v, dict) else v for k, v in special.items()}

@@ -1,6 +1,6 @@
 """SigLIP's SentencePiece tokenizer (``spiece.model``) as a ``tokenizers`` file, checked against transformers.
 
-``google/siglip-*`` checkpoints ship ``spiece.model`` and no ``tokenizer.json``; transformers tokenizes them
+``google/siglip-*`` checkpoints ship ``spiece.model`` and no fast-tokenizer file; transformers tokenizes them
 with its slow ``SiglipTokenizer``, which, before SentencePiece sees the text, lowercases it, deletes ASCII
 punctuation (``string.punctuation``), collapses whitespace runs to one space and strips the end, and then
 appends ``</s>``. Its way of encoding (``"▁" + text``, SentencePiece on ``"<unk>" + that``, the ``<unk>``
@@ -14,7 +14,7 @@ model with the model's pieces and scores, and ``$A </s>``. No pre-tokenizer: lik
 unigram search runs over the whole text. :func:`check_against_slow` compares token ids with the slow
 tokenizer on :data:`PROBES` (punctuation, case, digits, whitespace, non-ASCII, text past the model's
 length) and refuses with one line naming the first sentence that differs. ``cezsar init`` runs it when it
-loads the tokenizer, ``cezsar export`` on the ``tokenizer.json`` it wrote.
+loads the tokenizer, ``cezsar export`` on the tokenizer file it wrote to the deploy folder.
 """
 
 from __future__ import annotations
