@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_bench_scripts import check_machine, run_script
+from tests.test_bench_scripts import check_machine, run_script
 
 
 def test_bench_peer_json(tmp_path: Path) -> None:
