@@ -48,14 +48,13 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import bench_common as bc  # noqa: E402
-import bench_stream as bs  # noqa: E402
+import bench_stream as bs  # noqa: E402  (the sibling script: python puts scripts/ first on sys.path)
+
+from cezsar.app import bench as bc  # noqa: E402
 
 DESCRIPTIONS = ["a shape staying still", "something moving left", "something moving up"]
 ACTIONS = bs.ACTIONS  # the same three descriptions, as an actions file
