@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -92,10 +93,11 @@ def test_wrong_size_frames_refused(deploy: Path, tmp_path: Path) -> None:
     np.savez(path, frames=np.zeros((40, 48, 48, 3), np.uint8))
     with pytest.raises(CezsarError, match=r"float32 \[N, 3, S, S\]"):
         load_calibration(path, PRE)
-    other = Preprocess(size=32, resize=64)
-    np.savez(path, frames=np.zeros((40, 3, 32, 32), np.float32), preprocess=np.asarray(json.dumps(other.to_dict())))
-    with pytest.raises(CezsarError, match="preprocessed differently"):
-        load_calibration(path, PRE)
+    for other in (Preprocess(size=32, resize=64), dataclasses.replace(PRE, resampler="pil", size_rounding="truncate")):
+        pre = np.asarray(json.dumps(other.to_dict()))
+        np.savez(path, frames=np.zeros((40, 3, 32, 32), np.float32), preprocess=pre)
+        with pytest.raises(CezsarError, match="preprocessed differently"):
+            load_calibration(path, PRE)
 
 
 def test_missing_source_and_camera(deploy: Path, tmp_path: Path) -> None:

@@ -88,9 +88,9 @@ def load_calibration(path: str | Path, pre: Preprocess | None = None, model_hash
                 theirs = Preprocess.from_dict(pre_dict)
             except (KeyError, TypeError, ValueError):
                 theirs = None
+            pixels = ("resize", "resize_mode", "interpolation", "resampler", "size_rounding")  # all that moves pixels
             if theirs is not None and (
-                theirs.resize != pre.resize
-                or theirs.resize_mode != pre.resize_mode
+                any(getattr(theirs, k) != getattr(pre, k) for k in pixels)
                 or not np.allclose(theirs.mean, pre.mean)
                 or not np.allclose(theirs.std, pre.std)
             ):
