@@ -93,7 +93,8 @@ def test_wrong_size_frames_refused(deploy: Path, tmp_path: Path) -> None:
     np.savez(path, frames=np.zeros((40, 48, 48, 3), np.uint8))
     with pytest.raises(CezsarError, match=r"float32 \[N, 3, S, S\]"):
         load_calibration(path, PRE)
-    for other in (Preprocess(size=32, resize=64), dataclasses.replace(PRE, resampler="pil", interpolation="bicubic", size_rounding="truncate")):
+    pil = dataclasses.replace(PRE, resampler="pil", interpolation="bicubic", size_rounding="truncate")
+    for other in (Preprocess(size=32, resize=64), pil):
         pre = np.asarray(json.dumps(other.to_dict()))
         np.savez(path, frames=np.zeros((40, 3, 32, 32), np.float32), preprocess=pre)
         with pytest.raises(CezsarError, match="preprocessed differently"):
