@@ -4,7 +4,8 @@
         swap in a staged action set (the events of removed or reworded actions end)
         -> WindowEmbedder.add (edge/embedder.py): the frame encoder once per new frame (feature
            cache), per-stream rings, the temporal head every ``hop`` frames, batched across streams
-        -> Scorer.score (edge/scorer.py): one score per action, a margin over the background
+        -> Scorer.score (edge/scorer.py): one score per action, a margin over the background, mapped
+           to a probability by the deploy folder's score calibration when it has one
         -> Decisions.step (edge/decisions.py): EMA, hysteresis, minimum duration, cooldown, with
            each action's Params -> start / update / end events
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cezsar.scorecal import ScoreCalibration
 from edge.actions import ActionSet
 from edge.decisions import Decisions, Event, Params
 from edge.embedder import Window, WindowEmbedder
@@ -65,7 +67,8 @@ class Recognizer:
     ``embedder``: frames -> window embeddings (holds the runners, the rings and the cache setting);
     ``text``: the text tower, needed by :meth:`set_actions` (not by :meth:`set_scorer`);
     ``defaults``: the Params of an action the scorer gives none for; ``update_interval``: seconds of
-    capture time between two ``update`` events of an open event.
+    capture time between two ``update`` events of an open event; ``calibration``: the deploy folder's
+    score calibration (:func:`edge.scorer.deploy_calibration`), None for raw margins.
     """
 
     def __init__(
@@ -75,9 +78,11 @@ class Recognizer:
         *,
         defaults: Params | None = None,
         update_interval: float = 1.0,
+        calibration: ScoreCalibration | None = None,
     ) -> None:
         self.embedder = embedder
         self.text = text
+        self.calibration = calibration
         self.decisions = Decisions(update_interval, defaults)
         self.scorer: Scorer | None = None  # the set in use (swapped in by push/sync)
         self._staged: Scorer | None = None  # the newest set (written by set_actions, any thread)
@@ -92,7 +97,7 @@ class Recognizer:
         raises (and stages nothing) when embedding fails. The ActionStore's ``on_change``."""
         if self.text is None:
             raise RuntimeError("this Recognizer has no text encoder: use set_scorer")
-        self.set_scorer(Scorer.build(aset, self.text))
+        self.set_scorer(Scorer.build(aset, self.text, self.calibration))
         self.text.forget(aset.texts())
 
     def set_scorer(self, scorer: Scorer) -> None:

@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import typer
 
-from cezsar.commands import actions, calibrate, config, convert, data, demo, history, messaging, run, train
+from cezsar.commands import (
+    actions,
+    calibrate,
+    config,
+    convert,
+    data,
+    demo,
+    evalstream,
+    history,
+    messaging,
+    run,
+    train,
+)
 
-MODULES = (data, train, convert, calibrate, run, actions, messaging, config, demo, history)
+MODULES = (data, train, convert, calibrate, run, evalstream, actions, messaging, config, demo, history)
 
 
 def register_all(app: typer.Typer) -> None:

@@ -12,6 +12,9 @@ def synth_cmd(
     seed: int = typer.Option(0, "--seed", help="World seed: split, objects, captions."),
     train_clips: int | None = typer.Option(None, "--train-clips", help="Training clips per training class."),
     eval_clips: int | None = typer.Option(None, "--eval-clips", help="Evaluation clips per class (all classes)."),
+    streams: bool = typer.Option(
+        True, "--streams/--no-streams", help="Also render continuous streams with their truth (streams/)."
+    ),
 ) -> None:
     """Render the synthetic compositional action world (captions, eval set, zero-shot split)."""
     from rich.console import Console
@@ -40,7 +43,12 @@ def synth_cmd(
             prog.update(task, completed=done, total=total)
 
         s = synthetic.synthesize(
-            out_dir, seed=seed, train_clips_per_class=train_k, eval_clips_per_class=eval_k, progress=tick
+            out_dir,
+            seed=seed,
+            train_clips_per_class=train_k,
+            eval_clips_per_class=eval_k,
+            progress=tick,
+            streams=streams,
         )
     out = Console()
     table = Table(title=f"synthetic world -> {s['out_dir']}", show_header=False)
@@ -49,6 +57,10 @@ def synth_cmd(
     table.add_row("training clips", f"{s['train_clips']} (captions.jsonl, {s['captions']} captions)")
     table.add_row("evaluation clips", f"{s['eval_clips']} (videos.jsonl, all classes)")
     table.add_row("unseen classes", ", ".join(s["testing_classes"]))
+    for g in s["streams"]:
+        table.add_row(
+            f"streams/{g['group']}", f"{g['streams']} streams, {g['segments']} segments, {g['seconds']:.0f} s"
+        )
     table.add_row("video size", f"{s['bytes'] / 1e6:.1f} MB")
     table.add_row("time", f"{s['seconds']:.1f} s")
     out.print(table)

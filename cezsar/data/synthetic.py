@@ -572,12 +572,15 @@ def synthesize(
     train_clips_per_class: int = TRAIN_CLIPS_PER_CLASS,
     eval_clips_per_class: int = EVAL_CLIPS_PER_CLASS,
     progress: Callable[[int, int], None] | None = None,
+    streams: bool = False,
 ) -> dict[str, Any]:
     """Render the world into ``out_dir`` (built in a temporary folder and swapped in).
 
     Writes videos/{train,eval}/*.mp4, captions.jsonl (training classes' training clips),
     videos.jsonl (evaluation clips of every class), classes/<class>.txt, split.json and
-    dataset.json. ``progress``, if given, is called as ``progress(done, total)``. Returns a summary.
+    dataset.json; with ``streams``, also streams/{unseen,seen,mixed}/ (continuous streams with their
+    truth: cezsar.data.synthstreams). ``progress``, if given, is called as ``progress(done, total)``.
+    Returns a summary.
     """
     if train_clips_per_class < 1 or eval_clips_per_class < 1:
         raise CezsarError(
@@ -593,6 +596,7 @@ def synthesize(
     captions: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
     nbytes = 0
+    stream_groups: list[dict[str, Any]] = []
     with atomic_dir(out_dir) as tmp:
         for i, (kind, cname, k) in enumerate(jobs):
             shape, motion = parse_class_name(cname)
@@ -633,6 +637,10 @@ def synthesize(
             "eval_clips_per_class": eval_clips_per_class,
         }
         (tmp / DATASET_FILE).write_text(json.dumps(dataset, indent=2) + "\n")
+        if streams:
+            from cezsar.data.synthstreams import write_streams
+
+            stream_groups = write_streams(tmp / "streams", seed, training, testing)
     return {
         "out_dir": str(out_dir),
         "seed": seed,
@@ -643,5 +651,6 @@ def synthesize(
         "eval_clips": len(evals),
         "captions": len(captions),
         "bytes": nbytes,
+        "streams": stream_groups,
         "seconds": round(time.time() - t0, 2),
     }

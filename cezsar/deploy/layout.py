@@ -5,6 +5,8 @@
     temporal_head.onnx        input "features" [B, T, D]    float32 -> output "embedding" [B, J]
     text_encoder.onnx         inputs "input_ids", "attention_mask" [B, L] int64 -> "embedding" [B, J]
     tokenizer.json            for the ``tokenizers`` library
+    calibration.json          the score calibration (cezsar.scorecal): raw margin -> probability, default
+                              thresholds; also in the model folder, where training writes it
     model/                    copy of the trained model folder, for the torch backend
     <part>.int8.onnx          ``cezsar quantize --target tensorrt``: Q/DQ INT8 by TensorRT's rules
     <part>.int8-cpu.onnx      ``cezsar quantize --target cpu``: INT8 laid out for onnxruntime's CPU kernels
@@ -13,10 +15,10 @@
     tensorrt.timing-cache     the builder's timing cache, reused across builds
     ort-tensorrt-cache/       onnxruntime's TensorRT execution provider: its engine and timing caches
 
-Manifest ``files`` keys: the parts, "tokenizer", "model_dir", and the INT8 files' keys
-(:func:`int8_key`: "frame_encoder.int8", "frame_encoder.int8-cpu", ...). Engines are tied to one GPU
-and TensorRT version, so the manifest does not list them; their sidecars tie them to the ONNX they
-were built from.
+Manifest ``files`` keys: the parts, "tokenizer", "model_dir", "calibration" (when the model has one), and
+the INT8 files' keys (:func:`int8_key`: "frame_encoder.int8", "frame_encoder.int8-cpu", ...). Engines are
+tied to one GPU and TensorRT version, so the manifest does not list them; their sidecars tie them to the
+ONNX they were built from.
 
 Each backend (cezsar/backends) declares which of these files serves it (``Backend.serving_file``), asking
 this module for the names: :func:`onnx_file` (the ONNX a (part, precision, device) runs), :func:`engine_file`
@@ -39,12 +41,13 @@ PARTS = ("frame_encoder", "temporal_head", "text_encoder")
 VIDEO_PARTS = ("frame_encoder", "temporal_head")  # the parts the backends run
 TOKENIZER = "tokenizer"  # manifest ``files`` key of the tokenizer
 MODEL_DIR = "model_dir"  # manifest ``files`` key of the model folder copy
+CALIBRATION = "calibration"  # manifest ``files`` key of the score calibration
 INT8_TARGETS = ("tensorrt", "cpu")
 # the precisions a network of a deploy folder runs at (engines and INT8 files are named by them); the one list
 PRECISIONS = ("fp32", "fp16", "int8")
 
 _INT8_VARIANT = {"tensorrt": "int8", "cpu": "int8-cpu"}
-_NAMES = {TOKENIZER: "tokenizer.json", MODEL_DIR: "model"}
+_NAMES = {TOKENIZER: "tokenizer.json", MODEL_DIR: "model", CALIBRATION: "calibration.json"}
 _ENGINE_SUFFIX = ".engine"
 _SIDECAR_SUFFIX = ".json"
 _TIMING_CACHE = "tensorrt.timing-cache"
@@ -77,6 +80,11 @@ def export_files(parts: tuple[str, ...] = PARTS) -> dict[str, str]:
         files[TOKENIZER] = _NAMES[TOKENIZER]
     files[MODEL_DIR] = _NAMES[MODEL_DIR]
     return files
+
+
+def calibration_name() -> str:
+    """The score calibration's file name: in a deploy folder and in a model folder alike."""
+    return _NAMES[CALIBRATION]
 
 
 def int8_key(part: str, target: str = "tensorrt") -> str:

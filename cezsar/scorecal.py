@@ -1,0 +1,199 @@
+"""Calibrated scores: one scale for every model (issue 21).
+
+The edge scores a window against an action by a cosine margin (:func:`margins`): the cosine to the
+action's prototype minus the best cosine to a background description (or, ``exclusive``, to the
+background and every other action). Its scale depends on the model: a tiny CNN trained here, a CLIP or
+SigLIP init and a fine-tuned model spread their margins differently, so no fixed threshold fits them
+all. A calibration maps the margin to the probability that the action is happening,
+
+    p = sigmoid(a * margin + b)
+
+fitted (logistic regression, :func:`fit_logistic`) on held-out windows of seen classes, idle windows
+and windows of other actions, when the model is trained (``cezsar train``), initialised (``cezsar
+init``) or recalibrated (``cezsar calibrate-scores``). A second map does the same for the raw cosine
+(an actions file without background). The calibration also carries the default decision parameters
+in that scale: the threshold is chosen by event F1 on validation streams of seen classes
+(training/calibrate_scores.py), never on unseen ones.
+
+The file is JSON (``calibration.json``: cezsar.deploy.layout names it), written into the model folder
+and copied into the deploy folder by ``cezsar export``. Torch-free: the edge applies it, training fits it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cezsar.errors import CezsarError
+from cezsar.events import PARAM_KEYS, Params
+
+FORMAT = "cezsar-score-calibration"
+VERSION = 1
+MODES = ("margin", "cosine")  # with background descriptions / without
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def margins(
+    emb: np.ndarray, action_emb: np.ndarray, background_emb: np.ndarray | None, exclusive: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(N, J) window embeddings, (A, J) action prototypes, (B, J) background embeddings ->
+    (raw scores (N, A), cosines (N, A), best background cosine (N,) or None).
+
+    The score is the cosine minus the best background cosine; ``exclusive``: minus the best of the
+    background and every other action (so at most one action per window is positive). Without
+    background (B = 0 or None) the score is the cosine itself (exclusive: minus the best other action).
+    """
+    emb = _unit(np.asarray(emb, dtype=np.float32).reshape(len(emb), -1))
+    n_act = len(action_emb)
+    cos = emb @ np.asarray(action_emb, dtype=np.float32).T if n_act else np.zeros((len(emb), 0), np.float32)
+    bg = None
+    if background_emb is not None and len(background_emb):
+        bg = (emb @ np.asarray(background_emb, dtype=np.float32).T).max(axis=1)
+    if exclusive and cos.shape[1] > 1:
+        # best competitor of each action: the top cosine of the others (second best for the top one)
+        order = np.sort(cos, axis=1)
+        top, second = order[:, -1:], order[:, -2:-1]
+        rival = np.where(cos >= top, second, top)
+        if bg is not None:
+            rival = np.maximum(rival, bg[:, None])
+        return cos - rival, cos, bg
+    if bg is not None:
+        return cos - bg[:, None], cos, bg
+    return cos.copy(), cos, None
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """p = sigmoid(a * x + b)."""
+
+    a: float
+    b: float
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        z = self.a * np.asarray(x, dtype=np.float64) + self.b
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)
+
+    def inverse(self, p: float) -> float:
+        """The raw value that maps to ``p`` (0 < p < 1)."""
+        return (math.log(p / (1.0 - p)) - self.b) / self.a
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None, l2: float = 1e-3, iters: int = 50
+) -> Logistic:
+    """Weighted logistic regression of labels ``y`` (0/1) on one feature ``x`` (Newton's method).
+
+    Positives and negatives are re-weighted to equal total weight unless ``weight`` is given, so the
+    map does not depend on how many idle windows were drawn. Raises when one class is missing or the
+    fit gives a non-increasing map (the scores do not separate positives from negatives at all).
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if len(x) != len(y) or not len(x):
+        raise CezsarError("calibration: no scores to fit")
+    pos = y > 0.5
+    if pos.all() or not pos.any():
+        raise CezsarError("calibration: needs both positive and negative windows")
+    if weight is None:
+        weight = np.where(pos, 0.5 / pos.sum(), 0.5 / (~pos).sum())
+    w = np.asarray(weight, dtype=np.float64).ravel() * len(x)
+    # standardise for a well-conditioned Newton step, then map back
+    mu, sd = float(x.mean()), float(x.std()) or 1.0
+    z = (x - mu) / sd
+    theta = np.zeros(2)  # slope, intercept on z
+    design = np.stack([z, np.ones_like(z)], axis=1)
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ theta, -60, 60)))
+        grad = design.T @ (w * (p - y)) + l2 * np.array([theta[0], 0.0])
+        hess = (design * (w * p * (1 - p))[:, None]).T @ design + l2 * np.diag([1.0, 1e-9])
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    a = float(theta[0] / sd)
+    b = float(theta[1] - theta[0] * mu / sd)
+    if not (a > 0 and math.isfinite(a) and math.isfinite(b)):
+        raise CezsarError(f"calibration: the scores do not separate positives from negatives (slope {a:.3g})")
+    return Logistic(a, b)
+
+
+@dataclass
+class ScoreCalibration:
+    """The maps of both score modes and the default decision parameters in the calibrated scale."""
+
+    margin: Logistic
+    cosine: Logistic
+    defaults: dict[str, float] = field(default_factory=dict)  # Params fields (threshold, hysteresis, ...)
+    exclusive: bool | None = None  # the decision rule the defaults were chosen for (None: not chosen)
+    info: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, and how well
+
+    def apply(self, raw: np.ndarray, with_background: bool) -> np.ndarray:
+        """Raw scores (margins with background, cosines without) -> probabilities."""
+        return (self.margin if with_background else self.cosine)(raw)
+
+    def params(self, base: Params | None = None) -> Params:
+        """The default Params in the calibrated scale (fields the calibration does not set from ``base``,
+        else from Params())."""
+        base = base or Params()
+        vals = {k: float(self.defaults.get(k, getattr(base, k))) for k in PARAM_KEYS}
+        return Params(**vals)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "scale": "probability that the action is happening",
+            "margin": {"a": self.margin.a, "b": self.margin.b},
+            "cosine": {"a": self.cosine.a, "b": self.cosine.b},
+            "defaults": dict(self.defaults),
+        }
+        if self.exclusive is not None:
+            out["exclusive"] = self.exclusive
+        out["info"] = self.info
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "calibration") -> ScoreCalibration:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise CezsarError(f"{source}: not a cezsar score calibration (format {FORMAT!r} expected)")
+        if int(d.get("version", -1)) > VERSION:
+            raise CezsarError(f"{source}: calibration version {d.get('version')} is newer than this cezsar")
+        try:
+            maps = {}
+            for mode in MODES:
+                m = d[mode]
+                a, b = float(m["a"]), float(m["b"])
+                if not (a > 0 and math.isfinite(a) and math.isfinite(b)):
+                    raise ValueError(f"{mode}: slope must be > 0 and both finite (a={a}, b={b})")
+                maps[mode] = Logistic(a, b)
+            defaults = {str(k): float(v) for k, v in dict(d.get("defaults", {})).items()}
+            unknown = sorted(set(defaults) - set(PARAM_KEYS))
+            if unknown:
+                raise ValueError(f"unknown defaults {unknown}")
+            Params(**defaults)
+            exclusive = d.get("exclusive")
+            if exclusive is not None and not isinstance(exclusive, bool):
+                raise ValueError(f"exclusive must be true or false, not {exclusive!r}")
+        except (KeyError, TypeError, ValueError) as e:
+            raise CezsarError(f"{source}: invalid score calibration ({e})") from None
+        return cls(maps["margin"], maps["cosine"], defaults, exclusive, dict(d.get("info", {})))
+
+
+def load_calibration(path: str | Path) -> ScoreCalibration:
+    from cezsar.jsonfile import read_json
+
+    return ScoreCalibration.from_dict(read_json(path), source=str(path))
+
+
+def save_calibration(path: str | Path, cal: ScoreCalibration) -> Path:
+    from cezsar.atomic import write_json
+
+    write_json(path, cal.to_dict())
+    return Path(path)
