@@ -33,7 +33,7 @@ from cezsar.events import PARAM_KEYS, Params
 
 FORMAT = "cezsar-score-calibration"
 VERSION = 1
-MODES = ("margin", "cosine")  # with background descriptions / without
+MODES = ("margin", "exclusive", "cosine")  # over the background / the background and rival actions / raw
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -124,40 +124,49 @@ def fit_logistic(
     return Logistic(a, b)
 
 
+# The decision parameters of the calibrated scale, whatever the model (the threshold is each model's own,
+# chosen on its validation streams: training/calibrate_scores.py); docs/live.md says how they were chosen.
+CALIBRATED_DEFAULTS = Params(threshold=0.5, hysteresis=0.15, min_duration=1.0, cooldown=2.0, smoothing=0.5)
+# the background the maps are fitted with (a user's own background words shift margins a little)
+DEFAULT_BACKGROUND = ("nothing moves", "nothing happens", "everything stays still", "a still scene")
+
+
+def score_mode(with_background: bool, exclusive: bool) -> str:
+    """Which map applies: "exclusive" (actions compete), "margin" (over the background) or "cosine"."""
+    return "exclusive" if exclusive else "margin" if with_background else "cosine"
+
+
 @dataclass
 class ScoreCalibration:
-    """The maps of both score modes and the default decision parameters in the calibrated scale."""
+    """One map per score mode, the default decision parameters and each mode's default threshold."""
 
-    margin: Logistic
-    cosine: Logistic
-    defaults: dict[str, float] = field(default_factory=dict)  # Params fields (threshold, hysteresis, ...)
-    exclusive: bool | None = None  # the decision rule the defaults were chosen for (None: not chosen)
+    maps: dict[str, Logistic]
+    defaults: dict[str, float] = field(default_factory=lambda: CALIBRATED_DEFAULTS.to_dict())
+    thresholds: dict[str, float] = field(default_factory=dict)  # mode -> default threshold
     info: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, and how well
 
-    def apply(self, raw: np.ndarray, with_background: bool) -> np.ndarray:
-        """Raw scores (margins with background, cosines without) -> probabilities."""
-        return (self.margin if with_background else self.cosine)(raw)
+    def apply(self, raw: np.ndarray, mode: str) -> np.ndarray:
+        """Raw scores of ``mode`` (score_mode) -> probabilities."""
+        return self.maps[mode](raw)
 
-    def params(self, base: Params | None = None) -> Params:
-        """The default Params in the calibrated scale (fields the calibration does not set from ``base``,
-        else from Params())."""
-        base = base or Params()
-        vals = {k: float(self.defaults.get(k, getattr(base, k))) for k in PARAM_KEYS}
+    def params(self, mode: str = "margin") -> Params:
+        """The default Params of ``mode`` in the calibrated scale."""
+        vals = {k: float(self.defaults.get(k, getattr(CALIBRATED_DEFAULTS, k))) for k in PARAM_KEYS}
+        if mode in self.thresholds:
+            vals["threshold"] = float(self.thresholds[mode])
+            vals["hysteresis"] = min(vals["hysteresis"], vals["threshold"] / 2)
         return Params(**vals)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "format": FORMAT,
             "version": VERSION,
-            "scale": "probability that the action is happening",
-            "margin": {"a": self.margin.a, "b": self.margin.b},
-            "cosine": {"a": self.cosine.a, "b": self.cosine.b},
+            "scale": "probability that the action is happening: sigmoid(a * raw + b)",
+            "maps": {k: {"a": m.a, "b": m.b} for k, m in self.maps.items()},
             "defaults": dict(self.defaults),
+            "thresholds": dict(self.thresholds),
+            "info": self.info,
         }
-        if self.exclusive is not None:
-            out["exclusive"] = self.exclusive
-        out["info"] = self.info
-        return out
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "calibration") -> ScoreCalibration:
@@ -168,7 +177,7 @@ class ScoreCalibration:
         try:
             maps = {}
             for mode in MODES:
-                m = d[mode]
+                m = d["maps"][mode]
                 a, b = float(m["a"]), float(m["b"])
                 if not (a > 0 and math.isfinite(a) and math.isfinite(b)):
                     raise ValueError(f"{mode}: slope must be > 0 and both finite (a={a}, b={b})")
@@ -178,12 +187,13 @@ class ScoreCalibration:
             if unknown:
                 raise ValueError(f"unknown defaults {unknown}")
             Params(**defaults)
-            exclusive = d.get("exclusive")
-            if exclusive is not None and not isinstance(exclusive, bool):
-                raise ValueError(f"exclusive must be true or false, not {exclusive!r}")
+            thresholds = {str(k): float(v) for k, v in dict(d.get("thresholds", {})).items()}
+            bad = sorted(k for k, v in thresholds.items() if k not in MODES or not 0.0 < v < 1.0)
+            if bad:
+                raise ValueError(f"thresholds {bad}: expected modes {', '.join(MODES)} with values in (0, 1)")
         except (KeyError, TypeError, ValueError) as e:
             raise CezsarError(f"{source}: invalid score calibration ({e})") from None
-        return cls(maps["margin"], maps["cosine"], defaults, exclusive, dict(d.get("info", {})))
+        return cls(maps, defaults, thresholds, dict(d.get("info", {})))
 
 
 def load_calibration(path: str | Path) -> ScoreCalibration:

@@ -448,6 +448,15 @@ def _finish(
     parts = tuple(parity)
     files = layout.export_files(parts)
     shutil.copytree(model_dir, tmp / files[layout.MODEL_DIR], ignore=shutil.ignore_patterns(".*"))
+    calibration = model_dir / layout.calibration_name()  # issue 21: the score calibration, when the model has one
+    if calibration.is_file():
+        from cezsar.scorecal import load_calibration
+
+        load_calibration(calibration)  # a broken file fails the export, not the edge
+        files[layout.CALIBRATION] = layout.calibration_name()
+        shutil.copy2(calibration, tmp / files[layout.CALIBRATION])
+    else:
+        log.warning("%s: no score calibration; the deploy folder scores raw margins (see calibrate-scores)", model_dir)
     manifest_file = layout.manifest_path(tmp)
     sums = {
         str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p != manifest_file

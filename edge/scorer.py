@@ -32,7 +32,7 @@ import numpy as np
 from cezsar.deploy.layout import CALIBRATION
 from cezsar.deploy.manifest import Manifest
 from cezsar.events import PARAM_KEYS
-from cezsar.scorecal import ScoreCalibration, load_calibration, margins
+from cezsar.scorecal import ScoreCalibration, load_calibration, margins, score_mode
 from cezsar.zeroshot import class_prototypes
 from edge.actions import Action, ActionSet
 from edge.decisions import Params
@@ -85,7 +85,8 @@ class Scorer:
         self.action_emb = np.asarray(action_emb, dtype=np.float32).reshape(len(self.names), -1)
         self.background_emb = np.asarray(background_emb, dtype=np.float32)
         self.calibration = calibration
-        base = calibration.params() if calibration is not None else Params()
+        self.mode = score_mode(len(self.background_emb) > 0, aset.exclusive and len(self.names) > 1)
+        base = calibration.params(self.mode) if calibration is not None else Params()
         self.params = {a.name: action_params(aset, a, base) for a in aset.actions}
 
     @classmethod
@@ -100,5 +101,5 @@ class Scorer:
         """(N, J) window embeddings -> Scores."""
         raw, cos, bg = margins(emb, self.action_emb, self.background_emb, self.aset.exclusive)
         if self.calibration is not None:
-            raw = self.calibration.apply(raw, with_background=bg is not None or self.aset.exclusive)
+            raw = self.calibration.apply(raw, self.mode)
         return Scores(raw, cos, bg)

@@ -288,7 +288,7 @@ def report(setup: Setup, min_iou: float = MIN_IOU, n_thresholds: int = 41) -> di
     scorer = rec.scorer
     assert scorer is not None
     res = evaluate([(s, r.events) for s, r in zip(setup.streams, setup.runs, strict=True)], min_iou)
-    defaults = scorer.calibration.params() if scorer.calibration is not None else Params()
+    defaults = scorer.calibration.params(scorer.mode) if scorer.calibration is not None else Params()
     curve = sweep(
         setup.streams,
         defaults,

@@ -654,3 +654,16 @@ def synthesize(
         "streams": stream_groups,
         "seconds": round(time.time() - t0, 2),
     }
+
+
+def idle_classes(data_dir: str | Path) -> set[str]:
+    """The classes of a synthetic world that show nothing happening ("<shape> staying still"): what idle
+    looks like, not an action to detect. Empty for any other dataset."""
+    p = Path(data_dir) / DATASET_FILE
+    try:
+        meta = json.loads(p.read_text()) if p.is_file() else {}
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(meta, dict) or meta.get("name") != "cezsar-synthetic":
+        return set()
+    return {class_name(s, IDLE) for s in SHAPES}

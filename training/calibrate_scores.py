@@ -1,0 +1,264 @@
+"""Fit a model's score calibration (issue 21): raw cosine margins -> "this action is happening".
+
+``cezsar train`` runs this after training, ``cezsar init`` after initialising, ``cezsar calibrate-scores``
+on any model folder; the result is ``calibration.json`` in the model folder (:mod:`cezsar.scorecal`),
+which ``cezsar export`` copies into the deploy folder.
+
+1. **Clips of seen classes, never unseen ones.** A dataset with labelled clips (``videos.jsonl`` +
+   ``classes/``) and a ``split.json`` gives the clips of its *training* classes (the synthetic
+   world's held-out renders of seen classes; its "staying still" classes are left out, they are
+   what idle looks like); otherwise the validation captions of the training run (clips no step
+   trained on), each its own action described by its caption; with no data at all, clips of a
+   small rendered synthetic world.
+2. **Validation streams in memory.** The clips, sampled at the model's rate, are strung together
+   with idle stretches of 3-8 s between them (a held frame of the neighbouring clip, as is, drifting,
+   with a lighting change or noise: training/idle.py), a quarter of them back to back; windows every
+   2 frames go through the model as at the edge.
+3. **The maps.** Each (window, action) pair is a positive when at least half the window shows the
+   action, else a negative (idle windows and other actions' windows alike); a class-balanced
+   logistic regression of the label on the margin (background), on the exclusive margin (background
+   and rival actions) and on the raw cosine gives the three maps.
+4. **The default threshold** of each scale is chosen by event F1 (IoU >= 0.3) on these streams with
+   the edge's own decision rules (cezsar.events), the middle of the thresholds within 0.02 of the
+   best F1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cezsar.errors import CezsarError
+from cezsar.events import Params, ScoredStream, decide, evaluate
+from cezsar.scorecal import CALIBRATED_DEFAULTS, DEFAULT_BACKGROUND, ScoreCalibration, fit_logistic, margins
+from cezsar.zeroshot import class_prototypes
+from training.clips import Segment, frames_for, to_tensor
+from training.idle import STILL_KINDS, still_window
+from training.model import CezsarModel, SentenceEncoder
+
+log = logging.getLogger(__name__)
+
+CLIPS_PER_CLASS = 4
+MAX_CLASSES = 40
+MAX_CAPTION_CLIPS = 120
+CLIPS_PER_STREAM = 8
+IDLE_SECONDS = (3.0, 8.0)
+P_DIRECT = 0.25
+HOP = 2
+MIN_IOU = 0.3
+
+
+@dataclass
+class CalibClip:
+    segment: Segment
+    action: str
+    descriptions: list[str]
+
+
+def labelled_clips(data_dir: Path, seed: int) -> list[CalibClip] | None:
+    """Clips of the seen classes of a labelled dataset (split.json's training classes), None without one."""
+    from cezsar.data.formats import read_eval_set, read_split
+    from cezsar.data.synthetic import idle_classes
+
+    if not ((data_dir / "videos.jsonl").is_file() and (data_dir / "classes").is_dir()):
+        return None
+    if not (data_dir / "split.json").is_file():
+        return None
+    es = read_eval_set(data_dir)
+    split = read_split(data_dir / "split.json", es.class_names)
+    skip = idle_classes(data_dir)
+    seen = [c for c in split.training if c in es.classes and c not in skip]
+    rng = np.random.default_rng([seed, 29])
+    seen = [seen[int(i)] for i in rng.permutation(len(seen))[:MAX_CLASSES]]
+    out = []
+    for c in sorted(seen):
+        vids = [v for v in es.videos if v.label == c]
+        for k in rng.permutation(len(vids))[:CLIPS_PER_CLASS]:
+            v = vids[int(k)]
+            out.append(CalibClip(Segment(v.path, v.start, v.end), c, list(es.classes[c])))
+    return out or None
+
+
+def caption_clips(records: list[Any], idx: np.ndarray, seed: int) -> list[CalibClip]:
+    """Held-out captioned clips, each an action of its own described by its caption."""
+    rng = np.random.default_rng([seed, 31])
+    pick = [int(idx[int(i)]) for i in rng.permutation(len(idx))[:MAX_CAPTION_CLIPS]]
+    return [
+        CalibClip(Segment(Path(records[i].video), records[i].start, records[i].end), f"clip {i}", [records[i].caption])
+        for i in pick
+    ]
+
+
+@dataclass
+class _Stream:
+    frames: torch.Tensor  # (N, 3, S, S) normalised
+    truth: list[dict[str, Any]]
+    names: list[str]
+
+
+def _streams(model: CezsarModel, clips: list[CalibClip], seed: int) -> list[_Stream]:
+    """Validation streams: the clips in random order, idle stretches between them (or none)."""
+    cfg = model.config
+    pre, fps, t = cfg.pre, cfg.fps, cfg.frames
+    rng = np.random.default_rng([seed, 37])
+    order = [clips[int(i)] for i in rng.permutation(len(clips))]
+    out = []
+    for s in range(0, len(order), CLIPS_PER_STREAM):
+        parts: list[torch.Tensor] = []
+        truth: list[dict[str, Any]] = []
+        n = 0
+        group = order[s : s + CLIPS_PER_STREAM]
+        for k, c in enumerate(group):
+            x = to_tensor(frames_for(c.segment, fps, t, pre), pre)
+            if k == 0 or rng.random() >= P_DIRECT:
+                held = x[0] if rng.random() < 0.5 or not parts else parts[-1][-1]
+                m = int(round(rng.uniform(*IDLE_SECONDS) * fps))
+                kind = STILL_KINDS[int(rng.integers(len(STILL_KINDS)))]
+                parts.append(still_window(held, m, kind, rng, pre))
+                n += m
+            parts.append(x)
+            truth.append({"action": c.action, "start": n / fps, "end": (n + len(x)) / fps})
+            n += len(x)
+        tail = int(round(rng.uniform(*IDLE_SECONDS) * fps))
+        parts.append(still_window(parts[-1][-1], tail, "held", rng, pre))
+        out.append(_Stream(torch.cat(parts), truth, sorted({c.action for c in group})))
+    return out
+
+
+@torch.no_grad()
+def _windows(model: CezsarModel, frames: torch.Tensor, batch: int = 256) -> tuple[np.ndarray, ...]:
+    """(centres, ends, (W, J) embeddings) of the windows every HOP frames, as the edge computes them."""
+    cfg = model.config
+    t, fps = cfg.frames, cfg.fps
+    feats = torch.cat([model.frame_encoder(frames[i : i + batch]) for i in range(0, len(frames), batch)])
+    starts = np.arange(0, len(frames) - t + 1, HOP)
+    wins = torch.stack([feats[s : s + t] for s in starts])
+    emb = torch.cat([model.temporal_head(wins[i : i + batch]) for i in range(0, len(wins), batch)]).numpy()
+    first, last = starts / fps, (starts + t - 1) / fps
+    return (first + last) / 2, last, emb
+
+
+def _labels(starts: np.ndarray, ends: np.ndarray, names: list[str], truth: list[dict[str, Any]]) -> np.ndarray:
+    """(W, A) 1 where at least half of the window shows the action."""
+    y = np.zeros((len(starts), len(names)))
+    length = np.maximum(ends - starts, 1e-9)
+    for seg in truth:
+        j = names.index(seg["action"])
+        cover = np.clip(np.minimum(ends, seg["end"]) - np.maximum(starts, seg["start"]), 0, None) / length
+        y[:, j] = np.maximum(y[:, j], cover)
+    return (y >= 0.5).astype(np.float64)
+
+
+def _choose_threshold(streams: list[ScoredStream], base: Params) -> tuple[float, list[dict[str, Any]]]:
+    """The middle of the thresholds whose event F1 is within 0.02 of the best, and the curve."""
+    from dataclasses import replace
+
+    curve = []
+    for th in np.round(np.arange(0.10, 0.951, 0.025), 4):
+        p = replace(base, threshold=float(th), hysteresis=min(base.hysteresis, float(th) / 2))
+        res = evaluate([(s, decide(s, p)) for s in streams], MIN_IOU)
+        curve.append({"threshold": float(th), "f1": res["f1"], "precision": res["precision"], "recall": res["recall"]})
+    best = max(c["f1"] for c in curve)
+    near = [c["threshold"] for c in curve if c["f1"] >= best - 0.02]
+    return float(near[len(near) // 2]), curve
+
+
+def calibrate_model(
+    model: CezsarModel,
+    text: SentenceEncoder,
+    clips: list[CalibClip],
+    source: str,
+    seed: int = 0,
+    background: tuple[str, ...] = DEFAULT_BACKGROUND,
+) -> ScoreCalibration:
+    """Fit the maps and choose the default thresholds on validation streams of ``clips``."""
+    if len({c.action for c in clips}) < 2:
+        raise CezsarError(f"score calibration: needs clips of at least two actions ({source})")
+    model.eval()
+    fps = model.config.fps
+    names = sorted({c.action for c in clips})
+    descs = {c.action: c.descriptions for c in clips}
+    with torch.no_grad():
+        protos = class_prototypes([model.encode_text(text.encode(descs[n])).numpy() for n in names])
+        bg = model.encode_text(text.encode(list(background))).numpy()
+    raw: dict[str, list[np.ndarray]] = {"margin": [], "exclusive": [], "cosine": []}
+    ys: list[np.ndarray] = []
+    kept: list[tuple[_Stream, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+    for st in _streams(model, clips, seed):
+        centres, ends, emb = _windows(model, st.frames)
+        cols = [names.index(n) for n in st.names]
+        m, cos, _ = margins(emb, protos[cols], bg)
+        ex, _, _ = margins(emb, protos[cols], bg, exclusive=True)
+        by_mode = {"margin": m, "exclusive": ex, "cosine": cos}
+        y = _labels(ends - (model.config.frames - 1) / model.config.fps, ends, st.names, st.truth)
+        for k, v in by_mode.items():
+            raw[k].append(v.ravel())
+        ys.append(y.ravel())
+        kept.append((st, centres, ends, by_mode))
+    y_all = np.concatenate(ys)
+    maps = {k: fit_logistic(np.concatenate(v), y_all) for k, v in raw.items()}
+    thresholds: dict[str, float] = {}
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for k, fit in maps.items():
+        streams = [
+            ScoredStream(f"val{i}", len(st.frames) / fps, c, e, st.names, np.round(fit(r[k]), 4), st.truth)
+            for i, (st, c, e, r) in enumerate(kept)
+        ]
+        thresholds[k], curves[k] = _choose_threshold(streams, CALIBRATED_DEFAULTS)
+    info = {
+        "fitted_on": source,
+        "actions": len(names),
+        "clips": len(clips),
+        "windows": int(sum(len(c) for _, c, _, _ in kept)),
+        "positive_pairs": int(y_all.sum()),
+        "pairs": int(len(y_all)),
+        "background": list(background),
+        "threshold_f1": {k: max(c["f1"] for c in curves[k]) for k in curves},
+        "curves": curves,
+    }
+    return ScoreCalibration(maps, CALIBRATED_DEFAULTS.to_dict(), thresholds, info)
+
+
+def calibrate(
+    model_dir: str | Path,
+    data_dir: str | Path | None = None,
+    val_records: tuple[list[Any], np.ndarray] | None = None,
+    seed: int = 0,
+    model: CezsarModel | None = None,
+    text: SentenceEncoder | None = None,
+) -> Path:
+    """Fit and write ``model_dir``/calibration.json; returns its path. ``data_dir``: a labelled dataset
+    with a split, or a captions dataset (its ``val_records``: records and held-out indices, from the
+    training run); None renders a small synthetic world."""
+    from cezsar.deploy.layout import calibration_name
+    from cezsar.scorecal import save_calibration
+
+    model_dir = Path(model_dir)
+    model = model or CezsarModel.load(model_dir)
+    text = text or SentenceEncoder.for_config(model.config)
+    clips = labelled_clips(Path(data_dir), seed) if data_dir is not None else None
+    source = f"{data_dir}: held-out clips of its seen classes" if clips else ""
+    if clips is None and val_records is not None:
+        clips = caption_clips(val_records[0], val_records[1], seed)
+        source = f"{data_dir}: {len(clips)} held-out captioned clips"
+    if clips is None:
+        with tempfile.TemporaryDirectory(prefix="cezsar-calib-") as tmp:
+            from cezsar.data.synthetic import synthesize
+
+            synthesize(Path(tmp) / "world", seed=seed, train_clips_per_class=1, eval_clips_per_class=3)
+            clips = labelled_clips(Path(tmp) / "world", seed)
+            assert clips is not None
+            source = "a rendered synthetic world (no data given: recalibrate on your footage)"
+            cal = calibrate_model(model, text, clips, source, seed)
+    else:
+        cal = calibrate_model(model, text, clips, source, seed)
+    path = save_calibration(model_dir / calibration_name(), cal)
+    log.info("score calibration: %s", json.dumps({k: v for k, v in cal.info.items() if k != "curves"}))
+    return path
