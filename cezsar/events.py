@@ -12,6 +12,9 @@ Each (stream, action) has a small state machine driven by the window scores in c
 
 - the score is smoothed with an EMA: ``s = a * score + (1 - a) * s_prev`` (``a`` = smoothing);
 - hysteresis: "on" when ``s >= threshold``, "off" when ``s < threshold - hysteresis``;
+- exclusive (one actor in view: the actions file's ``exclusive: true``): only the action whose smoothed
+  score is the highest of the stream's may be on, every other one is off, so at most one event per
+  stream is open and a switch of the top action ends one event before the next starts;
 - idle -> pending when on (and the cooldown is over); pending -> active when it stayed on for
   ``min_duration`` seconds: a ``start`` event is emitted, its span starting at the first on window;
   pending -> idle when off before that (nothing is emitted);
@@ -107,25 +110,40 @@ class Decisions:
         return [t.event for t in tracks if t.state == "active" and t.event is not None]
 
     def step(
-        self, stream: str, t: float, wall: float, scores: dict[str, float], params: dict[str, Params]
+        self,
+        stream: str,
+        t: float,
+        wall: float,
+        scores: dict[str, float],
+        params: dict[str, Params],
+        exclusive: bool = False,
     ) -> list[Event]:
-        """One window of ``stream`` at capture time ``t``: its score per action -> events."""
-        out: list[Event] = []
+        """One window of ``stream`` at capture time ``t``: its score per action -> events. ``exclusive``
+        (one actor, one action at a time): only the action with the highest smoothed score may be on;
+        every other one is off (an open event of it ends), so at most one event per stream is open."""
+        tracks: list[tuple[str, _Track]] = []
         for action, score in scores.items():
             p = params.get(action, self.defaults)
             track = self._tracks.setdefault((stream, action), _Track(params=p))
             track.params = p  # edited thresholds apply from the next window; an open event continues
-            ev = self._step_one(track, stream, action, t, wall, float(score))
+            a = p.smoothing
+            track.ema = float(score) if track.ema is None else a * float(score) + (1.0 - a) * track.ema
+            tracks.append((action, track))
+        top = max(tracks, key=lambda at: at[1].ema or 0.0)[0] if exclusive and tracks else None
+        # an exclusive switch ends the old event before the new one starts
+        tracks.sort(key=lambda at: at[0] == top)
+        out: list[Event] = []
+        for action, track in tracks:
+            ev = self._step_one(track, stream, action, t, wall, top is None or action == top)
             if ev is not None:
                 out.append(ev)
         return out
 
-    def _step_one(self, tr: _Track, stream: str, action: str, t: float, wall: float, score: float) -> Event | None:
+    def _step_one(self, tr: _Track, stream: str, action: str, t: float, wall: float, allowed: bool) -> Event | None:
         p = tr.params
-        a = p.smoothing
-        tr.ema = score if tr.ema is None else a * score + (1.0 - a) * tr.ema
         s = tr.ema
-        on, off = s >= p.threshold, s < p.off
+        assert s is not None
+        on, off = allowed and s >= p.threshold, not allowed or s < p.off
         if tr.state == "cooldown" and t >= tr.cooldown_until:
             tr.state = "idle"
         if tr.state == "idle":
@@ -299,11 +317,11 @@ class ScoredStream:
 
 
 def decide(
-    stream: ScoredStream, params: dict[str, Params] | Params, update_interval: float = 1.0
+    stream: ScoredStream, params: dict[str, Params] | Params, update_interval: float = 1.0, exclusive: bool = False
 ) -> list[dict[str, Any]]:
     """Run the Decisions over a stream's window scores: its events as ``{"action", "start", "end",
     "peak", "detected"}`` dicts (``detected``: the capture time at which the start was emitted), those
-    still open when the stream ends included (as the runtime ends them)."""
+    still open when the stream ends included (as the runtime ends them). ``exclusive``: as Decisions.step."""
     by_action = params if isinstance(params, dict) else dict.fromkeys(stream.names, params)
     default = params if isinstance(params, Params) else Params()
     dec = Decisions(update_interval, default)
@@ -319,7 +337,7 @@ def decide(
     for i in range(len(stream.centers)):
         row = {n: float(stream.scores[i, j]) for j, n in enumerate(stream.names)}
         t, wall = float(stream.centers[i]), float(stream.ends[i])
-        for ev in dec.step(stream.name, t, wall, row, by_action):
+        for ev in dec.step(stream.name, t, wall, row, by_action, exclusive):
             keep(ev)
     last = float(stream.ends[-1]) if len(stream.ends) else 0.0
     for ev in dec.end_stream(stream.name, "stream_end", last):
@@ -434,6 +452,7 @@ def sweep(
     thresholds: Sequence[float],
     min_iou: float = 0.3,
     per_action: dict[str, Params] | None = None,
+    exclusive: bool = False,
 ) -> list[dict[str, Any]]:
     """Event quality at each threshold, the other parameters as ``params`` (or ``per_action``, each with
     the swept threshold): the precision-recall curve."""
@@ -441,7 +460,7 @@ def sweep(
     for th in thresholds:
         p = replace(params, threshold=float(th))
         by = {n: replace(per_action[n], threshold=float(th)) for n in per_action} if per_action else p
-        res = evaluate([(s, decide(s, by)) for s in streams], min_iou)
+        res = evaluate([(s, decide(s, by, exclusive=exclusive)) for s in streams], min_iou)
         out.append(
             {
                 "threshold": round(float(th), 4),

@@ -1,10 +1,9 @@
 """Calibrated scores: one scale for every model (issue 21).
 
 The edge scores a window against an action by a cosine margin (:func:`margins`): the cosine to the
-action's prototype minus the best cosine to a background description (or, ``exclusive``, to the
-background and every other action). Its scale depends on the model: a tiny CNN trained here, a CLIP or
-SigLIP init and a fine-tuned model spread their margins differently, so no fixed threshold fits them
-all. A calibration maps the margin to the probability that the action is happening,
+action's prototype minus the best cosine to a background description. Its scale depends on the model:
+a tiny CNN trained here, a CLIP or SigLIP init and a fine-tuned model spread their margins differently,
+so no fixed threshold fits them all. A calibration maps the margin to the probability that the action is happening,
 
     p = sigmoid(a * margin + b)
 
@@ -33,7 +32,7 @@ from cezsar.events import PARAM_KEYS, Params
 
 FORMAT = "cezsar-score-calibration"
 VERSION = 1
-MODES = ("margin", "exclusive", "cosine")  # over the background / the background and rival actions / raw
+MODES = ("margin", "cosine")  # the margin over the background / the raw cosine (no background)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -41,30 +40,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def margins(
-    emb: np.ndarray, action_emb: np.ndarray, background_emb: np.ndarray | None, exclusive: bool = False
+    emb: np.ndarray, action_emb: np.ndarray, background_emb: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(N, J) window embeddings, (A, J) action prototypes, (B, J) background embeddings ->
     (raw scores (N, A), cosines (N, A), best background cosine (N,) or None).
 
-    The score is the cosine minus the best background cosine; ``exclusive``: minus the best of the
-    background and every other action (so at most one action per window is positive). Without
-    background (B = 0 or None) the score is the cosine itself (exclusive: minus the best other action).
+    The score is the cosine minus the best background cosine; without background (B = 0 or None) it is
+    the cosine itself. (``exclusive`` actions compete in the decisions, not here: cezsar.events.)
     """
     emb = _unit(np.asarray(emb, dtype=np.float32).reshape(len(emb), -1))
     n_act = len(action_emb)
     cos = emb @ np.asarray(action_emb, dtype=np.float32).T if n_act else np.zeros((len(emb), 0), np.float32)
-    bg = None
     if background_emb is not None and len(background_emb):
         bg = (emb @ np.asarray(background_emb, dtype=np.float32).T).max(axis=1)
-    if exclusive and cos.shape[1] > 1:
-        # best competitor of each action: the top cosine of the others (second best for the top one)
-        order = np.sort(cos, axis=1)
-        top, second = order[:, -1:], order[:, -2:-1]
-        rival = np.where(cos >= top, second, top)
-        if bg is not None:
-            rival = np.maximum(rival, bg[:, None])
-        return cos - rival, cos, bg
-    if bg is not None:
         return cos - bg[:, None], cos, bg
     return cos.copy(), cos, None
 
@@ -131,9 +119,14 @@ CALIBRATED_DEFAULTS = Params(threshold=0.5, hysteresis=0.15, min_duration=1.0, c
 DEFAULT_BACKGROUND = ("nothing moves", "nothing happens", "everything stays still", "a still scene")
 
 
-def score_mode(with_background: bool, exclusive: bool) -> str:
-    """Which map applies: "exclusive" (actions compete), "margin" (over the background) or "cosine"."""
-    return "exclusive" if exclusive else "margin" if with_background else "cosine"
+def score_mode(with_background: bool) -> str:
+    """Which map applies: "margin" (over the background) or "cosine" (an actions file without background)."""
+    return "margin" if with_background else "cosine"
+
+
+def threshold_key(mode: str, exclusive: bool) -> str:
+    """The key of a default threshold: the score mode, "+exclusive" for exclusive decisions."""
+    return f"{mode}+exclusive" if exclusive else mode
 
 
 @dataclass
@@ -142,18 +135,20 @@ class ScoreCalibration:
 
     maps: dict[str, Logistic]
     defaults: dict[str, float] = field(default_factory=lambda: CALIBRATED_DEFAULTS.to_dict())
-    thresholds: dict[str, float] = field(default_factory=dict)  # mode -> default threshold
+    thresholds: dict[str, float] = field(default_factory=dict)  # threshold_key -> default threshold
     info: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, and how well
 
     def apply(self, raw: np.ndarray, mode: str) -> np.ndarray:
         """Raw scores of ``mode`` (score_mode) -> probabilities."""
         return self.maps[mode](raw)
 
-    def params(self, mode: str = "margin") -> Params:
-        """The default Params of ``mode`` in the calibrated scale."""
+    def params(self, mode: str = "margin", exclusive: bool = False) -> Params:
+        """The default Params of ``mode`` (and of exclusive decisions) in the calibrated scale."""
         vals = {k: float(self.defaults.get(k, getattr(CALIBRATED_DEFAULTS, k))) for k in PARAM_KEYS}
-        if mode in self.thresholds:
-            vals["threshold"] = float(self.thresholds[mode])
+        key = threshold_key(mode, exclusive)
+        key = key if key in self.thresholds else mode
+        if key in self.thresholds:
+            vals["threshold"] = float(self.thresholds[key])
             vals["hysteresis"] = min(vals["hysteresis"], vals["threshold"] / 2)
         return Params(**vals)
 
@@ -188,9 +183,9 @@ class ScoreCalibration:
                 raise ValueError(f"unknown defaults {unknown}")
             Params(**defaults)
             thresholds = {str(k): float(v) for k, v in dict(d.get("thresholds", {})).items()}
-            bad = sorted(k for k, v in thresholds.items() if k not in MODES or not 0.0 < v < 1.0)
+            bad = sorted(k for k, v in thresholds.items() if k.split("+")[0] not in MODES or not 0.0 < v < 1.0)
             if bad:
-                raise ValueError(f"thresholds {bad}: expected modes {', '.join(MODES)} with values in (0, 1)")
+                raise ValueError(f"thresholds {bad}: expected keys {', '.join(MODES)}[+exclusive], values in (0, 1)")
         except (KeyError, TypeError, ValueError) as e:
             raise CezsarError(f"{source}: invalid score calibration ({e})") from None
         return cls(maps, defaults, thresholds, dict(d.get("info", {})))

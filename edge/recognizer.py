@@ -7,7 +7,7 @@
         -> Scorer.score (edge/scorer.py): one score per action, a margin over the background, mapped
            to a probability by the deploy folder's score calibration when it has one
         -> Decisions.step (edge/decisions.py): EMA, hysteresis, minimum duration, cooldown, with
-           each action's Params -> start / update / end events
+           each action's Params (exclusive: only the top action may be on) -> start / update / end events
 
 The runtime (edge/runtime/) feeds it from its reader threads and turns a Step into messages
 (edge/messages.py) for its sinks; a test or an offline tool can call it directly on frames
@@ -140,7 +140,7 @@ class Recognizer:
             self.windows_by_stream[w.stream] = self.windows_by_stream.get(w.stream, 0) + 1
             cols = self._columns(scorer, w.stream)
             scores = {n: round(float(sc.scores[i, j]), 4) for j, n in cols}
-            events = self.decisions.step(w.stream, w.center, w.wall, scores, scorer.params)
+            events = self.decisions.step(w.stream, w.center, w.wall, scores, scorer.params, scorer.aset.exclusive)
             out.append(
                 WindowResult(
                     w,

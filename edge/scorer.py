@@ -10,9 +10,8 @@ global ones. With background descriptions,
 > 0 means the window looks more like the action than like anything in the background. It does not
 depend on which other actions are configured (a softmax over actions would: adding an action would
 lower every other score), and it cancels the per-video offset of raw cosines (lighting, camera,
-domain). Without background the raw cosine is used. With ``exclusive: true`` (one actor in view, one
-action at a time) the actions also compete: the margin is taken over the best of the background *and
-every other action*, so at most one action per window is positive (:func:`cezsar.scorecal.margins`).
+domain). Without background the raw cosine is used. ``exclusive: true`` (one actor in view, one action
+at a time) does not change the scores: the decisions let only the top action be on (cezsar.events).
 
 The deploy folder's score calibration (``calibration.json``, :mod:`cezsar.scorecal`) maps the margin
 to the probability that the action is happening, the same scale for every model: the score, the
@@ -85,8 +84,8 @@ class Scorer:
         self.action_emb = np.asarray(action_emb, dtype=np.float32).reshape(len(self.names), -1)
         self.background_emb = np.asarray(background_emb, dtype=np.float32)
         self.calibration = calibration
-        self.mode = score_mode(len(self.background_emb) > 0, aset.exclusive and len(self.names) > 1)
-        base = calibration.params(self.mode) if calibration is not None else Params()
+        self.mode = score_mode(len(self.background_emb) > 0)
+        base = calibration.params(self.mode, aset.exclusive) if calibration is not None else Params()
         self.params = {a.name: action_params(aset, a, base) for a in aset.actions}
 
     @classmethod
@@ -99,7 +98,7 @@ class Scorer:
 
     def score(self, emb: np.ndarray) -> Scores:
         """(N, J) window embeddings -> Scores."""
-        raw, cos, bg = margins(emb, self.action_emb, self.background_emb, self.aset.exclusive)
+        raw, cos, bg = margins(emb, self.action_emb, self.background_emb)
         if self.calibration is not None:
             raw = self.calibration.apply(raw, self.mode)
         return Scores(raw, cos, bg)

@@ -288,13 +288,15 @@ def report(setup: Setup, min_iou: float = MIN_IOU, n_thresholds: int = 41) -> di
     scorer = rec.scorer
     assert scorer is not None
     res = evaluate([(s, r.events) for s, r in zip(setup.streams, setup.runs, strict=True)], min_iou)
-    defaults = scorer.calibration.params(scorer.mode) if scorer.calibration is not None else Params()
+    cal = scorer.calibration
+    defaults = cal.params(scorer.mode, setup.aset.exclusive) if cal is not None else Params()
     curve = sweep(
         setup.streams,
         defaults,
         thresholds_for(setup.streams, scorer.calibration is not None, n_thresholds),
         min_iou,
         per_action=scorer.params,
+        exclusive=setup.aset.exclusive,
     )
     best = max(curve, key=lambda c: (c["f1"], -abs(c["threshold"] - defaults.threshold)))
     return {

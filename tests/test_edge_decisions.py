@@ -71,3 +71,18 @@ def test_open_events_end_on_stream_end_action_removal_and_shutdown() -> None:
     feed(d, [0.9, 0.9, 0.9, 0.9])
     (e3,) = d.end_all("shutdown", 6.0)
     assert e3.reason == "shutdown"
+
+
+def test_exclusive_lets_only_the_top_action_be_on() -> None:
+    """exclusive (one actor): two actions above threshold -> only the higher smoothed one opens; when the
+    other overtakes it, the first ends before the second starts, never two open at once."""
+    d = Decisions(update_interval=10.0)
+    both = [{"a": 0.9, "b": 0.7}] * 4 + [{"a": 0.6, "b": 0.95}] * 4 + [{"a": 0.1, "b": 0.1}] * 2
+    out: list[Event] = []
+    for i, s in enumerate(both):
+        out += d.step("cam", i * 0.5, 0.0, s, {"a": P, "b": P}, exclusive=True)
+        assert len(d.active()) <= 1
+    assert [(e.action, e.phase) for e in out] == [("a", "start"), ("a", "end"), ("b", "start"), ("b", "end")]
+    multi = Decisions(update_interval=10.0)
+    got = [e for i, s in enumerate(both) for e in multi.step("cam", i * 0.5, 0.0, s, {"a": P, "b": P})]
+    assert {e.action for e in got if e.phase == "start"} == {"a", "b"}  # multi-label: both open

@@ -53,15 +53,17 @@ def test_fit_refuses_scores_that_do_not_separate() -> None:
 
 
 def calibration() -> ScoreCalibration:
-    maps = {"margin": Logistic(10.0, 0.0), "exclusive": Logistic(8.0, 1.0), "cosine": Logistic(5.0, -2.0)}
-    return ScoreCalibration(maps, CALIBRATED_DEFAULTS.to_dict(), {"margin": 0.6, "exclusive": 0.4}, {"fitted_on": "x"})
+    maps = {"margin": Logistic(10.0, 0.0), "cosine": Logistic(5.0, -2.0)}
+    thresholds = {"margin": 0.6, "margin+exclusive": 0.4}
+    return ScoreCalibration(maps, CALIBRATED_DEFAULTS.to_dict(), thresholds, {"fitted_on": "x"})
 
 
 def test_file_round_trip_and_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     p = save_calibration(tmp_path / "calibration.json", calibration())
     back = load_calibration(p)
-    assert back.maps == calibration().maps and back.thresholds == {"margin": 0.6, "exclusive": 0.4}
-    assert back.params("margin").threshold == 0.6 and back.params("cosine").threshold == CALIBRATED_DEFAULTS.threshold
+    assert back.maps == calibration().maps and back.thresholds == {"margin": 0.6, "margin+exclusive": 0.4}
+    assert back.params("margin").threshold == 0.6 and back.params("margin", exclusive=True).threshold == 0.4
+    assert back.params("cosine", exclusive=True).threshold == CALIBRATED_DEFAULTS.threshold
     bad = json.loads(p.read_text())
     bad["maps"]["margin"]["a"] = -1
     p.write_text(json.dumps(bad))
@@ -81,12 +83,9 @@ def test_margins_are_the_scorer_rules() -> None:
     w = np.stack([unit([2, 1, 1, 0]), unit([0, 0, 0, 1])])
     raw, cos, best = margins(w, np.stack([a, b]), bg)
     assert best is not None and np.allclose(raw, cos - best[:, None])
-    ex, _, _ = margins(w, np.stack([a, b]), bg, exclusive=True)
-    assert ex[0, 0] > 0 > ex[0, 1] and np.allclose(ex[0, 1], cos[0, 1] - cos[0, 0])
     only, _, none = margins(w, np.stack([a, b]), None)
     assert none is None and np.allclose(only, cos)
-    assert score_mode(True, False) == "margin" and score_mode(False, True) == "exclusive"
-    assert score_mode(False, False) == "cosine"
+    assert score_mode(True) == "margin" and score_mode(False) == "cosine"
 
 
 def test_scorer_maps_margins_to_probabilities_and_takes_the_calibrated_defaults() -> None:
@@ -106,9 +105,12 @@ def test_scorer_maps_margins_to_probabilities_and_takes_the_calibrated_defaults(
     # the file's defaults: override the calibration's
     own = parse_actions("defaults: {threshold: 0.3}\nbackground: [s]\nactions:\n  - {name: a, descriptions: x}\n")
     assert Scorer(own, unit([1, 0, 0])[None], unit([0, 0, 1])[None], calibration()).params["a"].threshold == 0.3
-    ex = parse_actions("exclusive: true\nactions:\n  - {name: a, descriptions: x}\n  - {name: b, descriptions: y}\n")
-    se = Scorer(ex, np.stack([unit([1, 0, 0]), unit([0, 1, 0])]), np.zeros((0, 3), np.float32), calibration())
-    assert se.mode == "exclusive" and se.params["a"].threshold == 0.4
+    ex = parse_actions("exclusive: true\nbackground: [s]\nactions:\n  - {name: a, descriptions: x}\n")
+    se = Scorer(ex, unit([1, 0, 0])[None], unit([0, 0, 1])[None], calibration())
+    assert se.mode == "margin" and se.params["a"].threshold == 0.4  # the exclusive decisions' threshold
+    no_bg = parse_actions("actions:\n  - {name: a, descriptions: x}\n")
+    sc = Scorer(no_bg, unit([1, 0, 0])[None], np.zeros((0, 3), np.float32), calibration())
+    assert sc.mode == "cosine" and np.isclose(sc.score(unit([1, 0, 0])[None]).scores[0, 0], 1 / (1 + np.exp(-3)))
 
 
 def test_uncalibrated_scorer_is_unchanged() -> None:

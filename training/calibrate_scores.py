@@ -16,11 +16,11 @@ which ``cezsar export`` copies into the deploy folder.
    2 frames go through the model as at the edge.
 3. **The maps.** Each (window, action) pair is a positive when at least half the window shows the
    action, else a negative (idle windows and other actions' windows alike); a class-balanced
-   logistic regression of the label on the margin (background), on the exclusive margin (background
-   and rival actions) and on the raw cosine gives the three maps.
-4. **The default threshold** of each scale is chosen by event F1 (IoU >= 0.3) on these streams with
-   the edge's own decision rules (cezsar.events), the middle of the thresholds within 0.02 of the
-   best F1.
+   logistic regression of the label on the margin over the background, and one on the raw cosine,
+   give the two maps.
+4. **The default threshold** of each map, for multi-label and for exclusive decisions, is chosen by
+   event F1 (IoU >= 0.3) on these streams with the edge's own decision rules (cezsar.events): the
+   middle of the thresholds within 0.02 of the best F1.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ import torch
 
 from cezsar.errors import CezsarError
 from cezsar.events import Params, ScoredStream, decide, evaluate
-from cezsar.scorecal import CALIBRATED_DEFAULTS, DEFAULT_BACKGROUND, ScoreCalibration, fit_logistic, margins
+from cezsar.scorecal import (
+    CALIBRATED_DEFAULTS,
+    DEFAULT_BACKGROUND,
+    ScoreCalibration,
+    fit_logistic,
+    margins,
+    threshold_key,
+)
 from cezsar.zeroshot import class_prototypes
 from training.clips import Segment, frames_for, to_tensor
 from training.idle import STILL_KINDS, still_window
@@ -156,14 +163,16 @@ def _labels(starts: np.ndarray, ends: np.ndarray, names: list[str], truth: list[
     return (y >= 0.5).astype(np.float64)
 
 
-def _choose_threshold(streams: list[ScoredStream], base: Params) -> tuple[float, list[dict[str, Any]]]:
+def _choose_threshold(
+    streams: list[ScoredStream], base: Params, exclusive: bool
+) -> tuple[float, list[dict[str, Any]]]:
     """The middle of the thresholds whose event F1 is within 0.02 of the best, and the curve."""
     from dataclasses import replace
 
     curve = []
     for th in np.round(np.arange(0.10, 0.951, 0.025), 4):
         p = replace(base, threshold=float(th), hysteresis=min(base.hysteresis, float(th) / 2))
-        res = evaluate([(s, decide(s, p)) for s in streams], MIN_IOU)
+        res = evaluate([(s, decide(s, p, exclusive=exclusive)) for s in streams], MIN_IOU)
         curve.append({"threshold": float(th), "f1": res["f1"], "precision": res["precision"], "recall": res["recall"]})
     best = max(c["f1"] for c in curve)
     near = [c["threshold"] for c in curve if c["f1"] >= best - 0.02]
@@ -188,15 +197,14 @@ def calibrate_model(
     with torch.no_grad():
         protos = class_prototypes([model.encode_text(text.encode(descs[n])).numpy() for n in names])
         bg = model.encode_text(text.encode(list(background))).numpy()
-    raw: dict[str, list[np.ndarray]] = {"margin": [], "exclusive": [], "cosine": []}
+    raw: dict[str, list[np.ndarray]] = {"margin": [], "cosine": []}
     ys: list[np.ndarray] = []
     kept: list[tuple[_Stream, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
     for st in _streams(model, clips, seed):
         centres, ends, emb = _windows(model, st.frames)
         cols = [names.index(n) for n in st.names]
         m, cos, _ = margins(emb, protos[cols], bg)
-        ex, _, _ = margins(emb, protos[cols], bg, exclusive=True)
-        by_mode = {"margin": m, "exclusive": ex, "cosine": cos}
+        by_mode = {"margin": m, "cosine": cos}
         y = _labels(ends - (model.config.frames - 1) / model.config.fps, ends, st.names, st.truth)
         for k, v in by_mode.items():
             raw[k].append(v.ravel())
@@ -211,7 +219,9 @@ def calibrate_model(
             ScoredStream(f"val{i}", len(st.frames) / fps, c, e, st.names, np.round(fit(r[k]), 4), st.truth)
             for i, (st, c, e, r) in enumerate(kept)
         ]
-        thresholds[k], curves[k] = _choose_threshold(streams, CALIBRATED_DEFAULTS)
+        for exclusive in (False, True):
+            key = threshold_key(k, exclusive)
+            thresholds[key], curves[key] = _choose_threshold(streams, CALIBRATED_DEFAULTS, exclusive)
     info = {
         "fitted_on": source,
         "actions": len(names),
