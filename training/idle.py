@@ -7,8 +7,9 @@ from its own clips, with no extra data:
 
 - **still windows** (half of them): one frame of a clip held for the whole window, as is (``held``),
   with the camera drifting slowly (``drift``: 0.3-0.8 px per frame at the model's resolution), the
-  light changing (``lighting``: brightness ramping by up to 25%) or sensor noise (``noise``); paired
-  with a caption saying that nothing happens (:data:`IDLE_CAPTIONS`);
+  light changing (``lighting``: brightness ramping by up to 25%) or sensor noise (``noise``), or two
+  held frames of different clips, one after the other (``cut``: a scene change, a camera switching);
+  paired with a caption saying that nothing happens (:data:`IDLE_CAPTIONS`);
 - **straddling windows** (the other half): an action's start or end, part held frame and part clip
   (the clip's first frame held before its first frames, or its last frame held after its last), labelled
   by their overlap: the clip's own caption when at least half the window shows the action, an idle
@@ -17,7 +18,7 @@ from its own clips, with no extra data:
 All idle captions share one group id, so InfoNCE never treats two of them as each other's negatives;
 an idle window's negatives are the batch's action captions, and every action window meets the idle
 captions as negatives. Drift, lighting and noise need pixels (end-to-end training); with a frozen
-backbone the still windows are held features.
+backbone the still windows are held features (and cuts between two of them).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ IDLE_CAPTIONS: tuple[str, ...] = (
     *_WHOLE,
     *(f"{s} {p}" for s in _SUBJECTS if s != "nothing" for p in _PREDICATES),
 )
-STILL_KINDS = ("held", "drift", "lighting", "noise")
+STILL_KINDS = ("held", "drift", "lighting", "noise", "cut")
+PIXEL_KINDS = ("drift", "lighting", "noise")  # need pixels (end-to-end training)
 IDLE_GROUP = "<idle>"  # the group (clip) id all idle captions share
 DEFAULT_FRACTION = 0.2  # extra windows per batch, as a fraction of the batch
 
@@ -94,7 +96,7 @@ def still_window(
     """One frame (C, S, S) normalised, or a feature row (D,), held for ``t`` frames, with ``kind``'s effect
     (pixels only: a feature row is held as is)."""
     win = frame.unsqueeze(0).repeat(t, *([1] * frame.dim()))
-    if frame.dim() != 3 or kind == "held" or pre is None:
+    if frame.dim() != 3 or kind in ("held", "cut") or pre is None:
         return win
     std = torch.tensor(pre.std, dtype=win.dtype).view(1, 3, 1, 1)
     mean = torch.tensor(pre.mean, dtype=win.dtype).view(1, 3, 1, 1)
@@ -137,10 +139,16 @@ def extend(
     def idle_id() -> int:
         return spec.first_caption + int(rng.integers(len(IDLE_CAPTIONS)))
 
+    kinds = STILL_KINDS if spec.end2end else tuple(k for k in STILL_KINDS if k not in PIXEL_KINDS)
     for _ in range(n_still):
         src, k = int(rng.integers(b)), int(rng.integers(t))
-        kind = STILL_KINDS[int(rng.integers(len(STILL_KINDS)))] if spec.end2end else "held"
-        new.append(still_window(inputs[src, k], t, kind, rng, pre if spec.end2end else None))
+        kind = kinds[int(rng.integers(len(kinds)))]
+        win = still_window(inputs[src, k], t, kind, rng, pre if spec.end2end else None)
+        if kind == "cut" and b > 1:  # the rest of the window: another clip's held frame
+            other = (src + 1 + int(rng.integers(b - 1))) % b
+            at = int(rng.integers(1, t))
+            win[at:] = inputs[other, int(rng.integers(t))]
+        new.append(win)
         new_ids.append(idle_id())
     for _ in range(n_straddle):
         src, held = int(rng.integers(b)), int(rng.integers(1, t))
