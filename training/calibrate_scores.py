@@ -4,16 +4,15 @@
 on any model folder; the result is ``calibration.json`` in the model folder (:mod:`cezsar.scorecal`),
 which ``cezsar export`` copies into the deploy folder.
 
-1. **Clips of seen classes, never unseen ones.** A dataset with labelled clips (``videos.jsonl`` +
-   ``classes/``) and a ``split.json`` gives the clips of its *training* classes (the synthetic
-   world's held-out renders of seen classes; its "staying still" classes are left out, they are
-   what idle looks like); otherwise the validation captions of the training run (clips no step
-   trained on), each its own action described by its caption; with no data at all, clips of a
-   small rendered synthetic world.
-2. **Validation streams in memory.** The clips, sampled at the model's rate, are strung together
-   with idle stretches of 3-8 s between them (a held frame of the neighbouring clip, as is, drifting,
-   with a lighting change or noise: training/idle.py), a quarter of them back to back; windows every
-   2 frames go through the model as at the edge.
+1. **Validation streams of seen classes, never unseen ones**, the most faithful there are: a
+   synthetic world's rendered streams of its seen classes (``WORLD/streams/seen``: idle kinds, cuts,
+   transitions, as the edge decodes them); else streams strung in memory from held-out clips of the
+   training classes of a labelled dataset (``videos.jsonl`` + ``classes/`` + ``split.json``) or from
+   the training run's validation captions (clips no step trained on, each its own action described by
+   its caption), with idle stretches of 3-8 s between them (a held frame of a neighbouring clip, as
+   is, drifting, with a lighting change, noise or a cut: training/idle.py) and a quarter of them back
+   to back; with no data at all, the seen streams of a small rendered synthetic world.
+2. **Windows as at the edge**: every 2 frames at the model's rate, through the model.
 3. **The maps.** Each (window, action) pair is a positive when at least half the window shows the
    action, else a negative (idle windows and other actions' windows alike); a class-balanced
    logistic regression of the label on the margin over the background, and one on the raw cosine,
@@ -60,6 +59,8 @@ IDLE_SECONDS = (3.0, 8.0)
 P_DIRECT = 0.25
 HOP = 2
 MIN_IOU = 0.3
+SEEN_STREAMS = "streams/seen"
+WATCHED = 8  # actions watched on a validation stream (its own and others)
 
 
 @dataclass
@@ -107,11 +108,11 @@ def caption_clips(records: list[Any], idx: np.ndarray, seed: int) -> list[CalibC
 class _Stream:
     frames: torch.Tensor  # (N, 3, S, S) normalised
     truth: list[dict[str, Any]]
-    names: list[str]
+    names: list[str]  # the actions watched on it
 
 
-def _streams(model: CezsarModel, clips: list[CalibClip], seed: int) -> list[_Stream]:
-    """Validation streams: the clips in random order, idle stretches between them (or none)."""
+def clip_streams(model: CezsarModel, clips: list[CalibClip], seed: int) -> list[_Stream]:
+    """Validation streams of clips: the clips in random order, idle stretches between them (or none)."""
     cfg = model.config
     pre, fps, t = cfg.pre, cfg.fps, cfg.frames
     rng = np.random.default_rng([seed, 37])
@@ -139,6 +140,31 @@ def _streams(model: CezsarModel, clips: list[CalibClip], seed: int) -> list[_Str
     return out
 
 
+def rendered_streams(
+    model: CezsarModel, folder: Path, seed: int = 0
+) -> tuple[list[_Stream], dict[str, list[str]], list[str]]:
+    """A stream group of the synthetic world (its seen classes: WORLD/streams/seen), decoded at the model's
+    rate as the edge samples it: (streams, descriptions of its actions, its background). Each stream
+    watches its own actions and others of the group up to WATCHED (an actions file of a few actions, as
+    users write them, not every seen class at once)."""
+    from cezsar.data.synthstreams import read_stream_group
+    from cezsar.video import probe, read_frames
+
+    group = read_stream_group(folder)
+    cfg = model.config
+    rng = np.random.default_rng([seed, 41])
+    out = []
+    for v in group.videos:
+        info = probe(v)
+        times = np.arange(0.0, info.duration - 1e-6, 1.0 / cfg.fps)
+        crops = np.stack([cfg.pre.crop_uint8(f) for f in read_frames(v, times, info)])
+        own = sorted({t["action"] for t in group.truth[v.name] if t["action"] in group.actions})
+        others = [a for a in sorted(group.actions) if a not in own]
+        extra = [others[int(i)] for i in rng.permutation(len(others))[: max(0, WATCHED - len(own))]]
+        out.append(_Stream(to_tensor(crops, cfg.pre), group.truth[v.name], sorted([*own, *extra])))
+    return out, group.actions, group.background
+
+
 @torch.no_grad()
 def _windows(model: CezsarModel, frames: torch.Tensor, batch: int = 256) -> tuple[np.ndarray, ...]:
     """(centres, ends, (W, J) embeddings) of the windows every HOP frames, as the edge computes them."""
@@ -163,9 +189,7 @@ def _labels(starts: np.ndarray, ends: np.ndarray, names: list[str], truth: list[
     return (y >= 0.5).astype(np.float64)
 
 
-def _choose_threshold(
-    streams: list[ScoredStream], base: Params, exclusive: bool
-) -> tuple[float, list[dict[str, Any]]]:
+def _choose_threshold(streams: list[ScoredStream], base: Params, exclusive: bool) -> tuple[float, list[dict[str, Any]]]:
     """The middle of the thresholds whose event F1 is within 0.02 of the best, and the curve."""
     from dataclasses import replace
 
@@ -179,33 +203,32 @@ def _choose_threshold(
     return float(near[len(near) // 2]), curve
 
 
-def calibrate_model(
+def calibrate_streams(
     model: CezsarModel,
     text: SentenceEncoder,
-    clips: list[CalibClip],
+    streams: list[_Stream],
+    descriptions: dict[str, list[str]],
     source: str,
-    seed: int = 0,
-    background: tuple[str, ...] = DEFAULT_BACKGROUND,
+    background: tuple[str, ...] | list[str] = DEFAULT_BACKGROUND,
 ) -> ScoreCalibration:
-    """Fit the maps and choose the default thresholds on validation streams of ``clips``."""
-    if len({c.action for c in clips}) < 2:
-        raise CezsarError(f"score calibration: needs clips of at least two actions ({source})")
+    """Fit the maps and choose the default thresholds on validation ``streams`` of the actions ``descriptions``."""
+    if len(descriptions) < 2:
+        raise CezsarError(f"score calibration: needs at least two actions ({source})")
     model.eval()
     fps = model.config.fps
-    names = sorted({c.action for c in clips})
-    descs = {c.action: c.descriptions for c in clips}
+    names = sorted(descriptions)
     with torch.no_grad():
-        protos = class_prototypes([model.encode_text(text.encode(descs[n])).numpy() for n in names])
+        protos = class_prototypes([model.encode_text(text.encode(descriptions[n])).numpy() for n in names])
         bg = model.encode_text(text.encode(list(background))).numpy()
     raw: dict[str, list[np.ndarray]] = {"margin": [], "cosine": []}
     ys: list[np.ndarray] = []
     kept: list[tuple[_Stream, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
-    for st in _streams(model, clips, seed):
+    for st in streams:
         centres, ends, emb = _windows(model, st.frames)
         cols = [names.index(n) for n in st.names]
         m, cos, _ = margins(emb, protos[cols], bg)
         by_mode = {"margin": m, "cosine": cos}
-        y = _labels(ends - (model.config.frames - 1) / model.config.fps, ends, st.names, st.truth)
+        y = _labels(ends - (model.config.frames - 1) / fps, ends, st.names, st.truth)
         for k, v in by_mode.items():
             raw[k].append(v.ravel())
         ys.append(y.ravel())
@@ -215,17 +238,18 @@ def calibrate_model(
     thresholds: dict[str, float] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
     for k, fit in maps.items():
-        streams = [
+        scored = [
             ScoredStream(f"val{i}", len(st.frames) / fps, c, e, st.names, np.round(fit(r[k]), 4), st.truth)
             for i, (st, c, e, r) in enumerate(kept)
         ]
         for exclusive in (False, True):
             key = threshold_key(k, exclusive)
-            thresholds[key], curves[key] = _choose_threshold(streams, CALIBRATED_DEFAULTS, exclusive)
+            thresholds[key], curves[key] = _choose_threshold(scored, CALIBRATED_DEFAULTS, exclusive)
     info = {
         "fitted_on": source,
         "actions": len(names),
-        "clips": len(clips),
+        "streams": len(streams),
+        "seconds": round(sum(len(st.frames) for st in streams) / fps, 1),
         "windows": int(sum(len(c) for _, c, _, _ in kept)),
         "positive_pairs": int(y_all.sum()),
         "pairs": int(len(y_all)),
@@ -244,31 +268,47 @@ def calibrate(
     model: CezsarModel | None = None,
     text: SentenceEncoder | None = None,
 ) -> Path:
-    """Fit and write ``model_dir``/calibration.json; returns its path. ``data_dir``: a labelled dataset
-    with a split, or a captions dataset (its ``val_records``: records and held-out indices, from the
-    training run); None renders a small synthetic world."""
+    """Fit and write ``model_dir``/calibration.json; returns its path. ``data_dir``: a synthetic world with
+    its streams, a labelled dataset with a split, or a captions dataset (its ``val_records``: records and
+    held-out indices, from the training run); None renders a small synthetic world."""
     from cezsar.deploy.layout import calibration_name
     from cezsar.scorecal import save_calibration
 
     model_dir = Path(model_dir)
     model = model or CezsarModel.load(model_dir)
     text = text or SentenceEncoder.for_config(model.config)
-    clips = labelled_clips(Path(data_dir), seed) if data_dir is not None else None
-    source = f"{data_dir}: held-out clips of its seen classes" if clips else ""
-    if clips is None and val_records is not None:
-        clips = caption_clips(val_records[0], val_records[1], seed)
-        source = f"{data_dir}: {len(clips)} held-out captioned clips"
-    if clips is None:
-        with tempfile.TemporaryDirectory(prefix="cezsar-calib-") as tmp:
-            from cezsar.data.synthetic import synthesize
-
-            synthesize(Path(tmp) / "world", seed=seed, train_clips_per_class=1, eval_clips_per_class=3)
-            clips = labelled_clips(Path(tmp) / "world", seed)
-            assert clips is not None
-            source = "a rendered synthetic world (no data given: recalibrate on your footage)"
-            cal = calibrate_model(model, text, clips, source, seed)
-    else:
-        cal = calibrate_model(model, text, clips, source, seed)
+    cal = _calibrate_on(model, text, Path(data_dir) if data_dir is not None else None, val_records, seed)
     path = save_calibration(model_dir / calibration_name(), cal)
     log.info("score calibration: %s", json.dumps({k: v for k, v in cal.info.items() if k != "curves"}))
     return path
+
+
+def _calibrate_on(
+    model: CezsarModel,
+    text: SentenceEncoder,
+    data_dir: Path | None,
+    val_records: tuple[list[Any], np.ndarray] | None,
+    seed: int,
+) -> ScoreCalibration:
+    """The best validation streams there are: the synthetic world's rendered streams of seen classes, else
+    streams of labelled seen-class clips, else of held-out captioned clips, else a rendered world's."""
+    if data_dir is not None and (data_dir / SEEN_STREAMS / "truth.jsonl").is_file():
+        streams, descs, background = rendered_streams(model, data_dir / SEEN_STREAMS, seed)
+        source = f"{data_dir / SEEN_STREAMS}: rendered streams of seen classes"
+        return calibrate_streams(model, text, streams, descs, source, background or DEFAULT_BACKGROUND)
+    clips = labelled_clips(data_dir, seed) if data_dir is not None else None
+    source = f"{data_dir}: held-out clips of its seen classes"
+    if clips is None and val_records is not None:
+        clips = caption_clips(val_records[0], val_records[1], seed)
+        source = f"{data_dir}: {len(clips)} held-out captioned clips"
+    if clips is not None:
+        descs = {c.action: c.descriptions for c in clips}
+        return calibrate_streams(model, text, clip_streams(model, clips, seed), descs, source)
+    with tempfile.TemporaryDirectory(prefix="cezsar-calib-") as tmp:
+        from cezsar.data.synthetic import synthesize
+
+        world = Path(tmp) / "world"
+        synthesize(world, seed=seed, train_clips_per_class=1, eval_clips_per_class=1, streams=True)
+        streams, descs, background = rendered_streams(model, world / SEEN_STREAMS, seed)
+        source = "the seen streams of a rendered synthetic world (no data given: recalibrate on your footage)"
+        return calibrate_streams(model, text, streams, descs, source, background)

@@ -11,7 +11,8 @@ and motions, into ``WORLD/streams/<group>/``:
     streams.json        how each stream was made: its scenes and parts (idle kinds, cuts, transitions)
 
 Groups: ``unseen`` (the world's unseen classes: the zero-shot test), ``seen`` (seen classes, rendered
-afresh: validation, e.g. for choosing thresholds) and ``mixed`` (both, watched together). Each action
+afresh: validation, e.g. for choosing thresholds), ``mixed`` (both, watched together) and ``idle``
+(long streams where nothing happens, watched for the unseen classes: false alarms per idle hour). Each action
 lasts 2.5-8 s; between actions, 3-8 s of idle of one of four kinds: ``still`` (the object stays put,
 as the world's "staying still"), ``drift`` (the camera pans slowly: 2-4 px/s, the offset stays),
 ``noise`` (sensor noise), ``lighting`` (the brightness ramps to 0.7-1.3 and stays). A new object on a
@@ -47,7 +48,9 @@ from cezsar.errors import CezsarError
 from cezsar.video import write_video
 
 IDLE_KINDS = ("still", "drift", "noise", "lighting")
-GROUPS = ("unseen", "seen", "mixed")
+GROUPS = ("unseen", "seen", "mixed", "idle")
+IDLE_STREAMS = 3  # streams of the idle group
+IDLE_STREAM_SECONDS = (150.0, 240.0)
 TRUTH_FILE = "truth.jsonl"
 ACTIONS_FILE = "actions.yaml"
 PLAN_FILE = "streams.json"
@@ -246,17 +249,85 @@ def write_stream_group(
     return {"group": group, "streams": len(plans), "segments": len(lines), "seconds": round(seconds, 1)}
 
 
+def write_idle_group(out_dir: str | Path, watched: Sequence[str], seed: int) -> dict[str, Any]:
+    """Long streams where nothing happens (every idle kind, a cut to another scene every 20-60 s), watched
+    for ``watched``: false alarms per idle hour need more idle than the action streams hold."""
+    import yaml
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 19, GROUPS.index("idle")])
+    shapes = sorted({parse_class_name(c)[0] for c in watched}) or ["circle"]
+    plans, seconds = [], 0.0
+    for k in range(IDLE_STREAMS):
+        total = float(rng.uniform(*IDLE_STREAM_SECONDS))
+        scenes: list[Scene] = []
+        while sum(sc.seconds for sc in scenes) < total:
+            scene = Scene(shapes[int(rng.integers(len(shapes)))])
+            length = float(rng.uniform(20.0, 60.0))
+            while scene.seconds < length:
+                scene.parts.append(_idle(rng, round(float(rng.uniform(5.0, 15.0)), 1)))
+            scenes.append(scene)
+        name = f"idle_{k:02d}.mp4"
+        render_scenes(out_dir / name, scenes, seed=int(rng.integers(1 << 30)))
+        dur = sum(sc.seconds for sc in scenes)
+        seconds += dur
+        plans.append({"stream": name, "seconds": round(dur, 2), "scenes": len(scenes)})
+    (out_dir / TRUTH_FILE).write_text("")
+    doc = {
+        "background": list(BACKGROUND),
+        "actions": [{"name": c, "descriptions": class_descriptions(*parse_class_name(c))} for c in sorted(watched)],
+    }
+    (out_dir / ACTIONS_FILE).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    (out_dir / PLAN_FILE).write_text(json.dumps({"group": "idle", "seed": seed, "streams": plans}, indent=1) + "\n")
+    return {"group": "idle", "streams": len(plans), "segments": 0, "seconds": round(seconds, 1)}
+
+
 def write_streams(
     streams_dir: str | Path, seed: int, training: Sequence[str], testing: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The three groups of a world: ``unseen`` (each unseen class three times), ``seen`` (each seen class
-    that is not idle once) and ``mixed`` (every unseen class and as many seen ones, once each)."""
+    that is not idle twice) and ``mixed`` (every unseen class and as many seen ones, once each)."""
     streams_dir = Path(streams_dir)
     seen = [c for c in training if parse_class_name(c)[1] != IDLE]
     rng = np.random.default_rng([seed, 23])
     some_seen = [seen[int(i)] for i in rng.permutation(len(seen))[: len(testing)]]
     return [
         write_stream_group(streams_dir / "unseen", "unseen", testing, seed, repeats=3),
-        write_stream_group(streams_dir / "seen", "seen", seen, seed, repeats=1),
+        write_stream_group(streams_dir / "seen", "seen", seen, seed, repeats=2),
         write_stream_group(streams_dir / "mixed", "mixed", [*testing, *some_seen], seed, repeats=1),
+        write_idle_group(streams_dir / "idle", testing, seed),
     ]
+
+
+@dataclass
+class StreamGroup:
+    """A folder written by :func:`write_stream_group`, read back without the edge (training calibrates on
+    the seen group)."""
+
+    videos: list[Path]
+    truth: dict[str, list[dict[str, Any]]]  # video file name -> segments
+    actions: dict[str, list[str]]  # action name -> descriptions
+    background: list[str]
+
+
+def read_stream_group(folder: str | Path) -> StreamGroup:
+    """Read a stream group folder; CezsarError (one line) when a file is missing or malformed."""
+    import yaml
+
+    folder = Path(folder)
+    tpath, apath = folder / TRUTH_FILE, folder / ACTIONS_FILE
+    try:
+        lines = [json.loads(x) for x in tpath.read_text().splitlines() if x.strip()]
+        doc = yaml.safe_load(apath.read_text())
+        actions = {str(a["name"]): [str(d) for d in a["descriptions"]] for a in doc["actions"]}
+        background = [str(b) for b in doc.get("background", [])]
+        truth: dict[str, list[dict[str, Any]]] = {}
+        for x in lines:
+            truth.setdefault(str(x["stream"]), []).append(
+                {"action": str(x["action"]), "start": float(x["start"]), "end": float(x["end"])}
+            )
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+        raise CezsarError(f"{folder}: not a stream group ({TRUTH_FILE} + {ACTIONS_FILE}): {e}") from None
+    videos = sorted(p for p in folder.glob("*.mp4"))
+    return StreamGroup(videos, {v.name: truth.get(v.name, []) for v in videos}, actions, background)
