@@ -305,10 +305,12 @@ def _calibrate_on(
         descs = {c.action: c.descriptions for c in clips}
         return calibrate_streams(model, text, clip_streams(model, clips, seed), descs, source)
     with tempfile.TemporaryDirectory(prefix="cezsar-calib-") as tmp:
-        from cezsar.data.synthetic import synthesize
+        from cezsar.data.synthetic import IDLE, compositional_split, parse_class_name
+        from cezsar.data.synthstreams import write_stream_group
 
-        world = Path(tmp) / "world"
-        synthesize(world, seed=seed, train_clips_per_class=1, eval_clips_per_class=1, streams=True)
-        streams, descs, background = rendered_streams(model, world / SEEN_STREAMS, seed)
-        source = "the seen streams of a rendered synthetic world (no data given: recalibrate on your footage)"
+        training, _ = compositional_split(seed)
+        seen = [c for c in training if parse_class_name(c)[1] != IDLE]
+        write_stream_group(Path(tmp), "seen", seen, seed, repeats=1)
+        streams, descs, background = rendered_streams(model, Path(tmp), seed)
+        source = "streams of a rendered synthetic world (no data given: recalibrate on your own footage)"
         return calibrate_streams(model, text, streams, descs, source, background)

@@ -59,8 +59,11 @@ def init_model(
     heads: int | None = None,
     dropout: float = 0.1,
     seed: int = 0,
+    calibrate: bool = True,
+    calib_data: str | Path | None = None,
 ) -> InitResult:
-    """Write ``out``/config.json + model.safetensors; returns what was built."""
+    """Write ``out``/config.json + model.safetensors (and calibration.json: the score calibration fitted on
+    ``calib_data``'s seen classes, or on rendered synthetic streams; issue 21); returns what was built."""
     out = Path(out)
     if (out / "config.json").exists():
         raise CezsarError(f"{out}: already holds a model; choose another --out or remove it")
@@ -122,4 +125,11 @@ def init_model(
             }
         },
     )
+    if calibrate:
+        from training.calibrate_scores import calibrate as fit_calibration
+
+        try:
+            fit_calibration(out, calib_data, seed=seed, model=model, text=text)
+        except CezsarError as e:
+            log.warning("no score calibration for %s: %s", out, e)
     return InitResult(out, dim, text_dim, dim, shared, pre.to_dict())

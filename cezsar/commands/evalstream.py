@@ -1,5 +1,6 @@
 """`cezsar eval-stream`: event quality of a deploy folder on continuous streams with known segments
-(edge/streameval.py)."""
+(edge/streameval.py); `cezsar calibrate-scores`: a model folder's score calibration
+(training/calibrate_scores.py)."""
 
 from __future__ import annotations
 
@@ -34,5 +35,23 @@ def eval_stream_cmd(
         print("\n".join(summary_lines(rep)))
 
 
+def calibrate_scores_cmd(
+    model: Path = typer.Option(..., "--model", help="Model folder (cezsar train / cezsar init)."),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="A synthetic world (its streams/seen) or a labelled dataset with split.json: its seen classes "
+        "(default: rendered synthetic streams).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation streams."),
+) -> None:
+    """Fit the score calibration of a model folder (calibration.json): raw margins -> probabilities,
+    default thresholds chosen on validation streams of seen classes. Re-export the model afterwards."""
+    from training.calibrate_scores import calibrate
+
+    print(f"wrote {calibrate(model, data, seed=seed)}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval-stream")(eval_stream_cmd)
+    app.command("calibrate-scores")(calibrate_scores_cmd)

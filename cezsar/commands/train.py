@@ -216,6 +216,10 @@ def init_cmd(
     layers: int = typer.Option(1, help="Transformer layers of the temporal head (residual branches start at zero)."),
     heads: int | None = typer.Option(None, help="Attention heads (default: 8, 4, 2 or 1, whichever divides D)."),
     seed: int = typer.Option(0, help="Seed of the heads' random parts (the identity start itself is exact)."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Fit the score calibration."),
+    calib_data: Path | None = typer.Option(
+        None, "--calib-data", help="Calibrate on this dataset's seen classes (default: rendered synthetic streams)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """A usable model from pretrained towers, no training: video embedding = normalised mean of frame embeddings."""
@@ -224,7 +228,16 @@ def init_cmd(
     from training.init import init_model
 
     res = init_model(
-        frame_encoder, out, text_tower=text_tower, frames=frames, fps=fps, layers=layers, heads=heads, seed=seed
+        frame_encoder,
+        out,
+        text_tower=text_tower,
+        frames=frames,
+        fps=fps,
+        layers=layers,
+        heads=heads,
+        seed=seed,
+        calibrate=calibrate,
+        calib_data=calib_data,
     )
     pre = res.preprocess
     Console(stderr=True).print(
