@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
-from cezsar.events import Params, ScoredStream, evaluate, sweep
+from cezsar.events import Params, ScoredStream, decide, evaluate, sweep
 from edge.actions import ActionSet, load_actions
 from edge.decisions import Event
 from edge.recognizer import Recognizer, WindowResult
@@ -282,36 +282,55 @@ def run_streams(
     return Setup(rec, aset, runs, scored_streams, getattr(loaded, "reason", "") or str(backend))
 
 
-def report(setup: Setup, min_iou: float = MIN_IOU, n_thresholds: int = 41) -> dict[str, Any]:
-    """The evaluation of a run: the Recognizer's own events, and the threshold sweep."""
-    rec = setup.recognizer
-    scorer = rec.scorer
-    assert scorer is not None
-    res = evaluate([(s, r.events) for s, r in zip(setup.streams, setup.runs, strict=True)], min_iou)
+def report(
+    setup: Setup, min_iou: float = MIN_IOU, n_thresholds: int = 41, scorer: Scorer | None = None
+) -> dict[str, Any]:
+    """The evaluation of a run: the Recognizer's own events and the threshold sweep; with ``scorer`` (another
+    actions file, exclusive or not, with or without background), the same windows re-scored and decided
+    by the same rules instead (no video decoded again)."""
+    if scorer is None:
+        scorer = setup.recognizer.scorer
+        assert scorer is not None
+        streams = setup.streams
+        events = [r.events for r in setup.runs]
+    else:
+        streams = rescore(setup.streams, setup.runs, scorer)
+        events = [decide(s, scorer.params, exclusive=scorer.aset.exclusive) for s in streams]
+    res = evaluate(list(zip(streams, events, strict=True)), min_iou)
     cal = scorer.calibration
-    defaults = cal.params(scorer.mode, setup.aset.exclusive) if cal is not None else Params()
+    defaults = cal.params(scorer.mode, scorer.aset.exclusive) if cal is not None else Params()
     curve = sweep(
-        setup.streams,
+        streams,
         defaults,
-        thresholds_for(setup.streams, scorer.calibration is not None, n_thresholds),
+        thresholds_for(streams, cal is not None, n_thresholds),
         min_iou,
         per_action=scorer.params,
-        exclusive=setup.aset.exclusive,
+        exclusive=scorer.aset.exclusive,
     )
     best = max(curve, key=lambda c: (c["f1"], -abs(c["threshold"] - defaults.threshold)))
     return {
         **res,
-        "calibrated": scorer.calibration is not None,
-        "exclusive": setup.aset.exclusive,
+        "calibrated": cal is not None,
+        "exclusive": scorer.aset.exclusive,
         "params": {n: p.to_dict() for n, p in scorer.params.items()},
         "frames": sum(r.frames for r in setup.runs),
         "windows": sum(len(r.windows) for r in setup.runs),
         "per_stream": [
-            {"stream": r.name, "seconds": round(r.duration, 2), "segments": len(s.truth), "events": r.events}
-            for r, s in zip(setup.runs, setup.streams, strict=True)
+            {"stream": r.name, "seconds": round(r.duration, 2), "segments": len(s.truth), "events": ev}
+            for r, s, ev in zip(setup.runs, streams, events, strict=True)
         ],
         "sweep": {"best": best, "curve": curve},
     }
+
+
+def scorer_for(setup: Setup, obj: dict[str, Any]) -> Scorer:
+    """A scorer of an actions file given as an object (its descriptions embedded by the run's text tower,
+    the run's calibration)."""
+    from edge.actions import actions_from_obj
+
+    rec = setup.recognizer
+    assert rec.text is not None
+    return Scorer.build(actions_from_obj(obj), rec.text, rec.calibration)
 
 
 def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str, current: float | None = None) -> Path | None:
