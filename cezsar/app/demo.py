@@ -5,8 +5,9 @@
    model's weights hash ($CEZSAR_CACHE or ~/.cache/cezsar, then demo/<hash>);
 3. stream: cezsar.data.synthetic.render_stream(default_stream_plan(seed)) into a temporary folder;
 4. actions file: one action per motion of the plan (its motion_descriptions), exclusive (one object,
-   one motion at a time), background = the
-   idle motion's descriptions;
+   one motion at a time), background = the idle motion's descriptions; its ``defaults:`` are the deploy
+   folder's calibrated defaults (probabilities; edge/scorer.py), or Params() in raw margins for a model
+   without a score calibration;
 5. the runtime runs in this process (no-realtime by default) and publishes over ZeroMQ on
    127.0.0.1 (free ports); a Subscriber in a thread prints the events as they arrive;
 6. the received end events are matched with the known segments (same action, temporal IoU >= 0.3,
@@ -32,8 +33,8 @@ from edge.decisions import Params
 log = logging.getLogger("cezsar.demo")
 
 MIN_IOU = 0.3
-# thresholds of the demo's actions file: the runtime's defaults (margins over the idle background, see
-# docs/edge.md), written out so that the file shows them
+# thresholds of the demo's actions file for a model without a score calibration: the runtime's raw-margin
+# defaults (margins over the idle background, see docs/edge.md), written out so that the file shows them
 DEMO_DEFAULTS = Params().to_dict()
 
 
@@ -57,6 +58,18 @@ def weights_hash(model_dir: Path) -> str:
     return file_sha256(w)
 
 
+def deploy_key(model_dir: Path) -> str:
+    """The demo deploy cache's key: the weights and the score calibration (a recalibrated model re-exports)."""
+    import hashlib
+
+    from cezsar.deploy.layout import calibration_name
+    from cezsar.deploy.manifest import file_sha256
+
+    cal = model_dir / calibration_name()
+    extra = file_sha256(cal) if cal.is_file() else ""
+    return hashlib.sha256((weights_hash(model_dir) + extra).encode()).hexdigest()
+
+
 def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:
     """The cached deploy folder of ``model_dir``, exporting it first when absent or stale."""
     from cezsar.deploy.layout import PARTS, TOKENIZER
@@ -64,7 +77,7 @@ def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:
 
     model_dir = Path(model_dir)
     digest = weights_hash(model_dir)
-    deploy = (root or cache_root()) / "demo" / digest[:16]
+    deploy = (root or cache_root()) / "demo" / deploy_key(model_dir)[:16]
     try:
         m = load_manifest(deploy)
         if m.model_hash == digest:
@@ -84,12 +97,22 @@ def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:
     return deploy
 
 
-def write_actions(path: Path, plan: list[tuple[str, float]]) -> list[str]:
+def demo_defaults(deploy: Path) -> dict[str, float]:
+    """The defaults the demo's actions file shows: the deploy folder's calibrated ones (exclusive decisions
+    over a background), else the raw-margin Params()."""
+    from cezsar.deploy.manifest import load_manifest
+    from edge.scorer import deploy_calibration
+
+    cal = deploy_calibration(deploy, load_manifest(deploy))
+    return cal.params("margin", exclusive=True).to_dict() if cal is not None else dict(DEMO_DEFAULTS)
+
+
+def write_actions(path: Path, plan: list[tuple[str, float]], defaults: dict[str, float] | None = None) -> list[str]:
     from cezsar.data.synthetic import IDLE, motion_descriptions
 
     motions = list(dict.fromkeys(m for m, _ in plan if m != IDLE))
     doc = {
-        "defaults": dict(DEMO_DEFAULTS),
+        "defaults": dict(defaults if defaults is not None else DEMO_DEFAULTS),
         "background": motion_descriptions(IDLE),
         "exclusive": True,  # one object on screen: one motion at a time
         "actions": [{"name": m, "descriptions": motion_descriptions(m)} for m in motions],
@@ -169,7 +192,7 @@ def run_demo(
         video = work / "stream.mp4"
         segments = render_stream(video, plan, seed=seed)
         actions = work / "actions.yaml"
-        motions = write_actions(actions, plan)
+        motions = write_actions(actions, plan, demo_defaults(deploy))
         print(
             f"demo: {len(segments)} segments in a {sum(s for _, s in plan):.0f} s stream; "
             f"watching {', '.join(motions)}",

@@ -14,6 +14,7 @@ from cezsar.deploy.manifest import Manifest
 from cezsar.errors import CezsarError
 from edge.embedder import WindowEmbedder
 from edge.recognizer import Recognizer
+from edge.scorer import deploy_calibration
 from edge.settings import RuntimeSettings
 from edge.text import TextEncoder
 
@@ -38,7 +39,8 @@ def load_models(
         cache=sampling.cache,
         max_gap=sampling.max_gap,
     )
-    return loaded, text, Recognizer(embedder, text, update_interval=sampling.update_interval)
+    calibration = deploy_calibration(settings.deploy, manifest)  # issue 21: None (one warning) if absent
+    return loaded, text, Recognizer(embedder, text, update_interval=sampling.update_interval, calibration=calibration)
 
 
 def _load_backend(settings: RuntimeSettings, manifest: Manifest, errors: deque[str]) -> Any:
