@@ -244,6 +244,10 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert "24 seen, 8 unseen" in res.output
     assert (out / "captions.jsonl").is_file() and (out / "split.json").is_file()
     assert json.loads((out / "dataset.json").read_text())["seed"] == 1
+    for group in ("unseen", "seen", "mixed", "idle"):  # issue 21: continuous streams with their truth
+        assert (out / "streams" / group / "truth.jsonl").is_file() and (out / "streams" / group / "actions.yaml").is_file()
+    unseen = {json.loads(x)["action"] for x in (out / "streams" / "unseen" / "truth.jsonl").read_text().splitlines()}
+    assert unseen == set(json.loads((out / "split.json").read_text())["testing"])
     res = runner.invoke(app, ["synth", str(tmp_path / "w2"), "--train-clips", "0"])
     assert isinstance(res.exception, CezsarError) and "--train-clips" in str(res.exception)
     assert not (tmp_path / "w2").exists()
