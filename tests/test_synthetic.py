@@ -245,7 +245,8 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert (out / "captions.jsonl").is_file() and (out / "split.json").is_file()
     assert json.loads((out / "dataset.json").read_text())["seed"] == 1
     for group in ("unseen", "seen", "mixed", "idle"):  # issue 21: continuous streams with their truth
-        assert (out / "streams" / group / "truth.jsonl").is_file() and (out / "streams" / group / "actions.yaml").is_file()
+        folder = out / "streams" / group
+        assert (folder / "truth.jsonl").is_file() and (folder / "actions.yaml").is_file()
     unseen = {json.loads(x)["action"] for x in (out / "streams" / "unseen" / "truth.jsonl").read_text().splitlines()}
     assert unseen == set(json.loads((out / "split.json").read_text())["testing"])
     res = runner.invoke(app, ["synth", str(tmp_path / "w2"), "--train-clips", "0"])
