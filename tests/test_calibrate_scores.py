@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_edge_support import trained_model_dir
 
 from cezsar.data.synthetic import IDLE, compositional_split, parse_class_name
 from cezsar.data.synthstreams import write_stream_group
@@ -18,6 +17,7 @@ from cezsar.deploy.layout import CALIBRATION, calibration_name
 from cezsar.deploy.manifest import load_manifest
 from cezsar.scorecal import load_calibration
 from edge.scorer import deploy_calibration
+from tests.helpers.models import trained_model_dir
 
 pytestmark = pytest.mark.slow
 

@@ -12,13 +12,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_edge_support import deploy_dir, trained_model_dir
 
 from cezsar.data import synthstreams as SS
 from cezsar.data.synthetic import IDLE, motion_descriptions
 from cezsar.errors import CezsarError
 from cezsar.events import decide
 from edge.streameval import evaluate_streams, read_streams, run_streams
+from tests.helpers.models import deploy_dir, trained_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
