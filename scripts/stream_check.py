@@ -33,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = {"idle": [], "base": ["--idle-fraction", "0"]}
+TORCH_LOCK = threading.Lock()  # torch.onnx export keeps global state: one export (and calibration) at a time
 THRESHOLDS = [round(0.05 + 0.025 * i, 3) for i in range(37)]  # 0.05 .. 0.95, the calibrated scale
 WATCHED = 8
 
@@ -72,15 +74,16 @@ def prepare(root: Path, world: int, variant: str) -> tuple[Path, Path, Path]:
     if not (m / "model.safetensors").is_file():
         cezsar("train", "--data", str(w), "--out", str(m), "--threads", "1", *VARIANTS[variant],
                log=root / "logs" / f"train_{variant}{world}.log")  # fmt: skip
-    if not (m / "calibration.json").is_file():
-        from training.calibrate_scores import calibrate
+    with TORCH_LOCK:
+        if not (m / "calibration.json").is_file():
+            from training.calibrate_scores import calibrate
 
-        calibrate(m, w)
-    d = root / "deploy" / f"{variant}{world}"
-    if not (d / "calibration.json").is_file():
-        from converter.export import export_model
+            calibrate(m, w)
+        d = root / "deploy" / f"{variant}{world}"
+        if not (d / "calibration.json").is_file():
+            from converter.export import export_model
 
-        export_model(m, d)
+            export_model(m, d)
     return w, m, d
 
 
