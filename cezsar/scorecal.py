@@ -114,7 +114,7 @@ def fit_logistic(
 
 # The decision parameters of the calibrated scale, whatever the model (the threshold is each model's own,
 # chosen on its validation streams: training/calibrate_scores.py); docs/live.md says how they were chosen.
-CALIBRATED_DEFAULTS = Params(threshold=0.5, hysteresis=0.15, min_duration=1.0, cooldown=2.0, smoothing=0.5)
+CALIBRATED_DEFAULTS = Params(threshold=0.5, hysteresis=0.15, min_duration=1.5, cooldown=2.0, smoothing=0.5)
 # the background the maps are fitted with (a user's own background words shift margins a little)
 DEFAULT_BACKGROUND = ("nothing moves", "nothing happens", "everything stays still", "a still scene")
 

@@ -7,7 +7,8 @@ and motions, into ``WORLD/streams/<group>/``:
     <group>_NN.mp4      the streams (8 fps, 128 px, like the world's clips)
     truth.jsonl         one line per action segment: {"stream", "action", "start", "end"} (seconds)
     actions.yaml        the actions file to watch them with: the group's classes (the world's class
-                        descriptions) and a background (what "nothing happens" looks like)
+                        descriptions), a background (what "nothing happens" looks like) and
+                        ``exclusive: true`` (one object in view, one motion at a time)
     streams.json        how each stream was made: its scenes and parts (idle kinds, cuts, transitions)
 
 Groups: ``unseen`` (the world's unseen classes: the zero-shot test), ``seen`` (seen classes, rendered
@@ -241,6 +242,7 @@ def write_stream_group(
         )
     (out_dir / TRUTH_FILE).write_text("".join(line + "\n" for line in lines))
     doc = {
+        "exclusive": True,  # one object in view doing one thing at a time (docs/live.md)
         "background": list(BACKGROUND),
         "actions": [{"name": c, "descriptions": class_descriptions(*parse_class_name(c))} for c in sorted(classes)],
     }
@@ -275,6 +277,7 @@ def write_idle_group(out_dir: str | Path, watched: Sequence[str], seed: int) -> 
         plans.append({"stream": name, "seconds": round(dur, 2), "scenes": len(scenes)})
     (out_dir / TRUTH_FILE).write_text("")
     doc = {
+        "exclusive": True,  # one object in view doing one thing at a time (docs/live.md)
         "background": list(BACKGROUND),
         "actions": [{"name": c, "descriptions": class_descriptions(*parse_class_name(c))} for c in sorted(watched)],
     }
