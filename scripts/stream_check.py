@@ -207,7 +207,9 @@ def int8_check(root: Path, world: Path, deploy: Path, tag: str) -> dict[str, Any
     from edge.streameval import evaluate_streams
 
     q = root / "deploy" / f"{tag}-int8"
-    if not (q / "frame_encoder.int8-cpu.onnx").is_file():
+    from cezsar.deploy.layout import int8_name
+
+    if not (q / int8_name("frame_encoder", "cpu")).is_file():
         shutil.copytree(deploy, q, dirs_exist_ok=True)
         calib = root / "deploy" / f"{tag}-calib.npz"
         cezsar("calibrate", "--deploy", str(q), "--source", str(world / "videos" / "train"), "--out", str(calib),

@@ -314,3 +314,22 @@ def _calibrate_on(
         streams, descs, background = rendered_streams(model, Path(tmp), seed)
         source = "streams of a rendered synthetic world (no data given: recalibrate on your own footage)"
         return calibrate_streams(model, text, streams, descs, source, background)
+
+
+def calibrate_trained(
+    out_dir: Path,
+    data_dir: Path,
+    model: CezsarModel,
+    text: SentenceEncoder,
+    val_records: tuple[list[Any], np.ndarray],
+    seed: int,
+) -> Path | None:
+    """The calibration ``cezsar train`` fits after training; a model that cannot be calibrated is still a
+    model: one warning, and the edge scores it in raw margins."""
+    try:
+        path = calibrate(out_dir, data_dir, val_records, seed, model=model, text=text)
+    except CezsarError as e:
+        log.warning("no score calibration for %s: %s", out_dir, e)
+        return None
+    log.info("score calibration: %s", path)
+    return path

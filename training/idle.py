@@ -156,3 +156,18 @@ def extend(
         new_ids.append(int(ids[src]) if t - held >= t / 2 else idle_id())
     out = torch.cat([inputs, torch.stack(new).to(inputs.dtype)])
     return out, np.concatenate([np.asarray(ids, dtype=np.int64), np.asarray(new_ids, dtype=np.int64)])
+
+
+def caption_bank(
+    fraction: float, captions: list[str], groups: list[str], end2end: bool
+) -> tuple[IdleSpec | None, list[str], list[str]]:
+    """(IdleSpec or None, the captions of the run's text bank, their groups): with idle windows the idle
+    captions follow the run's captions, all in one group; ``fraction`` 0 trains on the captions alone."""
+    from cezsar.errors import CezsarError
+
+    if fraction <= 0:
+        return None, captions, groups
+    if fraction >= 1:
+        raise CezsarError(f"--idle-fraction {fraction}: expected a fraction of the batch in [0, 1)")
+    spec = IdleSpec(fraction, len(captions), end2end)
+    return spec, [*captions, *IDLE_CAPTIONS], [*groups, *([IDLE_GROUP] * len(IDLE_CAPTIONS))]
