@@ -25,6 +25,7 @@ from typing import Any
 
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
+from training.idle import DEFAULT_FRACTION as DEFAULT_IDLE_FRACTION
 from training.model import TEXT_INPUTS, TOKEN_DROPOUT, ModelConfig
 from training.negatives import NegativeConfig
 
@@ -64,6 +65,7 @@ def recipe_settings(recipe: str) -> dict[str, Any]:
             "text_input": "pooled",
             "schedule": "constant",  # early stopping on the validation loss
             "negatives": {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8, "fn_distance": 0.0},
+            "idle_fraction": 0.0,  # the paper trains on captioned clips only
         }
     raise CezsarError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
 
@@ -117,6 +119,14 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
     step_log: str | None = None  # JSONL of every training step's loss (rank 0; the ranks' mean)
     init: str | None = None  # a model folder to fine-tune (cezsar init / an earlier training run)
+    # issue 21: still and straddling windows made from each batch's clips, as a fraction of the batch
+    # (training/idle.py); 0 trains on the captioned clips alone
+    idle_fraction: float = DEFAULT_IDLE_FRACTION
+    calibrate: bool = True  # issue 21: fit the score calibration (calibration.json) after training
+
+    @property
+    def end2end(self) -> bool:
+        return self.resolved_mode() == "end2end"
 
     def resolved_text_input(self) -> str:
         """The text head's input (issue 10, docs/ablation.md): auto = per-token states of the sentence
@@ -183,7 +193,7 @@ SAMPLING = ("frames", "fps", "image_size", "resize")
 _ZERO_UNSET = ("frames", "fps", "image_size", "resize", "epochs", "lr", "loss", "negatives", "schedule", "text_input")
 # what the train command falls back to where a recipe does not set a setting
 _RECIPE_BASE = {"share_negatives": False, "extra_negatives": 1, "margin": 1.0, "schedule": "constant",
-                "text_input": "auto"}  # fmt: skip
+                "text_input": "auto", "idle_fraction": DEFAULT_IDLE_FRACTION}  # fmt: skip
 
 
 def settings() -> tuple[str, ...]:
@@ -242,8 +252,9 @@ def resolve(
     - epochs, lr: override > ``dataset.json`` > 40 epochs, lr 1e-4;
     - the negatives' cosine-distance window (neg_min, neg_max): override > ``dataset.json`` > the recipe;
     - loss, negatives (mode), fn_distance, margin, share_negatives, extra_negatives, schedule, text_input,
-      neg_count: override > the recipe > the train command's fallbacks (per-video negatives, 1 extra
-      negative, margin 1.0, constant schedule, auto text input, 10 negatives);
+      neg_count, idle_fraction: override > the recipe > the train command's fallbacks (per-video negatives,
+      1 extra negative, margin 1.0, constant schedule, auto text input, 10 negatives, idle windows 0.2 of
+      the batch);
     - everything else: override > the TrainConfig / ModelConfig default;
     - ``init`` (a model folder to fine-tune): its backbone, text model, preprocessing and heads replace
       whatever the sources above said about them (frames and fps stay as resolved).
@@ -256,7 +267,8 @@ def resolve(
     rneg = rec.pop("negatives")
     seed = int(flags.get("seed", 0))
     d = _data_defaults(data, flags, seed, report or log.info)
-    pick = {k: _first(k, flags, rec) for k in ("loss", "schedule", "margin", "share_negatives", "extra_negatives")}
+    picked = ("loss", "schedule", "margin", "share_negatives", "extra_negatives", "idle_fraction")
+    pick = {k: _first(k, flags, rec) for k in picked}
     mode = _first("negatives", flags, {"negatives": rneg["mode"]})
     if mode not in NEGATIVE_MODES:
         raise CezsarError(f"--negatives {mode!r}: expected auto or random")

@@ -31,8 +31,11 @@ from cezsar.atomic import write_json, write_text
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
 from training import distributed
+from training.calibrate_scores import calibrate_trained
 from training.clips import ClipBank, Segment, build_bank, shift_clips, to_tensor
 from training.featstore import ShardedBank
+from training.idle import caption_bank
+from training.idle import extend as extend_idle
 from training.losses import InfoNCELoss, make_loss
 from training.model import CezsarModel, ModelConfig, SentenceEncoder, TextBank
 from training.negatives import paraphrase_mask, sample_negatives
@@ -205,16 +208,18 @@ class _Data:
     def __init__(self, records: list[Any], text: SentenceEncoder, cfg: TrainConfig, model: ModelConfig) -> None:
         self.cfg, self.frames, self.fps = cfg, model.frames, model.fps
         self.captions = [r.caption for r in records]
-        self.sent = TextBank(text, self.captions)
         self.groups = [f"{r.video}:{r.start}:{r.end}" for r in records]
-        self.neg = sample_negatives(self.sent.pooled, cfg.negatives, group=[hash(g) for g in self.groups])
+        # issue 21: the idle captions follow the run's captions in the text bank, all in one group
+        self.idle, texts, text_groups = caption_bank(cfg.idle_fraction, self.captions, self.groups, cfg.end2end)
+        self.sent = TextBank(text, texts)
+        self.neg = sample_negatives(self.sent.pooled, cfg.negatives, group=[hash(g) for g in text_groups])
         self.unit = torch.nn.functional.normalize(self.sent.pooled, dim=-1)  # per-video negatives' filter
         self.train_idx, self.val_idx = _split_by_group(self.groups, cfg.val_fraction, cfg.seed)
         self.segs = [Segment(Path(r.video), r.start, r.end) for r in records]
         # identical captions share an id, the captions of one clip a group id: InfoNCE does not treat them as
         # each other's negatives (ids, not hashes: they must agree across torchrun ranks)
-        self.cid = torch.from_numpy(_ids(self.captions))
-        self.gid = torch.from_numpy(_ids(self.groups))
+        self.cid = torch.from_numpy(_ids(texts))
+        self.gid = torch.from_numpy(_ids(text_groups))
         self.bank: ClipBank | ShardedBank | None = None
         self.skipped: list[dict[str, Any]] = []
         self.bad_seen: dict[str, dict[str, Any]] = {}  # streamed end2end: videos that failed to decode
@@ -325,6 +330,9 @@ class _Steps:
 
     def __call__(self, idx: np.ndarray, inputs: torch.Tensor, train_mode: bool, epoch: int = 0) -> torch.Tensor:
         d, cfg, dev = self.data, self.cfg, self.dev
+        if train_mode and d.idle is not None:  # issue 21: the batch's still and straddling windows
+            rng = np.random.default_rng([cfg.seed, epoch, int(idx[0]), 3])
+            inputs, idx = extend_idle(inputs, idx, d.idle, rng, d.pre if self.mode == "end2end" else None)
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         negs, extra_ex = self._negatives(idx, t, train_mode, epoch)
         if train_mode and self.mode == "end2end" and cfg.augment_shift > 0:
@@ -494,5 +502,7 @@ def train(
         import shutil
 
         shutil.rmtree(state.dir, ignore_errors=True)
+        if cfg.calibrate:  # issue 21: the score calibration, on validation streams of seen classes
+            calibrate_trained(out_dir, data_dir, model, text, (records, data.val_idx), cfg.seed)
     distributed.teardown()
     return result

@@ -49,6 +49,12 @@ BACKBONE_LR = _O(
     None, help="end2end: the frame encoder's learning rate (default: --lr); lower it to fine-tune pretrained."
 )
 WEIGHT_DECAY = _O(1e-5, help="AdamW weight decay (every trained parameter).")
+IDLE_FRACTION = _O(
+    None,
+    "--idle-fraction",
+    help="Still and straddling windows added to each batch, as a fraction of it (default: the recipe's, 0.2; "
+    "0: captioned clips only).",
+)
 AUGMENT_SHIFT = _O(
     0.0,
     help="end2end: translate each training clip at random by up to this fraction of the crop (every frame "
@@ -118,6 +124,7 @@ def train_cmd(
     workers: int = WORKERS,
     feature_cache: Path | None = FEATURE_CACHE,
     init: Path | None = INIT,
+    idle_fraction: float | None = IDLE_FRACTION,
     resume: bool = typer.Option(False, help="Resume an interrupted run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
