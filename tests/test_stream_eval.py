@@ -49,8 +49,9 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_eval_stream_reports_events_and_writes_the_curve(streams: Path, tmp_path: Path) -> None:
+    deploy = deploy_dir()  # exported first (the export's own helper threads are not the evaluation's)
     threads = threading.active_count()
-    rep = evaluate_streams(deploy_dir(), streams, out=tmp_path / "out", threads=1)
+    rep = evaluate_streams(deploy, streams, out=tmp_path / "out", threads=1)
     assert threading.active_count() == threads  # nothing of its own keeps running
     assert rep["streams"] == 2 and rep["segments"] == 2 and abs(rep["seconds"] - 23.5) < 0.3
     assert set(rep["per_action"]) == {"moving left", "moving up"}
