@@ -52,9 +52,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import bench_stream as bs  # noqa: E402  (the sibling script: python puts scripts/ first on sys.path)
-
 from cezsar.app import bench as bc  # noqa: E402
+from cezsar.app import streambench as bs  # noqa: E402
 
 DESCRIPTIONS = ["a shape staying still", "something moving left", "something moving up"]
 ACTIONS = bs.ACTIONS  # the same three descriptions, as an actions file

@@ -32,7 +32,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 VARIANTS = {"idle": [], "base": ["--idle-fraction", "0"]}
 TORCH_LOCK = threading.Lock()  # torch.onnx export keeps global state: one export (and calibration) at a time

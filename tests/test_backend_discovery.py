@@ -19,7 +19,7 @@ from cezsar.errors import CezsarError
 
 MODULE = "cezsar.backends.memmap_test"
 # a backend that runs a network as a matrix product with weights read from a .npy it declares as its file
-SOURCE = '''
+SOURCE = """
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ class MemmapBackend(Backend):
 
     def runner(self, deploy_dir, manifest, part):
         return MatrixRunner(self.serving_file(deploy_dir, manifest, part))
-'''
+"""
 
 
 @pytest.fixture()

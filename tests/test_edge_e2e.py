@@ -55,7 +55,7 @@ def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
     for i, (name, plan) in enumerate(PLANS.items()):
         truth[name] = render_stream(tmp_path / f"{name}.mp4", plan, seed=10 + i)
     actions = tmp_path / "actions.yaml"
-    actions.write_text(actions_doc(["moving left", "moving right"]))
+    actions.write_text(actions_doc(["moving left", "moving right"], exclusive=False))
     pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     events_log = tmp_path / "events.jsonl"
     collector = Collector(pub)
@@ -91,13 +91,15 @@ def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
         collector.wait("status", lambda d: True, 60)
         # 1. a valid edit: "spinning" appears in the scores within about a second (+ one hop)
         collector.wait("scores", lambda d: d["window"]["end"] >= 1.0, 30)
-        actions.write_text(actions_doc(["moving left", "moving right", "spinning"]))
+        actions.write_text(actions_doc(["moving left", "moving right", "spinning"], exclusive=False))
         t_edit = time.time()
         t_seen, _ = collector.wait_timed("scores", lambda d: "spinning" in d["scores"], 5, since=t_edit)
         assert t_seen - t_edit < 1.5
         assert all("spinning" not in d["scores"] for d in collector.of("scores") if d["time"] < t_edit - 0.3)
         # 2. an invalid edit: reported in the status with its line, the set stays, nothing stops
-        actions.write_text(actions_doc(["moving left", "moving right", "spinning"]) + "treshold: 0.1\n")
+        actions.write_text(
+            actions_doc(["moving left", "moving right", "spinning"], exclusive=False) + "treshold: 0.1\n"
+        )
         t_bad = time.time()
         _, st = collector.wait_timed("status", lambda d: d["actions"]["error"] is not None, 5, since=t_bad)
         assert "unknown key 'treshold'" in st["actions"]["error"] and st["actions"]["error_line"] > 10
@@ -106,15 +108,15 @@ def test_run_two_streams_live_edits_and_control(tmp_path: Path) -> None:
         with ControlClient(ctl, timeout=5) as c:  # control changes wait until the file is fixed
             reply = c.request({"op": "add", "action": {"name": "x", "descriptions": "y"}}, check=False)
             assert reply["ok"] is False and "pending problem" in reply["error"]
-        actions.write_text(actions_doc(["moving left", "moving right", "spinning"]))
+        actions.write_text(actions_doc(["moving left", "moving right", "spinning"], exclusive=False))
         collector.wait("status", lambda d: d["actions"]["error"] is None, 5, since=time.time())
         # 3. a control-socket change: applied before the reply, written back to the file
         with ControlClient(ctl, timeout=5) as c:
-            c.update("spinning", threshold=0.04, min_duration=0.5)
+            c.update("spinning", threshold=0.4, min_duration=0.5)
             c.add({"name": "growing", "descriptions": ["a shape growing", "something getting bigger"]})
             listed = c.list()
         spinning = next(a for a in listed["actions"] if a["name"] == "spinning")
-        assert spinning["threshold"] == 0.04 and spinning["min_duration"] == 0.5
+        assert spinning["threshold"] == 0.4 and spinning["min_duration"] == 0.5
         on_disk = yaml.safe_load(actions.read_text())
         assert [a["name"] for a in on_disk["actions"]][-1] == "growing"
         collector.wait("scores", lambda d: "growing" in d["scores"], 3, since=time.time())

@@ -38,14 +38,12 @@ def test_live_run_search_and_exact_backtest_on_postgres(
     postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from cezsar.data.synthetic import IDLE, motion_descriptions, render_stream
-    from cezsar.deploy.manifest import load_manifest
     from edge.actions import load_actions
-    from edge.history.service import HistoryService
+    from edge.history.service import deploy_service
     from edge.history.store import open_store
     from edge.history.url import history_url
     from edge.runtime import Runtime
     from edge.settings import load_settings
-    from edge.text import TextEncoder
 
     caplog.set_level(logging.INFO)
     render_stream(tmp_path / "cam.mp4", [("staying still", 4.0), ("moving left", 8.0), ("staying still", 6.0)], seed=9)
@@ -78,11 +76,8 @@ def test_live_run_search_and_exact_backtest_on_postgres(
     want = [(e["action"], e["start"], e["end"], e["peak"]) for e in live if e["phase"] == "end"]
     assert want
 
-    d = deploy_dir()
-    m = load_manifest(d)
     store = open_store(history_url(postgres.url_without_password, PASSWORD))
-    bg = motion_descriptions(IDLE)
-    svc = HistoryService(store, m.model_hash, m.joint_dim, TextEncoder(d, m).encode, lambda: bg)
+    svc = deploy_service(store, deploy_dir(), background=motion_descriptions(IDLE))
     out = svc.backtest(load_actions(tmp_path / "actions.yaml"), since=None)
     assert [(e["action"], e["start"], e["end"], e["peak"]) for e in out["events"]] == want
     found = svc.search("something moves to the left", since=None, limit=3)

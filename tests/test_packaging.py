@@ -180,7 +180,7 @@ def test_containerfiles(name: str) -> None:
     for k, rest in every:
         assert not (k in ("COPY", "ADD") and re.search(r"pip\.conf|\.crt|\.pem|secrets", rest)), rest
         assert not (k in ("ENV", "ARG") and re.search(r"PIP_(CERT|CONFIG|INDEX)|TOKEN|PASSWORD", rest)), rest
-    extras = re.search(r'/src\[([^\]]+)\]', pip_runs[0])
+    extras = re.search(r"/src\[([^\]]+)\]", pip_runs[0])
     assert extras and "train" not in extras.group(1) and "quant" not in extras.group(1), "no torch in the image"
     # what COPY takes from the build context is let in by .dockerignore
     allowed = [ln[1:] for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.startswith("!")]

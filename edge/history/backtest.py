@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cezsar.scorecal import ScoreCalibration
 from edge.actions import ActionSet
 from edge.decisions import PARAM_KEYS, Decisions, Event, Params
 from edge.embedder import Window
@@ -184,8 +185,11 @@ def run_backtest(
     keep_series: Sequence[str] = (),
     gap: float = 60.0,
     update_interval: float = 1.0,
+    calibration: ScoreCalibration | None = None,
 ) -> Backtest:
-    """Replay ``aset`` over the stored windows of ``model_hash`` in the range (see the module)."""
+    """Replay ``aset`` over the stored windows of ``model_hash`` in the range (see the module).
+    ``calibration``: the deploy folder's score calibration, as the live runtime had it (stored scores are
+    already in its scale; re-scored actions and the default thresholds take it)."""
     import sqlalchemy as sa
 
     t0 = time.perf_counter()
@@ -218,7 +222,7 @@ def run_backtest(
     out.rescored = [n for n in names if n not in replayable]
     stored = _Stored()
     emb_needed = bool(out.rescored)
-    scorer = Scorer.build(aset, _Text(encode, dim))  # type: ignore[arg-type]
+    scorer = Scorer.build(aset, _Text(encode, dim), calibration)  # type: ignore[arg-type]
     out.params = dict(scorer.params)
 
     def recognizer() -> Recognizer:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cezsar.errors import CezsarError
+from cezsar.scorecal import ScoreCalibration
 from edge.actions import ActionSet, actions_from_obj
 from edge.history import codec
 from edge.history import schema as S
@@ -62,11 +63,14 @@ class HistoryService:
         dim: int,
         encode: Encode | None = None,
         background: Callable[[], Sequence[str]] | None = None,
+        calibration: ScoreCalibration | None = None,
     ) -> None:
         """``encode``: the text tower (unit-norm embeddings); ``background``: the background descriptions
-        a search subtracts (the runtime's current action set's; the CLI's --actions file's)."""
+        a search subtracts (the runtime's current action set's; the CLI's --actions file's);
+        ``calibration``: the deploy folder's score calibration, so a backtest decides as the live run did."""
         self.store, self.model_hash, self.dim, self.encode = store, model_hash, int(dim), encode
         self.background = background
+        self.calibration = calibration
         self.searcher = Searcher(store)
 
     # -- lookups ------------------------------------------------------------------------------------
@@ -302,6 +306,7 @@ class HistoryService:
             until=t1,
             streams=self._stream_ids([stream] if stream else None),
             keep_series=names,
+            calibration=self.calibration,
         )
         return self._report(bt, aset, names, per_day, bins, t0, t1)
 
@@ -372,14 +377,36 @@ class HistoryService:
         return self.backtest(aset, report=[str(action.get("name"))], **kw)
 
 
+def deploy_service(
+    store: HistoryStore, deploy: Any, threads: int | None = None, background: Sequence[str] = ()
+) -> HistoryService:
+    """The history service of a deploy folder, as the CLI verbs open it: its model hash and size, its text
+    tower and its score calibration (so a backtest decides in the scale the live run decided in)."""
+    from cezsar.deploy.manifest import load_manifest
+    from edge.scorer import deploy_calibration
+    from edge.text import TextEncoder
+
+    manifest = load_manifest(deploy)
+    text = TextEncoder(deploy, manifest, threads)
+    bg = list(background)
+    cal = deploy_calibration(deploy, manifest)
+    return HistoryService(store, manifest.model_hash, manifest.joint_dim, text.encode, lambda: bg, cal)
+
+
 class LiveHistory:
     """The running runtime's history for its routes: a service over the writer's store (once the store
     is open; until then one line says why not), the text tower and the current action set."""
 
     def __init__(
-        self, writer: Any, encode: Encode, forget: Callable[[Sequence[str]], None], current: Callable[[], ActionSet]
+        self,
+        writer: Any,
+        encode: Encode,
+        forget: Callable[[Sequence[str]], None],
+        current: Callable[[], ActionSet],
+        calibration: ScoreCalibration | None = None,
     ) -> None:
         self.writer, self._encode, self._forget, self.current = writer, encode, forget, current
+        self.calibration = calibration
         self._service: HistoryService | None = None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -393,7 +420,12 @@ class LiveHistory:
             raise CezsarError(f"history {self.writer.where}: not reachable ({self.writer.last_error or 'starting'})")
         if self._service is None or self._service.store is not store:
             self._service = HistoryService(
-                store, self.writer.model, self.writer.dim, self.encode, lambda: self.current().background
+                store,
+                self.writer.model,
+                self.writer.dim,
+                self.encode,
+                lambda: self.current().background,
+                self.calibration,
             )
         return self._service
 

@@ -39,16 +39,10 @@ def _where(history: str | None, deploy: Path | None, config: Path | None) -> tup
 
 
 def _service(where: Any, deploy: Path, threads: int | None, background: Sequence[str] = ()) -> Any:
-    from cezsar.deploy.manifest import load_manifest
-    from edge.history.service import HistoryService
+    from edge.history.service import deploy_service
     from edge.history.store import open_store
-    from edge.text import TextEncoder
 
-    manifest = load_manifest(deploy)
-    text = TextEncoder(deploy, manifest, threads)
-    store = open_store(where)
-    bg = list(background)
-    return HistoryService(store, manifest.model_hash, manifest.joint_dim, text.encode, lambda: bg)
+    return deploy_service(open_store(where), deploy, threads, background)
 
 
 @contextmanager

@@ -111,7 +111,13 @@ class Runtime:
             return None
         from edge.history.service import LiveHistory
 
-        return LiveHistory(self.outputs.history, self.text.encode, self.text.forget, lambda: self.store.current)
+        return LiveHistory(
+            self.outputs.history,
+            self.text.encode,
+            self.text.forget,
+            lambda: self.store.current,
+            self.recognizer.calibration,
+        )
 
     # -- parts other code may hold ------------------------------------------------------------------
     @property

@@ -86,16 +86,16 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def actions_doc(names: list[str]) -> str:
-    """An actions file watching the synthetic world's motions ``names``, background = its idle motion,
-    with the demo's decision defaults."""
-    from cezsar.app.demo import DEMO_DEFAULTS
+def actions_doc(names: list[str], exclusive: bool = True) -> str:
+    """An actions file watching the synthetic world's motions ``names``, background = its idle motion, one
+    motion at a time (one object in view) as in the demo, and no ``defaults:``: the thresholds are the deploy
+    folder's calibrated ones, as a user's file without defaults gets them."""
     from cezsar.data.synthetic import IDLE, motion_descriptions
 
     return yaml.safe_dump(
         {
-            "defaults": DEMO_DEFAULTS,
             "background": motion_descriptions(IDLE),
+            "exclusive": exclusive,
             "actions": [{"name": n, "descriptions": motion_descriptions(n)} for n in names],
         },
         sort_keys=False,
