@@ -38,8 +38,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-
-
 def missing_extra(e: ModuleNotFoundError) -> str | None:
     """One line naming the extra that installs the missing module, or None when no extra does. The answer comes
     from the declarations (:mod:`cezsar.extras`) of the stage packages and the backends, loaded here first."""

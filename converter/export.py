@@ -34,7 +34,6 @@ from cezsar.backends.onnxruntime import ort_session
 from cezsar.deploy import layout
 from cezsar.deploy.manifest import Manifest, file_sha256, save_manifest
 from cezsar.errors import CezsarError
-from cezsar.tokenize import SentenceTokenizer
 from converter.common import cosine_distance, synthetic_frames
 
 log = logging.getLogger("cezsar.export")
@@ -43,17 +42,6 @@ DEFAULT_OPSET = 17  # LayerNormalization as one op: TensorRT 8.6, 10.x, 11.x. Je
 MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
 MAX_OPSET = 20
 PARITY_TOL = 1e-4  # worst cosine distance allowed between onnxruntime and PyTorch
-
-PARITY_SENTENCES = [
-    "a person waves both hands above the head",
-    "someone is riding a bicycle down a steep hill",
-    "A dog jumps to catch a frisbee in the park.",
-    "two people shake hands",
-    "the chef chops vegetables on a wooden board while talking to the camera",
-    "Jumping jacks!",
-    "a small red ball rolls slowly from left to right across the floor",
-    "x",
-]
 
 
 @dataclass
@@ -82,143 +70,6 @@ class PartParity:
             "max_abs_diff": self.max_abs_diff,
             "cases": dict(self.cases),
         }
-
-
-# -- the text tower as one torch module ---------------------------------------------------------
-
-
-def _pooling_modes(module: Any) -> list[str]:
-    """Pooling modes of a sentence-transformers Pooling module (v2-v6 config styles)."""
-    cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
-    mode = cfg.get("pooling_mode", getattr(module, "pooling_mode", None))
-    if isinstance(mode, str):
-        return [mode]
-    if isinstance(mode, (list, tuple)):
-        return [str(m) for m in mode]
-    order = ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
-    keys = {
-        "cls": "pooling_mode_cls_token",
-        "max": "pooling_mode_max_tokens",
-        "mean": "pooling_mode_mean_tokens",
-        "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-        "weightedmean": "pooling_mode_weightedmean_tokens",
-        "lasttoken": "pooling_mode_lasttoken",
-    }
-    return [m for m in order if cfg.get(keys[m], getattr(module, keys[m], False))]
-
-
-def build_text_tower(st: Any, text_head: Any, text_input: str = "pooled", layer: int = 0) -> tuple[Any, dict[str, Any]]:
-    """sentence-transformers model + text head -> (torch module (input_ids, attention_mask) -> embedding, info).
-
-    Reads the modules of the sentence model (modules.json order): Transformer, Pooling, optional
-    Dense and Normalize. Anything else cannot be exported faithfully and is refused. With the per-token
-    text input (``text_input`` "tokens") the head reads the transformer's hidden states at ``layer``
-    (training.model.token_states, as in training); pooling, Dense and Normalize are then unused.
-    """
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    transformer: Any = None
-    pooling: list[str] = []
-    dense: list[nn.Module] = []
-    normalize = False
-    names = []
-    for module in st:
-        kind = type(module).__name__
-        names.append(kind)
-        if kind == "Transformer":
-            transformer = module.auto_model
-        elif kind == "Pooling":
-            pooling = _pooling_modes(module)
-        elif kind == "Dense":
-            dense.append(module)
-        elif kind == "Normalize":
-            normalize = True
-        else:
-            raise CezsarError(
-                f"text model: module {kind} cannot be exported (supported: Transformer, Pooling, Dense, Normalize)"
-            )
-    if transformer is None or not pooling:
-        raise CezsarError(f"text model: expected a Transformer and a Pooling module, found {names}")
-    unsupported = [m for m in pooling if m not in ("cls", "max", "mean", "mean_sqrt_len_tokens")]
-    if unsupported:
-        raise CezsarError(f"text model: pooling mode {unsupported[0]!r} is not supported by the exporter")
-    if hasattr(transformer, "set_attn_implementation"):
-        try:
-            transformer.set_attn_implementation("eager")
-        except Exception:  # noqa: BLE001 - keep the model's own attention if it cannot switch
-            log.debug("text model: cannot switch to eager attention")
-    from training.model import token_states, transformer_inputs
-
-    per_token = text_input == "tokens"
-
-    class TextTower(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.transformer = transformer
-            self.dense = nn.ModuleList(dense)
-            self.head = text_head
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            if per_token:
-                return self.head.pool(token_states(self.transformer, input_ids, attention_mask, layer), attention_mask)
-            out = self.transformer(**transformer_inputs(self.transformer, input_ids, attention_mask))
-            h = out[0] if isinstance(out, (tuple, list)) else out.last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            parts = []
-            for mode in pooling:
-                if mode == "cls":
-                    parts.append(h[:, 0])
-                elif mode == "max":
-                    parts.append(h.masked_fill(m == 0, -1e9).max(dim=1).values)
-                else:
-                    count = m.sum(dim=1).clamp(min=1e-9)
-                    total = (h * m).sum(dim=1)
-                    parts.append(total / (count if mode == "mean" else count.sqrt()))
-            x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-            for d in self.dense:
-                x = d({"sentence_embedding": x})["sentence_embedding"]
-            if normalize:
-                x = F.normalize(x, dim=-1)
-            return self.head(x)
-
-    info: dict[str, Any] = {"modules": names, "pooling": pooling, "normalize": normalize, "dense": len(dense)}
-    if per_token:
-        info = {"modules": names, "input": "tokens", "layer": layer}
-    return TextTower().eval(), info
-
-
-def save_tokenizer(st: Any, path: Path) -> dict[str, Any]:
-    """Write the sentence model's fast tokenizer to ``path``, set up as sentence-transformers uses it."""
-    from tokenizers import Tokenizer, normalizers
-
-    hf = st.tokenizer
-    backend = getattr(hf, "backend_tokenizer", None)
-    if backend is None:
-        raise CezsarError(f"text model: its tokenizer has no fast (tokenizers) version; cannot write {path.name}")
-    tok = Tokenizer.from_str(backend.to_str())
-    max_length = int(st.max_seq_length or hf.model_max_length)
-    lowercase = bool(getattr(st[0], "do_lower_case", False))
-    if lowercase:  # sentence-transformers lowercases before tokenizing; bake it into the tokenizer
-        norm = tok.normalizer
-        tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), norm] if norm else [normalizers.Lowercase()])
-    pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
-    pad_token = str(hf.pad_token or "[PAD]")
-    tok.enable_truncation(max_length=max_length)
-    tok.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token)  # pad to the longest in the batch
-    tok.save(str(path))
-    return {
-        "max_length": max_length,
-        "padding": "longest",
-        "padding_side": "right",
-        "pad_id": pad_id,
-        "truncation": True,
-        "lowercase_in_tokenizer": lowercase,
-        "inputs": ["input_ids", "attention_mask"],
-        "dtype": "int64",
-        "note": f"{path.name} already truncates and pads: encode_batch(), then ids and attention_mask as int64",
-    }
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -535,77 +386,21 @@ def export_model(
     import torch
 
     from cezsar.atomic import atomic_dir
-    from training.model import SentenceEncoder
+    from converter.text_tower import text_tower
 
     model_dir, out_dir, cfg, model = _prepare(model_dir, out_dir, opset)
-    joint = cfg.joint_dim
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
-    text = SentenceEncoder.for_config(cfg)
-    st = text.model
-    st.eval()
-    # Reference embeddings of real sentences through the training path (sentence-transformers' own
-    # tokenizer and attention), computed before the export switches attention to "eager".
-    with torch.no_grad():
-        ref_sentences = model.encode_text(text.encode(PARITY_SENTENCES)).numpy()
-    if hasattr(st, "export_tower"):  # text tower of an image-text checkpoint (training/pretrained.py)
-        tower, text_info = st.export_tower(model.text_head)
-        vocab = int(st.vocab_size)
-    else:
-        tower, text_info = build_text_tower(st, model.text_head, cfg.text_input, cfg.text_layer)
-        vocab = int(getattr(getattr(st[0].auto_model, "config", None), "vocab_size", 1000))
-    probe = tower(torch.ones((1, 2), dtype=torch.long), torch.ones((1, 2), dtype=torch.long))
-    if probe.shape[-1] != joint:
-        raise CezsarError(f"text model '{cfg.text_model}': tower gives {probe.shape[-1]} dims, model expects {joint}")
-    id_low = min(1000, vocab // 2)  # random token ids for tracing and parity: ordinary tokens, inside the vocabulary
-
+    text = text_tower(cfg, model)
     parity = {p: PartParity() for p in layout.PARTS}
-    files = layout.export_files(layout.PARTS)
     with atomic_dir(out_dir) as tmp:
         paths = _export_video(model, cfg, tmp, opset)
-        tx_path = tmp / files["text_encoder"]
-        with torch.no_grad():
-            ids = torch.randint(id_low, max(id_low + 1, vocab - 1), (2, 9))
-            mask = torch.ones_like(ids)
-            mask[1, 6:] = 0
-            export_onnx(
-                tower,
-                (ids, mask),
-                tx_path,
-                opset,
-                ["input_ids", "attention_mask"],
-                "embedding",
-                {"input_ids": {0: "B", 1: "L"}, "attention_mask": {0: "B", 1: "L"}, "embedding": {0: "B"}},
-                ["B", joint],
-            )
-        _check_io(tx_path, {"input_ids": ["?", "?"], "attention_mask": ["?", "?"], "embedding": ["?", joint]})
-        tok_path = tmp / files[layout.TOKENIZER]
-        if hasattr(st, "save_tokenizer"):
-            tok_info = st.save_tokenizer(tok_path)
-        else:
-            tok_info = save_tokenizer(st, tok_path)
-        text_info.update(tok_info)
-        text_info["model"] = cfg.text_model
-
+        text_info = text.export(tmp, opset)
         # -- parity: onnxruntime vs PyTorch on random and real-looking inputs, several batch sizes --
         _video_parity(model, cfg, paths, seed, parity)
-        tx = ort_session(tx_path)
-        with torch.no_grad():
-            for b, length in ((1, 5), (3, 17)):
-                ids_np = rng.integers(id_low, max(id_low + 1, vocab - 1), size=(b, length)).astype(np.int64)
-                ids_np[:, 0] = 101 if vocab > 102 else ids_np[:, 0]
-                mask_np = np.ones_like(ids_np)
-                for i in range(1, b):
-                    mask_np[i, length - 3 * i :] = 0
-                ref = tower(torch.from_numpy(ids_np), torch.from_numpy(mask_np)).numpy()
-                parity["text_encoder"].add(
-                    "random", ref, tx.run(None, {"input_ids": ids_np, "attention_mask": mask_np})[0]
-                )
-            toks = SentenceTokenizer(tok_path)(PARITY_SENTENCES)
-            parity["text_encoder"].add("sentences", ref_sentences, tx.run(None, toks)[0])
-        del tx
+        text.parity(tmp, rng, parity["text_encoder"])
         manifest = _finish(
-            tmp, model_dir, cfg, opset, parity_tol, parity, {"text": text_info}, text_max_length=tok_info["max_length"]
+            tmp, model_dir, cfg, opset, parity_tol, parity, {"text": text_info}, text_max_length=text.max_length
         )
     return manifest

@@ -114,7 +114,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     t_start = time.time()
 
-    from cezsar.data.synthetic import synthesize
+    from cezsar.data.synthset import synthesize
 
     worlds = {}
     for w in args.worlds:

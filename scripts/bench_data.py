@@ -248,7 +248,7 @@ def train_worker(data: str, out: str, batch: int, steplog: str) -> None:
 
 
 def bench_ddp(args: argparse.Namespace) -> dict[str, Any]:
-    from cezsar.data.synthetic import synthesize
+    from cezsar.data.synthset import synthesize
 
     world = args.work / "world"
     if not (world / "captions.jsonl").is_file():

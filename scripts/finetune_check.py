@@ -59,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from cezsar.data.synthetic import synthesize
+    from cezsar.data.synthset import synthesize
     from training.init import init_model
     from training.random_checkpoints import make_clip
     from training.recipe import resolve

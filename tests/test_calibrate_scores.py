@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cezsar.data.synthetic import IDLE, compositional_split, parse_class_name
+from cezsar.data.synthetic import IDLE, parse_class_name
+from cezsar.data.synthset import compositional_split
 from cezsar.data.synthstreams import write_stream_group
 from cezsar.deploy.layout import CALIBRATION, calibration_name
 from cezsar.deploy.manifest import load_manifest

@@ -312,9 +312,9 @@ def test_data_package_needs_no_torch(tmp_path: Path) -> None:
     """The edge demo and the converter read and render datasets through cezsar.data: no torch there."""
     code = (
         "import sys\n"
-        "import cezsar.data.synthetic, cezsar.data.formats, cezsar.data.activitynet\n"
+        "import cezsar.data.synthetic, cezsar.data.synthset, cezsar.data.formats, cezsar.data.activitynet\n"
         "import cezsar.zeroshot, cezsar.tokenize\n"
-        "from cezsar.data.synthetic import synthesize\n"
+        "from cezsar.data.synthset import synthesize\n"
         f"synthesize({str(tmp_path / 'w')!r}, train_clips_per_class=1, eval_clips_per_class=1)\n"
         f"cezsar.data.formats.read_eval_set({str(tmp_path / 'w')!r})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

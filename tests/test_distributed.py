@@ -62,7 +62,7 @@ def test_infonce_negatives_are_gathered_across_ranks(tmp_path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from cezsar.data.synthetic import synthesize
+    from cezsar.data.synthset import synthesize
 
     out = tmp_path_factory.mktemp("dworld") / "w"
     synthesize(out, seed=5, train_clips_per_class=2, eval_clips_per_class=1)

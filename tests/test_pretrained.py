@@ -427,7 +427,7 @@ def test_example_actions_files_pass_check(path: Path) -> None:
 
 def test_train_init_fine_tunes_the_heads(inits: dict[str, Path], tmp_path: Path) -> None:
     """`cezsar train --init`: the init's towers and preprocessing, frozen-feature mode, heads move."""
-    from cezsar.data.synthetic import synthesize
+    from cezsar.data.synthset import synthesize
     from training.model import CezsarModel
 
     world = tmp_path / "w"
@@ -451,7 +451,7 @@ def test_train_init_fine_tunes_the_heads(inits: dict[str, Path], tmp_path: Path)
 
 def test_train_init_end2end_trains_the_vit_at_its_own_rate(inits: dict[str, Path], tmp_path: Path) -> None:
     """`train --init --mode end2end`: the ViT trains too; `--backbone-lr 0` keeps it as it is."""
-    from cezsar.data.synthetic import synthesize
+    from cezsar.data.synthset import synthesize
     from training.model import CezsarModel
 
     world = tmp_path / "w"

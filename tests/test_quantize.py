@@ -130,11 +130,11 @@ def test_onnxruntime_fallback_when_modelopt_fails(
 
 
 def test_top1_on_eval_folder(deploy: Path, deploy_and_calib: tuple[Path, Path], tmp_path: Path) -> None:
-    from cezsar.data import synthetic
+    from cezsar.data import synthset
     from converter.quantize import quantize_deploy
 
     world = tmp_path / "world"
-    synthetic.synthesize(world, train_clips_per_class=1, eval_clips_per_class=1)
+    synthset.synthesize(world, train_clips_per_class=1, eval_clips_per_class=1)
     report = quantize_deploy(
         deploy, deploy_and_calib[1], eval_data=world, measure_speed=False, threads=1, target="tensorrt"
     )
@@ -387,7 +387,7 @@ def trained_deploy_and_calib(tmp_path_factory: pytest.TempPathFactory) -> tuple[
     cut from the world's evaluation videos."""
     from cezsar.data.calibration import CalibrationSet
     from cezsar.data.formats import read_eval_set
-    from cezsar.data.synthetic import synthesize
+    from cezsar.data.synthset import synthesize
     from cezsar.video import sample_clip
     from converter.export import export_model
     from training.recipe import TrainConfig, model_config

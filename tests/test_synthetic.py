@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cezsar.data import synthetic as S
+from cezsar.data import synthset as SS
 from cezsar.data.formats import read_captions, read_dataset_defaults, read_eval_set, read_split
 from cezsar.errors import CezsarError
 from cezsar.video import probe
@@ -56,8 +57,8 @@ def _steps(c: np.ndarray, n: int = 128) -> np.ndarray:
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     base = tmp_path_factory.mktemp("worlds")
-    s1 = S.synthesize(base / "a", seed=0, train_clips_per_class=1, eval_clips_per_class=1)
-    S.synthesize(base / "b", seed=0, train_clips_per_class=1, eval_clips_per_class=1)
+    s1 = SS.synthesize(base / "a", seed=0, train_clips_per_class=1, eval_clips_per_class=1)
+    SS.synthesize(base / "b", seed=0, train_clips_per_class=1, eval_clips_per_class=1)
     return base / "a", base / "b", s1
 
 
@@ -106,7 +107,7 @@ def test_world_is_deterministic(worlds: tuple[Path, Path, dict]) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 7, 123])
 def test_split_is_compositional(seed: int) -> None:
-    training, testing = S.compositional_split(seed)
+    training, testing = SS.compositional_split(seed)
     assert len(testing) == 8 and len(training) == 24
     assert not set(training) & set(testing)
     train_pairs = [S.parse_class_name(c) for c in training]
@@ -114,18 +115,18 @@ def test_split_is_compositional(seed: int) -> None:
         shape, motion = S.parse_class_name(c)
         assert motion != S.IDLE
         assert any(s == shape for s, _ in train_pairs) and any(m == motion for _, m in train_pairs)
-    assert S.compositional_split(seed) == (training, testing)
+    assert SS.compositional_split(seed) == (training, testing)
 
 
 def test_split_depends_on_seed() -> None:
-    assert len({tuple(S.compositional_split(s)[1]) for s in range(6)}) > 1
+    assert len({tuple(SS.compositional_split(s)[1]) for s in range(6)}) > 1
 
 
 def test_synthesize_writes_split_file(worlds: tuple[Path, Path, dict]) -> None:
     a, _, summary = worlds
     split = json.loads((a / "split.json").read_text())
     assert split == {"training": summary["training_classes"], "testing": summary["testing_classes"]}
-    assert (split["training"], split["testing"]) == S.compositional_split(0)
+    assert (split["training"], split["testing"]) == SS.compositional_split(0)
 
 
 def test_decoded_motions_differ(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from cezsar.data import synthstreams as SS
-from cezsar.data.synthetic import IDLE, compositional_split
+from cezsar.data.synthetic import IDLE
+from cezsar.data.synthset import compositional_split
 from edge.actions import load_actions
 
 

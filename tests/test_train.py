@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cezsar.data.synthetic import synthesize
+from cezsar.data.synthset import synthesize
 from cezsar.errors import CezsarError
 from training.negatives import NegativeConfig
 from training.recipe import TrainConfig, model_config

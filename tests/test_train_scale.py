@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("av")
 
-from cezsar.data.synthetic import synthesize  # noqa: E402
+from cezsar.data.synthset import synthesize  # noqa: E402
 from training.recipe import TrainConfig, model_config  # noqa: E402
 from training.train import train  # noqa: E402
 

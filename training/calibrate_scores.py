@@ -73,7 +73,7 @@ class CalibClip:
 def labelled_clips(data_dir: Path, seed: int) -> list[CalibClip] | None:
     """Clips of the seen classes of a labelled dataset (split.json's training classes), None without one."""
     from cezsar.data.formats import read_eval_set, read_split
-    from cezsar.data.synthetic import idle_classes
+    from cezsar.data.synthset import idle_classes
 
     if not ((data_dir / "videos.jsonl").is_file() and (data_dir / "classes").is_dir()):
         return None
@@ -305,7 +305,8 @@ def _calibrate_on(
         descs = {c.action: c.descriptions for c in clips}
         return calibrate_streams(model, text, clip_streams(model, clips, seed), descs, source)
     with tempfile.TemporaryDirectory(prefix="cezsar-calib-") as tmp:
-        from cezsar.data.synthetic import IDLE, compositional_split, parse_class_name
+        from cezsar.data.synthetic import IDLE, parse_class_name
+        from cezsar.data.synthset import compositional_split
         from cezsar.data.synthstreams import write_stream_group
 
         training, _ = compositional_split(seed)

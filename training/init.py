@@ -49,6 +49,46 @@ def _heads(dim: int, wanted: int | None) -> int:
     return next(h for h in (8, 4, 2, 1) if dim % h == 0)
 
 
+def _config(
+    frame_encoder: str,
+    text_tower: str,
+    text_input: str,
+    text_dim: int,
+    frames: int,
+    fps: float,
+    layers: int,
+    dropout: float,
+    heads: int | None,
+) -> ModelConfig:
+    """The untrained model's config: the checkpoint's preprocessing, and feature_dim = d_model = joint_dim
+    = the frame embedding size (the identity start needs that)."""
+    from training.backbones import create_backbone
+
+    pre = checkpoint_preprocess(frame_encoder)
+    if pre is None:
+        log.warning("%s: no checkpoint preprocessing; using the default (ImageNet mean/std, 224 px)", frame_encoder)
+        from cezsar.preprocess import Preprocess
+
+        pre = Preprocess()
+    cfg = ModelConfig(
+        backbone=frame_encoder,
+        frames=frames,
+        fps=fps,
+        layers=layers,
+        dropout=dropout,
+        text_model=text_tower,
+        text_dim=text_dim,
+        preprocess=pre.to_dict(),
+        head="residual",
+        text_input=text_input,
+        text_token_dropout=TOKEN_DROPOUT if text_input == "tokens" else 0.0,
+    )
+    _, dim = create_backbone(frame_encoder)
+    cfg.feature_dim = cfg.d_model = cfg.joint_dim = dim
+    cfg.heads = _heads(dim, heads)
+    return cfg
+
+
 def init_model(
     frame_encoder: str,
     out: str | Path,
@@ -77,31 +117,8 @@ def init_model(
     text_input = "pooled" if shared or is_pretrained_name(text_tower) else "tokens"
     text = SentenceEncoder(text_tower, text_input)
     text_dim = text.dim
-    pre = checkpoint_preprocess(frame_encoder)
-    if pre is None:
-        log.warning("%s: no checkpoint preprocessing; using the default (ImageNet mean/std, 224 px)", frame_encoder)
-        from cezsar.preprocess import Preprocess
-
-        pre = Preprocess()
-    # feature_dim, d_model and joint_dim are the frame embedding size: the identity start needs that
-    cfg = ModelConfig(
-        backbone=frame_encoder,
-        frames=frames,
-        fps=fps,
-        layers=layers,
-        dropout=dropout,
-        text_model=text_tower,
-        text_dim=text_dim,
-        preprocess=pre.to_dict(),
-        head="residual",
-        text_input=text_input,
-        text_token_dropout=TOKEN_DROPOUT if text_input == "tokens" else 0.0,
-    )
-    from training.backbones import create_backbone
-
-    _, dim = create_backbone(frame_encoder)
-    cfg.feature_dim = cfg.d_model = cfg.joint_dim = dim
-    cfg.heads = _heads(dim, heads)
+    cfg = _config(frame_encoder, text_tower, text_input, text_dim, frames, fps, layers, dropout, heads)
+    dim = cfg.joint_dim
     model = CezsarModel(cfg)
     if shared:
         if text_dim != dim:
@@ -132,4 +149,4 @@ def init_model(
             fit_calibration(out, calib_data, seed=seed, model=model, text=text)
         except CezsarError as e:
             log.warning("no score calibration for %s: %s", out, e)
-    return InitResult(out, dim, text_dim, dim, shared, pre.to_dict())
+    return InitResult(out, dim, text_dim, dim, shared, dict(cfg.preprocess))

@@ -160,6 +160,50 @@ class _Listener(threading.Thread):
             self.sub.close()
 
 
+def _model_dir(model: Path | None) -> Path:
+    model_dir = Path(model) if model is not None else bundled_model_dir()
+    if not (model_dir / "config.json").is_file():
+        where = "--model" if model is not None else "the bundled demo model"
+        raise CezsarError(
+            f"{model_dir}: {where} is not a trained model folder (config.json + model.safetensors); "
+            "pass --model DIR, e.g. the output of `cezsar train`"
+        )
+    return model_dir
+
+
+def _listened_run(rt: Any, echo: bool) -> tuple[_Listener, int, float]:
+    """Run the runtime to the end of its file with a ZeroMQ subscriber listening: (listener, exit code, s)."""
+    listener = _Listener(rt.publisher.endpoint, echo)
+    listener.start()
+    # PUB/SUB "slow joiner": publish status until the subscriber hears one, then start streaming
+    deadline = time.time() + 10
+    while not listener.ready.is_set() and time.time() < deadline:
+        rt.publish_status()
+        listener.ready.wait(0.05)
+    if not listener.ready.is_set():
+        rt.close()
+        raise CezsarError(f"demo: the subscriber got nothing from {rt.publisher.endpoint}")
+    t_run = time.time()
+    code = rt.run()
+    seconds = time.time() - t_run
+    listener.join(5.0)
+    listener.done.set()
+    return listener, code, seconds
+
+
+def _print_matches(segments: list[dict[str, Any]], ended: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    print("\nsegments (truth) vs events (received over ZeroMQ):", flush=True)
+    by_seg = {m["segment"]: m for m in result["matches"]}
+    for j, s in enumerate(segments):
+        m = by_seg.get(j)
+        got = f"matched, IoU {m['iou']:.2f}" if m else "missed"
+        print(f"  {s['action']:<14} {s['start']:6.2f} - {s['end']:6.2f} s  {got}")
+    matched_events = {m["event"] for m in result["matches"]}
+    for i, e in enumerate(ended):
+        if i not in matched_events:
+            print(f"  false alarm: {e['action']:<14} {e['start']:6.2f} - {e['end']:6.2f} s")
+
+
 def run_demo(
     model: Path | None = None,
     seed: int = 0,
@@ -177,78 +221,42 @@ def run_demo(
     from edge.settings import settings_from
 
     t0 = time.time()
-    model_dir = Path(model) if model is not None else bundled_model_dir()
-    if not (model_dir / "config.json").is_file():
-        where = "--model" if model is not None else "the bundled demo model"
-        raise CezsarError(
-            f"{model_dir}: {where} is not a trained model folder (config.json + model.safetensors); "
-            "pass --model DIR, e.g. the output of `cezsar train`"
-        )
+    model_dir = _model_dir(model)
     deploy = ensure_deploy(model_dir, cache)
     t_export = time.time() - t0
     work = Path(tempfile.mkdtemp(prefix="cezsar-demo-"))
     try:
         plan = default_stream_plan(seed)
-        video = work / "stream.mp4"
+        video, actions = work / "stream.mp4", work / "actions.yaml"
         segments = render_stream(video, plan, seed=seed)
-        actions = work / "actions.yaml"
         motions = write_actions(actions, plan, demo_defaults(deploy))
-        print(
-            f"demo: {len(segments)} segments in a {sum(s for _, s in plan):.0f} s stream; "
-            f"watching {', '.join(motions)}",
-            flush=True,
+        total = sum(s for _, s in plan)
+        print(f"demo: {len(segments)} segments in a {total:.0f} s stream; watching {', '.join(motions)}", flush=True)
+        settings = settings_from(
+            deploy=deploy,
+            source=[f"synthetic={video}"],
+            actions=actions,
+            pub="tcp://127.0.0.1:*",
+            control="tcp://127.0.0.1:*",
+            backend=backend,
+            precision=precision,
+            realtime=realtime,
+            events_log=work / "events.jsonl",
+            output=output,
+            status_interval=1.0,
         )
-        rt = Runtime(
-            settings_from(
-                deploy=deploy,
-                source=[f"synthetic={video}"],
-                actions=actions,
-                pub="tcp://127.0.0.1:*",
-                control="tcp://127.0.0.1:*",
-                backend=backend,
-                precision=precision,
-                realtime=realtime,
-                events_log=work / "events.jsonl",
-                output=output,
-                status_interval=1.0,
-            )
-        )
+        rt = Runtime(settings)
         for line in rt.summary():
             log.info("%s", line)
-        listener = _Listener(rt.publisher.endpoint, echo)
-        listener.start()
-        # PUB/SUB "slow joiner": publish status until the subscriber hears one, then start streaming
-        deadline = time.time() + 10
-        while not listener.ready.is_set() and time.time() < deadline:
-            rt.publish_status()
-            listener.ready.wait(0.05)
-        if not listener.ready.is_set():
-            rt.close()
-            raise CezsarError(f"demo: the subscriber got nothing from {rt.publisher.endpoint}")
-        t_run = time.time()
-        code = rt.run()
-        run_seconds = time.time() - t_run
-        listener.join(5.0)
-        listener.done.set()
+        listener, code, run_seconds = _listened_run(rt, echo)
         ended = [e for e in listener.events if e["phase"] == "end"]
         result = match_events(ended, segments, MIN_IOU)
-        print("\nsegments (truth) vs events (received over ZeroMQ):", flush=True)
-        by_seg = {m["segment"]: m for m in result["matches"]}
-        for j, s in enumerate(segments):
-            m = by_seg.get(j)
-            got = f"matched, IoU {m['iou']:.2f}" if m else "missed"
-            print(f"  {s['action']:<14} {s['start']:6.2f} - {s['end']:6.2f} s  {got}")
-        matched_events = {m["event"] for m in result["matches"]}
-        for i, e in enumerate(ended):
-            if i not in matched_events:
-                print(f"  false alarm: {e['action']:<14} {e['start']:6.2f} - {e['end']:6.2f} s")
+        _print_matches(segments, ended, result)
         final = listener.final or rt.status(final=True)
         summary = {
             "events": len(ended),
             "segments": len(segments),
-            "f1": result["f1"],
-            "precision": result["precision"],
-            "recall": result["recall"],
+            **{k: result[k] for k in ("f1", "precision", "recall")},
             "matched": result["tp"],
             "min_iou": MIN_IOU,
             "model": weights_hash(model_dir)[:12],

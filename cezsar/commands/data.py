@@ -21,7 +21,7 @@ def synth_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from cezsar.data import synthetic
+    from cezsar.data import synthetic, synthset
     from cezsar.errors import CezsarError
 
     train_k = synthetic.TRAIN_CLIPS_PER_CLASS if train_clips is None else train_clips
@@ -42,7 +42,7 @@ def synth_cmd(
         def tick(done: int, total: int) -> None:
             prog.update(task, completed=done, total=total)
 
-        s = synthetic.synthesize(
+        s = synthset.synthesize(
             out_dir,
             seed=seed,
             train_clips_per_class=train_k,
