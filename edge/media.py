@@ -60,6 +60,7 @@ import numpy as np
 
 from cezsar import atomic
 from cezsar.errors import CezsarError
+from edge.worker import STOP, stop_worker
 
 if TYPE_CHECKING:
     from edge.settings import MediaSettings
@@ -70,7 +71,6 @@ DEFAULT_START_DELAY = 5.0
 MARKER = ".cezsar-media"  # marks a folder as this recorder's; retention works only below a marked folder
 OWN_FILE = re.compile(r"^[0-9a-f]{32}\.(jpg|mp4)$")  # an event id (uuid4().hex) + the suffix this writes
 OWN_TEMP = re.compile(r"^\.[0-9a-f]{32}\.(jpg|mp4)\.[A-Za-z0-9_]+\.(jpg|mp4)$")  # cezsar/atomic.py temporaries
-_STOP = object()
 
 
 @dataclass
@@ -267,11 +267,7 @@ class MediaRecorder:
         if self.closed:
             return
         self.closed = True
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
-        self._worker.join(timeout)
+        stop_worker(self._queue, self._worker, timeout)
 
     def _locate(self, path: Path) -> str:
         if self.base_url is None:
@@ -285,7 +281,7 @@ class MediaRecorder:
         while True:
             job = self._queue.get()
             try:
-                if job is _STOP:
+                if job is STOP:
                     return
                 self._write(job)
             finally:

@@ -24,7 +24,7 @@ from edge.history.url import history_url
 from edge.history.writer import HistoryWriter
 from tests.helpers.history import DIM, MODEL, aset, result, unit
 from tests.helpers.net import wait_until
-from tests.helpers.postgres import NO_POSTGRES, PostgresServer, pg_bin
+from tests.helpers.postgres import PostgresServer, running_postgres
 from tests.helpers.procs import ROOT
 
 pytestmark = pytest.mark.slow
@@ -168,14 +168,7 @@ def test_runtime_goes_on_with_its_history_on_a_full_disk(tiny_disk: Path, tmp_pa
 
 @pytest.fixture()
 def postgres() -> Iterator[PostgresServer]:
-    if pg_bin() is None:
-        pytest.skip(NO_POSTGRES)
-    pg = PostgresServer()
-    pg.start()
-    try:
-        yield pg
-    finally:
-        pg.cleanup()
+    yield from running_postgres()
 
 
 def test_postgres_stopped_and_restarted_mid_run(postgres: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -16,7 +16,7 @@ import pytest
 from tests.helpers.history import DIM, aset, result, unit
 from tests.helpers.models import deploy_dir
 from tests.helpers.net import free_port
-from tests.helpers.postgres import NO_POSTGRES, PASSWORD, PostgresServer, pg_bin
+from tests.helpers.postgres import PASSWORD, PostgresServer, running_postgres
 from tests.helpers.procs import actions_doc
 
 pytestmark = pytest.mark.slow
@@ -24,14 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    if pg_bin() is None:
-        pytest.skip(NO_POSTGRES)
-    pg = PostgresServer()
-    pg.start()
-    try:
-        yield pg
-    finally:
-        pg.cleanup()
+    yield from running_postgres()
 
 
 def test_live_run_search_and_exact_backtest_on_postgres(

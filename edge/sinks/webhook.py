@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from edge import messages
 from edge.sinks import SinkContext, register_sink
+from edge.worker import STOP, stop_worker
 
 if TYPE_CHECKING:
     from edge.settings import WebhookSettings
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF = 0.5
 RETRY_STATUS = frozenset({408, 429})
-_STOP = object()
 
 
 def safe_url(url: str) -> str:
@@ -113,11 +113,7 @@ class WebhookSink:
             return
         self.closed = True
         wait = self.settings.timeout if timeout is None else timeout
-        try:
-            self._queue.put(_STOP, timeout=wait)
-        except queue.Full:
-            pass
-        self._worker.join(wait)
+        stop_worker(self._queue, self._worker, wait)
         self._stop.set()  # still busy (receiver down): give up the rest
         self._worker.join(1.0)
 
@@ -126,7 +122,7 @@ class WebhookSink:
     def _run(self) -> None:
         while True:
             body = self._queue.get()
-            if body is _STOP:
+            if body is STOP:
                 return
             self._deliver(body)
             if self._stop.is_set():

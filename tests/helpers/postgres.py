@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.helpers.net import free_port
@@ -95,3 +96,18 @@ class PostgresServer:
     def cleanup(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def running_postgres() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL server on a loopback port for the fixture that yields from this (skips the test
+    without the binaries); removed afterwards."""
+    import pytest
+
+    if pg_bin() is None:
+        pytest.skip(NO_POSTGRES)
+    pg = PostgresServer()
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.cleanup()

@@ -30,6 +30,7 @@ from edge.sinks.mqtt import commands, evidence
 from edge.sinks.mqtt.discovery import Features
 from edge.sinks.mqtt.naming import STREAM_LEVEL, Topics, check_level, default_node_id
 from edge.sinks.mqtt.state import Retained, build_catalog
+from edge.worker import STOP, stop_worker
 
 if TYPE_CHECKING:
     from edge.host import SinkHost
@@ -43,7 +44,6 @@ QUEUE_SIZE = 1000
 HOST_POLL = 1.0  # seconds between two looks at the runtime's camera health and switches
 SCAN_WINDOW = 1.0  # seconds after subscribing during which retained messages of an earlier run are collected
 MAX_SNAPSHOT_FILE = 64 << 20  # a snapshot file larger than this is not even read
-_STOP = object()
 
 
 class _Command(NamedTuple):
@@ -219,11 +219,7 @@ class MqttSink:
         if self.closed:
             return
         self.closed = True
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
-        self._worker.join(timeout)
+        stop_worker(self._queue, self._worker, timeout)
         if self.connected:
             info = self._client.publish(self.availability_topic, "offline", qos=1, retain=True)
             try:
@@ -256,7 +252,7 @@ class MqttSink:
                 item = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if item is _STOP:
+            if item is STOP:
                 self._next_poll = 0.0  # the cameras' last health (stopped, when the runtime stops them)
                 self._housekeeping()
                 return
