@@ -269,6 +269,20 @@ def _video_parity(model: Any, cfg: Any, paths: dict[str, Path], seed: int, parit
         parity["temporal_head"].add("features", ref, th.run(None, {"features": windows})[0])
 
 
+def _trained_on(model_dir: Path) -> dict[str, Any]:
+    """The model's ``trained_on`` record (cezsar.trainedon), for the manifest; {} for a model without one."""
+    import json
+
+    from training.model import CONFIG_FILE
+
+    try:
+        training = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("training") or {}
+    except (OSError, ValueError):
+        return {}
+    found = training.get("trained_on") or (training.get("init") or {}).get("trained_on")
+    return {"trained_on": found} if isinstance(found, dict) else {}
+
+
 def _finish(
     tmp: Path,
     model_dir: Path,
@@ -335,6 +349,7 @@ def _finish(
             "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
             "cezsar_version": __version__,
             "shapes": {p: shapes[p] for p in parts},
+            **_trained_on(model_dir),
         },
     )
     if text_max_length is not None:

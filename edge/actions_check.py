@@ -6,13 +6,15 @@ Beyond the schema (edge/actions.py), warnings with the line they are about:
   streams (with the names there are), given the site file (``--config``) or the stream names;
 - a sentence (a description through its templates) longer than the text encoder reads: the deploy
   folder's tokenizer counts its tokens, the manifest's ``text_max_length`` is where it is cut off;
+- an action described in words the model's training captions never had (the manifest's ``trained_on``,
+  cezsar.trainedon), given the deploy folder;
 - no ``background:`` (:func:`edge.actions.warnings`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,19 @@ def token_warnings(aset: ActionSet, deploy: str | os.PathLike[str]) -> list[tupl
     return out
 
 
+def domain_warnings(aset: ActionSet, trained_on: Mapping[str, Any] | None) -> list[tuple[Loc, str]]:
+    """Actions described in words the model's training captions never had (cezsar.trainedon): a shapes
+    model asked about people falling. Nothing when the manifest records no training vocabulary."""
+    from cezsar import trainedon
+
+    index = {a.name: i for i, a in enumerate(aset.actions)}
+    flagged = trainedon.unfamiliar_actions(((a.name, list(a.descriptions)) for a in aset.actions), trained_on)
+    return [
+        (("actions", index[name], "descriptions"), trainedon.warning(name, unknown, trained_on or {}))
+        for name, unknown, _ in flagged
+    ]
+
+
 def check_actions_file(
     path: str | os.PathLike[str],
     *,
@@ -101,7 +116,10 @@ def check_actions_file(
     if streams is not None:
         located += stream_warnings(aset, streams)
     if deploy is not None:
+        from cezsar.deploy.manifest import load_manifest
+
         located += token_warnings(aset, deploy)
+        located += domain_warnings(aset, load_manifest(Path(deploy)).extra.get("trained_on"))
     out = [f"{p}: {w}" for w in warnings(aset)]
     for loc, msg in located:
         where, line, col = doc.locate(loc)
@@ -120,5 +138,28 @@ def site_actions_warnings(cfg: Any) -> list[str]:
 
 def runtime_warnings(aset: ActionSet, streams: Streams) -> list[str]:
     """What a runtime says about its actions at start: the file's own warnings, then the ``streams:`` and
-    ``zone:`` that name nothing the runtime has (with the names it has)."""
+    ``zone:`` that name nothing the runtime has (with the names it has). (Actions far from what the model
+    was trained on are told on every change: :class:`DomainWatch`.)"""
     return [*warnings(aset), *(w for _, w in stream_warnings(aset, streams))]
+
+
+class DomainWatch:
+    """An ActionStore's ``on_change``: ``then(aset)`` (the recognizer taking the set; raising rejects it),
+    then, once per action and again after its descriptions change, ``say`` a line when it is described in
+    words the model's training captions never had."""
+
+    def __init__(
+        self, trained_on: Mapping[str, Any] | None, say: Callable[[str], None], then: Callable[[ActionSet], None]
+    ) -> None:
+        self.trained_on, self.say, self.then = trained_on, say, then
+        self._told: set[tuple[str, tuple[str, ...]]] = set()
+
+    def __call__(self, aset: ActionSet) -> None:
+        self.then(aset)
+        by_name = {a.name: tuple(a.descriptions) for a in aset.actions}
+        for loc, message in domain_warnings(aset, self.trained_on):
+            name = aset.actions[int(loc[1])].name
+            key = (name, by_name[name])
+            if key not in self._told:
+                self._told.add(key)
+                self.say(message)

@@ -39,6 +39,10 @@ def test_train_writes_model_folder_and_log(world, tmp_path):
     assert names == ["config.json", "log.jsonl", "model.safetensors"], names
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["format"] == "cezsar-model" and cfg["frames"] == 8 and cfg["training"]["mode"] == "end2end"
+    # what it was trained on: the world's name and domain, and the words of its captions (issue 23)
+    seen = cfg["training"]["trained_on"]
+    assert seen["dataset"] == "cezsar-synthetic" and "shape" in seen["domain"] and seen["captions"] == 72
+    assert {"circl", "left", "spin"} <= set(seen["vocabulary"]) and "person" not in seen["vocabulary"]
     log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1] == [h["epoch"] for h in res.history]
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in log)

@@ -138,6 +138,7 @@ def init_model(
                 "frame_encoder": frame_encoder,
                 "text_tower": text_tower,
                 "shared_space": shared,
+                "trained_on": {"dataset": f"{frame_encoder} (image-text pretraining)", "open_vocabulary": True},
                 "note": "no training: video embedding = normalised mean of the frame embeddings",
             }
         },

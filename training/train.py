@@ -449,7 +449,7 @@ def train(
 ) -> TrainResult:
     """Train on the caption dataset ``data_dir`` with ``cfg`` (:func:`training.recipe.resolve` makes one from
     flags and the dataset) and write the model folder ``out_dir`` (rank 0 under torchrun)."""
-    from cezsar.data.formats import read_captions
+    from cezsar.data.formats import read_captions, trained_on
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if cfg.threads:
@@ -494,6 +494,7 @@ def train(
         "n_captions": len(records),
         "world_size": dinfo.world,
         "skipped_videos": result.skipped,
+        "trained_on": trained_on(data_dir, data.captions),  # what its actions should stay near
     }
     if dinfo.is_main:
         model.cpu()

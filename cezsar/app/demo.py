@@ -59,15 +59,15 @@ def weights_hash(model_dir: Path) -> str:
 
 
 def deploy_key(model_dir: Path) -> str:
-    """The demo deploy cache's key: the weights and the score calibration (a recalibrated model re-exports)."""
+    """The demo deploy cache's key: the weights, the config (what the model was trained on goes into the
+    manifest) and the score calibration (a recalibrated model re-exports)."""
     import hashlib
 
     from cezsar.deploy.layout import calibration_name
     from cezsar.deploy.manifest import file_sha256
 
-    cal = model_dir / calibration_name()
-    extra = file_sha256(cal) if cal.is_file() else ""
-    return hashlib.sha256((weights_hash(model_dir) + extra).encode()).hexdigest()
+    extra = [file_sha256(p) for p in (model_dir / "config.json", model_dir / calibration_name()) if p.is_file()]
+    return hashlib.sha256((weights_hash(model_dir) + "".join(extra)).encode()).hexdigest()
 
 
 def ensure_deploy(model_dir: Path, root: Path | None = None) -> Path:

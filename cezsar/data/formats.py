@@ -299,3 +299,14 @@ def read_dataset_defaults(data_dir: str | Path) -> dict[str, Any]:
     if "image_size" in out and "resize" in out and out["resize"] < out["image_size"]:
         raise CezsarError(f"{path}: 'resize' ({out['resize']}) is smaller than 'image_size' ({out['image_size']})")
     return out
+
+
+def trained_on(data_dir: str | Path, captions: list[str]) -> dict[str, Any]:
+    """The ``trained_on`` record (cezsar.trainedon) of a model trained on ``captions`` from ``data_dir``:
+    dataset.json's ``name`` and ``domain`` when it has them, else the folder's name."""
+    from cezsar import trainedon
+
+    meta = read_dataset_defaults(data_dir)
+    name = str(meta.get("name") or Path(data_dir).resolve().name)
+    domain = meta.get("domain")
+    return trainedon.record(name, captions, str(domain) if domain else None)

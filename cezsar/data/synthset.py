@@ -169,6 +169,7 @@ def _write_meta(tmp: Path, seed: int, training: list[str], testing: list[str], t
         **DEFAULTS,
         "seed": seed,
         "name": "cezsar-synthetic",
+        "domain": "one coloured shape (circle, square, triangle, cross) moving on a plain textured background",
         "video_fps": VIDEO_FPS,
         "clip_seconds": CLIP_SECONDS,
         "frame_size": FRAME_SIZE,

@@ -27,7 +27,7 @@ from cezsar.deploy.manifest import load_manifest
 from cezsar.redact import install_log_filter
 from cezsar.video import parse_sources
 from edge.actions import ActionStore, ActionsWatcher, load_actions
-from edge.actions_check import runtime_warnings
+from edge.actions_check import DomainWatch, runtime_warnings
 from edge.control import ControlHandler, ControlServer
 from edge.runtime.host import RuntimeHost
 from edge.runtime.models import load_models, warm_up
@@ -71,7 +71,9 @@ class Runtime:
         self.zones = ZonePlanner(_zones(s), self.manifest.pre, self._report)
         with ExitStack() as stack:  # unwound here if anything below fails, else by close()
             self.loaded, self.text, self.recognizer = load_models(s, self.manifest, self.errors, stack)
-            self.store = ActionStore(s.actions, on_change=self.recognizer.set_actions)
+            trained_on = self.manifest.extra.get("trained_on")
+            say = lambda m: log.warning("actions: %s", m)  # noqa: E731
+            self.store = ActionStore(s.actions, on_change=DomainWatch(trained_on, say, self.recognizer.set_actions))
             self.store.load()
             zone_names = {sp.name: sorted(self.zones.zones.get(sp.name, {})) for sp in specs}
             for w in runtime_warnings(self.store.current, zone_names):
