@@ -241,6 +241,19 @@ class Decisions:
                 out.append(self._end(tr, reason, wall))
         return out
 
+    def quiet(self, stream: str) -> bool:
+        """No track of ``stream`` is pending or active: a window whose smoothed scores all stay under their
+        thresholds changes nothing here but the smoothed scores (what :meth:`carry` sets)."""
+        return all(tr.state in ("idle", "cooldown") for (s, _), tr in self._tracks.items() if s == stream)
+
+    def carry(self, stream: str, emas: dict[str, float], params: dict[str, Params]) -> None:
+        """Take the smoothed scores of quiet windows of ``stream`` smoothed elsewhere, with the same
+        expression as :meth:`step` (a replay's fast path over stored scores: edge/history/backtest.py)."""
+        for action, ema in emas.items():
+            p = params.get(action, self.defaults)
+            track = self._tracks.setdefault((stream, action), _Track(params=p))
+            track.params, track.ema = p, ema
+
     def end_all(self, reason: str, wall: float) -> list[Event]:
         out = []
         for tr in self._tracks.values():

@@ -153,6 +153,10 @@ class Recognizer:
             )
         return Step(ended, out)
 
+    def columns(self, stream: str) -> list[tuple[int, str]]:
+        """The (score column, action) pairs decided on ``stream`` by the current scorer."""
+        return [] if self.scorer is None else self._columns(self.scorer, stream)
+
     def _columns(self, scorer: Scorer, stream: str) -> list[tuple[int, str]]:
         """The (column, name) of the actions decided on ``stream`` (``streams:``/``zone:`` of each
         action; a zone's crop is the stream ``<stream>@<zone>``), cached per action set."""

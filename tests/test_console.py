@@ -56,6 +56,17 @@ def _get(url: str, headers: dict[str, str] | None = None) -> int:
         return int(e.code)
 
 
+def _first_mjpeg_part(base: str, stream: str) -> bytes:
+    """The live view of ``stream`` up to the end of its first JPEG (5 s at most)."""
+    req = urllib.request.Request(f"{base}/console/api/video/{stream}", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        part = b""
+        while b"\xff\xd9" not in part:
+            part += r.read1(65536)
+    assert b"\xff\xd8" in part
+    return part
+
+
 @pytest.fixture()
 def running(tmp_path: Path) -> Iterator[dict[str, Any]]:
     from cezsar.data.synthetic import render_stream
@@ -118,6 +129,10 @@ def test_console_in_a_real_browser(running: dict[str, Any]) -> None:
     assert _get(base + "/console/api/actions") == 401
     assert _get(base + "/console/api/actions", {"Authorization": f"Bearer {TOKEN}"}) == 200
     assert _get(base + "/console/?token=wrong") == 401
+
+    # a camera with no picture (down, or still connecting) gets a placeholder image at once: no page load
+    # waits on its live view
+    assert _first_mjpeg_part(base, "dead").startswith(b"--frame\r\nContent-Type: image/jpeg")
 
     driver = _browser(tmp / "chromium-profile")
     try:

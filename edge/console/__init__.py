@@ -407,6 +407,9 @@ class Console:
         self._wake.set()
         sent = -1
         try:
+            if self._jpeg.get(stream) is None:  # no picture yet (a camera still connecting, or down): a
+                # placeholder, so the image has its first part and the page's load does not wait on it
+                await resp.write(_part(_placeholder()))
             while not self._stop.is_set():
                 item = self._jpeg.get(stream)
                 if item is None or item[0] == sent:
@@ -419,10 +422,28 @@ class Console:
                         pass
                     continue
                 sent, jpeg = item
-                head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                await resp.write(head + jpeg + b"\r\n")
+                await resp.write(_part(jpeg))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self._watchers[stream] -= 1
         return resp
+
+
+def _part(jpeg: bytes) -> bytes:
+    """One part of the MJPEG response."""
+    return f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n"
+
+
+_PLACEHOLDER: bytes | None = None
+
+
+def _placeholder() -> bytes:
+    """A dark grey 16:9 JPEG shown until a stream's first frame arrives (made once)."""
+    global _PLACEHOLDER
+    if _PLACEHOLDER is None:
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", np.full((270, 480, 3), 40, np.uint8), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        _PLACEHOLDER = buf.tobytes() if ok else b""
+    return _PLACEHOLDER

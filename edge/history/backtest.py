@@ -39,6 +39,7 @@ from edge.recognizer import Recognizer
 from edge.scorer import Scorer, Scores
 
 CHUNK = 4096
+SLOW_BLOCK = 16  # windows per Recognizer push where something may happen (then quiet is checked again)
 DECISION_KEYS = {*PARAM_KEYS, "name", "streams", "zone"}
 
 
@@ -271,7 +272,8 @@ class _State:
     def __init__(self, make: Callable[[], Recognizer], out: Backtest, keep: Sequence[str], gap: float) -> None:
         self.make, self.out, self.keep, self.gap = make, out, set(keep), gap
         self.recs: dict[str, Recognizer] = {}
-        self.batch: list[Window] = []
+        self.batch: list[tuple[str, float, float, float]] = []  # (stream, start, end, wall) per window in hand
+        self.batch_embs: list[np.ndarray] = []
         self.batch_scores: list[np.ndarray] = []
         self.in_batch: set[str] = set()
         self.last: dict[str, tuple[float, float]] = {}  # stream -> (capture end, wall time)
@@ -304,7 +306,8 @@ class _State:
                 self.collect(self._rec(name).end_stream(name, "gap", wall=prev[1]), name)
             self.last[name] = (end, wall)
             self.offset[name] = wall - end
-            self.batch.append(Window(name, start, end, 0, 0, 0, wall, e))
+            self.batch.append((name, start, end, wall))
+            self.batch_embs.append(e)
             self.batch_scores.append(row)
             self.in_batch.add(name)
         if len(self.batch) >= CHUNK:
@@ -322,14 +325,46 @@ class _State:
             return
         by: dict[str, list[int]] = {}
         for i, w in enumerate(self.batch):
-            by.setdefault(w.stream, []).append(i)
-        scores = np.stack(self.batch_scores)
+            by.setdefault(w[0], []).append(i)
+        scores, embs = np.stack(self.batch_scores), np.stack(self.batch_embs)
         for stream, idx in by.items():
-            rec = self._rec(stream)
-            embedder = rec.embedder
-            assert isinstance(embedder, _ReplayEmbedder)
-            embedder.pending = [self.batch[i] for i in idx]
-            stored.scores = scores[idx]
+            self._replay(stream, [self.batch[i] for i in idx], embs[idx], scores[idx], stored)
+        self.batch, self.batch_embs, self.batch_scores, self.in_batch = [], [], [], set()
+
+    def _replay(
+        self,
+        stream: str,
+        windows: list[tuple[str, float, float, float]],
+        embs: np.ndarray,
+        stored_rows: np.ndarray,
+        stored: _Stored,
+    ) -> None:
+        """One stream's windows in order. Quiet stretches (no event pending or open, every smoothed score
+        under its threshold) are smoothed here with the Decisions' own expression and skipped; every other
+        window goes through the live Recognizer in blocks, after the Decisions take the smoothed scores
+        (Decisions.carry). The same scores, the same arithmetic: the same events as window by window."""
+        rec = self._rec(stream)
+        self.collect(rec.sync(wall=windows[0][3]), None)
+        scorer = rec.scorer
+        assert scorer is not None and isinstance(rec.embedder, _ReplayEmbedder)
+        stored.scores = stored_rows
+        full = scorer.score(embs).scores  # stored where stored, else scored
+        cols, params, dec = rec.columns(stream), scorer.params, rec.decisions
+        names = [n for _, n in cols]
+        alpha = [params[n].smoothing for n in names]
+        thr = [params[n].threshold for n in names]
+        keep = [(k, n) for k, n in enumerate(names) if n in self.keep]
+        rows = full.tolist()
+        i, count = 0, len(windows)
+        while i < count:
+            if dec.quiet(stream):
+                i = self._quiet(stream, windows, rows, i, cols, alpha, thr, keep, dec, params)
+                if i >= count:
+                    break
+            j = min(count, i + SLOW_BLOCK)
+            block = zip(windows[i:j], embs[i:j], strict=True)
+            rec.embedder.pending = [Window(s, t0, t1, 0, 0, 0, wall, e) for (s, t0, t1, wall), e in block]
+            stored.scores = full[i:j]
             step = rec.push([])
             self.collect(step.ended, None)
             for r in step.windows:
@@ -338,7 +373,40 @@ class _State:
                     if v is not None:
                         self.out.series.setdefault(a, []).append((stream, r.window.center, r.window.wall, v))
                 self.collect(r.events, stream)
-        self.batch, self.batch_scores, self.in_batch = [], [], set()
+            i = j
+
+    def _quiet(
+        self,
+        stream: str,
+        windows: list[tuple[str, float, float, float]],
+        rows: list[list[float]],
+        i: int,
+        cols: list[tuple[int, str]],
+        alpha: list[float],
+        thr: list[float],
+        keep: list[tuple[int, str]],
+        dec: Decisions,
+        params: dict[str, Params],
+    ) -> int:
+        """Smooth from window ``i`` while nothing can turn on; the index of the first window that may."""
+        before = dec.smoothed(stream)
+        ema: list[float | None] = [before.get(n) for _, n in cols]
+        series = self.out.series
+        start = i
+        while i < len(rows):
+            row = rows[i]
+            vals = [round(row[j], 4) for j, _ in cols]
+            new = [v if e is None else a * v + (1.0 - a) * e for v, e, a in zip(vals, ema, alpha, strict=True)]
+            if any(x >= t for x, t in zip(new, thr, strict=True)):
+                break
+            ema = new  # type: ignore[assignment]
+            for k, n in keep:
+                _, t0, t1, wall = windows[i]
+                series.setdefault(n, []).append((stream, 0.5 * (t0 + t1), wall, vals[k]))
+            i += 1
+        if i > start:
+            dec.carry(stream, {n: e for (_, n), e in zip(cols, ema, strict=True) if e is not None}, params)
+        return i
 
     def collect(self, events: list[Event], stream: str | None) -> None:
         for ev in events:
