@@ -66,10 +66,11 @@ def _run(store: Any, obj: dict[str, Any]) -> tuple[list[tuple[Any, ...]], dict[s
     "obj",
     [
         {"actions": ACTIONS, "defaults": {"smoothing": 0.3}},
+        {"actions": ACTIONS[:1]},
         {"actions": ACTIONS, "exclusive": True},
         {"actions": [*ACTIONS, {"name": "new", "descriptions": ["someone jumps"], "threshold": 0.05}]},
     ],
-    ids=["stored", "exclusive", "with-a-rescored-action"],
+    ids=["stored", "one-action", "exclusive", "with-a-rescored-action"],
 )
 def test_fast_replay_equals_window_by_window(
     tmp_path: Path, obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch

@@ -39,7 +39,7 @@ from edge.recognizer import Recognizer
 from edge.scorer import Scorer, Scores
 
 CHUNK = 4096
-SLOW_BLOCK = 16  # windows per Recognizer push where something may happen (then quiet is checked again)
+SLOW_BLOCK = 4  # windows per Recognizer push where something may happen (then quiet is checked again)
 DECISION_KEYS = {*PARAM_KEYS, "name", "streams", "zone"}
 
 
@@ -266,15 +266,19 @@ def _stored_scores(rows: list[Any], columns: dict[int, list[int | None]], n: int
     return out
 
 
+_InHand = tuple[str, float, float, float, int]  # a window in hand: stream, start, end, wall, row in the chunks
+
+
 class _State:
     """The replay's running state: windows in hand, each stream's last window, the events so far."""
 
     def __init__(self, make: Callable[[], Recognizer], out: Backtest, keep: Sequence[str], gap: float) -> None:
         self.make, self.out, self.keep, self.gap = make, out, set(keep), gap
         self.recs: dict[str, Recognizer] = {}
-        self.batch: list[tuple[str, float, float, float]] = []  # (stream, start, end, wall) per window in hand
-        self.batch_embs: list[np.ndarray] = []
-        self.batch_scores: list[np.ndarray] = []
+        # the windows in hand: (stream, start, end, wall, row) with row indexing the rows of the chunks
+        self.batch: list[_InHand] = []
+        self.chunks: list[tuple[np.ndarray, np.ndarray]] = []  # (embeddings, stored scores) as read
+        self.rows_in_hand = 0
         self.in_batch: set[str] = set()
         self.last: dict[str, tuple[float, float]] = {}  # stream -> (capture end, wall time)
         self.offset: dict[str, float] = {}  # stream -> wall - capture time of its newest window
@@ -296,7 +300,11 @@ class _State:
         o.first = walls[0] if o.first is None else min(o.first, min(walls))
         o.last = walls[-1] if o.last is None else max(o.last, max(walls))
         o.windows += len(rows)
-        for r, e, row in zip(rows, embs, scores, strict=True):
+        if not self.batch:  # nothing in hand refers to the chunks read before
+            self.chunks, self.rows_in_hand = [], 0
+        self.chunks.append((embs, scores))
+        base, self.rows_in_hand = self.rows_in_hand, self.rows_in_hand + len(rows)
+        for g, r in enumerate(rows, base):
             _, stream, zone, wall, start, end = r[:6]
             name = f"{stream}@{zone}" if zone else stream
             prev = self.last.get(name)
@@ -306,9 +314,7 @@ class _State:
                 self.collect(self._rec(name).end_stream(name, "gap", wall=prev[1]), name)
             self.last[name] = (end, wall)
             self.offset[name] = wall - end
-            self.batch.append((name, start, end, wall))
-            self.batch_embs.append(e)
-            self.batch_scores.append(row)
+            self.batch.append((name, start, end, wall, g))
             self.in_batch.add(name)
         if len(self.batch) >= CHUNK:
             self.flush(stored)
@@ -323,18 +329,20 @@ class _State:
         """The windows in hand, each stream's to its own Recognizer (in their stored order)."""
         if not self.batch:
             return
-        by: dict[str, list[int]] = {}
-        for i, w in enumerate(self.batch):
-            by.setdefault(w[0], []).append(i)
-        scores, embs = np.stack(self.batch_scores), np.stack(self.batch_embs)
-        for stream, idx in by.items():
-            self._replay(stream, [self.batch[i] for i in idx], embs[idx], scores[idx], stored)
-        self.batch, self.batch_embs, self.batch_scores, self.in_batch = [], [], [], set()
+        by: dict[str, list[_InHand]] = {}
+        for w in self.batch:
+            by.setdefault(w[0], []).append(w)
+        embs = np.concatenate([c[0] for c in self.chunks]) if len(self.chunks) > 1 else self.chunks[0][0]
+        scores = np.concatenate([c[1] for c in self.chunks]) if len(self.chunks) > 1 else self.chunks[0][1]
+        for stream, ws in by.items():
+            at = np.fromiter((w[4] for w in ws), np.int64, len(ws))
+            self._replay(stream, ws, embs[at], scores[at], stored)
+        self.batch, self.in_batch = [], set()  # (the chunks stay until the next feed: a flush mid-feed)
 
     def _replay(
         self,
         stream: str,
-        windows: list[tuple[str, float, float, float]],
+        windows: list[_InHand],
         embs: np.ndarray,
         stored_rows: np.ndarray,
         stored: _Stored,
@@ -353,17 +361,16 @@ class _State:
         names = [n for _, n in cols]
         alpha = [params[n].smoothing for n in names]
         thr = [params[n].threshold for n in names]
-        keep = [(k, n) for k, n in enumerate(names) if n in self.keep]
-        rows = full.tolist()
+        vals = [[round(x, 4) for x in full[:, j].tolist()] for j, _ in cols]  # as the Recognizer rounds
         i, count = 0, len(windows)
         while i < count:
             if dec.quiet(stream):
-                i = self._quiet(stream, windows, rows, i, cols, alpha, thr, keep, dec, params)
+                i = self._quiet(stream, windows, vals, i, names, alpha, thr, dec, params)
                 if i >= count:
                     break
             j = min(count, i + SLOW_BLOCK)
             block = zip(windows[i:j], embs[i:j], strict=True)
-            rec.embedder.pending = [Window(s, t0, t1, 0, 0, 0, wall, e) for (s, t0, t1, wall), e in block]
+            rec.embedder.pending = [Window(s, t0, t1, 0, 0, 0, wall, e) for (s, t0, t1, wall, _), e in block]
             stored.scores = full[i:j]
             step = rec.push([])
             self.collect(step.ended, None)
@@ -378,34 +385,45 @@ class _State:
     def _quiet(
         self,
         stream: str,
-        windows: list[tuple[str, float, float, float]],
-        rows: list[list[float]],
+        windows: list[_InHand],
+        vals: list[list[float]],
         i: int,
-        cols: list[tuple[int, str]],
+        names: list[str],
         alpha: list[float],
         thr: list[float],
-        keep: list[tuple[int, str]],
         dec: Decisions,
         params: dict[str, Params],
     ) -> int:
-        """Smooth from window ``i`` while nothing can turn on; the index of the first window that may."""
+        """Smooth from window ``i`` while nothing can turn on (``vals``: each action's rounded scores, as the
+        Recognizer rounds them); the index of the first window that may turn something on."""
         before = dec.smoothed(stream)
-        ema: list[float | None] = [before.get(n) for _, n in cols]
-        series = self.out.series
-        start = i
-        while i < len(rows):
-            row = rows[i]
-            vals = [round(row[j], 4) for j, _ in cols]
-            new = [v if e is None else a * v + (1.0 - a) * e for v, e, a in zip(vals, ema, alpha, strict=True)]
-            if any(x >= t for x, t in zip(new, thr, strict=True)):
-                break
-            ema = new  # type: ignore[assignment]
-            for k, n in keep:
-                _, t0, t1, wall = windows[i]
-                series.setdefault(n, []).append((stream, 0.5 * (t0 + t1), wall, vals[k]))
-            i += 1
+        ema: list[float | None] = [before.get(n) for n in names]
+        start, end = i, len(windows)
+        if len(names) == 1:  # one action (the usual backtest): the same arithmetic without the lists
+            col, a, t, e = vals[0], alpha[0], thr[0], ema[0]
+            b = 1.0 - a
+            while i < end:
+                x = col[i]
+                nx = x if e is None else a * x + b * e
+                if nx >= t:
+                    break
+                e, i = nx, i + 1
+            ema = [e]
+        else:
+            while i < end:
+                new = [
+                    v[i] if e is None else a * v[i] + (1.0 - a) * e for v, e, a in zip(vals, ema, alpha, strict=True)
+                ]
+                if any(x >= t for x, t in zip(new, thr, strict=True)):
+                    break
+                ema, i = new, i + 1  # type: ignore[assignment]
         if i > start:
-            dec.carry(stream, {n: e for (_, n), e in zip(cols, ema, strict=True) if e is not None}, params)
+            for k, n in enumerate(names):
+                if n in self.keep:
+                    col = vals[k]
+                    got = ((stream, 0.5 * (w[1] + w[2]), w[3], col[m]) for m, w in enumerate(windows[start:i], start))
+                    self.out.series.setdefault(n, []).extend(got)
+            dec.carry(stream, {n: e for n, e in zip(names, ema, strict=True) if e is not None}, params)
         return i
 
     def collect(self, events: list[Event], stream: str | None) -> None:
