@@ -434,6 +434,7 @@ def postgres_url(arg: str, work: Path) -> tuple[str | None, Any]:
     data.mkdir(parents=True, exist_ok=True)
     (work / "pgpw").write_text("bench\n")
     if as_user:
+        work.chmod(0o755)  # a temporary folder is 0700: the server's user must reach its data folder
         for p in (data, work / "pgpw"):
             shutil.chown(p, "postgres")
     subprocess.run(

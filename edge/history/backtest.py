@@ -66,6 +66,7 @@ class _Stored:
 
     def __init__(self) -> None:
         self.scores: np.ndarray | None = None
+        self.block: Scores | None = None  # the windows handed over next, already scored (the replay's)
 
 
 class _ReplayScorer(Scorer):
@@ -76,6 +77,9 @@ class _ReplayScorer(Scorer):
         self._stored = stored
 
     def score(self, emb: np.ndarray) -> Scores:
+        block, self._stored.block = self._stored.block, None
+        if block is not None and len(block.scores) == len(emb):  # scored once for the stretch: the same numbers
+            return block
         sc = super().score(emb)
         s = self._stored.scores
         if s is not None and s.shape == sc.scores.shape:
@@ -356,7 +360,8 @@ class _State:
         scorer = rec.scorer
         assert scorer is not None and isinstance(rec.embedder, _ReplayEmbedder)
         stored.scores = stored_rows
-        full = scorer.score(embs).scores  # stored where stored, else scored
+        scored = scorer.score(embs)  # stored where stored, else scored: once for the whole stretch
+        full = scored.scores
         cols, params, dec = rec.columns(stream), scorer.params, rec.decisions
         names = [n for _, n in cols]
         alpha = [params[n].smoothing for n in names]
@@ -371,7 +376,8 @@ class _State:
             j = min(count, i + SLOW_BLOCK)
             block = zip(windows[i:j], embs[i:j], strict=True)
             rec.embedder.pending = [Window(s, t0, t1, 0, 0, 0, wall, e) for (s, t0, t1, wall, _), e in block]
-            stored.scores = full[i:j]
+            bg = None if scored.background is None else scored.background[i:j]
+            stored.block = Scores(full[i:j], scored.cosine[i:j], bg)
             step = rec.push([])
             self.collect(step.ended, None)
             for r in step.windows:
