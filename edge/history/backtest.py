@@ -150,6 +150,52 @@ def _range(q: Any, since: float | None, until: float | None) -> Any:
     return q
 
 
+def _ahead(chunks: Iterator[list[Any]], depth: int = 2) -> Iterator[list[Any]]:
+    """``chunks`` read by a thread of their own, ``depth`` ahead: the database read (which lets go of the
+    GIL while it steps) overlaps the replay of the chunk before. Its errors come out here, in order."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for c in chunks:
+                if not put(("rows", c)):
+                    return
+            put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the reader's consumer, raised there
+            put(("error", e))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # its database connection goes back now, on this thread
+
+    reader = threading.Thread(target=read, name="backtest-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(5.0)
+
+
 def _rows(
     store: Any, model_id: int, since: float | None, until: float | None, streams: list[int] | None, with_embedding: bool
 ) -> Iterator[list[Any]]:
@@ -237,7 +283,7 @@ def run_backtest(
         return rec
 
     state = _State(recognizer, out, keep_series, gap)
-    for rows in _rows(store, mid, since, until, streams, emb_needed):
+    for rows in _ahead(_rows(store, mid, since, until, streams, emb_needed)):
         state.feed(rows, columns, len(names), dim, stored, emb_needed)
     state.flush(stored)
     for rec in state.recs.values():
