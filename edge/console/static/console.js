@@ -116,13 +116,21 @@ function onMessage(p, live) {
 }
 
 // ---------------------------------------------------------------- live view + overlay
+// An MJPEG response never ends: started while the page loads, it would keep the page "loading" for good
+// (the tab's spinner, and automation that waits for the navigation). The live views start after load.
+function afterLoad(fn) {
+  if (document.readyState === "complete") setTimeout(fn, 0);
+  else window.addEventListener("load", () => setTimeout(fn, 0), { once: true });
+}
+
 function buildViews() {
   const views = $("#views");
   views.textContent = "";
   for (const s of state.streams) {
-    const img = el("img", { alt: `live view of ${s}`, "data-stream": s, src: "api/video/" + encodeURIComponent(s) });
+    const img = el("img", { alt: `live view of ${s}`, "data-stream": s });
     const overlay = el("canvas", { class: "overlay", "data-stream": s });
     img.addEventListener("load", drawOverlays);
+    afterLoad(() => { img.src = "api/video/" + encodeURIComponent(s); });
     const label = el("div", { class: "label" }, el("span", { text: s }), " ", el("span", { class: "pill health", text: "connecting" }));
     views.append(el("div", { class: "view", "data-stream": s }, label, el("div", { class: "frame" }, img, overlay)));
   }
