@@ -137,6 +137,46 @@ def test_writer_keeps_windows_events_phases_and_thumbnails(tmp_path: Path) -> No
     con.close()
 
 
+def test_a_batch_of_event_messages_leaves_what_one_message_at_a_time_leaves(tmp_path: Path) -> None:
+    """The store folds an event's start and updates of one batch into one upsert: the rows must be the
+    ones that writing each message in its own transaction leaves (None keeps what is stored; the end
+    sets everything; an event may start in one batch and end in the next)."""
+    from edge.history.store import Batch
+
+    msgs = [
+        event("a", "start", 10.0, media={"snapshot": "a.jpg"}),
+        event("b", "start", 10.5, zone="door", stream="cam2"),
+        event("a", "update", 11.0, peak=0.6),
+        {**event("a", "update", 12.0), "peak": 0.55, "reason": "ignored until the end", "snapshot": None},
+        event("b", "update", 12.5, peak=0.9),
+        event("a", "end", 13.0, end=12.8, reason="score"),
+        event("c", "start", 14.0),
+        {**event("b", "update", 15.0), "windows": 7},
+        event("d", "start", 15.5, media={"snapshot": "d.jpg"}),  # still open when the run stops
+        {**event("d", "update", 15.8, peak=0.7), "windows": 9, "host": None},
+    ]
+    later = [event("b", "end", 16.0, end=15.5, reason="stream_end"), event("c", "end", 17.0, end=16.0)]
+
+    def rows(path: Path, batches: list[list[dict[str, object]]]) -> tuple[list[tuple[object, ...]], ...]:
+        st = open_store(path)
+        for msgs_ in batches:
+            b = Batch()
+            b.events = list(msgs_)
+            st.write(b, MODEL, DIM)
+        st.close()
+        con = sqlite3.connect(path)
+        ev = con.execute("SELECT * FROM events ORDER BY id").fetchall()
+        ph = con.execute("SELECT event_id, phase, time, score, peak FROM event_phases ORDER BY id").fetchall()
+        con.close()
+        return ev, ph
+
+    one_by_one = rows(tmp_path / "one.sqlite", [[m] for m in msgs + later])
+    batched = rows(tmp_path / "batch.sqlite", [msgs, later])
+    assert batched == one_by_one
+    ev = {r[0]: r for r in one_by_one[0]}
+    assert set(ev) == {"a", "b", "c", "d"} and len(one_by_one[1]) == len(msgs) + len(later)
+
+
 def test_full_queue_drops_and_counts_never_blocks(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     w = HistoryWriter(history_url(tmp_path / "h.sqlite"), MODEL, DIM, capacity=10)  # not started: nothing drains

@@ -13,6 +13,7 @@ the window's scoring's action names; :data:`NO_SCORE` marks an action not decide
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -91,12 +92,15 @@ def signs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
 
 
 def encode_scores(scores: Mapping[str, float], names: Sequence[str]) -> bytes:
-    out = np.full(len(names), NO_SCORE, np.int16)
-    for i, n in enumerate(names):
+    """A window's scores in ``names``' order (plain Python: the writer encodes one per window)."""
+    out = []
+    for n in names:
         v = scores.get(n)
-        if v is not None and math.isfinite(v):
-            out[i] = int(np.clip(round(float(v) * SCORE_SCALE), -32767, 32767))
-    return out.astype("<i2").tobytes()
+        if v is None or not math.isfinite(v):
+            out.append(NO_SCORE)
+        else:
+            out.append(max(-32767, min(32767, round(float(v) * SCORE_SCALE))))
+    return struct.pack(f"<{len(out)}h", *out)
 
 
 def decode_scores(blob: bytes | None, count: int) -> np.ndarray:

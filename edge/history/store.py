@@ -182,7 +182,8 @@ class HistoryStore:
         return self._get_or_add(S.models, "hash", model_hash, {"dim": int(dim), "first_seen": time.time()})
 
     def stream_id(self, name: str) -> int:
-        return self._get_or_add(S.streams, "name", name, {})
+        sid = self._ids.get(("streams", name))  # the writer asks once per window: the cache first
+        return sid if sid is not None else self._get_or_add(S.streams, "name", name, {})
 
     def scoring_id(self, model_hash: str, dim: int, actions: dict[str, Any], names: list[str]) -> int:
         """The scorings row of an action set (its file form) as it scored windows of this model."""
@@ -210,17 +211,25 @@ class HistoryStore:
     def write_in(self, conn: Any, batch: Batch, mid: int) -> None:
         """:meth:`write` inside the caller's transaction (:meth:`prepare` first)."""
         if batch.windows:
-            conn.execute(S.windows.insert(), [self._window(conn, w, mid) for w in batch.windows])
-        for p in batch.events:
-            self._event(conn, p, mid, batch.offsets)
+            if conn.dialect.name == "sqlite":
+                sid = self.stream_id
+                rows = [
+                    (sid(w.stream), w.zone, mid, w.time, w.start, w.end, w.scoring, w.scores, w.embedding, w.recording)
+                    for w in batch.windows
+                ]
+                _insert_rows_sqlite(conn, S.windows, _WINDOW_COLUMNS, rows)
+            else:
+                conn.execute(S.windows.insert(), [self._window(conn, w, mid) for w in batch.windows])
+        if batch.events:
+            self._events(conn, batch.events, mid, batch.offsets)
         for p in batch.media:
             self._media(conn, p)
         if batch.thumbnails:
-            rows = [
+            thumbs = [
                 {"stream_id": self.stream_id(s), "time": t, "jpeg": j, "recording_id": batch.recording}
                 for s, t, j in batch.thumbnails
             ]
-            conn.execute(S.thumbnails.insert(), rows)
+            conn.execute(S.thumbnails.insert(), thumbs)
 
     def _window(self, conn: Any, w: WindowRow, model_id: int) -> dict[str, Any]:
         return {
@@ -236,7 +245,32 @@ class HistoryStore:
             "recording_id": w.recording,
         }
 
-    def _event(self, conn: Any, p: dict[str, Any], model_id: int, offsets: dict[str, float]) -> None:
+    def _events(self, conn: Any, payloads: list[dict[str, Any]], model_id: int, offsets: dict[str, float]) -> None:
+        """Every event message of the batch in two upserts and one insert of phases, each one statement
+        over many rows (a statement per message cost a millisecond of the writer's GIL each). An event's
+        start and updates come before its end, so the upserts of the other phases run first; they are
+        folded into one row per event first (what the upserts one after the other would leave)."""
+        rows = [self._event_row(p, model_id, offsets) for p in payloads]
+        for end in (False, True):
+            part = [r for r, p in zip(rows, payloads, strict=True) if (p.get("phase") == "end") == end]
+            if part:
+                conn.execute(_event_upsert(conn, end), part if end else _folded(part))
+        phases = [
+            {
+                "event_id": r["id"],
+                "phase": str(p.get("phase")),
+                "time": float(p.get("time") or time.time()),
+                "score": r["score"],
+                "peak": r["peak"],
+            }
+            for r, p in zip(rows, payloads, strict=True)
+        ]
+        if conn.dialect.name == "sqlite":
+            _insert_rows_sqlite(conn, S.event_phases, list(phases[0]), [tuple(p.values()) for p in phases])
+        else:
+            conn.execute(S.event_phases.insert(), phases)
+
+    def _event_row(self, p: dict[str, Any], model_id: int, offsets: dict[str, float]) -> dict[str, Any]:
         stream = str(p.get("stream"))
         start, end = float(p["start"]), p.get("end")
         if p.get("clock") == "wall":
@@ -247,7 +281,7 @@ class HistoryStore:
                 off = float(p.get("captured_at") or p.get("time") or time.time()) - float(p.get("peak_time", start))
             t0, t1 = start + off, None if end is None else float(end) + off
         media: dict[str, Any] = p["media"] if isinstance(p.get("media"), dict) else {}
-        row = {
+        return {
             "id": str(p["id"]),
             "stream_id": self.stream_id(stream),
             "zone": p.get("zone"),
@@ -269,15 +303,6 @@ class HistoryStore:
             "snapshot": media.get("snapshot"),
             "clip": media.get("clip"),
         }
-        keep = {"id", "stream_id", "zone", "action", "model_id", "actions_version", "host", "instance", "clock"}
-        keep |= {"start", "time_start"}
-        update = {k: v for k, v in row.items() if k not in keep and (v is not None or p.get("phase") == "end")}
-        if p.get("phase") != "end":
-            update = {k: v for k, v in update.items() if k not in ("snapshot", "clip", "reason", "end", "time_end")}
-        stmt = _insert(conn, S.events).values(row)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
-        phase = {"event_id": row["id"], "phase": str(p.get("phase")), "time": float(p.get("time") or time.time())}
-        conn.execute(S.event_phases.insert().values(**phase, score=row["score"], peak=row["peak"]))
 
     def _media(self, conn: Any, p: dict[str, Any]) -> None:
         values: dict[str, Any] = {"media_written": bool(p.get("written"))}
@@ -285,6 +310,59 @@ class HistoryStore:
             if p.get(k):
                 values[k] = p[k]
         conn.execute(S.events.update().where(S.events.c.id == str(p.get("event"))).values(**values))
+
+
+_EVENT_KEPT = {"id", "stream_id", "zone", "action", "model_id", "actions_version", "host", "instance", "clock"}
+_EVENT_KEPT |= {"start", "time_start", "media_written"}  # set once, by the first message of an event
+_EVENT_AT_END = {"snapshot", "clip", "reason", "end", "time_end"}  # set by the end message only
+
+
+def _folded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An event's start and update rows as one: the first's columns that only an insert sets, the last
+    value that is not None of the others (the upserts keep what is stored where a message has None)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        have = out.get(r["id"])
+        if have is None:
+            out[r["id"]] = dict(r)
+            continue
+        for k, v in r.items():
+            if v is not None and k not in _EVENT_KEPT and k not in _EVENT_AT_END:
+                have[k] = v
+    return list(out.values())
+
+
+def _event_upsert(conn: Any, end: bool) -> Any:
+    """The upsert of an event message: an end message sets every later column (a None too); the others
+    set the columns they carry (a None keeps what is stored) and leave the end's columns alone."""
+    import sqlalchemy as sa
+
+    ins = _insert(conn, S.events)
+    cols = [c.name for c in S.events.columns if c.name not in _EVENT_KEPT]
+    if end:
+        set_ = {c: ins.excluded[c] for c in cols}
+    else:
+        set_ = {c: sa.func.coalesce(ins.excluded[c], S.events.c[c]) for c in cols if c not in _EVENT_AT_END}
+    return ins.on_conflict_do_update(index_elements=["id"], set_=set_)
+
+
+SQLITE_ROWS_PER_INSERT = 500
+
+
+_WINDOW_COLUMNS = ["stream_id", "zone", "model_id", "time", "start", "end", "scoring_id", "scores", "embedding"]
+_WINDOW_COLUMNS.append("recording_id")
+
+
+def _insert_rows_sqlite(conn: Any, table: Any, cols: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """Many rows (tuples in ``cols``' order) in a few multi-row INSERTs, SQLITE_ROWS_PER_INSERT rows a
+    statement: no per-row work in SQLAlchemy, and one GIL hand-over per statement where the sqlite3
+    module's executemany has one per row (the runtime's main thread pays for each)."""
+    one = "(" + ",".join("?" * len(cols)) + ")"
+    names = ",".join(f'"{c}"' for c in cols)
+    for i in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
+        part = rows[i : i + SQLITE_ROWS_PER_INSERT]
+        sql = f'INSERT INTO "{table.name}" ({names}) VALUES ' + ",".join([one] * len(part))
+        conn.exec_driver_sql(sql, tuple(v for r in part for v in r))
 
 
 def _insert(conn: Any, table: Any) -> Any:

@@ -12,6 +12,7 @@ sink's ``stats()``: the status's ``outputs.history`` and /metrics (``cezsar_sink
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -43,6 +44,33 @@ BACKOFF = (0.5, 1.0, 2.0, 5.0)
 CLOSE_S = 10.0  # how long close() waits for the queue to be written
 
 
+class _Pending:
+    """The bounded queue between the main loop and the writer: a deque that the producers append to
+    (no lock, no wake-up: the writer takes what is there once per COMMIT_S)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        self._items: collections.deque[tuple[Any, ...]] = collections.deque()
+
+    def put_nowait(self, item: tuple[Any, ...]) -> None:
+        if len(self._items) >= self.capacity:
+            raise queue.Full
+        self._items.append(item)
+
+    def drain(self, most: int) -> list[tuple[Any, ...]]:
+        out = []
+        pop = self._items.popleft
+        for _ in range(min(most, len(self._items))):
+            out.append(pop())
+        return out
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
 class HistoryWriter:
     name = "history"
 
@@ -63,7 +91,7 @@ class HistoryWriter:
         self.where, self.model, self.dim, self.encoding = where, model_hash, int(dim), encoding
         self.thumb_every, self.thumb_width = float(thumbnails), int(thumbnail_width)
         self.retention = retention
-        self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=capacity)
+        self.queue = _Pending(capacity)
         self.store: HistoryStore | None = None
         self.written = {"windows": 0, "events": 0, "media": 0, "thumbnails": 0}
         self.dropped = {"windows": 0, "events": 0, "media": 0, "thumbnails": 0}
@@ -76,7 +104,7 @@ class HistoryWriter:
         self.connected = False
         self._down_since: float | None = None
         self._last_thumb: dict[str, float] = {}
-        self._scorings: dict[int, tuple[Any, int]] = {}  # id(aset) -> (aset, scorings id)
+        self._scorings: dict[int, tuple[Any, int, list[str]]] = {}  # id(aset) -> (aset, scorings id, names)
         self._offsets: dict[str, float] = {}  # stream -> Unix time of its capture time 0 (media clock)
         self._last_end: dict[str, float] = {}
         self._stop = threading.Event()
@@ -185,12 +213,9 @@ class HistoryWriter:
         while True:
             if self._stop.is_set() and stop_at is None:
                 stop_at = time.monotonic() + CLOSE_S
-            deadline = time.monotonic() + COMMIT_S
-            while len(held) < MAX_BATCH:
-                try:
-                    held.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
+            if stop_at is None and self.queue.qsize() < MAX_BATCH - len(held):
+                self._stop.wait(COMMIT_S)  # a batch per COMMIT_S, not a wake-up per item (close wakes it)
+            held.extend(self.queue.drain(MAX_BATCH - len(held)))
             if held:
                 if self._write(held):
                     held, backoff = [], 0
@@ -246,10 +271,11 @@ class HistoryWriter:
         b = Batch()
         wins = [it for it in items if it[0] == "w"]
         blobs = iter(codec.encode_many(np.stack([it[5] for it in wins]), self.encoding) if wins else [])
+        split: dict[str, tuple[str, str | None]] = {}
         for it in items:
             if it[0] == "w":
                 _, name, wall, start, end, _, scores, aset, clock = it
-                stream, zone = messages.split_stream(name)
+                stream, zone = split.get(name) or split.setdefault(name, messages.split_stream(name))
                 scoring, names = self._scoring(store, aset)
                 b.windows.append(
                     WindowRow(
@@ -291,13 +317,13 @@ class HistoryWriter:
         if aset is None:
             return None, None
         hit = self._scorings.get(id(aset))
-        names = aset.names()
         if hit is None or hit[0] is not aset:
+            names = aset.names()
             sid = store.scoring_id(self.model, self.dim, aset.to_obj(), names)
-            hit = self._scorings[id(aset)] = (aset, sid)
+            hit = self._scorings[id(aset)] = (aset, sid, names)
             while len(self._scorings) > 64:
                 self._scorings.pop(next(iter(self._scorings)))
-        return hit[1], names
+        return hit[1], hit[2]
 
     def _jpeg(self, bgr: Any) -> bytes | None:
         import cv2
@@ -305,6 +331,9 @@ class HistoryWriter:
         try:
             img = np.asarray(bgr)
             h, w = img.shape[:2]
+            while w >= 2 * self.thumb_width:  # halvings (a 2x2 mean each: INTER_AREA at 4x costs 4 times more)
+                img = cv2.resize(img, (w // 2, max(1, h // 2)), interpolation=cv2.INTER_LINEAR)
+                h, w = img.shape[:2]
             if w > self.thumb_width:
                 img = cv2.resize(
                     img, (self.thumb_width, max(1, round(h * self.thumb_width / w))), interpolation=cv2.INTER_AREA
