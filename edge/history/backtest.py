@@ -39,6 +39,7 @@ from edge.recognizer import Recognizer
 from edge.scorer import Scorer, Scores
 
 CHUNK = 4096
+SCORE_BLOCK = 512  # windows decoded and scored at once (their vectors stay in the CPU's cache)
 SLOW_BLOCK = 4  # windows per Recognizer push where something may happen (then quiet is checked again)
 DECISION_KEYS = {*PARAM_KEYS, "name", "streams", "zone"}
 
@@ -282,9 +283,21 @@ def run_backtest(
         rec.set_scorer(_ReplayScorer(scorer, stored))
         return rec
 
+    zero = scorer.score(np.zeros((1, dim), np.float32))  # what a window without a stored score got before
+
+    def chunk_scores(embs: np.ndarray | None, kept: np.ndarray) -> Scores:
+        """A chunk's scores, once: stored where stored, else the Scorer's on the stored vector."""
+        if embs is not None:
+            stored.scores = kept
+            return _ReplayScorer(scorer, stored).score(embs)
+        n = len(kept)
+        full = np.where(np.isnan(kept), zero.scores, kept).astype(zero.scores.dtype)
+        bg = None if zero.background is None else np.broadcast_to(zero.background, (n,))
+        return Scores(full, np.broadcast_to(zero.cosine, (n, zero.cosine.shape[1])), bg)
+
     state = _State(recognizer, out, keep_series, gap)
     for rows in _ahead(_rows(store, mid, since, until, streams, emb_needed)):
-        state.feed(rows, columns, len(names), dim, stored, emb_needed)
+        state.feed(rows, columns, len(names), dim, stored, chunk_scores, emb_needed)
     state.flush(stored)
     for rec in state.recs.values():
         state.collect(rec.end_all("range_end", wall=out.last or 0.0), None)
@@ -316,6 +329,17 @@ def _stored_scores(rows: list[Any], columns: dict[int, list[int | None]], n: int
     return out
 
 
+def _joined(parts: list[Scores]) -> Scores:
+    if len(parts) == 1:
+        return parts[0]
+    bgs = [p.background for p in parts if p.background is not None]
+    return Scores(
+        np.concatenate([p.scores for p in parts]),
+        np.concatenate([p.cosine for p in parts]),
+        np.concatenate(bgs) if bgs else None,
+    )
+
+
 _InHand = tuple[str, float, float, float, int]  # a window in hand: stream, start, end, wall, row in the chunks
 
 
@@ -327,12 +351,13 @@ class _State:
         self.recs: dict[str, Recognizer] = {}
         # the windows in hand: (stream, start, end, wall, row) with row indexing the rows of the chunks
         self.batch: list[_InHand] = []
-        self.chunks: list[tuple[np.ndarray, np.ndarray]] = []  # (embeddings, stored scores) as read
+        self.chunks: list[tuple[np.ndarray | None, Scores]] = []  # (embeddings if re-scored, scores) as read
         self.rows_in_hand = 0
         self.in_batch: set[str] = set()
         self.last: dict[str, tuple[float, float]] = {}  # stream -> (capture end, wall time)
         self.offset: dict[str, float] = {}  # stream -> wall - capture time of its newest window
         self.open: dict[str, dict[str, Any]] = {}
+        self.dim = 0
 
     def feed(
         self,
@@ -341,10 +366,21 @@ class _State:
         n: int,
         dim: int,
         stored: _Stored,
+        chunk_scores: Callable[[np.ndarray | None, np.ndarray], Scores],
         emb_needed: bool,
     ) -> None:
-        embs = codec.decode_many([r[8] for r in rows], dim) if emb_needed else np.zeros((len(rows), dim), np.float32)
-        scores = _stored_scores(rows, columns, n)
+        kept = _stored_scores(rows, columns, n)
+        embs = None
+        if not emb_needed:
+            scores = chunk_scores(None, kept)
+        else:  # decoded and scored a block at a time, while the block is in the CPU's cache
+            embs = np.empty((len(rows), dim), np.float32)
+            parts = []
+            for k in range(0, len(rows), SCORE_BLOCK):
+                embs[k : k + SCORE_BLOCK] = codec.decode_many([r[8] for r in rows[k : k + SCORE_BLOCK]], dim)
+                parts.append(chunk_scores(embs[k : k + SCORE_BLOCK], kept[k : k + SCORE_BLOCK]))
+            scores = _joined(parts)
+        self.dim = dim
         o = self.out
         walls = [float(r[3]) for r in rows]
         o.first = walls[0] if o.first is None else min(o.first, min(walls))
@@ -382,19 +418,23 @@ class _State:
         by: dict[str, list[_InHand]] = {}
         for w in self.batch:
             by.setdefault(w[0], []).append(w)
-        embs = np.concatenate([c[0] for c in self.chunks]) if len(self.chunks) > 1 else self.chunks[0][0]
-        scores = np.concatenate([c[1] for c in self.chunks]) if len(self.chunks) > 1 else self.chunks[0][1]
+        embs, sc = self.chunks[0]
+        if len(self.chunks) > 1:
+            embs = None if embs is None else np.concatenate([c[0] for c in self.chunks if c[0] is not None])
+            sc = _joined([c[1] for c in self.chunks])
         for stream, ws in by.items():
             at = np.fromiter((w[4] for w in ws), np.int64, len(ws))
-            self._replay(stream, ws, embs[at], scores[at], stored)
+            part = Scores(sc.scores[at], sc.cosine[at], None if sc.background is None else sc.background[at])
+            self._replay(stream, ws, embs, at, part, stored)
         self.batch, self.in_batch = [], set()  # (the chunks stay until the next feed: a flush mid-feed)
 
     def _replay(
         self,
         stream: str,
         windows: list[_InHand],
-        embs: np.ndarray,
-        stored_rows: np.ndarray,
+        embs: np.ndarray | None,
+        at: np.ndarray,
+        scored: Scores,
         stored: _Stored,
     ) -> None:
         """One stream's windows in order. Quiet stretches (no event pending or open, every smoothed score
@@ -405,9 +445,7 @@ class _State:
         self.collect(rec.sync(wall=windows[0][3]), None)
         scorer = rec.scorer
         assert scorer is not None and isinstance(rec.embedder, _ReplayEmbedder)
-        stored.scores = stored_rows
-        scored = scorer.score(embs)  # stored where stored, else scored: once for the whole stretch
-        full = scored.scores
+        full = scored.scores  # stored where stored, else scored: once per chunk (the feed)
         cols, params, dec = rec.columns(stream), scorer.params, rec.decisions
         names = [n for _, n in cols]
         alpha = [params[n].smoothing for n in names]
@@ -420,7 +458,8 @@ class _State:
                 if i >= count:
                     break
             j = min(count, i + SLOW_BLOCK)
-            block = zip(windows[i:j], embs[i:j], strict=True)
+            vecs = embs[at[i:j]] if embs is not None else np.zeros((j - i, self.dim), np.float32)
+            block = zip(windows[i:j], vecs, strict=True)
             rec.embedder.pending = [Window(s, t0, t1, 0, 0, 0, wall, e) for (s, t0, t1, wall, _), e in block]
             bg = None if scored.background is None else scored.background[i:j]
             stored.block = Scores(full[i:j], scored.cosine[i:j], bg)
