@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 MAX_WORDS = 10000
@@ -53,9 +53,17 @@ def stem(word: str) -> str:
     return word
 
 
+def _content(text: str) -> Iterator[tuple[str, str]]:
+    """(stem, word as written) of each of ``text``'s words that carry meaning (no articles, pronouns,
+    auxiliaries, ...)."""
+    for w in _WORD.findall(text.lower()):
+        if w not in _STOP and len(w) > 1:
+            yield stem(w), w
+
+
 def content_words(text: str) -> list[str]:
-    """The stems of ``text``'s words that carry meaning (no articles, pronouns, auxiliaries, ...)."""
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
+    """The stems of ``text``'s words that carry meaning."""
+    return [s for s, _ in _content(text)]
 
 
 def vocabulary(captions: Iterable[str], limit: int = MAX_WORDS) -> list[str]:
@@ -95,9 +103,8 @@ def unfamiliar_actions(
     for name, texts in actions:
         words: dict[str, str] = {}  # stem -> the word as written (first seen)
         for t in texts:
-            for w in _WORD.findall(t.lower()):
-                if w not in _STOP and len(w) > 1:
-                    words.setdefault(stem(w), w)
+            for s, w in _content(t):
+                words.setdefault(s, w)
         if not words:
             continue
         frac = sum(s in known for s in words) / len(words)

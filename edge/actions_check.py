@@ -16,11 +16,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cezsar import yamlfile
 from cezsar.yamlfile import Loc
 from edge.actions import ActionsError, ActionSet, actions_document, expand, warnings
+
+if TYPE_CHECKING:
+    from cezsar.deploy.manifest import Manifest
 
 Streams = Mapping[str, Sequence[str]]  # stream -> its zone names
 
@@ -56,13 +59,16 @@ def stream_warnings(aset: ActionSet, streams: Streams) -> list[tuple[Loc, str]]:
     return out
 
 
-def token_warnings(aset: ActionSet, deploy: str | os.PathLike[str]) -> list[tuple[Loc, str]]:
-    """Sentences the deploy folder's text encoder would cut off (more tokens than ``text_max_length``)."""
+def token_warnings(
+    aset: ActionSet, deploy: str | os.PathLike[str], manifest: Manifest | None = None
+) -> list[tuple[Loc, str]]:
+    """Sentences the deploy folder's text encoder would cut off (more tokens than ``text_max_length``);
+    ``manifest``: the folder's, when the caller has it loaded."""
     from cezsar.deploy.layout import TOKENIZER
     from cezsar.deploy.manifest import load_manifest
     from cezsar.tokenize import token_counts
 
-    manifest = load_manifest(Path(deploy))
+    manifest = manifest if manifest is not None else load_manifest(Path(deploy))
     tokenizer = manifest.verified(Path(deploy), TOKENIZER)
     limit = manifest.text_max_length
     items: list[tuple[Loc, str]] = []  # (location of the description, one sentence it stands for)
@@ -118,8 +124,9 @@ def check_actions_file(
     if deploy is not None:
         from cezsar.deploy.manifest import load_manifest
 
-        located += token_warnings(aset, deploy)
-        located += domain_warnings(aset, load_manifest(Path(deploy)).extra.get("trained_on"))
+        manifest = load_manifest(Path(deploy))
+        located += token_warnings(aset, deploy, manifest)
+        located += domain_warnings(aset, manifest.extra.get("trained_on"))
     out = [f"{p}: {w}" for w in warnings(aset)]
     for loc, msg in located:
         where, line, col = doc.locate(loc)
