@@ -165,7 +165,10 @@ def test_a_batch_of_event_messages_leaves_what_one_message_at_a_time_leaves(tmp_
             st.write(b, MODEL, DIM)
         st.close()
         con = sqlite3.connect(path)
-        ev = con.execute("SELECT * FROM events ORDER BY id").fetchall()
+        cols = [r[1] for r in con.execute("PRAGMA table_info(events)") if r[1] != "stream_id"]
+        named = ", ".join(f'e."{c}"' for c in cols)  # the stream by name: ids follow the order streams came
+        q = f"SELECT {named}, s.name FROM events e JOIN streams s ON s.id = e.stream_id ORDER BY e.id"
+        ev = con.execute(q).fetchall()
         ph = con.execute("SELECT event_id, phase, time, score, peak FROM event_phases ORDER BY id").fetchall()
         con.close()
         return ev, ph
