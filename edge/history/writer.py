@@ -46,16 +46,21 @@ CLOSE_S = 10.0  # how long close() waits for the queue to be written
 
 class _Pending:
     """The bounded queue between the main loop and the writer: a deque that the producers append to
-    (no lock, no wake-up: the writer takes what is there once per COMMIT_S)."""
+    (no lock, no wake-up per item: the writer takes what is there once per COMMIT_S, or as soon as a
+    full batch waits, when ``ready`` is set)."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = int(capacity)
+    def __init__(self, capacity: int, batch: int = MAX_BATCH) -> None:
+        self.capacity, self.batch = int(capacity), min(int(batch), int(capacity))
         self._items: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.ready = threading.Event()
 
     def put_nowait(self, item: tuple[Any, ...]) -> None:
-        if len(self._items) >= self.capacity:
+        n = len(self._items)
+        if n >= self.capacity:
             raise queue.Full
         self._items.append(item)
+        if n + 1 == self.batch:
+            self.ready.set()
 
     def drain(self, most: int) -> list[tuple[Any, ...]]:
         out = []
@@ -143,6 +148,7 @@ class HistoryWriter:
     def close(self) -> None:
         """Write what is queued (up to CLOSE_S), then close the store."""
         self._stop.set()
+        self.queue.ready.set()
         if self._thread.is_alive():
             self._thread.join(CLOSE_S + 5.0)
         self.unsent += self.queue.qsize()
@@ -214,7 +220,8 @@ class HistoryWriter:
             if self._stop.is_set() and stop_at is None:
                 stop_at = time.monotonic() + CLOSE_S
             if stop_at is None and self.queue.qsize() < MAX_BATCH - len(held):
-                self._stop.wait(COMMIT_S)  # a batch per COMMIT_S, not a wake-up per item (close wakes it)
+                self.queue.ready.wait(COMMIT_S)  # a batch per COMMIT_S, or at once when one is full, or close
+                self.queue.ready.clear()
             held.extend(self.queue.drain(MAX_BATCH - len(held)))
             if held:
                 if self._write(held):
