@@ -309,6 +309,8 @@ def run_backtest(
 def _stored_scores(rows: list[Any], columns: dict[int, list[int | None]], n: int) -> np.ndarray:
     """(len(rows), n) stored scores aligned to the actions under test; NaN where there is none."""
     out = np.full((len(rows), n), np.nan)
+    if all(c is None for cs in columns.values() for c in cs):  # new text: nothing stored to take
+        return out
     by: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
         if r[6] is not None and r[6] in columns and r[7]:
@@ -382,7 +384,8 @@ class _State:
             scores = _joined(parts)
         self.dim = dim
         o = self.out
-        walls = [float(r[3]) for r in rows]
+        cols = list(zip(*rows, strict=True))  # the chunk by column: the loop below runs once per window
+        streams_, zones, walls, starts, ends = cols[1], cols[2], cols[3], cols[4], cols[5]
         o.first = walls[0] if o.first is None else min(o.first, min(walls))
         o.last = walls[-1] if o.last is None else max(o.last, max(walls))
         o.windows += len(rows)
@@ -390,18 +393,19 @@ class _State:
             self.chunks, self.rows_in_hand = [], 0
         self.chunks.append((embs, scores))
         base, self.rows_in_hand = self.rows_in_hand, self.rows_in_hand + len(rows)
-        for g, r in enumerate(rows, base):
-            _, stream, zone, wall, start, end = r[:6]
-            name = f"{stream}@{zone}" if zone else stream
-            prev = self.last.get(name)
-            if prev is not None and (end < prev[0] - 1e-6 or wall - prev[1] > self.gap):
-                if name in self.in_batch:
+        names = streams_ if not any(zones) else [f"{s}@{z}" if z else s for s, z in zip(streams_, zones, strict=True)]
+        last, offset, gap, batch, in_batch = self.last, self.offset, self.gap, self.batch, self.in_batch
+        for g, name, wall, start, end in zip(range(base, base + len(rows)), names, walls, starts, ends, strict=True):
+            prev = last.get(name)
+            if prev is not None and (end < prev[0] - 1e-6 or wall - prev[1] > gap):
+                if name in in_batch:
                     self.flush(stored)
+                    batch, in_batch = self.batch, self.in_batch  # (a flush starts new ones)
                 self.collect(self._rec(name).end_stream(name, "gap", wall=prev[1]), name)
-            self.last[name] = (end, wall)
-            self.offset[name] = wall - end
-            self.batch.append((name, start, end, wall, g))
-            self.in_batch.add(name)
+            last[name] = (end, wall)
+            offset[name] = wall - end
+            batch.append((name, start, end, wall, g))
+            in_batch.add(name)
         if len(self.batch) >= CHUNK:
             self.flush(stored)
 
