@@ -85,3 +85,23 @@ def test_fast_replay_equals_window_by_window(
     assert fast_series == slow_series and sum(len(v) for v in fast_series.values()) > 0
     assert bt.windows == 4500
     store.close()
+
+
+@pytest.mark.parametrize(
+    "since, until, streams", [(None, None, None), (1e9 + 500.0, 1e9 + 2600.0, None), (None, 1e9 + 900.0, [1, 3])]
+)
+def test_sqlite_driver_rows_equal_the_sqlalchemy_rows(
+    tmp_path: Path, since: float | None, until: float | None, streams: list[int] | None
+) -> None:
+    """The backtest reads SQLite through the driver's cursor (edge/history/readrange.py): the same
+    windows, in the same order and layout, as the dialect-neutral SQLAlchemy query, with each filter."""
+    from edge.history.readrange import stored_rows
+
+    store = _store(tmp_path, {"actions": ACTIONS}, per_camera=3000)  # more than one chunk of ids
+    mid = store.model_id(MODEL, DIM)
+    for emb in (True, False):
+        fast = [tuple(r) for c in stored_rows(store, mid, since, until, streams, emb) for r in c]
+        slow = [tuple(r) for c in stored_rows(store, mid, since, until, streams, emb, driver=False) for r in c]
+        assert fast == slow and len(fast) > 100
+        assert len(fast[0]) == (9 if emb else 8)
+    store.close()

@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,11 +34,11 @@ from edge.decisions import PARAM_KEYS, Decisions, Event, Params
 from edge.embedder import Window
 from edge.history import codec
 from edge.history import schema as S
+from edge.history.readrange import CHUNK, models_in_range, read_ahead, stored_rows
 from edge.history.store import HistoryError
 from edge.recognizer import Recognizer
 from edge.scorer import Scorer, Scores
 
-CHUNK = 4096
 SCORE_BLOCK = 512  # windows decoded and scored at once (their vectors stay in the CPU's cache)
 SLOW_BLOCK = 4  # windows per Recognizer push where something may happen (then quiet is checked again)
 DECISION_KEYS = {*PARAM_KEYS, "name", "streams", "zone"}
@@ -133,97 +133,6 @@ class Backtest:
         return 0.0 if self.first is None or self.last is None else max(self.last - self.first, 1.0) / 86400.0
 
 
-def _models(conn: Any, since: float | None, until: float | None) -> dict[int, tuple[str, int]]:
-    import sqlalchemy as sa
-
-    w, m = S.windows, S.models
-    q = sa.select(w.c.model_id, m.c.hash, sa.func.count()).join(m, m.c.id == w.c.model_id)
-    q = _range(q, since, until).group_by(w.c.model_id, m.c.hash)
-    return {int(r[0]): (str(r[1]), int(r[2])) for r in conn.execute(q)}
-
-
-def _range(q: Any, since: float | None, until: float | None) -> Any:
-    w = S.windows
-    if since is not None:
-        q = q.where(w.c.time >= since)
-    if until is not None:
-        q = q.where(w.c.time <= until)
-    return q
-
-
-def _ahead(chunks: Iterator[list[Any]], depth: int = 2) -> Iterator[list[Any]]:
-    """``chunks`` read by a thread of their own, ``depth`` ahead: the database read (which lets go of the
-    GIL while it steps) overlaps the replay of the chunk before. Its errors come out here, in order."""
-    import queue
-    import threading
-
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for c in chunks:
-                if not put(("rows", c)):
-                    return
-            put(("end", None))
-        except BaseException as e:  # noqa: BLE001 - handed to the reader's consumer, raised there
-            put(("error", e))
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()  # its database connection goes back now, on this thread
-
-    reader = threading.Thread(target=read, name="backtest-read", daemon=True)
-    reader.start()
-    try:
-        while True:
-            kind, item = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join(5.0)
-
-
-def _rows(
-    store: Any, model_id: int, since: float | None, until: float | None, streams: list[int] | None, with_embedding: bool
-) -> Iterator[list[Any]]:
-    """The range's windows in id order (the order they were stored), CHUNK ids at a time: each query
-    is a primary-key range, so that no database sorts the whole range once per chunk."""
-    import sqlalchemy as sa
-
-    w, st = S.windows, S.streams
-    cols = [w.c.id, st.c.name, w.c.zone, w.c.time, w.c.start, w.c.end, w.c.scoring_id, w.c.scores]
-    if with_embedding:
-        cols.append(w.c.embedding)
-    with store.engine.connect() as conn:
-        lo, hi = conn.execute(_range(sa.select(sa.func.min(w.c.id), sa.func.max(w.c.id)), since, until)).one()
-        if lo is None:
-            return
-        last = int(lo) - 1
-        while last < int(hi):
-            q = sa.select(*cols).join(st, st.c.id == w.c.stream_id)
-            q = q.where(w.c.id > last, w.c.id <= last + CHUNK, w.c.model_id == model_id)
-            if streams is not None:
-                q = q.where(w.c.stream_id.in_(streams))
-            rows = conn.execute(_range(q, since, until).order_by(w.c.id)).all()
-            last += CHUNK
-            if rows:
-                yield rows
-
-
 def run_backtest(
     store: Any,
     aset: ActionSet,
@@ -247,7 +156,7 @@ def run_backtest(
     t0 = time.perf_counter()
     out = Backtest()
     with store.engine.connect() as conn:
-        models = _models(conn, since, until)
+        models = models_in_range(conn, since, until)
         mid = next((i for i, (h, _) in models.items() if h == model_hash), None)
         out.refused = {h[:12]: n for i, (h, n) in models.items() if i != mid}
         if mid is None:
@@ -296,7 +205,7 @@ def run_backtest(
         return Scores(full, np.broadcast_to(zero.cosine, (n, zero.cosine.shape[1])), bg)
 
     state = _State(recognizer, out, keep_series, gap)
-    for rows in _ahead(_rows(store, mid, since, until, streams, emb_needed)):
+    for rows in read_ahead(stored_rows(store, mid, since, until, streams, emb_needed)):
         state.feed(rows, columns, len(names), dim, stored, chunk_scores, emb_needed)
     state.flush(stored)
     for rec in state.recs.values():
