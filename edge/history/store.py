@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import sqlite3
@@ -230,7 +231,10 @@ class HistoryStore:
                 {"stream_id": self.stream_id(s), "time": t, "jpeg": j, "recording_id": batch.recording}
                 for s, t, j in batch.thumbnails
             ]
-            conn.execute(S.thumbnails.insert(), thumbs)
+            if conn.dialect.name == "sqlite":
+                _insert_rows_sqlite(conn, S.thumbnails, list(thumbs[0]), [tuple(r.values()) for r in thumbs])
+            else:
+                conn.execute(S.thumbnails.insert(), thumbs)
 
     def _window(self, conn: Any, w: WindowRow, model_id: int) -> dict[str, Any]:
         return {
@@ -370,7 +374,7 @@ def _insert_rows_sqlite(conn: Any, table: Any, cols: list[str], rows: list[tuple
     for i in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
         part = rows[i : i + SQLITE_ROWS_PER_INSERT]
         sql = f'INSERT INTO "{table.name}" ({names}) VALUES ' + ",".join([one] * len(part))
-        conn.exec_driver_sql(sql, tuple(v for r in part for v in r))
+        conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(part)))
 
 
 def _insert(conn: Any, table: Any) -> Any:
