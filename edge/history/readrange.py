@@ -5,7 +5,7 @@ thread of their own while the replay works on the chunk before."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.history import schema as S
 
@@ -97,18 +97,21 @@ def stored_rows(
         if lo is None:
             return
         read = _rows_sqlite if driver and conn.dialect.name == "sqlite" else _rows_sqlalchemy
-        yield from read(conn, model_id, (since, until), streams, with_embedding, (int(lo), int(hi)))
+        yield from read(conn, _Query(model_id, (since, until), streams, with_embedding, (int(lo), int(hi))))
 
 
-def _rows_sqlalchemy(
-    conn: Any,
-    model_id: int,
-    span: tuple[float | None, float | None],
-    streams: list[int] | None,
-    with_embedding: bool,
-    ids: tuple[int, int],
-) -> Iterator[list[Any]]:
+class _Query(NamedTuple):
+    model_id: int
+    span: tuple[float | None, float | None]  # since, until (window times)
+    streams: list[int] | None
+    with_embedding: bool
+    ids: tuple[int, int]  # the lowest and highest window id of the span
+
+
+def _rows_sqlalchemy(conn: Any, qy: _Query) -> Iterator[list[Any]]:
     import sqlalchemy as sa
+
+    model_id, span, streams, with_embedding, ids = qy
 
     w, st = S.windows, S.streams
     cols = [w.c.id, st.c.name, w.c.zone, w.c.time, w.c.start, w.c.end, w.c.scoring_id, w.c.scores]
@@ -126,15 +129,9 @@ def _rows_sqlalchemy(
             yield rows
 
 
-def _rows_sqlite(
-    conn: Any,
-    model_id: int,
-    span: tuple[float | None, float | None],
-    streams: list[int] | None,
-    with_embedding: bool,
-    ids: tuple[int, int],
-) -> Iterator[list[Any]]:
-    """:func:`_rows` on SQLite through the driver's cursor (the same query, the same row layout)."""
+def _rows_sqlite(conn: Any, qy: _Query) -> Iterator[list[Any]]:
+    """:func:`_rows_sqlalchemy` on SQLite through the driver's cursor (the same query, the same row layout)."""
+    model_id, span, streams, with_embedding, ids = qy
     w, st = S.windows.name, S.streams.name
     cols = 'w.id, s.name, w.zone, w.time, w.start, w."end", w.scoring_id, w.scores'
     cols += ", w.embedding" if with_embedding else ""
