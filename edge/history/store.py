@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,8 +184,7 @@ class HistoryStore:
         return self._get_or_add(S.models, "hash", model_hash, {"dim": int(dim), "first_seen": time.time()})
 
     def stream_id(self, name: str) -> int:
-        sid = self._ids.get(("streams", name))  # the writer asks once per window: the cache first
-        return sid if sid is not None else self._get_or_add(S.streams, "name", name, {})
+        return self._get_or_add(S.streams, "name", name, {})
 
     def scoring_id(self, model_hash: str, dim: int, actions: dict[str, Any], names: list[str]) -> int:
         """The scorings row of an action set (its file form) as it scored windows of this model."""
@@ -213,42 +212,19 @@ class HistoryStore:
     def write_in(self, conn: Any, batch: Batch, mid: int) -> None:
         """:meth:`write` inside the caller's transaction (:meth:`prepare` first)."""
         if batch.windows:
-            if conn.dialect.name == "sqlite":
-                sid = self.stream_id
-                rows = [
-                    (sid(w.stream), w.zone, mid, w.time, w.start, w.end, w.scoring, w.scores, w.embedding, w.recording)
-                    for w in batch.windows
-                ]
-                _insert_rows_sqlite(conn, S.windows, _WINDOW_COLUMNS, rows)
-            else:
-                conn.execute(S.windows.insert(), [self._window(conn, w, mid) for w in batch.windows])
+            sid = self.stream_id
+            rows = [
+                (sid(w.stream), w.zone, mid, w.time, w.start, w.end, w.scoring, w.scores, w.embedding, w.recording)
+                for w in batch.windows
+            ]
+            _insert_rows(conn, S.windows, _WINDOW_COLUMNS, rows)
         if batch.events:
             self._events(conn, batch.events, mid, batch.offsets)
         for p in batch.media:
             self._media(conn, p)
         if batch.thumbnails:
-            thumbs = [
-                {"stream_id": self.stream_id(s), "time": t, "jpeg": j, "recording_id": batch.recording}
-                for s, t, j in batch.thumbnails
-            ]
-            if conn.dialect.name == "sqlite":
-                _insert_rows_sqlite(conn, S.thumbnails, list(thumbs[0]), [tuple(r.values()) for r in thumbs])
-            else:
-                conn.execute(S.thumbnails.insert(), thumbs)
-
-    def _window(self, conn: Any, w: WindowRow, model_id: int) -> dict[str, Any]:
-        return {
-            "stream_id": self.stream_id(w.stream),
-            "zone": w.zone,
-            "model_id": model_id,
-            "time": w.time,
-            "start": w.start,
-            "end": w.end,
-            "scoring_id": w.scoring,
-            "scores": w.scores,
-            "embedding": w.embedding,
-            "recording_id": w.recording,
-        }
+            thumbs = [(self.stream_id(s), t, j, batch.recording) for s, t, j in batch.thumbnails]
+            _insert_rows(conn, S.thumbnails, ("stream_id", "time", "jpeg", "recording_id"), thumbs)
 
     def _events(self, conn: Any, payloads: list[dict[str, Any]], model_id: int, offsets: dict[str, float]) -> None:
         """Every event message of the batch in two upserts and one insert of phases, each one statement
@@ -261,19 +237,10 @@ class HistoryStore:
             if part:
                 conn.execute(_event_upsert(conn, end), part if end else _folded(part))
         phases = [
-            {
-                "event_id": r["id"],
-                "phase": str(p.get("phase")),
-                "time": float(p.get("time") or time.time()),
-                "score": r["score"],
-                "peak": r["peak"],
-            }
+            (r["id"], str(p.get("phase")), float(p.get("time") or time.time()), r["score"], r["peak"])
             for r, p in zip(rows, payloads, strict=True)
         ]
-        if conn.dialect.name == "sqlite":
-            _insert_rows_sqlite(conn, S.event_phases, list(phases[0]), [tuple(p.values()) for p in phases])
-        else:
-            conn.execute(S.event_phases.insert(), phases)
+        _insert_rows(conn, S.event_phases, ("event_id", "phase", "time", "score", "peak"), phases)
 
     def _event_row(self, p: dict[str, Any], model_id: int, offsets: dict[str, float]) -> dict[str, Any]:
         stream = str(p.get("stream"))
@@ -343,9 +310,8 @@ def _event_upsert_for(dialect: str, end: bool) -> Any:
     set the columns they carry (a None keeps what is stored) and leave the end's columns alone. Built
     once per dialect (building it, and its cache key, cost the writer about a millisecond a batch)."""
     import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql, sqlite
 
-    ins = (postgresql if dialect == "postgresql" else sqlite).insert(S.events)
+    ins = _insert_for(dialect, S.events)
     cols = [c.name for c in S.events.columns if c.name not in _EVENT_KEPT]
     if end:
         set_ = {c: ins.excluded[c] for c in cols}
@@ -361,14 +327,28 @@ def _event_upsert(conn: Any, end: bool) -> Any:
 SQLITE_ROWS_PER_INSERT = 500
 
 
-_WINDOW_COLUMNS = ["stream_id", "zone", "model_id", "time", "start", "end", "scoring_id", "scores", "embedding"]
-_WINDOW_COLUMNS.append("recording_id")
+_WINDOW_COLUMNS = (
+    "stream_id",
+    "zone",
+    "model_id",
+    "time",
+    "start",
+    "end",
+    "scoring_id",
+    "scores",
+    "embedding",
+    "recording_id",
+)
 
 
-def _insert_rows_sqlite(conn: Any, table: Any, cols: list[str], rows: list[tuple[Any, ...]]) -> None:
-    """Many rows (tuples in ``cols``' order) in a few multi-row INSERTs, SQLITE_ROWS_PER_INSERT rows a
-    statement: no per-row work in SQLAlchemy, and one GIL hand-over per statement where the sqlite3
-    module's executemany has one per row (the runtime's main thread pays for each)."""
+def _insert_rows(conn: Any, table: Any, cols: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Many rows (tuples in ``cols``' order). On SQLite a few multi-row INSERTs, SQLITE_ROWS_PER_INSERT
+    rows a statement: no per-row work in SQLAlchemy, and one GIL hand-over per statement where the sqlite3
+    module's executemany has one per row (the runtime's main thread pays for each); elsewhere one
+    SQLAlchemy executemany."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(table.insert(), [dict(zip(cols, r, strict=True)) for r in rows])
+        return
     one = "(" + ",".join("?" * len(cols)) + ")"
     names = ",".join(f'"{c}"' for c in cols)
     for i in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
@@ -379,9 +359,13 @@ def _insert_rows_sqlite(conn: Any, table: Any, cols: list[str], rows: list[tuple
 
 def _insert(conn: Any, table: Any) -> Any:
     """INSERT with ON CONFLICT (the dialect's own)."""
+    return _insert_for(conn.dialect.name, table)
+
+
+def _insert_for(dialect: str, table: Any) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 # ---------------------------------------------------------------------------------------------- opening
