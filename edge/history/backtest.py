@@ -73,9 +73,21 @@ class _Stored:
 class _ReplayScorer(Scorer):
     """The Scorer of the action set under test; columns with a stored score take it instead."""
 
-    def __init__(self, base: Scorer, stored: _Stored) -> None:
+    def __init__(self, base: Scorer, stored: _Stored, dim: int) -> None:
         self.__dict__.update(base.__dict__)
         self._stored = stored
+        self._zero = base.score(np.zeros((1, dim), np.float32))  # what a window without a stored score gets
+
+    def chunk(self, embs: np.ndarray | None, kept: np.ndarray) -> Scores:
+        """A chunk's scores, once: ``kept`` (stored) where stored, else the Scorer's on the stored vector
+        (``embs``; None where every action is replayed)."""
+        if embs is not None:
+            self._stored.scores = kept
+            return self.score(embs)
+        z, n = self._zero, len(kept)
+        full = np.where(np.isnan(kept), z.scores, kept).astype(z.scores.dtype)
+        bg = None if z.background is None else np.broadcast_to(z.background, (n,))
+        return Scores(full, np.broadcast_to(z.cosine, (n, z.cosine.shape[1])), bg)
 
     def score(self, emb: np.ndarray) -> Scores:
         block, self._stored.block = self._stored.block, None
@@ -186,27 +198,17 @@ def run_backtest(
     scorer = Scorer.build(aset, _Text(encode, dim), calibration)  # type: ignore[arg-type]
     out.params = dict(scorer.params)
 
+    replay = _ReplayScorer(scorer, stored, dim)
+
     def recognizer() -> Recognizer:
         """One per stream (decisions never mix streams): the live Recognizer, stored windows in."""
         rec = Recognizer(_ReplayEmbedder(), None, update_interval=update_interval)  # type: ignore[arg-type]
-        rec.set_scorer(_ReplayScorer(scorer, stored))
+        rec.set_scorer(replay)
         return rec
 
-    zero = scorer.score(np.zeros((1, dim), np.float32))  # what a window without a stored score got before
-
-    def chunk_scores(embs: np.ndarray | None, kept: np.ndarray) -> Scores:
-        """A chunk's scores, once: stored where stored, else the Scorer's on the stored vector."""
-        if embs is not None:
-            stored.scores = kept
-            return _ReplayScorer(scorer, stored).score(embs)
-        n = len(kept)
-        full = np.where(np.isnan(kept), zero.scores, kept).astype(zero.scores.dtype)
-        bg = None if zero.background is None else np.broadcast_to(zero.background, (n,))
-        return Scores(full, np.broadcast_to(zero.cosine, (n, zero.cosine.shape[1])), bg)
-
-    state = _State(recognizer, out, keep_series, gap)
+    state = _State(recognizer, out, keep_series, gap, dim)
     for rows in read_ahead(stored_rows(store, mid, since, until, streams, emb_needed)):
-        state.feed(rows, columns, len(names), dim, stored, chunk_scores, emb_needed)
+        state.feed(rows, columns, len(names), stored, replay.chunk, emb_needed)
     state.flush(stored)
     for rec in state.recs.values():
         state.collect(rec.end_all("range_end", wall=out.last or 0.0), None)
@@ -240,6 +242,11 @@ def _stored_scores(rows: list[Any], columns: dict[int, list[int | None]], n: int
     return out
 
 
+def _take(sc: Scores, rows: Any) -> Scores:
+    """The Scores of some windows (an index array or a slice)."""
+    return Scores(sc.scores[rows], sc.cosine[rows], None if sc.background is None else sc.background[rows])
+
+
 def _joined(parts: list[Scores]) -> Scores:
     if len(parts) == 1:
         return parts[0]
@@ -257,8 +264,10 @@ _InHand = tuple[str, float, float, float, int]  # a window in hand: stream, star
 class _State:
     """The replay's running state: windows in hand, each stream's last window, the events so far."""
 
-    def __init__(self, make: Callable[[], Recognizer], out: Backtest, keep: Sequence[str], gap: float) -> None:
-        self.make, self.out, self.keep, self.gap = make, out, set(keep), gap
+    def __init__(
+        self, make: Callable[[], Recognizer], out: Backtest, keep: Sequence[str], gap: float, dim: int
+    ) -> None:
+        self.make, self.out, self.keep, self.gap, self.dim = make, out, set(keep), gap, dim
         self.recs: dict[str, Recognizer] = {}
         # the windows in hand: (stream, start, end, wall, row) with row indexing the rows of the chunks
         self.batch: list[_InHand] = []
@@ -268,14 +277,12 @@ class _State:
         self.last: dict[str, tuple[float, float]] = {}  # stream -> (capture end, wall time)
         self.offset: dict[str, float] = {}  # stream -> wall - capture time of its newest window
         self.open: dict[str, dict[str, Any]] = {}
-        self.dim = 0
 
     def feed(
         self,
         rows: list[Any],
         columns: dict[int, list[int | None]],
         n: int,
-        dim: int,
         stored: _Stored,
         chunk_scores: Callable[[np.ndarray | None, np.ndarray], Scores],
         emb_needed: bool,
@@ -285,13 +292,12 @@ class _State:
         if not emb_needed:
             scores = chunk_scores(None, kept)
         else:  # decoded and scored a block at a time, while the block is in the CPU's cache
-            embs = np.empty((len(rows), dim), np.float32)
+            embs = np.empty((len(rows), self.dim), np.float32)
             parts = []
             for k in range(0, len(rows), SCORE_BLOCK):
-                embs[k : k + SCORE_BLOCK] = codec.decode_many([r[8] for r in rows[k : k + SCORE_BLOCK]], dim)
+                embs[k : k + SCORE_BLOCK] = codec.decode_many([r[8] for r in rows[k : k + SCORE_BLOCK]], self.dim)
                 parts.append(chunk_scores(embs[k : k + SCORE_BLOCK], kept[k : k + SCORE_BLOCK]))
             scores = _joined(parts)
-        self.dim = dim
         o = self.out
         cols = list(zip(*rows, strict=True))  # the chunk by column: the loop below runs once per window
         streams_, zones, walls, starts, ends = cols[1], cols[2], cols[3], cols[4], cols[5]
@@ -337,8 +343,7 @@ class _State:
             sc = _joined([c[1] for c in self.chunks])
         for stream, ws in by.items():
             at = np.fromiter((w[4] for w in ws), np.int64, len(ws))
-            part = Scores(sc.scores[at], sc.cosine[at], None if sc.background is None else sc.background[at])
-            self._replay(stream, ws, embs, at, part, stored)
+            self._replay(stream, ws, embs, at, _take(sc, at), stored)
         self.batch, self.in_batch = [], set()  # (the chunks stay until the next feed: a flush mid-feed)
 
     def _replay(
@@ -374,8 +379,7 @@ class _State:
             vecs = embs[at[i:j]] if embs is not None else np.zeros((j - i, self.dim), np.float32)
             block = zip(windows[i:j], vecs, strict=True)
             rec.embedder.pending = [Window(s, t0, t1, 0, 0, 0, wall, e) for (s, t0, t1, wall, _), e in block]
-            bg = None if scored.background is None else scored.background[i:j]
-            stored.block = Scores(full[i:j], scored.cosine[i:j], bg)
+            stored.block = _take(scored, slice(i, j))
             step = rec.push([])
             self.collect(step.ended, None)
             for r in step.windows:
