@@ -18,23 +18,28 @@ from cezsar.preprocess import Preprocess  # noqa: E402
 torch.set_num_threads(1)
 
 
-def make_model_dir(path: Path, frames: int = 4, seed: int = 0, text_input: str = "pooled") -> Path:
+def make_model_dir(
+    path: Path, frames: int = 4, seed: int = 0, text_input: str = "pooled", temporal: str = "joint"
+) -> Path:
     from training.model import CezsarModel, ModelConfig
 
     torch.manual_seed(seed)
     cfg = ModelConfig(frames=frames, fps=4.0, d_model=64, preprocess=Preprocess(size=32, resize=36).to_dict(),
-                      text_input=text_input, text_token_dropout=0.3 if text_input == "tokens" else 0.0)  # fmt: skip
+                      text_input=text_input, text_token_dropout=0.3 if text_input == "tokens" else 0.0,
+                      temporal=temporal)  # fmt: skip
     CezsarModel(cfg).save(path)
     return path
 
 
-# both text heads: the sentence-embedding projection (the paper's, older models) and the per-token head
-@pytest.fixture(scope="module", params=["pooled", "tokens"])
+# both text heads: the sentence-embedding projection (the paper's, older models) and the per-token head;
+# both temporal heads (the joint one of older models, the factored one the default recipe trains)
+@pytest.fixture(scope="module", params=["pooled", "tokens", "tokens-factored"])
 def exported(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, Path]:
     from converter.export import export_model
 
     root = tmp_path_factory.mktemp("export")
-    model_dir = make_model_dir(root / "model", text_input=request.param)
+    text_input, _, temporal = request.param.partition("-")
+    model_dir = make_model_dir(root / "model", text_input=text_input, temporal=temporal or "joint")
     export_model(model_dir, root / "deploy")
     return model_dir, root / "deploy"
 

@@ -10,7 +10,7 @@ import torch
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
 from training.backbones import create_backbone
-from training.model import CezsarModel, ModelConfig, TemporalHead, read_config
+from training.model import CezsarModel, FactoredTemporalHead, ModelConfig, TemporalHead, read_config
 
 
 def small_config(**kw) -> ModelConfig:
@@ -28,10 +28,11 @@ def test_split_tower_equals_fused_forward():
     assert torch.allclose(fused.norm(dim=-1), torch.ones(3), atol=1e-5)
 
 
-def test_attention_runs_across_time_not_batch():
+@pytest.mark.parametrize("kind", [TemporalHead, FactoredTemporalHead])
+def test_attention_runs_across_time_not_batch(kind):
     """The reference code's defect: without batch_first, videos of a batch attend to each other."""
     torch.manual_seed(0)
-    head = TemporalHead(16, 32, 8, heads=2, layers=1, dropout=0.0).eval()
+    head = kind(16, 32, 8, heads=2, layers=1, dropout=0.0).eval()
     x = torch.randn(4, 6, 16)
     alone = head(x[:1])
     together = head(x)[:1]
@@ -49,6 +50,32 @@ def test_checkpoint_roundtrip(tmp_path):
     m2 = CezsarModel.load(tmp_path / "m")
     x = torch.randn(2, 4, 3, 32, 32)
     assert torch.equal(m.encode_video(x), m2.encode_video(x))
+
+
+def test_factored_head_adds_what_is_in_view_to_how_it_changes(tmp_path):
+    torch.manual_seed(0)
+    m = CezsarModel(small_config(temporal="factored")).eval()
+    assert isinstance(m.temporal_head, FactoredTemporalHead)
+    head = m.temporal_head
+    x = torch.randn(2, 4, m.config.feature_dim)
+    # the appearance part is order-blind; the motion part reads the changes only (a constant shift of every
+    # frame's feature moves the appearance part alone)
+    f = torch.relu(x)
+    app = head.app2(torch.nn.functional.gelu(head.app1(f))).mean(1)
+    delta = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:] - f[:, :-1]], 1)
+    mot = head.out(torch.relu(head.encoder(head.inp(delta) + head.pos[:, :4]))).mean(1)
+    assert torch.allclose(head(x), torch.nn.functional.normalize(head.norm(app + mot), dim=-1), atol=1e-5)
+    m.save(tmp_path / "f")
+    loaded = CezsarModel.load(tmp_path / "f")
+    assert loaded.config.temporal == "factored" and torch.equal(loaded.temporal_head(x), head(x))
+    # an older config without the key is the joint head
+    cfg = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert cfg["temporal"] == "factored"
+    cfg.pop("temporal")
+    cfg.pop("weights_sha256")
+    assert ModelConfig.from_dict(cfg).temporal == "joint"
+    with pytest.raises(CezsarError, match="temporal 'lstm'"):
+        ModelConfig.from_dict({**cfg, "temporal": "lstm"})
 
 
 def test_checkpoint_refuses_other_architecture(tmp_path):

@@ -49,6 +49,7 @@ def test_flag_over_dataset_json_over_probe_over_recipe(clips: Path, tmp_path: Pa
     assert "'frames': 8" in said[0] and "fps" not in said[0].split("using")[1]  # only what it filled is named
     assert cfg.loss == "infonce"  # flag over the paper recipe's triplet
     assert cfg.margin == 1.0 and cfg.schedule == "constant" and m.text_input == "pooled"  # the paper recipe's
+    assert m.temporal == "joint"  # the reference design's temporal head
     assert cfg.negatives.count == 10 and not cfg.share_negatives  # the recipe, then the train command's fallback
     assert cfg.negatives.min_distance == 0.1  # flag over the recipe's 0.0
     assert cfg.negatives.max_distance == 0.7  # dataset.json over the recipe's 0.8
@@ -75,6 +76,8 @@ def test_default_recipe_and_no_probe_when_everything_is_given(
     assert cfg.loss == "infonce" and cfg.share_negatives and cfg.schedule == "cosine" and m.text_input == "auto"
     assert cfg.negatives.seed == 3 == cfg.seed
     assert cfg.resolved_text_input() == "tokens"
+    assert m.temporal == "factored"  # the default recipe's: an appearance part plus a motion part
+    assert resolve(data, overrides={"temporal": "joint"}).model.temporal == "joint"
     default = TrainConfig()
     assert (cfg.loss, cfg.share_negatives, cfg.schedule, cfg.negatives) == (
         default.loss, default.share_negatives, default.schedule, cfg.negatives)  # fmt: skip
@@ -87,6 +90,8 @@ def test_bad_settings_fail_with_one_line(clips: Path) -> None:
         resolve(clips, "vibes")
     with pytest.raises(CezsarError, match="--loss 'hinge'"):
         resolve(clips, overrides={"loss": "hinge"})
+    with pytest.raises(CezsarError, match="--temporal 'lstm': expected one of joint, factored"):
+        resolve(clips, overrides={"frames": 4, "temporal": "lstm"})
     with pytest.raises(CezsarError, match="--augment-shift 0.7"):
         resolve(clips, overrides={"augment_shift": 0.7})
     with pytest.raises(CezsarError, match="not a cezsar model folder"):
@@ -113,5 +118,5 @@ def test_the_training_record_keeps_its_keys() -> None:
         "stream", "bank_limit_gb", "device", "step_log", "init", "text_input", "text_layer", "text_token_dropout",
     }  # fmt: skip
     record = TrainConfig(model=model_config(image_size=64, resize=72)).to_record()
-    assert set(record) == before | {"idle_fraction", "calibrate"}  # issue 21's settings, recorded too
+    assert set(record) == before | {"idle_fraction", "calibrate", "temporal"}  # issue 21's settings, recorded too
     assert record["image_size"] == 64 and record["resize"] == 72 and record["negatives"]["count"] == 10

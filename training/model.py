@@ -34,6 +34,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 HEADS = ("cezsar", "residual")
+TEMPORALS = ("joint", "factored")  # the from-scratch temporal head's form (ModelConfig.temporal)
 TEXT_INPUTS = ("pooled", "tokens")
 TOKEN_DROPOUT = 0.3  # share of a caption's tokens the per-token text head drops in training (docs/ablation.md)
 
@@ -55,6 +56,9 @@ class ModelConfig:
     # "cezsar": the from-scratch heads below; "residual": identity-initialisable heads for pretrained
     # image-text towers (training/towers.py, written by `cezsar init`)
     head: str = "cezsar"
+    # the "cezsar" head's video half: "joint" (TemporalHead: frame features and their changes through one
+    # transformer) or "factored" (FactoredTemporalHead: what the frames show plus how they change, summed)
+    temporal: str = "joint"
     # what the text head reads (issue 10): "pooled" = the sentence embedding (TextHead); "tokens" = the
     # text model's per-token states at hidden layer ``text_layer`` (0: the word-embedding layer, before
     # any attention; -1: the last layer), each through an MLP, then a masked mean (TokenTextHead), with
@@ -86,6 +90,8 @@ class ModelConfig:
             _ = cfg.pre  # validates the preprocessing block
             if cfg.head not in HEADS:
                 raise ValueError(f"head {cfg.head!r}: expected one of {', '.join(HEADS)}")
+            if cfg.temporal not in TEMPORALS:
+                raise ValueError(f"temporal {cfg.temporal!r}: expected one of {', '.join(TEMPORALS)}")
             if cfg.text_input not in TEXT_INPUTS:
                 raise ValueError(f"text_input {cfg.text_input!r}: expected one of {', '.join(TEXT_INPUTS)}")
             if not 0.0 <= cfg.text_token_dropout < 1.0:
@@ -153,6 +159,57 @@ class TemporalHead(nn.Module):
         x = self.out(F.relu(self.drop(x)))
         x = self.norm(x.mean(dim=1))
         return F.normalize(x, dim=-1)
+
+
+class FactoredTemporalHead(nn.Module):
+    """(B, T, feature_dim) -> (B, joint_dim), L2-normalised: an appearance part plus a motion part.
+
+    - appearance: each frame's feature through its own MLP, averaged over the window (what is in view,
+      whatever it does; order-blind);
+    - motion: the frame-to-frame changes (+ learned position embedding) through the transformer across
+      time, then a Linear, averaged over the window (how the view changes).
+
+    The two are summed, then LayerNorm and L2 normalisation. The per-token text head adds its words up
+    ("a square" + "moving up"); a video tower that adds a shape-like part to a motion-like part mirrors
+    it, so an unseen pair of a seen shape and a seen motion lands near the sum of its descriptions'
+    parts. The joint head (:class:`TemporalHead`) lets the two interact in one transformer: on the
+    synthetic worlds it took a square moving up (moving up seen with other shapes only) for a circle
+    moving up (docs/live.md).
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        d_model: int,
+        joint_dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        max_frames: int = 64,
+    ):
+        super().__init__()
+        self.app1 = nn.Linear(feature_dim, d_model)
+        self.app2 = nn.Linear(d_model, joint_dim)
+        self.inp = nn.Linear(feature_dim, d_model)
+        self.pos = nn.Parameter(torch.randn(1, max_frames, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(d_model, joint_dim)
+        self.norm = nn.LayerNorm(joint_dim)
+        for m in (self.app1, self.app2, self.inp, self.out):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        f = F.relu(features)
+        appearance = self.app2(self.drop(F.gelu(self.app1(f)))).mean(dim=1)
+        delta = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:] - f[:, :-1]], dim=1)
+        x = self.encoder(self.drop(self.inp(delta) + self.pos[:, : features.shape[1]]))
+        motion = self.out(F.relu(self.drop(x))).mean(dim=1)
+        return F.normalize(self.norm(appearance + motion), dim=-1)
 
 
 class TextHead(nn.Module):
@@ -375,7 +432,8 @@ class CezsarModel(nn.Module):
                 dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
             )
         else:
-            self.temporal_head = TemporalHead(
+            kind = FactoredTemporalHead if config.temporal == "factored" else TemporalHead
+            self.temporal_head = kind(
                 dim, config.d_model, config.joint_dim, config.heads, config.layers, config.dropout
             )
         if config.text_input == "tokens":  # either head kind (residual: a sentence model beside an image tower)

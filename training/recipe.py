@@ -26,7 +26,7 @@ from typing import Any
 from cezsar.errors import CezsarError
 from cezsar.preprocess import Preprocess
 from training.idle import DEFAULT_FRACTION as DEFAULT_IDLE_FRACTION
-from training.model import TEXT_INPUTS, TOKEN_DROPOUT, ModelConfig
+from training.model import TEMPORALS, TEXT_INPUTS, TOKEN_DROPOUT, ModelConfig
 from training.negatives import NegativeConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ def recipe_settings(recipe: str) -> dict[str, Any]:
             "share_negatives": True,
             "extra_negatives": 1,
             "text_input": "auto",  # per-token word-embedding states for sentence-transformers models
+            # an appearance part plus a motion part (issue 21): unseen pairs of a seen shape and a seen
+            # motion on the synthetic worlds' streams (docs/live.md)
+            "temporal": "factored",
             # a fixed length with cosine decay, the last epoch kept: early stopping on the seen classes'
             # validation loss stopped runs at a noisy plateau, far from their best unseen top-1
             "schedule": "cosine",
@@ -63,6 +66,7 @@ def recipe_settings(recipe: str) -> dict[str, Any]:
             "loss": "triplet",
             "margin": 1.0,
             "text_input": "pooled",
+            "temporal": "joint",  # one transformer over the frame features, as the reference design
             "schedule": "constant",  # early stopping on the validation loss
             "negatives": {"mode": "auto", "count": 10, "min_distance": 0.0, "max_distance": 0.8, "fn_distance": 0.0},
             "idle_fraction": 0.0,  # the paper trains on captioned clips only
@@ -178,6 +182,7 @@ class TrainConfig:
             text_input=m.text_input,
             text_layer=m.text_layer,
             text_token_dropout=m.text_token_dropout,
+            temporal=m.temporal,
         )
         return out
 
@@ -193,7 +198,7 @@ SAMPLING = ("frames", "fps", "image_size", "resize")
 _ZERO_UNSET = ("frames", "fps", "image_size", "resize", "epochs", "lr", "loss", "negatives", "schedule", "text_input")
 # what the train command falls back to where a recipe does not set a setting
 _RECIPE_BASE = {"share_negatives": False, "extra_negatives": 1, "margin": 1.0, "schedule": "constant",
-                "text_input": "auto", "idle_fraction": DEFAULT_IDLE_FRACTION}  # fmt: skip
+                "text_input": "auto", "temporal": "joint", "idle_fraction": DEFAULT_IDLE_FRACTION}  # fmt: skip
 
 
 def settings() -> tuple[str, ...]:
@@ -252,9 +257,9 @@ def resolve(
     - epochs, lr: override > ``dataset.json`` > 40 epochs, lr 1e-4;
     - the negatives' cosine-distance window (neg_min, neg_max): override > ``dataset.json`` > the recipe;
     - loss, negatives (mode), fn_distance, margin, share_negatives, extra_negatives, schedule, text_input,
-      neg_count, idle_fraction: override > the recipe > the train command's fallbacks (per-video negatives,
-      1 extra negative, margin 1.0, constant schedule, auto text input, 10 negatives, idle windows 0.2 of
-      the batch);
+      temporal, neg_count, idle_fraction: override > the recipe > the train command's fallbacks (per-video
+      negatives, 1 extra negative, margin 1.0, constant schedule, auto text input, the joint temporal head,
+      10 negatives, idle windows 0.2 of the batch);
     - everything else: override > the TrainConfig / ModelConfig default;
     - ``init`` (a model folder to fine-tune): its backbone, text model, preprocessing and heads replace
       whatever the sources above said about them (frames and fps stay as resolved).
@@ -284,7 +289,8 @@ def resolve(
         fn_distance=float(_first("fn_distance", flags, {"fn_distance": rneg["fn_distance"]})),
     )
     sampling = {"frames": int(_first("frames", flags, d)), "fps": float(_first("fps", flags, d)),
-                "text_input": str(_first("text_input", flags, rec))}  # fmt: skip
+                "text_input": str(_first("text_input", flags, rec)),
+                "temporal": str(_first("temporal", flags, rec))}  # fmt: skip
     model = model_config(
         image_size=int(_first("image_size", flags, d)),
         resize=int(_first("resize", flags, d)),
@@ -300,6 +306,8 @@ def resolve(
     for key in ("backbone_checkpoint", "feature_cache", "init"):
         value = getattr(cfg, key)
         setattr(cfg, key, str(value) if value is not None else None)
+    if cfg.model.temporal not in TEMPORALS:
+        raise CezsarError(f"--temporal {cfg.model.temporal!r}: expected one of {', '.join(TEMPORALS)}")
     cfg.check_end2end()  # bad values fail before anything is loaded or printed
     if cfg.init is not None:
         from training.model import read_config

@@ -75,6 +75,12 @@ TEXT_INPUT = _O(
     "sentence-transformers models, pooled for image-text towers). Default: the recipe's (default: auto; "
     "paper: pooled). Ignored with --init.",
 )
+TEMPORAL = _O(
+    None,
+    help="The temporal head (from-scratch models): joint (frame features and their changes through one "
+    "transformer) or factored (an appearance part plus a motion part, summed). Default: the recipe's. "
+    "Ignored with --init.",
+)
 THREADS = _O(None, help="torch CPU threads.")
 DEVICE = _O("cpu", help="cpu or cuda (under torchrun: each process its LOCAL_RANK GPU).")
 WORKERS = _O(0, help="DataLoader worker processes decoding videos (frozen-mode extraction).")
@@ -119,6 +125,7 @@ def train_cmd(
     seed: int = SEED,
     text_model: str = TEXT_MODEL,
     text_input: str | None = TEXT_INPUT,
+    temporal: str | None = TEMPORAL,
     threads: int | None = THREADS,
     device: str = DEVICE,
     workers: int = WORKERS,
