@@ -41,7 +41,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-VARIANTS = {"idle": [], "base": ["--idle-fraction", "0"]}
+VARIANTS = {
+    "idle": [],
+    "base": ["--idle-fraction", "0"],
+    "factored": ["--temporal", "factored"],
+    "joint": ["--temporal", "joint"],
+    "shift": ["--augment-shift", "0.1"],
+    "fshift": ["--temporal", "factored", "--augment-shift", "0.1"],
+    "fep40": ["--temporal", "factored", "--epochs", "40"],
+}
 TORCH_LOCK = threading.Lock()  # torch.onnx export keeps global state: one export (and calibration) at a time
 THRESHOLDS = [round(0.05 + 0.025 * i, 3) for i in range(37)]  # 0.05 .. 0.95, the calibrated scale
 WATCHED = 8

@@ -15,7 +15,7 @@ OUT=${OUT:-cezsar/assets/demo_model}
 export HF_HUB_OFFLINE=1
 .venv/bin/cezsar synth "$WORLD" --seed 0
 .venv/bin/cezsar train --data "$WORLD" --out "$OUT" --seed 0 --loss infonce --share-negatives --fn-distance 0 \
-    --text-input pooled --schedule constant --idle-fraction 0
+    --text-input pooled --temporal joint --schedule constant --idle-fraction 0
 # issue 21: the score calibration (calibration.json), fitted on the world's rendered streams of seen classes.
 # `cezsar train` fits it already; the bundled model was trained before that and recalibrated with this line.
 .venv/bin/cezsar calibrate-scores --model "$OUT" --data "$WORLD"

@@ -62,7 +62,7 @@ def test_quantize_writes_trt_friendly_qdq_models(deploy: Path, deploy_and_calib:
     from converter.common import cosine_rows, synthetic_frames
     from converter.quantize import quantize_deploy
 
-    report = quantize_deploy(deploy, deploy_and_calib[1], measure_speed=False, threads=1)  # --target both
+    report = quantize_deploy(deploy, deploy_and_calib[1], measure_speed=False, threads=1, int8_head=True)  # both
     assert report["passed"] and report["method"] in ("modelopt", "ort")
     assert report["target"] == "both" and report["cpu"]["passed"] and report["cpu"]["method"] == "ort-cpu"
     assert set(report["targets"]) == {"tensorrt", "cpu"} and all(t["written"] for t in report["targets"].values())
@@ -194,7 +194,7 @@ def test_cpu_target_writes_cpu_models_that_the_cpu_backend_runs(
     from converter.common import cosine_rows, synthetic_frames
 
     res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(deploy_and_calib[1]), "--json",
-                                   "--target", "cpu"])  # fmt: skip
+                                   "--target", "cpu", "--int8-head"])  # fmt: skip
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout[res.stdout.index("{") :])
     cpu = report["cpu"]
@@ -429,7 +429,7 @@ def test_cpu_int8_head_failing_the_gate_stays_fp32(
 
     # case 1: a gate nothing passes -> nothing written, exit status 1, the summary says why
     real = q.quantize_deploy
-    gate = {"min_cosine": 1.01}
+    gate: dict[str, Any] = {"min_cosine": 1.01, "int8_head": True}
 
     def gated(*args: Any, **kwargs: Any) -> dict[str, Any]:
         kwargs.update(measure_speed=False, threads=1, target="cpu", **gate)
@@ -465,3 +465,13 @@ def test_cpu_int8_head_failing_the_gate_stays_fp32(
     # the CPU backend at --precision int8 runs the INT8 frame encoder and the FP32 head
     assert onnx_file(deploy, m, "frame_encoder", "int8", "cpu").name == "frame_encoder.int8-cpu.onnx"
     assert onnx_file(deploy, m, "temporal_head", "int8", "cpu") == onnx_file(deploy, m, "temporal_head", "fp32", "cpu")
+
+    # case 3: the default (no --int8-head): the head stays FP32 even where the INT8 head would pass the gate
+    gate.update(min_cosine=0.99, int8_head=False)
+    res = CliRunner().invoke(app, ["quantize", str(deploy), "--calib", str(calib), "--json"])
+    assert res.exit_code == 0, res.output
+    cpu = json.loads(res.stdout[res.stdout.index("{") :])["cpu"]
+    assert cpu["passed"] and cpu["head_precision"] == "fp32" and cpu["mean_cosine"] == cpu["fp32_head"]["mean_cosine"]
+    assert "not asked for (--int8-head); its own gate: within the gate" in cpu["int8_head"]["reason"]
+    assert not (deploy / "temporal_head.int8-cpu.onnx").exists()
+    assert load_manifest(deploy).files["temporal_head.int8-cpu"] == m.files["temporal_head"]

@@ -49,7 +49,7 @@ def test_flag_over_dataset_json_over_probe_over_recipe(clips: Path, tmp_path: Pa
     assert "'frames': 8" in said[0] and "fps" not in said[0].split("using")[1]  # only what it filled is named
     assert cfg.loss == "infonce"  # flag over the paper recipe's triplet
     assert cfg.margin == 1.0 and cfg.schedule == "constant" and m.text_input == "pooled"  # the paper recipe's
-    assert m.temporal == "joint"  # the reference design's temporal head
+    assert m.temporal == "joint" and cfg.augment_shift == 0.0  # the reference design's head, no shift
     assert cfg.negatives.count == 10 and not cfg.share_negatives  # the recipe, then the train command's fallback
     assert cfg.negatives.min_distance == 0.1  # flag over the recipe's 0.0
     assert cfg.negatives.max_distance == 0.7  # dataset.json over the recipe's 0.8
@@ -77,6 +77,8 @@ def test_default_recipe_and_no_probe_when_everything_is_given(
     assert cfg.negatives.seed == 3 == cfg.seed
     assert cfg.resolved_text_input() == "tokens"
     assert m.temporal == "factored"  # the default recipe's: an appearance part plus a motion part
+    assert cfg.augment_shift == 0.1  # and clips shifted at random in training
+    assert resolve(data, overrides={"augment_shift": 0.0}).augment_shift == 0.0  # 0 given is off, not unset
     assert resolve(data, overrides={"temporal": "joint"}).model.temporal == "joint"
     default = TrainConfig()
     assert (cfg.loss, cfg.share_negatives, cfg.schedule, cfg.negatives) == (

@@ -58,11 +58,17 @@ def quantize_cmd(
         help=f"tensorrt ({TRT_INT8}, TensorRT Q/DQ rules), cpu ({CPU_INT8} for onnxruntime's CPU "
         "integer kernels; not held to the TensorRT rules, same accuracy gate) or both.",
     ),
+    int8_head: bool = typer.Option(
+        False,
+        "--int8-head/--fp32-head",
+        help="cpu target: quantize the temporal head too. Default: FP32 head (it runs once per hop; the gate's "
+        "windows cannot vouch for an INT8 head on a stream, docs/live.md).",
+    ),
 ) -> None:
     """INT8 quantization of the frame encoder and temporal head, with an accuracy gate: Q/DQ models for TensorRT
-    and/or models laid out for onnxruntime's CPU integer kernels (--target). On the CPU, an INT8 head that fails the
-    gate is kept in FP32. Exit status: 0 when a usable INT8 deployment was written (a refused target is a warning),
-    1 when the gate refused every target, 2 on bad input."""
+    and/or models laid out for onnxruntime's CPU integer kernels (--target). On the CPU the head stays FP32 unless
+    --int8-head (and then when it fails the gate). Exit status: 0 when a usable INT8 deployment was written (a
+    refused target is a warning), 1 when the gate refused every target, 2 on bad input."""
     from converter.quantize import quantize_deploy
 
     try:
@@ -75,6 +81,7 @@ def quantize_cmd(
             holdout=holdout,
             calibration_method=calibration_method,
             target=target,
+            int8_head=int8_head,
         )
     except CezsarError as e:
         _fail(str(e), 2)

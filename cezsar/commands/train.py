@@ -56,9 +56,10 @@ IDLE_FRACTION = _O(
     "0: captioned clips only).",
 )
 AUGMENT_SHIFT = _O(
-    0.0,
+    None,
     help="end2end: translate each training clip at random by up to this fraction of the crop (every frame "
-    "alike, so motion is kept; edges repeat). 0: off. Frozen mode ignores it.",
+    "alike, so motion is kept; edges repeat). 0: off. Frozen mode ignores it. Default: the recipe's "
+    "(default: 0.1; paper: 0).",
 )
 PATIENCE = _O(6, help="Early-stopping patience in epochs (constant schedule).")
 SCHEDULE = _O(
@@ -119,7 +120,7 @@ def train_cmd(
     lr: float | None = LR,
     backbone_lr: float | None = BACKBONE_LR,
     weight_decay: float = WEIGHT_DECAY,
-    augment_shift: float = AUGMENT_SHIFT,
+    augment_shift: float | None = AUGMENT_SHIFT,
     patience: int = PATIENCE,
     schedule: str | None = SCHEDULE,
     seed: int = SEED,
