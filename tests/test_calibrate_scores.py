@@ -19,6 +19,7 @@ from cezsar.deploy.manifest import load_manifest
 from cezsar.scorecal import load_calibration
 from edge.scorer import deploy_calibration
 from tests.helpers.models import trained_model_dir
+from training.calibrate_scores import MIN_THRESHOLD
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def test_calibration_is_fitted_on_the_seen_streams(calibrated: Path) -> None:
     cal = load_calibration(calibrated / calibration_name())
     assert all(m.a > 0 for m in cal.maps.values())
     assert set(cal.thresholds) == {"margin", "margin+exclusive", "cosine", "cosine+exclusive"}
-    assert all(0 < t < 1 for t in cal.thresholds.values())
+    assert all(MIN_THRESHOLD <= t < 1 for t in cal.thresholds.values())
     assert "streams/seen" in cal.info["fitted_on"] and cal.info["actions"] == 10
     # the margin of a window that shows its action maps above the threshold, an idle window's below
     m = cal.maps["margin"]
@@ -78,3 +79,19 @@ def test_calibrated_scores_are_probabilities(calibrated: Path) -> None:
     p = cal.apply(raw, "margin")
     assert np.all(np.diff(p) > 0) and p[0] < 0.05 and p[-1] > 0.95
     assert margins(np.eye(2), np.eye(2), None)[0].shape == (2, 2)
+
+
+def test_default_threshold_never_below_one_half(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where event F1 peaks at a low probability, the default stays at 0.5: it never calls an event the
+    calibrated model thinks more likely absent."""
+    import training.calibrate_scores as cs
+    from cezsar.events import ScoredStream
+    from cezsar.scorecal import CALIBRATED_DEFAULTS
+
+    ends = np.arange(2.0, 60.0, 0.5)
+    scores = np.where((ends > 20.0) & (ends < 30.0), 0.3, 0.05)[:, None]
+    stream = ScoredStream("s", 60.0, ends - 1.0, ends, ["a"], scores, [{"action": "a", "start": 19.0, "end": 30.0}])
+    th, curve = cs._choose_threshold([stream], CALIBRATED_DEFAULTS, exclusive=True)
+    assert max(curve, key=lambda c: c["f1"])["threshold"] < 0.3 and th == MIN_THRESHOLD
+    monkeypatch.setattr(cs, "MIN_THRESHOLD", 0.0)
+    assert cs._choose_threshold([stream], CALIBRATED_DEFAULTS, exclusive=True)[0] < 0.3  # F1's own choice

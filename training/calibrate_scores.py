@@ -19,7 +19,10 @@ which ``cezsar export`` copies into the deploy folder.
    give the two maps.
 4. **The default threshold** of each map, for multi-label and for exclusive decisions, is chosen by
    event F1 (IoU >= 0.3) on these streams with the edge's own decision rules (cezsar.events): the
-   middle of the thresholds within 0.02 of the best F1.
+   middle of the thresholds within 0.02 of the best F1, and never below 0.5 (:data:`MIN_THRESHOLD`): the
+   default does not call an event where the calibrated model says the action is more likely absent. The
+   validation streams hold minutes of idle, a camera days: where F1 is flat, the lower thresholds it
+   allows bought false alarms on long idle footage (docs/live.md).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ HOP = 2
 MIN_IOU = 0.3
 SEEN_STREAMS = "streams/seen"
 WATCHED = 8  # actions watched on a validation stream (its own and others)
+MIN_THRESHOLD = 0.5  # the default thresholds' floor on the probability scale (module doc, 4.)
 
 
 @dataclass
@@ -190,7 +194,8 @@ def _labels(starts: np.ndarray, ends: np.ndarray, names: list[str], truth: list[
 
 
 def _choose_threshold(streams: list[ScoredStream], base: Params, exclusive: bool) -> tuple[float, list[dict[str, Any]]]:
-    """The middle of the thresholds whose event F1 is within 0.02 of the best, and the curve."""
+    """The middle of the thresholds whose event F1 is within 0.02 of the best (at least MIN_THRESHOLD), and the
+    curve."""
     from dataclasses import replace
 
     curve = []
@@ -200,7 +205,7 @@ def _choose_threshold(streams: list[ScoredStream], base: Params, exclusive: bool
         curve.append({"threshold": float(th), "f1": res["f1"], "precision": res["precision"], "recall": res["recall"]})
     best = max(c["f1"] for c in curve)
     near = [c["threshold"] for c in curve if c["f1"] >= best - 0.02]
-    return float(near[len(near) // 2]), curve
+    return max(float(near[len(near) // 2]), MIN_THRESHOLD), curve
 
 
 def calibrate_streams(
