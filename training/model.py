@@ -126,6 +126,8 @@ class TemporalHead(nn.Module):
     makes direction of motion easy to learn from a few hundred clips.
     """
 
+    inputs = 2  # per frame: the feature and its change (FactoredTemporalHead's transformer: the change only)
+
     def __init__(
         self,
         feature_dim: int,
@@ -137,7 +139,7 @@ class TemporalHead(nn.Module):
         max_frames: int = 64,
     ):
         super().__init__()
-        self.inp = nn.Linear(2 * feature_dim, d_model)
+        self.inp = nn.Linear(self.inputs * feature_dim, d_model)
         self.pos = nn.Parameter(torch.randn(1, max_frames, d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(
             d_model, heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
@@ -161,7 +163,7 @@ class TemporalHead(nn.Module):
         return F.normalize(x, dim=-1)
 
 
-class FactoredTemporalHead(nn.Module):
+class FactoredTemporalHead(TemporalHead):
     """(B, T, feature_dim) -> (B, joint_dim), L2-normalised: an appearance part plus a motion part.
 
     - appearance: each frame's feature through its own MLP, averaged over the window (what is in view,
@@ -172,34 +174,20 @@ class FactoredTemporalHead(nn.Module):
     The two are summed, then LayerNorm and L2 normalisation. The per-token text head adds its words up
     ("a square" + "moving up"); a video tower that adds a shape-like part to a motion-like part mirrors
     it, so an unseen pair of a seen shape and a seen motion lands near the sum of its descriptions'
-    parts. The joint head (:class:`TemporalHead`) lets the two interact in one transformer: on the
-    synthetic worlds it took a square moving up (moving up seen with other shapes only) for a circle
-    moving up (docs/live.md).
+    parts. The joint head (:class:`TemporalHead`, the parent: same transformer, position embedding and
+    output layers) lets the two interact in one transformer. On the synthetic worlds' unseen streams the
+    factored head raised event F1 from 0.72 to 0.82 and cut idle false alarms 8 -> 1 (docs/live.md).
     """
 
+    inputs = 1
+
     def __init__(
-        self,
-        feature_dim: int,
-        d_model: int,
-        joint_dim: int,
-        heads: int,
-        layers: int,
-        dropout: float,
-        max_frames: int = 64,
+        self, feature_dim: int, d_model: int, joint_dim: int, heads: int, layers: int, dropout: float, **kw: int
     ):
-        super().__init__()
+        super().__init__(feature_dim, d_model, joint_dim, heads, layers, dropout, **kw)
         self.app1 = nn.Linear(feature_dim, d_model)
         self.app2 = nn.Linear(d_model, joint_dim)
-        self.inp = nn.Linear(feature_dim, d_model)
-        self.pos = nn.Parameter(torch.randn(1, max_frames, d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            d_model, heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(d_model, joint_dim)
-        self.norm = nn.LayerNorm(joint_dim)
-        for m in (self.app1, self.app2, self.inp, self.out):
+        for m in (self.app1, self.app2):
             nn.init.xavier_normal_(m.weight)
             nn.init.zeros_(m.bias)
 
