@@ -7,9 +7,9 @@
 Per world seed S: `cezsar synth` (with its streams), `cezsar train` per variant (``idle``: the default
 recipe; ``fshift``: the same, its flags named; ``factored``: without the shift augmentation; ``joint``: the
 joint temporal head without shift, the default of issue 21's first pass; ``base``: ``--idle-fraction 0``,
-the training before issue 21; see VARIANTS), the model's score calibration (fitted by the training on the world's *seen* streams; fitted here
-for a model trained before training did it), `cezsar eval --split` (unseen clip top-1), the export, and
-the runtime's Recognizer over the world's streams (edge/streameval.py):
+the training before issue 21; see VARIANTS), the model's score calibration (fitted by the training on the
+world's *seen* streams; fitted here for a model trained before training did it), `cezsar eval --split`
+(unseen clip top-1), the export, and the runtime's Recognizer over the world's streams (edge/streameval.py):
 
 - ``unseen``: the unseen classes' streams watched with their actions file (the zero-shot test), with
   multi-label and exclusive decisions at the calibrated defaults: event precision, recall and F1 at IoU
