@@ -88,7 +88,12 @@ def test_resume_continues_an_interrupted_run(world, tmp_path):
     state = json.loads((out / ".resume" / "state.json").read_text())
     done = state["epoch"] + 1
     assert not (out / "config.json").exists(), "an interrupted run leaves no half-written model"
-    res = train(world, out, small_cfg(epochs=done + 1, d_model=256), resume=True, progress=False)
+    # the interrupted run is the default recipe's (factored head): other layers are one clear line
+    with pytest.raises(CezsarError, match="saved by a run of another model"):
+        train(world, out, small_cfg(epochs=done + 1, d_model=256), resume=True, progress=False)
+    resumed = small_cfg(epochs=done + 1, d_model=256)
+    resumed.model.temporal = "factored"
+    res = train(world, out, resumed, resume=True, progress=False)
     assert [h["epoch"] for h in res.history] == list(range(done + 1))
     assert (out / "config.json").is_file() and not (out / ".resume").exists()
     with pytest.raises(CezsarError, match="nothing to resume"):

@@ -165,7 +165,13 @@ class _State:
             return None
         info = json.loads((self.dir / "state.json").read_text())
         t = load_file(str(self.dir / "state.safetensors"))
-        model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        try:
+            model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        except RuntimeError:
+            raise CezsarError(
+                f"{self.dir}: saved by a run of another model (its layers differ from these settings'); resume "
+                "with the settings of the interrupted run, or train again without --resume"
+            ) from None
         loss.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("loss.")})
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in t.items():
