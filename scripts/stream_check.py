@@ -47,6 +47,7 @@ VARIANTS = {
     "base": ["--idle-fraction", "0"],  # no idle windows (the recipe before issue 21)
     "factored": ["--temporal", "factored", "--augment-shift", "0"],  # the default without the shift
     "fshift": ["--temporal", "factored", "--augment-shift", "0.1"],  # the default, named (the runs of docs/live.md)
+    "fshift_s1": ["--temporal", "factored", "--augment-shift", "0.1", "--seed", "1"],  # a second training seed
     "joint": ["--temporal", "joint", "--augment-shift", "0"],  # the default of issue 21's first pass
 }
 TORCH_LOCK = threading.Lock()  # torch.onnx export keeps global state: one export (and calibration) at a time
