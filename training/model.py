@@ -128,6 +128,11 @@ class TemporalHead(nn.Module):
 
     inputs = 2  # per frame: the feature and its change (FactoredTemporalHead's transformer: the change only)
 
+    @staticmethod
+    def changes(f: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> each frame's change from the one before (zero for the first)."""
+        return torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:] - f[:, :-1]], dim=1)
+
     def __init__(
         self,
         feature_dim: int,
@@ -155,7 +160,7 @@ class TemporalHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         f = F.relu(features)
         # frame-to-frame change beside each frame's feature: motion is then one linear step away
-        delta = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:] - f[:, :-1]], dim=1)
+        delta = self.changes(f)
         x = self.drop(self.inp(torch.cat([f, delta], dim=-1)) + self.pos[:, : features.shape[1]])
         x = self.encoder(x)
         x = self.out(F.relu(self.drop(x)))
@@ -194,7 +199,7 @@ class FactoredTemporalHead(TemporalHead):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         f = F.relu(features)
         appearance = self.app2(self.drop(F.gelu(self.app1(f)))).mean(dim=1)
-        delta = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:] - f[:, :-1]], dim=1)
+        delta = self.changes(f)
         x = self.encoder(self.drop(self.inp(delta) + self.pos[:, : features.shape[1]]))
         motion = self.out(F.relu(self.drop(x))).mean(dim=1)
         return F.normalize(self.norm(appearance + motion), dim=-1)
